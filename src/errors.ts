@@ -1,0 +1,81 @@
+/**
+ * Local failures of stopd and stopctl: every one has a stable `code` so callers, logs and
+ * tests can tell them apart without parsing messages. What goes on the wire (`NO-USER`,
+ * `INVALID-PORT`, ...) is not here: those are protocol values (src/protocol/errors.ts).
+ *
+ * Messages are sentence case with the cause after a colon, and say how to fix the problem
+ * where the user can.
+ */
+export class StopdError extends Error {
+  /** Stable identifier, e.g. `ERR_PEER_TIMEOUT`; documented in the README. */
+  readonly code: string;
+
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** The command line or configuration is wrong; the message says how to fix it. */
+export class UsageError extends StopdError {
+  constructor(message: string) {
+    super('ERR_USAGE', message);
+  }
+}
+
+/** A peer (an upstream STOP daemon, or the daemon asked by `stopctl query`) did not answer in time. */
+export class PeerTimeoutError extends StopdError {
+  constructor(message: string) {
+    super('ERR_PEER_TIMEOUT', message);
+  }
+}
+
+/** A peer could not be reached at all (refused, unreachable, reset before a reply). */
+export class PeerUnreachableError extends StopdError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_PEER_UNREACHABLE', message, options);
+  }
+}
+
+/** A peer answered something that is not a well-formed reply line. */
+export class PeerProtocolError extends StopdError {
+  constructor(message: string) {
+    super('ERR_PEER_PROTOCOL', message);
+  }
+}
+
+/** The evidence store could not durably write; nothing that depends on the write is replied. */
+export class StoreWriteError extends StopdError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_STORE_WRITE', message, options);
+  }
+}
+
+/** The evidence store is not usable (missing, wrong permissions, locked by another daemon). */
+export class StoreOpenError extends StopdError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_STORE_OPEN', message, options);
+  }
+}
+
+/** A token is not known to this store. */
+export class UnknownTokenError extends StopdError {
+  constructor(message: string) {
+    super('ERR_UNKNOWN_TOKEN', message);
+  }
+}
+
+/** Stored evidence does not match its token or the ledger chain. */
+export class IntegrityError extends StopdError {
+  constructor(message: string) {
+    super('ERR_INTEGRITY', message);
+  }
+}
+
+/** The OS view could not be read (netlink failure, /proc unreadable). */
+export class HostLookupError extends StopdError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_HOST_LOOKUP', message, options);
+  }
+}

@@ -1,0 +1,103 @@
+import { chmodSync, closeSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { StoreOpenError } from '../errors.js';
+import { Ledger } from './ledger.js';
+
+/** Paths inside a store directory (DESIGN "Evidence"). */
+export function storePaths(dir: string): { dir: string; ledger: string; records: string; lock: string } {
+  return { dir, ledger: join(dir, 'ledger'), records: join(dir, 'records'), lock: join(dir, 'lock') };
+}
+
+/** An open evidence store, owned by one daemon at a time. */
+export interface EvidenceStore {
+  readonly dir: string;
+  readonly ledger: Ledger;
+  /** Flushes and closes the ledger and releases the lock. Idempotent. */
+  close(): Promise<void>;
+}
+
+/**
+ * Opens the store directory (default `/var/lib/stopd`), creating it with mode 0700, and takes
+ * its lock so that two daemons never interleave one ledger. A lock left by a process that no
+ * longer exists is taken over.
+ */
+export async function openStore(dir: string): Promise<EvidenceStore> {
+  const paths = storePaths(dir);
+  try {
+    mkdirSync(paths.records, { recursive: true, mode: 0o700 });
+    // Evidence names users and commands: only root (the daemon's user) may read it.
+    chmodSync(dir, 0o700);
+    chmodSync(paths.records, 0o700);
+  } catch (error) {
+    throw new StoreOpenError(
+      `Cannot use store directory ${dir}: ${(error as Error).message}; choose a writable directory with --store`,
+      { cause: error },
+    );
+  }
+  takeLock(paths.lock);
+  let ledger: Ledger;
+  try {
+    ledger = await Ledger.open(paths.ledger);
+  } catch (error) {
+    releaseLock(paths.lock);
+    throw new StoreOpenError(`Cannot open the ledger in ${dir}: ${(error as Error).message}`, { cause: error });
+  }
+  let closing: Promise<void> | undefined;
+  return {
+    dir,
+    ledger,
+    close() {
+      closing ??= ledger.close().finally(() => releaseLock(paths.lock));
+      return closing;
+    },
+  };
+}
+
+function takeLock(path: string): void {
+  for (let attempt = 0; attempt < 2; attempt += 1) {
+    try {
+      const fd = openSync(path, 'wx', 0o600);
+      writeSync(fd, `${process.pid}\n`);
+      closeSync(fd);
+      return;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') {
+        throw new StoreOpenError(`Cannot lock the store: ${(error as Error).message}`, { cause: error });
+      }
+      const owner = Number.parseInt(readFileSync(path, 'utf8'), 10);
+      if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && isAlive(owner)) {
+        throw new StoreOpenError(
+          `Cannot lock the store: ${path} is held by running process ${owner}; stop that daemon or use another --store`,
+        );
+      }
+      unlinkSync(path); // stale lock of a dead process
+    }
+  }
+  throw new StoreOpenError(`Cannot lock the store: ${path} keeps reappearing`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function releaseLock(path: string): void {
+  try {
+    if (Number.parseInt(readFileSync(path, 'utf8'), 10) === process.pid) unlinkSync(path);
+  } catch {
+    // Already gone: nothing to release.
+  }
+}
+
+/** Whether `dir` looks like a store (has a ledger), for stopctl's messages. */
+export function isStore(dir: string): boolean {
+  try {
+    return statSync(storePaths(dir).ledger).isFile();
+  } catch {
+    return false;
+  }
+}

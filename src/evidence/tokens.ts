@@ -1,0 +1,30 @@
+import { createHash, randomBytes } from 'node:crypto';
+
+/**
+ * Which hash names SV records, and so the length of every token of a daemon (paper 3.1.2,
+ * property 2: tokens have the same length for all request types and responses).
+ * `sha256` (default, 64 hex) or `sha1` (40 hex, as in the paper's prototype).
+ */
+export type TokenHash = 'sha256' | 'sha1';
+
+const BYTES: Record<TokenHash, number> = { sha256: 32, sha1: 20 };
+
+/** A fresh random token: lowercase hex from `crypto.randomBytes`, as long as a record hash. */
+export function generateToken(hash: TokenHash = 'sha256'): string {
+  return randomBytes(BYTES[hash]).toString('hex');
+}
+
+/** The token of a record: the hex digest of its exact bytes. */
+export function hashToken(bytes: Uint8Array, hash: TokenHash = 'sha256'): string {
+  return createHash(hash).update(bytes).digest('hex');
+}
+
+/** The length of every token under `hash`. */
+export function tokenLength(hash: TokenHash): number {
+  return BYTES[hash] * 2;
+}
+
+/** Whether `text` has the shape of a token under any supported hash (for argument checks). */
+export function isTokenShaped(text: string): boolean {
+  return /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/.test(text);
+}

@@ -1,0 +1,34 @@
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { UsageError } from '../errors.js';
+import type { ListenAddress } from '../daemon/server.js';
+
+/** `parseArgs` with strict checking, turning its errors into one-sentence UsageErrors. */
+export function parseCommandLine<T extends ParseArgsConfig & { strict?: true }>(
+  config: T,
+  program: string,
+): ReturnType<typeof parseArgs<T>> {
+  try {
+    return parseArgs<T>(config);
+  } catch (error) {
+    const message = (error as Error).message.replace(/\. To specify a positional argument.*$/s, '');
+    throw new UsageError(`${message.replace(/\.$/, '')}; see \`${program} --help\``);
+  }
+}
+
+/** An integer option within bounds, or a UsageError naming the option. */
+export function parseInteger(text: string, options: { name: string; min: number; max: number }): number {
+  if (!/^\d+$/.test(text) || Number(text) < options.min || Number(text) > options.max) {
+    throw new UsageError(`${options.name} must be a whole number from ${options.min} to ${options.max}, not ${JSON.stringify(text)}`);
+  }
+  return Number(text);
+}
+
+/** `ADDR:PORT`, `[IPV6]:PORT`; the port may be 0 (any free port, printed at start). */
+export function parseListenAddress(text: string): ListenAddress {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|(\d{1,3}(?:\.\d{1,3}){3}|[A-Za-z0-9.-]+)):(\d{1,5})$/.exec(text);
+  if (match === null) {
+    throw new UsageError(`--listen expects ADDR:PORT such as 0.0.0.0:113 or [::]:113, not ${JSON.stringify(text)}`);
+  }
+  const host = match[1] ?? match[2] ?? '';
+  return { host, port: parseInteger(match[3] ?? '', { name: '--listen port', min: 0, max: 65535 }) };
+}

@@ -1,0 +1,223 @@
+#!/usr/bin/env node
+import { existsSync } from 'node:fs';
+import { queryStop } from '../daemon/client.js';
+import { DEFAULTS } from '../daemon/daemon.js';
+import { storePaths } from '../evidence/store.js';
+import { findToken, type LedgerFinding } from '../evidence/redeem.js';
+import { isTokenShaped } from '../evidence/tokens.js';
+import { StopdError, UsageError } from '../errors.js';
+import type { Endpoint } from '../host/types.js';
+import { parseRequest, RequestSyntaxError, type Request } from '../protocol/index.js';
+import { parseCommandLine, parseInteger } from './args.js';
+
+const HELP = `Usage: stopctl <command> [options]
+
+Commands:
+  query HOST[:PORT] CL_PORT SV_PORT [--type T] [--sid N] [--ip ADDR] [--timeout SEC] [--json]
+      Ask the STOP/IDENT daemon on HOST (port 113 unless given; IPv6 as [addr]:port) about the
+      connection from its CL_PORT to our SV_PORT. Prints the reply line.
+      --type ID|ID_REC|SV|SV_REC   request type (default: the bare RFC 1413 form)
+      --sid N                      session identifier, 0..2^64-1 (required for ID_REC/SV_REC;
+                                   a random 32-bit one is made when omitted)
+      --ip ADDR                    CL_IP: ask about a connection with ADDR instead of us
+      --timeout SEC                give up after SEC seconds (default 10)
+      Exit status: 0 USERID reply, 1 ERROR reply, 2 no answer (refused, timeout, malformed).
+
+  redeem TOKEN [--store DIR] [--json]
+      Print what TOKEN stands for, from the store (default ${DEFAULTS.storeDir}).
+      Exit status: 0 found and the ledger verifies, 2 unknown token, 3 integrity failure.
+
+Common options:
+  --json       print JSON instead of text
+  -h, --help   print this help
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'query':
+      return runQuery(rest);
+    case 'redeem':
+      return runRedeem(rest);
+    case undefined:
+    case '-h':
+    case '--help':
+    case 'help':
+      process.stdout.write(HELP);
+      return command === undefined ? 64 : 0;
+    default:
+      throw new UsageError(`Unknown command ${JSON.stringify(command)}; use query or redeem (see \`stopctl --help\`)`);
+  }
+}
+
+async function runQuery(argv: string[]): Promise<number> {
+  const { values, positionals } = parseCommandLine(
+    {
+      args: argv,
+      allowPositionals: true,
+      options: {
+        type: { type: 'string' },
+        sid: { type: 'string' },
+        ip: { type: 'string' },
+        timeout: { type: 'string' },
+        json: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    },
+    'stopctl query',
+  );
+  if (values.help === true) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (positionals.length !== 3) {
+    throw new UsageError('query needs HOST[:PORT] CL_PORT SV_PORT, for example `stopctl query 192.0.2.1 40000 22`');
+  }
+  const [target = '', clientPort = '', serverPort = ''] = positionals;
+  const { host, port } = parseTarget(target);
+  const request = buildRequest({ clientPort, serverPort, type: values.type, sid: values.sid, ip: values.ip });
+  const timeoutMs = 1000 * parseInteger(values.timeout ?? '10', { name: '--timeout', min: 1, max: 3600 });
+  try {
+    const { reply, line } = await queryStop(request, { host, port, timeoutMs });
+    if (values.json === true) process.stdout.write(`${JSON.stringify({ ...reply, line })}\n`);
+    else process.stdout.write(`${line}\n`);
+    return reply.kind === 'error' ? 1 : 0;
+  } catch (error) {
+    if (!(error instanceof StopdError)) throw error;
+    process.stderr.write(`stopctl: ${error.message}\n`);
+    return 2;
+  }
+}
+
+/** Builds the request through the codec, so stopctl can only send what a daemon would accept. */
+function buildRequest(options: {
+  clientPort: string;
+  serverPort: string;
+  type: string | undefined;
+  sid: string | undefined;
+  ip: string | undefined;
+}): Request {
+  const { type } = options;
+  if (type === undefined && (options.sid !== undefined || options.ip !== undefined)) {
+    throw new UsageError('--sid and --ip need --type, because the bare RFC 1413 form has no room for them');
+  }
+  const recursive = type === 'ID_REC' || type === 'SV_REC';
+  const sid = options.sid ?? (recursive ? String(Math.floor(Math.random() * 2 ** 32)) : undefined);
+  if (!recursive && options.sid !== undefined) throw new UsageError(`--sid only goes with --type ID_REC or SV_REC`);
+  const ip = options.ip === undefined ? undefined : options.ip.includes(':') && !options.ip.startsWith('[') ? `[${options.ip}]` : options.ip;
+  const line = [`${options.clientPort},${options.serverPort}`, type, sid, ip].filter((part) => part !== undefined).join(':');
+  try {
+    return parseRequest(line);
+  } catch (error) {
+    if (!(error instanceof RequestSyntaxError)) throw error;
+    throw new UsageError(`${error.message.replace(/^Cannot parse request: /, 'Cannot build the request: ')}`);
+  }
+}
+
+function parseTarget(text: string): { host: string; port: number } {
+  const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(text);
+  if (bracketed !== null) {
+    return { host: bracketed[1] ?? '', port: parseInteger(bracketed[2] ?? '113', { name: 'port', min: 1, max: 65535 }) };
+  }
+  const parts = text.split(':');
+  if (parts.length > 2) return { host: text, port: 113 }; // bare IPv6 address
+  const [host = '', port = '113'] = parts;
+  if (host === '') throw new UsageError('query needs a host name or address before the port');
+  return { host, port: parseInteger(port, { name: 'port', min: 1, max: 65535 }) };
+}
+
+async function runRedeem(argv: string[]): Promise<number> {
+  const { values, positionals } = parseCommandLine(
+    {
+      args: argv,
+      allowPositionals: true,
+      options: { store: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    },
+    'stopctl redeem',
+  );
+  if (values.help === true) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const [token] = positionals;
+  if (token === undefined || positionals.length !== 1) throw new UsageError('redeem needs exactly one TOKEN');
+  if (!isTokenShaped(token)) {
+    throw new UsageError(`${JSON.stringify(token)} is not a token: tokens are 40 or 64 lowercase hex digits`);
+  }
+  const storeDir = values.store ?? DEFAULTS.storeDir;
+  if (!existsSync(storePaths(storeDir).ledger)) {
+    throw new UsageError(`${storeDir} holds no ledger; give the daemon's store directory with --store`);
+  }
+  const finding = await findToken(storeDir, token);
+  const status = finding.brokenLines.length > 0 ? 3 : finding.entry === undefined ? 2 : 0;
+  if (values.json === true) {
+    process.stdout.write(`${JSON.stringify(describeFinding(token, finding, status), null, 2)}\n`);
+  } else {
+    process.stdout.write(formatFinding(token, finding));
+  }
+  return status;
+}
+
+function describeFinding(token: string, finding: LedgerFinding, status: number): Record<string, unknown> {
+  const entry = finding.entry;
+  const verdict = status === 0 ? 'verified' : status === 2 ? 'unknown-token' : 'integrity-failure';
+  if (entry === undefined) return { token, verdict, ledger: { lines: finding.lines, brokenLines: finding.brokenLines } };
+  return {
+    token,
+    verdict,
+    type: entry.type ?? null,
+    answeredAs: entry.answeredAs ?? null,
+    time: entry.time,
+    request: { line: entry.request, requester: entry.requester },
+    connection: entry.connection ?? null,
+    decision: entry.decision,
+    reason: entry.reason ?? null,
+    replaces: entry.replaces ?? null,
+    uid: entry.uid ?? null,
+    user: entry.user ?? null,
+    ledger: { line: finding.lineNumber, seq: entry.seq, lines: finding.lines, brokenLines: finding.brokenLines },
+  };
+}
+
+function formatFinding(token: string, finding: LedgerFinding): string {
+  const out: string[] = [];
+  const entry = finding.entry;
+  if (entry === undefined) {
+    out.push(`Token ${token} is not in this store's ledger.`);
+  } else {
+    const requester = entry.requester as { address: string; port: number } | undefined;
+    const connection = entry.connection as { local: Endpoint; remote: Endpoint; state: string } | undefined;
+    out.push(`Token       ${token}`);
+    out.push(`Issued      ${entry.time} (ledger line ${finding.lineNumber})`);
+    out.push(`Request     ${JSON.stringify(entry.request)} from ${requester === undefined ? '?' : showEndpoint(requester)}`);
+    out.push(`Type        ${String(entry.type ?? 'unparsed')}${entry.answeredAs !== undefined && entry.answeredAs !== entry.type ? ` (answered as ${String(entry.answeredAs)})` : ''}`);
+    if (connection !== undefined) {
+      out.push(`Connection  ${showEndpoint(connection.local)} -> ${showEndpoint(connection.remote)} (${connection.state})`);
+    }
+    if (entry.uid !== undefined) out.push(`User        ${String(entry.user ?? '(no passwd entry)')} (uid ${String(entry.uid)})`);
+    const why = entry.replaces === undefined ? String(entry.reason ?? entry.decision) : `${String(entry.reason)}, instead of ${String(entry.replaces)}`;
+    out.push(`Reply       token (${why})`);
+  }
+  if (finding.brokenLines.length > 0) {
+    out.push(`INTEGRITY FAILURE: the ledger chain is broken at line(s) ${finding.brokenLines.slice(0, 10).join(', ')}${finding.brokenLines.length > 10 ? ', ...' : ''}`);
+  } else {
+    out.push(`Ledger      ${finding.lines} entries, hash chain intact`);
+  }
+  return out.join('\n') + '\n';
+}
+
+function showEndpoint(endpoint: Endpoint): string {
+  return endpoint.address.includes(':') ? `[${endpoint.address}]:${endpoint.port}` : `${endpoint.address}:${endpoint.port}`;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    if (error instanceof StopdError) {
+      process.stderr.write(`stopctl: ${error.message}\n`);
+      process.exit(error instanceof UsageError ? 64 : 1);
+    }
+    process.stderr.write(`stopctl: unexpected failure: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    process.exit(70);
+  },
+);

@@ -1,0 +1,121 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { DEFAULTS, startDaemon } from '../daemon/daemon.js';
+import { createStreamLogger } from '../daemon/logger.js';
+import { StopdError, UsageError } from '../errors.js';
+import { parseCommandLine, parseInteger, parseListenAddress } from './args.js';
+
+const HELP = `Usage: stopd [options]
+
+Answers IDENT (RFC 1413) and STOP requests on TCP with opaque tokens, and records what each
+token stands for in an append-only ledger in the store directory.
+
+Options:
+  --listen ADDR:PORT     address to listen on; repeat for several (default [::]:113, dual stack;
+                         port 0 picks a free port, printed at start)
+  --store DIR            evidence store directory, created mode 0700 (default ${DEFAULTS.storeDir})
+  --random-errors        reply a token instead of every error
+  --unknown-error        reply UNKNOWN-ERROR instead of the precise error
+  --opt-in               let users list, in ~/.ident, hosts (names, addresses or CIDRs)
+                         that may see their user name in ID replies
+  --max-connections N    open client connections at most; more are closed (default ${DEFAULTS.maxConnections})
+  --max-lookups N        connection lookups running at once (default ${DEFAULTS.maxLookups})
+  --idle-timeout SEC     close a client that sends nothing for SEC seconds (default ${DEFAULTS.idleTimeoutSec})
+  --max-line BYTES       longest request line; a longer one closes the connection (default ${DEFAULTS.maxLineLength})
+  --token-hash NAME      sha256 (64 hex digits, default) or sha1 (40, as in the STOP paper);
+                         every token of the daemon has that length
+  --version              print the version and exit
+  -h, --help             print this help and exit
+
+Request types: ID and the bare RFC 1413 form are answered as specified. ID_REC, SV and
+SV_REC are accepted and, until evidence records and recursion are implemented, answered
+exactly as ID (the ledger notes the requested type).
+
+Signals: SIGTERM and SIGINT stop accepting, answer what was received, flush the ledger and
+exit 0.
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const { values } = parseCommandLine(
+    {
+      args: argv,
+      options: {
+        listen: { type: 'string', multiple: true },
+        store: { type: 'string' },
+        'random-errors': { type: 'boolean' },
+        'unknown-error': { type: 'boolean' },
+        'opt-in': { type: 'boolean' },
+        'max-connections': { type: 'string' },
+        'max-lookups': { type: 'string' },
+        'idle-timeout': { type: 'string' },
+        'max-line': { type: 'string' },
+        'token-hash': { type: 'string' },
+        version: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    },
+    'stopd',
+  );
+  if (values.help === true) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (values.version === true) {
+    process.stdout.write(`${readVersion()}\n`);
+    return 0;
+  }
+  const tokenHash = values['token-hash'] ?? DEFAULTS.tokenHash;
+  if (tokenHash !== 'sha256' && tokenHash !== 'sha1') {
+    throw new UsageError(`--token-hash must be sha256 or sha1, not ${JSON.stringify(tokenHash)}`);
+  }
+  const log = createStreamLogger(process.stderr);
+  const daemon = await startDaemon({
+    listen: values.listen?.map(parseListenAddress) ?? DEFAULTS.listen,
+    storeDir: values.store ?? DEFAULTS.storeDir,
+    policy: { randomErrors: values['random-errors'] === true, unknownError: values['unknown-error'] === true },
+    optIn: values['opt-in'] === true,
+    maxConnections: parseInteger(values['max-connections'] ?? String(DEFAULTS.maxConnections), {
+      name: '--max-connections',
+      min: 1,
+      max: 1_000_000,
+    }),
+    maxLookups: parseInteger(values['max-lookups'] ?? String(DEFAULTS.maxLookups), { name: '--max-lookups', min: 1, max: 10_000 }),
+    idleTimeoutMs:
+      1000 * parseInteger(values['idle-timeout'] ?? String(DEFAULTS.idleTimeoutSec), { name: '--idle-timeout', min: 1, max: 86_400 }),
+    maxLineLength: parseInteger(values['max-line'] ?? String(DEFAULTS.maxLineLength), { name: '--max-line', min: 64, max: 65_536 }),
+    tokenHash,
+    log,
+  });
+  for (const endpoint of daemon.endpoints) {
+    const host = endpoint.address.includes(':') ? `[${endpoint.address}]` : endpoint.address;
+    log.info(`listening on ${host}:${endpoint.port}`);
+  }
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string): void => {
+      log.info(`${signal} received: draining connections`);
+      resolve();
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  await daemon.close();
+  log.info('stopped');
+  return 0;
+}
+
+function readVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    if (error instanceof StopdError) {
+      process.stderr.write(`stopd: ${error.message}\n`);
+      process.exit(error instanceof UsageError ? 64 : 1);
+    }
+    process.stderr.write(`stopd: unexpected failure: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    process.exit(70);
+  },
+);

@@ -1,0 +1,207 @@
+import { StopdError } from '../errors.js';
+import { listLocalAddresses, normaliseAddress, addressFamily } from '../host/addresses.js';
+import type { Endpoint, SocketTable, TcpSocket } from '../host/types.js';
+import { readOptInFile, type AccountDirectory } from '../host/users.js';
+import type { Ledger, LedgerEntryInput } from '../evidence/ledger.js';
+import { generateToken, type TokenHash } from '../evidence/tokens.js';
+import { formatReply, parseRequest, RequestSyntaxError, type IpAddress, type Reply, type Request } from '../protocol/index.js';
+import { optInAdmits } from './opt-in.js';
+import { decideConnection, decideError, type ConnectionFinding, type Decision, type ReplyPolicy } from './policy.js';
+import type { Semaphore } from './semaphore.js';
+import type { Logger } from './logger.js';
+
+/** The two ends of the query connection itself (requester -> this daemon). */
+export interface QueryOrigin {
+  readonly requester: Endpoint;
+  readonly local: Endpoint;
+}
+
+/** What a Responder needs from the layers below and from the operator. */
+export interface ResponderOptions {
+  readonly sockets: SocketTable;
+  readonly ledger: Ledger;
+  readonly accounts: AccountDirectory;
+  readonly lookups: Semaphore;
+  readonly policy: ReplyPolicy;
+  /** `--opt-in`: honour users' `~/.ident` lists for `ID` requests. */
+  readonly optIn: boolean;
+  readonly tokenHash: TokenHash;
+  readonly log: Logger;
+}
+
+/**
+ * Answers one request line: parse, look up, decide, record, reply (DESIGN "The daemon's
+ * duties"). The ledger entry is durably written before the reply exists (duty 9).
+ */
+export class Responder {
+  readonly #o: ResponderOptions;
+
+  constructor(options: ResponderOptions) {
+    this.#o = options;
+  }
+
+  /**
+   * The reply line (without end of line) for `line` received from `origin`, or undefined when
+   * the line has no port pair to echo: RFC 1413 then lets the server close without a reply.
+   */
+  async answer(line: string, origin: QueryOrigin): Promise<string | undefined> {
+    let request: Request;
+    try {
+      request = parseRequest(line);
+    } catch (error) {
+      if (!(error instanceof RequestSyntaxError)) throw error;
+      const ports = error.ports;
+      if (ports === undefined) {
+        await this.#record({ kind: 'reply', request: line, requestError: error.message, requester: origin.requester, decision: 'close' });
+        return undefined;
+      }
+      const decision = decideError(error.errorToken, { policy: this.#o.policy, clientIp: false });
+      return this.#reply(decision, {
+        ports,
+        origin,
+        record: { kind: 'reply', request: line, requestError: error.message },
+      });
+    }
+
+    const ports = { client: request.clientPort, server: request.serverPort };
+    const clientIp = clientIpOf(request) !== undefined;
+    let finding: ConnectionFinding;
+    let socket: TcpSocket | undefined;
+    try {
+      ({ finding, socket } = await this.#findConnection(request, origin));
+    } catch (error) {
+      this.#o.log.warn(`Cannot look up ${ports.client},${ports.server} for ${origin.requester.address}: ${String(error)}`);
+      const decision = decideError('UNKNOWN-ERROR', { policy: this.#o.policy, clientIp });
+      return this.#reply(decision, {
+        ports,
+        origin,
+        record: { ...describeRequest(line, request), lookupError: errorCode(error) },
+      });
+    }
+    const account = socket === undefined ? undefined : this.#o.accounts.lookup(socket.uid);
+    const optedIn =
+      this.#o.optIn && request.type === 'ID' && !clientIp && finding.kind === 'outbound' && account !== undefined
+        ? await this.#admits(account, origin.requester.address)
+        : false;
+    const decision = decideConnection(finding, { policy: this.#o.policy, clientIp, optedIn });
+    return this.#reply(decision, {
+      ports,
+      origin,
+      user: account?.name,
+      record: {
+        ...describeRequest(line, request),
+        finding: finding.kind,
+        ...(socket === undefined
+          ? {}
+          : { connection: { local: socket.local, remote: socket.remote, state: socket.state, inode: socket.inode } }),
+        ...(socket === undefined ? {} : { uid: socket.uid, user: account?.name ?? null }),
+      },
+    });
+  }
+
+  async #findConnection(
+    request: Request,
+    origin: QueryOrigin,
+  ): Promise<{ finding: ConnectionFinding; socket?: TcpSocket }> {
+    // RFC 1413: the queried connection joins our <cl_port> and the requester's <sv_port>;
+    // STOP's CL_IP names another remote address (paper 3.1.2), for gateways and IDS hosts.
+    const remote: Endpoint = {
+      address: normaliseAddress(clientIpOf(request)?.address ?? origin.requester.address),
+      port: request.serverPort,
+    };
+    const release = await this.#o.lookups.acquire();
+    try {
+      const locals = [origin.local.address];
+      if (clientIpOf(request) !== undefined) {
+        // The IDS reached us on some address; the queried connection may use any of ours.
+        const family = addressFamily(remote.address);
+        for (const address of listLocalAddresses()) {
+          if (addressFamily(address) === family && !locals.includes(address)) locals.push(address);
+        }
+      }
+      let socket: TcpSocket | undefined;
+      for (const address of locals) {
+        socket = this.#o.sockets.findTcp({ address, port: request.clientPort }, remote);
+        if (socket !== undefined) break;
+      }
+      if (socket === undefined) return { finding: { kind: 'not-found' } };
+      if (socket.state !== 'ESTABLISHED') return { finding: { kind: 'not-established', state: socket.state }, socket };
+      if (this.#o.sockets.hasListener(socket.local)) return { finding: { kind: 'inbound' }, socket };
+      return { finding: { kind: 'outbound' }, socket };
+    } finally {
+      release();
+    }
+  }
+
+  async #admits(account: { uid: number; name: string; home: string }, requester: string): Promise<boolean> {
+    const entries = readOptInFile(account);
+    return entries !== undefined && (await optInAdmits(entries, requester));
+  }
+
+  async #reply(
+    decision: Decision,
+    options: { ports: { client: number; server: number }; origin: QueryOrigin; user?: string | undefined; record: LedgerEntryInput },
+  ): Promise<string> {
+    const { client: clientPort, server: serverPort } = options.ports;
+    let reply: Reply;
+    if (decision.reply === 'token') {
+      reply = { kind: 'token', clientPort, serverPort, token: generateToken(this.#o.tokenHash) };
+    } else if (decision.reply === 'user' && options.user !== undefined) {
+      reply = { kind: 'user', clientPort, serverPort, user: options.user };
+    } else if (decision.reply === 'error') {
+      reply = { kind: 'error', clientPort, serverPort, error: decision.error };
+    } else {
+      reply = { kind: 'token', clientPort, serverPort, token: generateToken(this.#o.tokenHash) };
+    }
+    const entry: LedgerEntryInput = {
+      ...options.record,
+      requester: options.origin.requester,
+      decision: decision.reply,
+      ...(decision.reply === 'token' ? { reason: decision.reason } : {}),
+      ...(decision.reply === 'token' && decision.replaces !== undefined ? { replaces: decision.replaces } : {}),
+      ...(decision.reply === 'error' ? { error: decision.error, precise: decision.precise } : {}),
+      ...(reply.kind === 'token' ? { token: reply.token } : {}),
+    };
+    if (!(await this.#record(entry))) {
+      // Duty 9: a token whose meaning is not on disk must not be sent. CL_IP still gets a
+      // token (property 4), which then simply redeems to nothing.
+      const clientIp = entry.clientIp !== undefined;
+      reply = clientIp
+        ? { kind: 'token', clientPort, serverPort, token: generateToken(this.#o.tokenHash) }
+        : { kind: 'error', clientPort, serverPort, error: 'UNKNOWN-ERROR' };
+    }
+    return formatReply(reply);
+  }
+
+  /** Appends to the ledger; false (and a log line) when the store cannot take it. */
+  async #record(entry: LedgerEntryInput): Promise<boolean> {
+    try {
+      await this.#o.ledger.append(entry);
+      return true;
+    } catch (error) {
+      this.#o.log.error(`Cannot record a request in the ledger: ${String(error)}`);
+      return false;
+    }
+  }
+}
+
+function describeRequest(line: string, request: Request): LedgerEntryInput {
+  return {
+    kind: 'reply',
+    request: line,
+    type: request.type,
+    // Until SV and recursion land, every type is answered as ID (README, "Protocol").
+    answeredAs: 'ID',
+    ...('sid' in request ? { sid: request.sid.toString() } : {}),
+    ...(clientIpOf(request) === undefined ? {} : { clientIp: normaliseAddress(clientIpOf(request)?.address ?? '') }),
+  };
+}
+
+/** CL_IP of a request, when it has one (only STOP forms can). */
+function clientIpOf(request: Request): IpAddress | undefined {
+  return 'clientIp' in request ? request.clientIp : undefined;
+}
+
+function errorCode(error: unknown): string {
+  return error instanceof StopdError ? error.code : 'ERR_UNEXPECTED';
+}

@@ -1,0 +1,177 @@
+import { createServer, type Server, type Socket } from 'node:net';
+import { normaliseAddress } from '../host/addresses.js';
+import type { Endpoint } from '../host/types.js';
+import { LineSplitter } from '../protocol/index.js';
+import type { Logger } from './logger.js';
+import type { QueryOrigin } from './responder.js';
+
+/** An address to listen on; `[::]` listens dual stack (IPv4 clients arrive v4-mapped). */
+export interface ListenAddress {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** Anything that turns one request line into one reply line. */
+export interface LineHandler {
+  answer(line: string, origin: QueryOrigin): Promise<string | undefined>;
+}
+
+export interface ServerOptions {
+  readonly listen: readonly ListenAddress[];
+  /** Connections beyond this are closed at once, without a reply (RFC 1413 allows it). */
+  readonly maxConnections: number;
+  /** A connection that sends nothing for this long is closed (RFC 1413: 60 to 180 s). */
+  readonly idleTimeoutMs: number;
+  /** Hard cap on one request line, in bytes. */
+  readonly maxLineLength: number;
+  /** Lines that may wait on one connection before it stops being read (backpressure). */
+  readonly maxPendingLines?: number;
+  readonly log: Logger;
+}
+
+/**
+ * The STOP/IDENT TCP server: frames lines with a hard cap, answers the queries of one
+ * connection in order (RFC 1413 allows several per connection), bounds connections and idle
+ * time. `close()` stops accepting, lets queries in flight finish, and is idempotent.
+ */
+export class StopServer {
+  readonly #handler: LineHandler;
+  readonly #options: ServerOptions;
+  readonly #servers: Server[] = [];
+  readonly #connections = new Set<Connection>();
+  #closing: Promise<void> | undefined;
+
+  constructor(handler: LineHandler, options: ServerOptions) {
+    this.#handler = handler;
+    this.#options = options;
+  }
+
+  /** Binds every listen address; resolves with the bound endpoints (port 0 becomes the real port). */
+  async listen(): Promise<Endpoint[]> {
+    const bound: Endpoint[] = [];
+    for (const address of this.#options.listen) {
+      const server = createServer({ pauseOnConnect: false }, (socket) => this.#accept(socket));
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        // ipv6Only false: `[::]` serves IPv4 too (DESIGN: default listen [::]:113 dual stack).
+        server.listen({ host: address.host, port: address.port, ipv6Only: false }, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+      server.on('error', (error) => this.#options.log.error(`Listener failed: ${error.message}`));
+      this.#servers.push(server);
+      const info = server.address();
+      if (info !== null && typeof info === 'object') bound.push({ address: info.address, port: info.port });
+    }
+    return bound;
+  }
+
+  /** Number of open client connections. */
+  get connectionCount(): number {
+    return this.#connections.size;
+  }
+
+  #accept(socket: Socket): void {
+    if (this.#closing !== undefined || this.#connections.size >= this.#options.maxConnections) {
+      socket.destroy();
+      return;
+    }
+    const connection = new Connection(socket, this.#handler, this.#options, () => this.#connections.delete(connection));
+    this.#connections.add(connection);
+  }
+
+  /** Stops accepting, answers what was already received, then closes. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      const stopped = this.#servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
+      await Promise.all([...this.#connections].map((connection) => connection.drain()));
+      await Promise.all(stopped);
+    })();
+    return this.#closing;
+  }
+}
+
+/** One client connection: its framing, its in-order queue of queries. */
+class Connection {
+  readonly #socket: Socket;
+  readonly #handler: LineHandler;
+  readonly #options: ServerOptions;
+  readonly #splitter: LineSplitter;
+  readonly #origin: QueryOrigin | undefined;
+  #queue: Promise<void> = Promise.resolve();
+  #pending = 0;
+  #done: Promise<void>;
+
+  constructor(socket: Socket, handler: LineHandler, options: ServerOptions, onClose: () => void) {
+    this.#socket = socket;
+    this.#handler = handler;
+    this.#options = options;
+    this.#splitter = new LineSplitter({ maxLineLength: options.maxLineLength });
+    const { remoteAddress, remotePort, localAddress, localPort } = socket;
+    this.#origin =
+      remoteAddress === undefined || remotePort === undefined || localAddress === undefined || localPort === undefined
+        ? undefined
+        : {
+            requester: { address: normaliseAddress(remoteAddress), port: remotePort },
+            local: { address: normaliseAddress(localAddress), port: localPort },
+          };
+    this.#done = new Promise((resolve) => socket.once('close', () => resolve()));
+    void this.#done.then(onClose);
+    socket.setNoDelay(true);
+    socket.setTimeout(options.idleTimeoutMs, () => socket.destroy());
+    socket.on('error', () => socket.destroy()); // a reset peer is not our failure
+    socket.on('data', (chunk: Buffer) => this.#receive(chunk));
+    socket.on('end', () => this.#finish());
+    if (this.#origin === undefined) socket.destroy(); // already gone
+  }
+
+  #receive(chunk: Buffer): void {
+    for (const event of this.#splitter.push(chunk)) {
+      if (event.kind === 'line') {
+        this.#enqueue(event.line);
+      } else {
+        // A line longer than the cap: RFC 1413 lets a client give up after 1000 characters;
+        // we close without replying, which the client reads as UNKNOWN-ERROR.
+        this.#options.log.warn(`Closing connection from ${this.#origin?.requester.address}: request line over ${this.#options.maxLineLength} bytes`);
+        this.#socket.destroy();
+        return;
+      }
+    }
+  }
+
+  #enqueue(line: string): void {
+    const origin = this.#origin;
+    if (origin === undefined) return;
+    this.#pending += 1;
+    if (this.#pending >= (this.#options.maxPendingLines ?? 16)) this.#socket.pause();
+    this.#queue = this.#queue.then(async () => {
+      try {
+        const reply = await this.#handler.answer(line, origin);
+        if (reply === undefined) this.#socket.end();
+        else if (!this.#socket.destroyed) this.#socket.write(reply + '\r\n');
+      } catch (error) {
+        this.#options.log.error(`Unexpected failure answering ${JSON.stringify(line)}: ${String(error)}`);
+        this.#socket.destroy();
+      } finally {
+        this.#pending -= 1;
+        if (this.#pending < (this.#options.maxPendingLines ?? 16) && !this.#socket.destroyed) this.#socket.resume();
+      }
+    });
+  }
+
+  #finish(): void {
+    // The client half-closed: answer what it sent, then close our side.
+    void this.#queue.then(() => this.#socket.end());
+  }
+
+  /** Answers queued queries, then ends the connection. */
+  async drain(): Promise<void> {
+    this.#socket.pause();
+    await this.#queue;
+    this.#socket.end();
+    const timer = setTimeout(() => this.#socket.destroy(), 1000);
+    await this.#done;
+    clearTimeout(timer);
+  }
+}

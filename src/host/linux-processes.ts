@@ -1,0 +1,366 @@
+/**
+ * The Linux process view: processes, their open sockets and pipes, and which processes hold
+ * a given socket or pipe inode, read from /proc with synchronous calls (DESIGN.md, Host
+ * view) so one request sees one coherent snapshot and never interleaves with another.
+ */
+import { lstatSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { BlockList, isIPv4, isIPv6 } from 'node:net';
+import { endianness, networkInterfaces } from 'node:os';
+import { HostLookupError } from '../errors.js';
+import type { OpenFd, ProcessInfo, ProcessTable } from './types.js';
+import {
+  decodeTtyNr,
+  parseAuxvClockTicks,
+  parseBootTime,
+  parseProcStat,
+  parseStatusUids,
+} from './proc-stat.js';
+
+/** Options of {@link createLinuxProcessTable}. */
+export interface LinuxProcessTableOptions {
+  /** Where procfs is mounted; default `/proc`. */
+  readonly procRoot?: string;
+  /** Read `/proc/PID/cmdline` (argv may hold secrets, so operators can turn it off); default true. */
+  readonly readCmdline?: boolean;
+  /** CLK_TCK, the unit of `starttime`; default from `AT_CLKTCK` in `PROCROOT/self/auxv`, else 100. */
+  readonly clockTicks?: number;
+  /**
+   * Resolve descriptors that name a path to see whether they are named pipes (FIFOs); default
+   * true. Each such descriptor costs one stat() of the open file, which on a dead network
+   * mount (NFS) can block: turn it off on hosts with hard-mounted network filesystems.
+   */
+  readonly namedPipes?: boolean;
+  /**
+   * What to do when the kernel refuses a process's descriptors (EACCES/EPERM). `throw`: a
+   * HostLookupError, because an SV record must not silently hold less than the host has; the
+   * default when not running as root, where it means stopd lacks the privilege. `skip`: treat
+   * the process as holding no sockets or pipes and list it in `deniedPids()`; the default as
+   * root, where a refusal is policy (an LSM, a process of an outer container or sandbox) that
+   * no request can change, and throwing would fail every SV request on the host.
+   */
+  readonly onDenied?: 'throw' | 'skip';
+}
+
+/**
+ * A {@link ProcessTable} over /proc.
+ *
+ * Snapshot rule: the first `findHolders` call scans every `/proc/PID/fd` once and indexes
+ * every socket and pipe inode; later calls answer from that index, re-checking each
+ * remembered descriptor with one readlink (so holders that closed it or exited since are
+ * dropped). Descriptors opened after the scan are not seen until {@link refresh}. The daemon
+ * creates one table per request, or calls `refresh()` between requests, so a request costs
+ * at most one full scan.
+ */
+export interface LinuxProcessTable extends ProcessTable {
+  /**
+   * Pids whose descriptors the kernel refused since the last refresh (only with `onDenied:
+   * 'skip'`), ascending: the caller records them so the evidence says what could not be seen.
+   */
+  deniedPids(): number[];
+  /** Forgets the holder index, denied pids, boot time and local addresses; the next calls read them again. */
+  refresh(): void;
+}
+
+/** One descriptor remembered by the holder index. */
+interface Holder {
+  readonly pid: number;
+  readonly fd: number;
+  /** The link text at scan time, compared on re-validation. */
+  readonly link: string;
+}
+
+/** Numeric entries of the proc root (thread-group leaders, i.e. processes), ascending. */
+export function listPids(procRoot = '/proc'): number[] {
+  let names: string[];
+  try {
+    names = readdirSync(procRoot);
+  } catch (error) {
+    throw new HostLookupError(`Cannot list processes in ${procRoot}: ${describe(error)}`, {
+      cause: error,
+    });
+  }
+  const pids: number[] = [];
+  for (const name of names) if (/^[1-9]\d*$/.test(name)) pids.push(Number(name));
+  return pids.sort((a, b) => a - b);
+}
+
+/** Creates the /proc-backed process view; see {@link LinuxProcessTable} for its snapshot rule. */
+export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}): LinuxProcessTable {
+  const procRoot = options.procRoot ?? '/proc';
+  const readCmdline = options.readCmdline ?? true;
+  const namedPipes = options.namedPipes ?? true;
+  const onDenied = options.onDenied ?? (process.geteuid?.() === 0 ? 'skip' : 'throw');
+  const clockTicks = options.clockTicks ?? readClockTicks(procRoot);
+  if (!(clockTicks > 0)) throw new HostLookupError(`Cannot use clock ticks ${clockTicks}: must be positive`);
+
+  let bootTimeMs: number | undefined;
+  let index: Map<number, Holder[]> | undefined;
+  let localAddresses: BlockList | undefined;
+  const denied = new Set<number>();
+
+  const bootTime = (): number => {
+    if (bootTimeMs === undefined) {
+      const path = `${procRoot}/stat`;
+      let text: string;
+      try {
+        text = readFileSync(path, 'latin1');
+      } catch (error) {
+        throw new HostLookupError(`Cannot read ${path}: ${describe(error)}`, { cause: error });
+      }
+      bootTimeMs = parseBootTime(text) * 1000;
+    }
+    return bootTimeMs;
+  };
+
+  const fdOf = (pid: number, fd: number | string): string => `${procRoot}/${pid}/fd/${fd}`;
+
+  /**
+   * The socket and pipe descriptors of a process with their link text, or undefined when the
+   * process is gone. When the kernel refuses them, throws HostLookupError or, with `onDenied:
+   * 'skip'`, returns [] and remembers the pid.
+   */
+  const readFds = (pid: number): { fd: OpenFd; link: string }[] | undefined => {
+    let names: string[];
+    try {
+      names = readdirSync(`${procRoot}/${pid}/fd`);
+    } catch (error) {
+      if (isGone(error)) return undefined;
+      if (isDenied(error) && onDenied === 'skip') {
+        denied.add(pid);
+        return [];
+      }
+      throw fdError(pid, error);
+    }
+    const out: { fd: OpenFd; link: string }[] = [];
+    for (const name of names) {
+      const fd = Number(name);
+      if (!Number.isSafeInteger(fd)) continue;
+      const path = fdOf(pid, name);
+      try {
+        const link = readlinkSync(path);
+        const entry = classifyFd(fd, link, path, namedPipes);
+        if (entry !== undefined) out.push({ fd: entry, link });
+      } catch (error) {
+        // The descriptor was closed (or the process exited) between readdir and readlink.
+        if (isGone(error)) continue;
+        // The kernel checks access per descriptor read (ptrace_may_access), not on readdir.
+        if (isDenied(error) && onDenied === 'skip') {
+          denied.add(pid);
+          return [];
+        }
+        throw fdError(pid, error);
+      }
+    }
+    return out.sort((a, b) => a.fd.fd - b.fd.fd);
+  };
+
+  const readText = (pid: number, file: string, encoding: BufferEncoding): string | undefined => {
+    try {
+      return readFileSync(`${procRoot}/${pid}/${file}`, encoding);
+    } catch (error) {
+      if (isGone(error)) return undefined;
+      throw new HostLookupError(`Cannot read ${procRoot}/${pid}/${file}: ${describe(error)}`, {
+        cause: error,
+      });
+    }
+  };
+
+  const buildIndex = (): Map<number, Holder[]> => {
+    const built = new Map<number, Holder[]>();
+    for (const pid of listPids(procRoot)) {
+      for (const { fd, link } of readFds(pid) ?? []) {
+        const list = built.get(fd.inode);
+        const holder = { pid, fd: fd.fd, link };
+        if (list === undefined) built.set(fd.inode, [holder]);
+        else list.push(holder);
+      }
+    }
+    return built;
+  };
+
+  /** Whether a remembered descriptor still names the same object (one readlink). */
+  const stillHolds = (holder: Holder): boolean => {
+    try {
+      return readlinkSync(fdOf(holder.pid, holder.fd)) === holder.link;
+    } catch (error) {
+      if (isGone(error)) return false;
+      if (isDenied(error) && onDenied === 'skip') {
+        // Readable at scan time, refused now (it exec'ed a setuid program): keep what was seen.
+        denied.add(holder.pid);
+        return true;
+      }
+      throw fdError(holder.pid, error);
+    }
+  };
+
+  const effectiveUid = (pid: number): number | undefined => {
+    const status = readText(pid, 'status', 'latin1');
+    return status === undefined ? undefined : parseStatusUids(status).effective;
+  };
+
+  return {
+    getProcess(pid: number): ProcessInfo | undefined {
+      if (!Number.isSafeInteger(pid) || pid <= 0) return undefined;
+      const statText = readText(pid, 'stat', 'utf8');
+      if (statText === undefined) return undefined;
+      const stat = parseProcStat(statText);
+      const status = readText(pid, 'status', 'latin1');
+      if (status === undefined) return undefined;
+      let cmdline: string[] = [];
+      if (readCmdline) {
+        const raw = readText(pid, 'cmdline', 'utf8');
+        if (raw === undefined) return undefined;
+        cmdline = splitCmdline(raw);
+      }
+      const fds = readFds(pid);
+      if (fds === undefined) return undefined;
+      return {
+        pid,
+        ppid: stat.ppid,
+        name: stat.name,
+        uid: parseStatusUids(status),
+        startTime: new Date(bootTime() + Math.round((stat.startTicks * 1000) / clockTicks)).toISOString(),
+        tty: decodeTtyNr(stat.ttyNr),
+        priority: stat.priority,
+        nice: stat.nice,
+        pgid: stat.pgrp,
+        sid: stat.session,
+        cmdline,
+        fds: fds.map((entry) => entry.fd),
+      };
+    },
+
+    findHolders(inode: number, ownerUid?: number): number[] {
+      if (!Number.isSafeInteger(inode) || inode <= 0) return [];
+      index ??= buildIndex();
+      const remembered = index.get(inode);
+      if (remembered === undefined) return [];
+      const live = remembered.filter(stillHolds);
+      if (live.length === 0) index.delete(inode);
+      else index.set(inode, live);
+      const pids = [...new Set(live.map((holder) => holder.pid))].sort((a, b) => a - b);
+      if (ownerUid === undefined) return pids;
+      // The owner's processes first (DESIGN.md: scan the socket owner's uid first); the scan
+      // itself is always complete, so the hint only orders the answer.
+      const owned: number[] = [];
+      const others: number[] = [];
+      for (const pid of pids) (effectiveUid(pid) === ownerUid ? owned : others).push(pid);
+      return [...owned, ...others];
+    },
+
+    isLocalAddress(address: string): boolean {
+      localAddresses ??= buildLocalAddresses();
+      const bare = address.replace(/%.*$/, '');
+      if (isIPv4(bare)) return localAddresses.check(bare, 'ipv4');
+      // BlockList matches IPv4-mapped IPv6 (`::ffff:127.0.0.1`) against IPv4 rules.
+      if (isIPv6(bare)) return localAddresses.check(bare, 'ipv6');
+      return false;
+    },
+
+    deniedPids(): number[] {
+      return [...denied].sort((a, b) => a - b);
+    },
+
+    refresh(): void {
+      denied.clear();
+      bootTimeMs = undefined;
+      index = undefined;
+      localAddresses = undefined;
+    },
+  };
+}
+
+/** The socket or pipe a descriptor link names, or undefined for anything else. */
+function classifyFd(fd: number, link: string, path: string, namedPipes: boolean): OpenFd | undefined {
+  const anon = /^(socket|pipe):\[(\d+)\]$/.exec(link);
+  if (anon?.[1] !== undefined && anon[2] !== undefined) {
+    const inode = Number(anon[2]);
+    if (anon[1] === 'socket') return { fd, kind: 'socket', inode };
+    return { fd, kind: 'pipe', inode, end: pipeEnd(path) };
+  }
+  if (namedPipes && link.startsWith('/')) {
+    // stat() through the /proc link reaches the open file itself, even when its path was
+    // renamed, deleted or lives in another mount namespace; the link text may not.
+    const stats = statSync(path);
+    if (stats.isFIFO()) return { fd, kind: 'pipe', inode: stats.ino, end: pipeEnd(path) };
+  }
+  return undefined;
+}
+
+/** The access mode a descriptor was opened with: the kernel shows it in the link's owner r/w bits. */
+function pipeEnd(path: string): 'read' | 'write' | 'both' {
+  const mode = lstatSync(path).mode;
+  const readable = (mode & 0o400) !== 0;
+  const writable = (mode & 0o200) !== 0;
+  if (readable && writable) return 'both';
+  return writable ? 'write' : 'read';
+}
+
+/** argv from `/proc/PID/cmdline`: NUL-terminated strings. */
+function splitCmdline(raw: string): string[] {
+  if (raw === '') return [];
+  const parts = raw.split('\0');
+  if (parts.at(-1) === '') parts.pop();
+  return parts;
+}
+
+function buildLocalAddresses(): BlockList {
+  const list = new BlockList();
+  list.addSubnet('127.0.0.0', 8, 'ipv4');
+  list.addAddress('::1', 'ipv6');
+  for (const infos of Object.values(networkInterfaces())) {
+    for (const info of infos ?? []) {
+      const bare = info.address.replace(/%.*$/, '');
+      if (isIPv4(bare)) list.addAddress(bare, 'ipv4');
+      else if (isIPv6(bare)) list.addAddress(bare, 'ipv6');
+    }
+  }
+  return list;
+}
+
+/** CLK_TCK from the auxiliary vector the kernel gave this process; 100 (every mainstream Linux) if unreadable. */
+function readClockTicks(procRoot: string): number {
+  try {
+    const wordSize = process.arch === 'ia32' || process.arch === 'arm' ? 4 : 8;
+    const auxv = readFileSync(`${procRoot}/self/auxv`);
+    return parseAuxvClockTicks(auxv, { wordSize, littleEndian: endianness() === 'LE' }) ?? 100;
+  } catch {
+    return 100;
+  }
+}
+
+/** The process (or descriptor) disappeared while being read. */
+function isGone(error: unknown): boolean {
+  const code = errorCode(error);
+  return code === 'ENOENT' || code === 'ESRCH';
+}
+
+/** The kernel refused access (file mode, or ptrace access mode for /proc/PID/fd links). */
+function isDenied(error: unknown): boolean {
+  const code = errorCode(error);
+  return code === 'EACCES' || code === 'EPERM';
+}
+
+function fdError(pid: number, error: unknown): HostLookupError {
+  const hint =
+    isDenied(error)
+      ? ' (reading other users\' descriptors needs root or CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH; run stopd as root)'
+      : '';
+  return new HostLookupError(`Cannot read open files of process ${pid}: ${describe(error)}${hint}`, {
+    cause: error,
+  });
+}
+
+function errorCode(error: unknown): string | undefined {
+  if (typeof error === 'object' && error !== null && 'code' in error && typeof error.code === 'string') {
+    return error.code;
+  }
+  return undefined;
+}
+
+function describe(error: unknown): string {
+  const code = errorCode(error);
+  if (code === 'EACCES' || code === 'EPERM') return 'permission denied';
+  if (code !== undefined) return code;
+  return error instanceof Error ? error.message : String(error);
+}

@@ -5,6 +5,7 @@ import { DEFAULTS } from '../daemon/daemon.js';
 import { storePaths } from '../evidence/store.js';
 import { findToken, type LedgerFinding } from '../evidence/redeem.js';
 import { isTokenShaped } from '../evidence/tokens.js';
+import { isReplyEntry } from '../evidence/entries.js';
 import { StopdError, UsageError } from '../errors.js';
 import type { Endpoint } from '../host/types.js';
 import { parseRequest, RequestSyntaxError, type Request } from '../protocol/index.js';
@@ -184,22 +185,24 @@ function formatFinding(token: string, finding: LedgerFinding): string {
   const entry = finding.entry;
   if (entry === undefined) {
     out.push(`Token ${token} is not in this store's ledger.`);
+  } else if (!isReplyEntry(entry)) {
+    out.push(`Token       ${token}`, `Issued      ${entry.time} (ledger line ${finding.lineNumber}, a ${entry.kind} entry)`);
   } else {
-    const requester = entry.requester as { address: string; port: number } | undefined;
-    const connection = entry.connection as { local: Endpoint; remote: Endpoint; state: string } | undefined;
     out.push(`Token       ${token}`);
     out.push(`Issued      ${entry.time} (ledger line ${finding.lineNumber})`);
-    out.push(`Request     ${JSON.stringify(entry.request)} from ${requester === undefined ? '?' : showEndpoint(requester)}`);
-    out.push(`Type        ${String(entry.type ?? 'unparsed')}${entry.answeredAs !== undefined && entry.answeredAs !== entry.type ? ` (answered as ${String(entry.answeredAs)})` : ''}`);
-    if (connection !== undefined) {
-      out.push(`Connection  ${showEndpoint(connection.local)} -> ${showEndpoint(connection.remote)} (${connection.state})`);
+    out.push(`Request     ${JSON.stringify(entry.request)} from ${showEndpoint(entry.requester)}`);
+    const answeredAs = entry.answeredAs !== undefined && entry.answeredAs !== entry.type ? ` (answered as ${entry.answeredAs})` : '';
+    out.push(`Type        ${entry.type ?? 'unparsed'}${answeredAs}`);
+    if (entry.connection !== undefined) {
+      out.push(`Connection  ${showEndpoint(entry.connection.local)} -> ${showEndpoint(entry.connection.remote)} (${entry.connection.state})`);
     }
-    if (entry.uid !== undefined) out.push(`User        ${String(entry.user ?? '(no passwd entry)')} (uid ${String(entry.uid)})`);
-    const why = entry.replaces === undefined ? String(entry.reason ?? entry.decision) : `${String(entry.reason)}, instead of ${String(entry.replaces)}`;
+    if (entry.uid !== undefined) out.push(`User        ${entry.user ?? '(no passwd entry)'} (uid ${entry.uid})`);
+    const why = entry.replaces === undefined ? (entry.reason ?? entry.decision) : `${entry.reason ?? ''}, instead of ${entry.replaces}`;
     out.push(`Reply       token (${why})`);
   }
   if (finding.brokenLines.length > 0) {
-    out.push(`INTEGRITY FAILURE: the ledger chain is broken at line(s) ${finding.brokenLines.slice(0, 10).join(', ')}${finding.brokenLines.length > 10 ? ', ...' : ''}`);
+    const shown = finding.brokenLines.slice(0, 10).join(', ') + (finding.brokenLines.length > 10 ? ', ...' : '');
+    out.push(`INTEGRITY FAILURE: the ledger chain is broken at line(s) ${shown}`);
   } else {
     out.push(`Ledger      ${finding.lines} entries, hash chain intact`);
   }

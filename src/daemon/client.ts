@@ -63,7 +63,7 @@ export function queryStop(request: Request, options: QueryOptions): Promise<Quer
           finish(undefined, { reply: parseReply(event.line), line: event.line });
         } catch (error) {
           if (!(error instanceof ReplySyntaxError)) throw error;
-          finish(new PeerProtocolError(`Reply from ${where} is malformed: ${(error as Error).message}`));
+          finish(new PeerProtocolError(`Reply from ${where} is malformed: ${error.message}`));
         }
         return;
       }

@@ -130,7 +130,13 @@ export function exchange(
       closedByServer = true;
       done();
     });
-    socket.on('error', (error) => {
+    socket.on('error', (error: NodeJS.ErrnoException) => {
+      // A reset after connecting is the server closing on us (it destroys what it will not serve).
+      if (error.code === 'ECONNRESET') {
+        closedByServer = true;
+        done();
+        return;
+      }
       clearTimeout(timer);
       reject(error);
     });

@@ -1,0 +1,6 @@
+/**
+ * stopd as a library: the codec and the query client, for programs that ask STOP daemons.
+ */
+export * from './protocol/index.js';
+export { queryStop, type QueryOptions, type QueryResult } from './daemon/client.js';
+export { StopdError, PeerTimeoutError, PeerUnreachableError, PeerProtocolError } from './errors.js';

@@ -1,0 +1,349 @@
+import { isIPv4, isIPv6 } from 'node:net';
+
+import { HostLookupError } from '../errors.js';
+import { loadNativeAddon, type NativeAddon, type NativeAddonLoad, type RawTcpEntry, type RawUnixEntry } from './native-addon.js';
+import { readProcNetTcp, readProcNetUnix } from './proc-net.js';
+import type { Endpoint, SocketInventory, SocketTable, TcpSocket, TcpState, UnixSocket } from './types.js';
+
+/** The Linux socket view, and which kernel interface answers it. */
+export interface LinuxSocketTable extends SocketTable, SocketInventory {
+  /** `netlink`: sock_diag through the addon (constant-time lookups); `procfs`: /proc/net parsing. */
+  readonly backend: 'netlink' | 'procfs';
+}
+
+/** Options of {@link createLinuxSocketTable}. */
+export interface LinuxSocketTableOptions {
+  /** Where the one-time fallback warning goes; default `console.warn`. */
+  readonly log?: (msg: string) => void;
+  /** Use /proc/net even when the addon loads (tests, or a kernel whose sock_diag misbehaves). */
+  readonly forceFallback?: boolean;
+  /** The addon load to use instead of {@link loadNativeAddon} (tests inject failing bindings). */
+  readonly addon?: NativeAddonLoad;
+}
+
+/** An IP address as bytes: 4 for IPv4, 16 for IPv6. */
+export interface IpBytes {
+  readonly family: 4 | 6;
+  readonly bytes: Buffer;
+}
+
+/** Kernel TCP state numbers, include/net/tcp_states.h (index = number). */
+const TCP_STATES: readonly (TcpState | undefined)[] = [
+  undefined,
+  'ESTABLISHED',
+  'SYN_SENT',
+  'SYN_RECV',
+  'FIN_WAIT1',
+  'FIN_WAIT2',
+  'TIME_WAIT',
+  'CLOSE',
+  'CLOSE_WAIT',
+  'LAST_ACK',
+  'LISTEN',
+  'CLOSING',
+  'NEW_SYN_RECV',
+];
+const TCP_LISTEN = 10;
+
+const UNIX_TYPES: Readonly<Record<number, UnixSocket['type']>> = { 1: 'stream', 2: 'dgram', 5: 'seqpacket' };
+
+const V4_MAPPED_PREFIX = Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
+const ANY4 = Buffer.alloc(4);
+const ANY6 = Buffer.alloc(16);
+
+/**
+ * Parses IPv4 dotted or IPv6 text (a `%zone` suffix is ignored) into bytes. IPv4-mapped IPv6
+ * (`::ffff:1.2.3.4`) becomes IPv4: the kernel hashes IPv4 connections of dual-stack sockets by
+ * their IPv4 addresses, and the host interfaces never show v4-mapped text. Undefined if invalid.
+ */
+export function parseIpAddress(text: string): IpBytes | undefined {
+  if (isIPv4(text)) return { family: 4, bytes: Buffer.from(text.split('.').map(Number)) };
+  const zone = text.indexOf('%');
+  const bare = zone >= 0 ? text.slice(0, zone) : text;
+  if (!isIPv6(bare)) return undefined;
+  const bytes = parseIPv6(bare);
+  if (bytes.subarray(0, 12).equals(V4_MAPPED_PREFIX)) return { family: 4, bytes: bytes.subarray(12) };
+  return { family: 6, bytes };
+}
+
+/** Bytes of a syntactically valid IPv6 address (checked by `isIPv6` before). */
+function parseIPv6(text: string): Buffer {
+  let body = text;
+  const words: number[] = [];
+  // A trailing dotted quad (`::ffff:1.2.3.4`) stands for the last two 16-bit words.
+  const lastColon = body.lastIndexOf(':');
+  const tail = body.slice(lastColon + 1);
+  const quad: number[] = [];
+  if (tail.includes('.')) {
+    quad.push(...tail.split('.').map(Number));
+    body = body.slice(0, lastColon + 1) + '0:0';
+  }
+  const [head = '', rest] = body.split('::');
+  const headWords = head === '' ? [] : head.split(':');
+  const restWords = rest === undefined || rest === '' ? [] : rest.split(':');
+  words.push(...headWords.map((w) => Number.parseInt(w, 16)));
+  if (rest !== undefined) for (let i = headWords.length + restWords.length; i < 8; i++) words.push(0);
+  words.push(...restWords.map((w) => Number.parseInt(w, 16)));
+  const out = Buffer.alloc(16);
+  words.forEach((w, i) => out.writeUInt16BE(w, i * 2));
+  if (quad.length === 4) Buffer.from(quad).copy(out, 12);
+  return out;
+}
+
+/**
+ * Canonical text of 4 or 16 address bytes: dotted IPv4; v4-mapped IPv6 as IPv4; other IPv6
+ * compressed and lower-case exactly as `net.SocketAddress` (libuv's inet_ntop) prints it,
+ * including its `::a.b.c.d` form for IPv4-compatible addresses.
+ */
+export function formatIpAddress(bytes: Buffer): string {
+  if (bytes.length === 4) return `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`;
+  if (bytes.length !== 16) throw new RangeError(`Cannot format address: ${bytes.length} bytes is neither IPv4 nor IPv6`);
+  if (bytes.subarray(0, 12).equals(V4_MAPPED_PREFIX)) return formatIpAddress(bytes.subarray(12));
+  const words: number[] = [];
+  for (let i = 0; i < 8; i++) words.push(bytes.readUInt16BE(i * 2));
+  // The longest run of zero words (leftmost on ties, at least two words) becomes `::` (RFC 5952 4.2).
+  let best = -1;
+  let bestLen = 0;
+  for (let i = 0; i < 8; ) {
+    if (words[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && words[j] === 0) j++;
+    if (j - i > bestLen) {
+      best = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  if (bestLen < 2) best = -1;
+  if (best === 0 && bestLen === 6) return `::${formatIpAddress(bytes.subarray(12))}`;
+  let out = '';
+  for (let i = 0; i < 8; i++) {
+    if (i === best) {
+      out += '::';
+      i += bestLen - 1;
+      continue;
+    }
+    if (out !== '' && !out.endsWith(':')) out += ':';
+    out += (words[i] ?? 0).toString(16);
+  }
+  return out;
+}
+
+/** Address bytes reduced to what a v4-mapped IPv6 address stands for (family 4), else as given. */
+function unmapped(bytes: Buffer): Buffer {
+  return bytes.length === 16 && bytes.subarray(0, 12).equals(V4_MAPPED_PREFIX) ? bytes.subarray(12) : bytes;
+}
+
+/** A raw kernel record as a {@link TcpSocket}; undefined for a state this code does not know. */
+export function toTcpSocket(raw: RawTcpEntry): TcpSocket | undefined {
+  const state = TCP_STATES[raw.state];
+  if (state === undefined) return undefined;
+  return {
+    state,
+    uid: raw.uid,
+    inode: raw.inode,
+    local: { address: formatIpAddress(raw.localAddr), port: raw.localPort },
+    remote: { address: formatIpAddress(raw.remoteAddr), port: raw.remotePort },
+  };
+}
+
+function toUnixSocket(raw: RawUnixEntry): UnixSocket | undefined {
+  const type = UNIX_TYPES[raw.type];
+  return type === undefined ? undefined : { inode: raw.inode, path: raw.path, peer: raw.peer, type };
+}
+
+function checkedEndpoint(endpoint: Endpoint): IpBytes {
+  const parsed = parseIpAddress(endpoint.address);
+  if (parsed === undefined) {
+    throw new TypeError(`Cannot look up socket: ${JSON.stringify(endpoint.address)} is not an IP address`);
+  }
+  if (!Number.isInteger(endpoint.port) || endpoint.port < 0 || endpoint.port > 65535) {
+    throw new RangeError(`Cannot look up socket: port ${endpoint.port} is out of range`);
+  }
+  return parsed;
+}
+
+/** Whether a raw record has exactly this remote end (after v4-mapped reduction). */
+function hasRemote(raw: RawTcpEntry, remote: IpBytes, port: number): boolean {
+  return raw.remotePort === port && unmapped(raw.remoteAddr).equals(remote.bytes);
+}
+
+function hostError(what: string, err: unknown): HostLookupError {
+  const why = err instanceof Error ? err.message : String(err);
+  return new HostLookupError(`Cannot ${what}: ${why}`, { cause: err });
+}
+
+/** sock_diag through the addon. */
+class NetlinkSockets implements LinuxSocketTable {
+  readonly backend = 'netlink';
+  readonly #addon: NativeAddon;
+  readonly #log: (msg: string) => void;
+  #unixFallback = false;
+
+  constructor(addon: NativeAddon, log: (msg: string) => void) {
+    this.#addon = addon;
+    this.#log = log;
+  }
+
+  findTcp(local: Endpoint, remote: Endpoint): TcpSocket | undefined {
+    const l = checkedEndpoint(local);
+    const r = checkedEndpoint(remote);
+    if (l.family !== r.family) return undefined;
+    // One exact lookup is enough even for IPv4 connections of dual-stack IPv6 sockets: the
+    // kernel hashes those by their IPv4 addresses and an AF_INET lookup finds them (checked
+    // by test/linux-sockets.test.ts), so no second v4-mapped AF_INET6 attempt is needed.
+    let raw: RawTcpEntry | null;
+    try {
+      raw = this.#addon.tcpLookup(l.family, l.bytes, local.port, r.bytes, remote.port);
+    } catch (err) {
+      throw hostError('look up the TCP socket via netlink', err);
+    }
+    // The kernel's lookup falls back to the listener on the local port when no connection
+    // matches (inet_lookup: established, then listening), so check the tuple really matches.
+    if (raw === null || !hasRemote(raw, r, remote.port)) return undefined;
+    return toTcpSocket(raw);
+  }
+
+  hasListener(local: Endpoint): boolean {
+    const l = checkedEndpoint(local);
+    let raw: RawTcpEntry | null;
+    try {
+      // DESIGN.md: remote 0.0.0.0:0 makes the exact lookup return the listener that would
+      // accept at `local`, bound to it or to a wildcard (dual-stack `::` included).
+      raw = this.#addon.tcpLookup(l.family, l.bytes, local.port, l.family === 4 ? ANY4 : ANY6, 0);
+    } catch (err) {
+      throw hostError('look up the TCP listener via netlink', err);
+    }
+    return raw !== null && raw.state === TCP_LISTEN && raw.localPort === local.port;
+  }
+
+  listTcp(): TcpSocket[] {
+    let raws: RawTcpEntry[];
+    try {
+      raws = [...this.#addon.tcpDump(4), ...this.#addon.tcpDump(6)];
+    } catch (err) {
+      throw hostError('list the TCP sockets via netlink', err);
+    }
+    return listFromRaw(raws);
+  }
+
+  listUnix(): UnixSocket[] {
+    if (!this.#unixFallback) {
+      try {
+        return unixFromRaw(this.#addon.unixDump());
+      } catch (err) {
+        // unix_diag is a separate kernel module (CONFIG_UNIX_DIAG); without it the TCP lookups
+        // still work, so only the UNIX view degrades (no peers), once and loudly.
+        this.#unixFallback = true;
+        this.#log(`stopd: netlink UNIX socket view unavailable (${err instanceof Error ? err.message : String(err)}); falling back to /proc/net/unix, which shows no peers`);
+      }
+    }
+    return procUnix();
+  }
+}
+
+/** /proc/net parsing: every call reads the whole table. */
+class ProcfsSockets implements LinuxSocketTable {
+  readonly backend = 'procfs';
+
+  findTcp(local: Endpoint, remote: Endpoint): TcpSocket | undefined {
+    const l = checkedEndpoint(local);
+    const r = checkedEndpoint(remote);
+    if (l.family !== r.family) return undefined;
+    const match = procTcp(l.family).find(
+      (raw) => raw.localPort === local.port && unmapped(raw.localAddr).equals(l.bytes) && hasRemote(raw, r, remote.port),
+    );
+    return match === undefined ? undefined : toTcpSocket(match);
+  }
+
+  hasListener(local: Endpoint): boolean {
+    const l = checkedEndpoint(local);
+    return procTcp(l.family).some((raw) => {
+      if (raw.state !== TCP_LISTEN || raw.localPort !== local.port) return false;
+      // A `::` listener accepts IPv4 too unless IPV6_V6ONLY is set, which /proc does not
+      // show: assume the default (dual stack). Netlink has no such blind spot.
+      return raw.localAddr.equals(ANY4) || raw.localAddr.equals(ANY6) || unmapped(raw.localAddr).equals(l.bytes);
+    });
+  }
+
+  listTcp(): TcpSocket[] {
+    return listFromRaw(procTcp(4));
+  }
+
+  listUnix(): UnixSocket[] {
+    return procUnix();
+  }
+}
+
+/**
+ * The TCP records that can hold connections of `family`. IPv6 connections live in tcp6 only;
+ * IPv4 ones in tcp, or in tcp6 with v4-mapped addresses when the socket is dual-stack, so
+ * family 4 means both files, which is also every TCP socket.
+ */
+function procTcp(family: 4 | 6): RawTcpEntry[] {
+  try {
+    const v6 = readProcNetTcp(6);
+    return family === 4 ? [...readProcNetTcp(4), ...v6] : v6;
+  } catch (err) {
+    throw hostError('read /proc/net/tcp', err);
+  }
+}
+
+function procUnix(): UnixSocket[] {
+  try {
+    return unixFromRaw(readProcNetUnix());
+  } catch (err) {
+    throw hostError('read /proc/net/unix', err);
+  }
+}
+
+function listFromRaw(raws: readonly RawTcpEntry[]): TcpSocket[] {
+  const out: TcpSocket[] = [];
+  for (const raw of raws) {
+    if (raw.inode === 0) continue; // TIME_WAIT and request sockets: no process holds them
+    const socket = toTcpSocket(raw);
+    if (socket !== undefined) out.push(socket);
+  }
+  return out;
+}
+
+function unixFromRaw(raws: readonly RawUnixEntry[]): UnixSocket[] {
+  const out: UnixSocket[] = [];
+  for (const raw of raws) {
+    const socket = toUnixSocket(raw);
+    if (socket !== undefined) out.push(socket);
+  }
+  return out;
+}
+
+/**
+ * The Linux socket view: netlink sock_diag through the native addon when it loads and
+ * answers, else /proc/net parsing after ONE warning through `log` (the daemon still works,
+ * but each lookup then reads the whole table: tens of milliseconds on a busy host).
+ */
+export function createLinuxSocketTable(options: LinuxSocketTableOptions = {}): LinuxSocketTable {
+  const log = options.log ?? ((msg: string) => console.warn(msg));
+  let reason: string;
+  if (options.forceFallback === true) {
+    reason = 'fallback forced by configuration';
+  } else {
+    const load = options.addon ?? loadNativeAddon();
+    if (load.binding !== undefined) {
+      try {
+        // Probe once: the addon may load but netlink be refused (seccomp, an LSM, a kernel
+        // without inet_diag); finding that out now beats failing every request later.
+        load.binding.tcpLookup(4, ANY4, 0, ANY4, 0);
+        return new NetlinkSockets(load.binding, log);
+      } catch (err) {
+        reason = err instanceof Error ? err.message : String(err);
+      }
+    } else {
+      reason = load.error.message;
+    }
+  }
+  log(`stopd: netlink addon unavailable (${reason}); falling back to /proc/net/tcp, which is slow on busy hosts`);
+  return new ProcfsSockets();
+}

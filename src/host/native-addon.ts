@@ -1,0 +1,112 @@
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/**
+ * One TCP socket as the kernel reports it (inet_diag_msg), before any normalisation. The
+ * procfs fallback (proc-net.ts) produces the same shape, so one conversion serves both.
+ */
+export interface RawTcpEntry {
+  /** Family of the socket itself: a dual-stack IPv6 socket reports 6 even for IPv4 peers (v4-mapped addresses). */
+  readonly family: 4 | 6;
+  /** Kernel TCP state number (include/net/tcp_states.h: 1 ESTABLISHED .. 12 NEW_SYN_RECV). */
+  readonly state: number;
+  readonly uid: number;
+  /** 0 for TIME_WAIT and request sockets, which have no file. */
+  readonly inode: number;
+  /** 4 or 16 bytes, network order. */
+  readonly localAddr: Buffer;
+  readonly localPort: number;
+  readonly remoteAddr: Buffer;
+  readonly remotePort: number;
+}
+
+/** One UNIX socket as unix_diag (or /proc/net/unix) reports it. */
+export interface RawUnixEntry {
+  readonly inode: number;
+  /** SOCK_STREAM 1, SOCK_DGRAM 2, SOCK_SEQPACKET 5. */
+  readonly type: number;
+  /** Kernel TCP-style state number (10 LISTEN, 1 ESTABLISHED, 7 CLOSE). */
+  readonly state: number;
+  /** Bound name; in abstract names (leading NUL) every NUL is printed as `@`, as in /proc/net/unix; null when unbound. */
+  readonly path: string | null;
+  /** Peer inode, 0 when unconnected or unknown. */
+  readonly peer: number;
+}
+
+/**
+ * The functions of `native/stopd_native.c`. All are synchronous (a sock_diag round trip is
+ * microseconds) and throw an Error whose `code` is the errno name (`EPERM`, ...) on failure.
+ */
+export interface NativeAddon {
+  /**
+   * Exact SOCK_DIAG_BY_FAMILY lookup of one TCP socket by its 4-tuple (no dump). With remote
+   * `0.0.0.0:0` / `:::0` the kernel returns the listener that would accept at the local end,
+   * wildcard and dual-stack listeners included. An IPv4 lookup also finds IPv4 connections of
+   * dual-stack IPv6 sockets. Returns null when there is no such socket.
+   */
+  tcpLookup(
+    family: 4 | 6,
+    localAddr: Buffer,
+    localPort: number,
+    remoteAddr: Buffer,
+    remotePort: number,
+  ): RawTcpEntry | null;
+  /** Every TCP socket of one family, in states 1..12 (not the "bound, inactive" pseudo-state). */
+  tcpDump(family: 4 | 6): RawTcpEntry[];
+  /** Every UNIX socket, with its bound name and peer inode. */
+  unixDump(): RawUnixEntry[];
+}
+
+/** The outcome of loading the addon: the binding, or why there is none. */
+export type NativeAddonLoad =
+  | { readonly binding: NativeAddon; readonly error?: undefined }
+  | { readonly binding: undefined; readonly error: Error };
+
+/** Where node-gyp puts the addon, relative to the package root. */
+const ADDON_PATH = join('build', 'Release', 'stopd_native.node');
+
+/**
+ * The package root: the nearest directory above this module holding a package.json. This
+ * module runs from `dist/src/host/` once built, but walking up (rather than counting `..`)
+ * keeps working if the layout changes or the sources are run directly.
+ */
+export function findPackageRoot(from: string = dirname(fileURLToPath(import.meta.url))): string | undefined {
+  for (let dir = from; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'package.json'))) return dir;
+    if (dirname(dir) === dir) return undefined;
+  }
+}
+
+let cached: NativeAddonLoad | undefined;
+
+/**
+ * Loads `build/Release/stopd_native.node` once per process. Never throws: callers fall back
+ * to /proc when `binding` is undefined, and report `error` to the operator.
+ */
+export function loadNativeAddon(): NativeAddonLoad {
+  cached ??= tryLoad();
+  return cached;
+}
+
+function tryLoad(): NativeAddonLoad {
+  const root = findPackageRoot();
+  if (root === undefined) {
+    return { binding: undefined, error: new Error('Cannot find the package root: no package.json above the module') };
+  }
+  const path = join(root, ADDON_PATH);
+  try {
+    const required: unknown = createRequire(import.meta.url)(path);
+    // A stale build from an older version may lack a function: treat it as absent rather
+    // than fail later in the middle of a request.
+    const names = ['tcpLookup', 'tcpDump', 'unixDump'];
+    const missing = names.filter((name) => typeof (required as Record<string, unknown> | null)?.[name] !== 'function');
+    if (missing.length > 0) {
+      return { binding: undefined, error: new Error(`Cannot use ${path}: missing ${missing.join(', ')}; rebuild it`) };
+    }
+    return { binding: required as NativeAddon };
+  } catch (err) {
+    return { binding: undefined, error: err instanceof Error ? err : new Error(String(err)) };
+  }
+}

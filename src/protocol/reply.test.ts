@@ -29,8 +29,10 @@ describe('formatReply', () => {
     }
   });
 
-  test('formatReply echoes out-of-range ports in error replies', () => {
+  test('formatReply echoes out-of-range ports of the query', () => {
     assert.equal(formatReply({ kind: 'error', clientPort: 0, serverPort: 70000, error: 'INVALID-PORT' }), '0,70000:ERROR:INVALID-PORT');
+    // --random-errors answers a bad port pair with a token (DESIGN duty 4).
+    assert.equal(formatReply({ kind: 'token', clientPort: 0, serverPort: 5, token: 'ab' }), '0,5:USERID:OTHER:ab');
   });
 
   test('formatReply rejects tokens that are not 1 to 512 token characters', () => {
@@ -53,8 +55,8 @@ describe('formatReply', () => {
   });
 
   test('formatReply rejects ports out of range', () => {
-    assert.throws(() => formatReply({ kind: 'token', clientPort: 0, serverPort: 2, token: 'a' }), RangeError);
-    assert.throws(() => formatReply({ kind: 'user', clientPort: 1, serverPort: 65536, user: 'a' }), RangeError);
+    assert.throws(() => formatReply({ kind: 'token', clientPort: 1.5, serverPort: 2, token: 'a' }), RangeError);
+    assert.throws(() => formatReply({ kind: 'user', clientPort: 1, serverPort: 100000, user: 'a' }), RangeError);
     assert.throws(() => formatReply({ kind: 'error', clientPort: 100000, serverPort: 2, error: 'NO-USER' }), RangeError);
     assert.throws(() => formatReply({ kind: 'error', clientPort: -1, serverPort: 2, error: 'NO-USER' }), RangeError);
   });
@@ -103,8 +105,9 @@ describe('parseReply', () => {
     assert.deepEqual(parseReply('80,23:error:no-user'), { kind: 'error', clientPort: 80, serverPort: 23, error: 'NO-USER' });
   });
 
-  test('parseReply reads echoed out-of-range ports in error replies', () => {
+  test('parseReply reads echoed out-of-range ports', () => {
     assert.deepEqual(parseReply('0,70000:ERROR:INVALID-PORT'), { kind: 'error', clientPort: 0, serverPort: 70000, error: 'INVALID-PORT' });
+    assert.deepEqual(parseReply('0,5:USERID:OTHER:ab'), { kind: 'token', clientPort: 0, serverPort: 5, token: 'ab' });
   });
 
   test('parseReply rejects malformed replies with ReplySyntaxError', () => {
@@ -127,8 +130,8 @@ describe('parseReply', () => {
       '80,23:ERROR:X',
       '80,23:ERROR:NO USER',
       '80,23:ERROR:NO-USER\0',
-      '0,23:USERID:OTHER:abc',
-      '80,65536:USERID:UNIX:abc',
+      '-1,23:USERID:OTHER:abc',
+      '80,100000:USERID:UNIX:abc',
       'a,23:ERROR:NO-USER',
       '80;23:ERROR:NO-USER',
       '800000,23:ERROR:NO-USER',
@@ -144,7 +147,7 @@ describe('parseReply', () => {
 
 // --- property tests ---
 
-const portArb = fc.integer({ min: 1, max: 65535 });
+const portArb = fc.oneof(fc.integer({ min: 1, max: 65535 }), fc.integer({ min: 0, max: 99999 }));
 const tokenCharArb = fc.constantFrom(...Array.from({ length: 0x7f - 0x21 }, (_, i) => String.fromCharCode(0x21 + i)).filter((c) => c !== ':'));
 const userCharArb = fc.constantFrom(
   ...Array.from({ length: 0x100 - 0x20 }, (_, i) => String.fromCharCode(0x20 + i)).filter((c) => c !== ':' && c !== '\x7f'),
@@ -164,8 +167,8 @@ const replyArb: fc.Arbitrary<Reply> = fc.oneof(
   }),
   fc.record({
     kind: fc.constant('error' as const),
-    clientPort: fc.integer({ min: 0, max: 99999 }),
-    serverPort: fc.integer({ min: 0, max: 99999 }),
+    clientPort: portArb,
+    serverPort: portArb,
     error: fc.oneof(
       fc.constantFrom('INVALID-PORT' as const, 'NO-USER' as const, 'UNKNOWN-ERROR' as const),
       fc.string({ unit: tokenCharArb, minLength: 1, maxLength: 63 }).map((s): `X${string}` => `X${s}`),

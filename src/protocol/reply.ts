@@ -85,25 +85,27 @@ export function isValidUserId(text: string): boolean {
   return text.charCodeAt(0) !== 0x20 && text.charCodeAt(text.length - 1) !== 0x20;
 }
 
-/** Ports a reply may carry: 1..65535, or for an error reply any echoed 1 to 5 digit number. */
-function isReplyPort(port: number, kind: ReceivedReply['kind']): boolean {
-  const min = kind === 'error' ? 0 : 1;
-  const max = kind === 'error' ? 99999 : 65535;
-  return Number.isInteger(port) && port >= min && port <= max;
+/**
+ * Ports a reply may carry: any 1 to 5 digit number. A reply echoes the query's port pair
+ * (RFC 1413 section 6), and a query's pair may be out of range: `0,23` is answered
+ * `0,23:ERROR:INVALID-PORT`, or with a token under `--random-errors` (DESIGN duty 4).
+ */
+function isReplyPort(port: number): boolean {
+  return Number.isInteger(port) && port >= 0 && port <= 99999;
 }
 
 /**
  * Formats a reply as a line without EOL and without white space, as current daemons send
  * it: `80,1234:USERID:OTHER:<token>`, `80,1234:USERID:UNIX:<user>`, `80,1234:ERROR:NO-USER`.
  *
- * Error replies may echo ports 0 or above 65535 (RFC 1413: the reply repeats the query's
- * port pair, also when answering `INVALID-PORT`); see RequestSyntaxError#ports.
+ * Ports may be 0 or above 65535 (up to 99999): the reply repeats the query's port pair
+ * (RFC 1413 section 6), also when that pair is what was wrong; see RequestSyntaxError#ports.
  *
  * @throws RangeError when a field cannot be sent (a caller's bug: check user names with
  *   {@link isValidUserId} first, and fall back to a token).
  */
 export function formatReply(reply: Reply): string {
-  if (!isReplyPort(reply.clientPort, reply.kind) || !isReplyPort(reply.serverPort, reply.kind)) {
+  if (!isReplyPort(reply.clientPort) || !isReplyPort(reply.serverPort)) {
     throw new RangeError(`Cannot format reply: port pair ${reply.clientPort},${reply.serverPort} is out of range`);
   }
   const pair = `${reply.clientPort},${reply.serverPort}`;
@@ -196,9 +198,6 @@ export function parseReply(line: string): ReceivedReply {
   }
   if (keyword !== 'USERID') fail(`unknown reply type ${quoteForMessage(trimBlanks(kindText))}`);
 
-  for (const port of [clientPort, serverPort]) {
-    if (port < 1 || port > 65535) fail(`port ${port} is out of range`);
-  }
   const osEnd = value.indexOf(':');
   if (osEnd < 0) fail('no colon after the opsys');
   const osField = value.slice(0, osEnd);

@@ -4,7 +4,7 @@ import type { Endpoint, SocketTable, TcpSocket } from '../host/types.js';
 import { readOptInFile, type AccountDirectory } from '../host/users.js';
 import type { Ledger, LedgerEntryInput } from '../evidence/ledger.js';
 import { generateToken, type TokenHash } from '../evidence/tokens.js';
-import { formatReply, parseRequest, RequestSyntaxError, type IpAddress, type Reply, type Request } from '../protocol/index.js';
+import { formatReply, mentionsClientIp, parseRequest, RequestSyntaxError, type IpAddress, type Reply, type Request } from '../protocol/index.js';
 import { optInAdmits } from './opt-in.js';
 import { decideConnection, decideError, type ConnectionFinding, type Decision, type ReplyPolicy } from './policy.js';
 import type { Semaphore } from './semaphore.js';
@@ -55,7 +55,7 @@ export class Responder {
         await this.#record({ kind: 'reply', request: line, requestError: error.message, requester: origin.requester, decision: 'close' });
         return undefined;
       }
-      const decision = decideError(error.errorToken, { policy: this.#o.policy, clientIp: false });
+      const decision = decideError(error.errorToken, { policy: this.#o.policy, clientIp: mentionsClientIp(line) });
       return this.#reply(decision, {
         ports,
         origin,

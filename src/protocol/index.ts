@@ -31,6 +31,7 @@ export {
   formatRequest,
   isRecursiveType,
   MAX_SID,
+  mentionsClientIp,
   parseRequest,
   REQUEST_TYPES,
   type PlainStopRequest,

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { RequestSyntaxError } from './errors.js';
-import { formatRequest, MAX_SID, parseRequest, type Request } from './request.js';
+import { formatRequest, MAX_SID, mentionsClientIp, parseRequest, type Request } from './request.js';
 
 /** Parses a line that must be rejected and returns the error. */
 function rejectionOf(line: string): RequestSyntaxError {
@@ -426,4 +426,14 @@ describe('parseRequest properties', () => {
       { numRuns: 5000 },
     );
   });
+});
+
+test('mentionsClientIp finds a CL_IP field in lines that do not parse', () => {
+  assert.equal(mentionsClientIp('0,5:ID:192.0.2.1'), true);
+  assert.equal(mentionsClientIp('70000,5:ID:[2001:db8::1]'), true);
+  assert.equal(mentionsClientIp('5,6:SV_REC:99999999999999999999: 192.0.2.1 '), true);
+  assert.equal(mentionsClientIp('0,5'), false);
+  assert.equal(mentionsClientIp('0,5:ID'), false);
+  assert.equal(mentionsClientIp('0,5:ID:2001:db8::1'), false);
+  assert.equal(mentionsClientIp('0,5:ID:256.1.1.1'), false);
 });

@@ -262,3 +262,29 @@ export function formatRequest(request: Request): string {
   if (request.clientIp !== undefined) line += `:${formatClientIp(request.clientIp)}`;
   return line;
 }
+
+/**
+ * Whether a line that failed to parse still ends in a CL_IP field (a dotted IPv4 or a
+ * bracketed IPv6 after at least two colons). Such a request must be answered with a token
+ * whatever went wrong (paper 3.1.2, property 4): an error would tell an IDS-style requester
+ * something, which CL_IP requests must never do.
+ */
+export function mentionsClientIp(line: string): boolean {
+  const fields: string[] = [];
+  let depth = 0;
+  let start = 0;
+  for (let i = 0; i < line.length; i++) {
+    const ch = line.charCodeAt(i);
+    if (ch === 0x5b) depth++;
+    else if (ch === 0x5d) depth = Math.max(0, depth - 1);
+    else if (ch === 0x3a && depth === 0) {
+      fields.push(line.slice(start, i));
+      start = i + 1;
+    }
+  }
+  fields.push(line.slice(start));
+  if (fields.length < 3) return false;
+  const last = trimBlanks(fields[fields.length - 1] ?? '');
+  if (last.startsWith('[') && last.endsWith(']')) return parseIpv6Groups(last.slice(1, -1)) !== undefined;
+  return parseIpv4Bytes(last) !== undefined;
+}

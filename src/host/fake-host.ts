@@ -95,6 +95,8 @@ export class FakeHost implements HostView {
   /** TIME_WAIT-like sockets with inode 0: findable by 4-tuple, never listed or held. */
   readonly #orphans: TcpSocket[] = [];
   readonly #unix = new Map<number, UnixSocket>();
+  /** inode -> pids holding it, so findHolders costs what the Linux view's index costs. */
+  readonly #holders = new Map<number, Set<number>>();
   #nextInode = 1000;
 
   constructor(options: { readonly localAddresses?: Iterable<string> } = {}) {
@@ -229,6 +231,7 @@ export class FakeHost implements HostView {
   closeFd(pid: number, inode: number): this {
     const process = this.#process(pid);
     process.fds = process.fds.filter((fd) => fd.inode !== inode);
+    this.#holders.get(inode)?.delete(pid);
     return this;
   }
 
@@ -241,6 +244,7 @@ export class FakeHost implements HostView {
 
   /** The process exits: it disappears from every lookup, its descriptors with it. */
   removeProcess(pid: number): this {
+    for (const fd of this.#processes.get(pid)?.fds ?? []) this.#holders.get(fd.inode)?.delete(pid);
     this.#processes.delete(pid);
     return this;
   }
@@ -303,9 +307,8 @@ export class FakeHost implements HostView {
     if (!Number.isSafeInteger(inode) || inode <= 0) return [];
     const owned: number[] = [];
     const others: number[] = [];
-    for (const pid of this.listPids()) {
+    for (const pid of [...(this.#holders.get(inode) ?? [])].sort((a, b) => a - b)) {
       const process = this.#process(pid);
-      if (!process.fds.some((fd) => fd.inode === inode)) continue;
       // Same order as the Linux view: the owner's processes first, then the rest, each ascending.
       (ownerUid !== undefined && process.info.uid.effective === ownerUid ? owned : others).push(pid);
     }
@@ -339,12 +342,15 @@ export class FakeHost implements HostView {
     const process = this.#process(pid);
     const number = process.nextFd++;
     process.fds.push({ fd: number, ...fd });
+    let holders = this.#holders.get(fd.inode);
+    if (holders === undefined) this.#holders.set(fd.inode, (holders = new Set()));
+    holders.add(pid);
     return number;
   }
 
   #findFd(inode: number): OpenFd | undefined {
-    for (const process of this.#processes.values()) {
-      const fd = process.fds.find((entry) => entry.inode === inode);
+    for (const pid of this.#holders.get(inode) ?? []) {
+      const fd = this.#processes.get(pid)?.fds.find((entry) => entry.inode === inode);
       if (fd !== undefined) return fd;
     }
     return undefined;

@@ -1,0 +1,555 @@
+/**
+ * The process/IPC closure of a connection (paper 3.2, 3.5 to 3.7): the processes that hold
+ * the queried socket and their ancestors, every process reachable from them through pipes,
+ * UNIX sockets and host-local TCP connections (with its ancestors, repeatedly), and the
+ * connections of all of them that lead to a previous host. Pure: it only calls the
+ * {@link HostView} interface, so the paper's figures are unit tests (figures.ts).
+ */
+import type { Endpoint, HostView, OpenFd, ProcessInfo, TcpSocket, UnixSocket } from '../host/types.js';
+import {
+  DEFAULT_UNFOLLOWED_UNIX_PATHS,
+  type Closure,
+  type ClosureIpc,
+  type ClosureLink,
+  type ClosurePipe,
+  type ClosureProcess,
+  type ClosureSocket,
+  type PortRange,
+  type ResolveClosureOptions,
+  type TcpDirection,
+  type UpstreamCandidate,
+} from './types.js';
+
+/** Default {@link ResolveClosureOptions.maxProcesses}. */
+export const DEFAULT_MAX_PROCESSES = 10_000;
+/** Default {@link ResolveClosureOptions.maxIpcPerProcess}. */
+export const DEFAULT_MAX_IPC_PER_PROCESS = 64;
+
+/**
+ * Resolves the closure of `options.socket` on `host`.
+ *
+ * Order: the holders of the queried socket (every one: paper 4.1 assumed a single holder,
+ * which an attacker can exploit by letting a child in its own process group hold it too) and
+ * their ancestors are `primary`, in discovery order. Then each process's pipes and sockets
+ * are followed depth first, in descriptor order, as the paper walks figure 9: a process
+ * found through IPC is added with its ancestors, and each of them is analysed before the
+ * next peer of the descriptor that found it.
+ *
+ * What is followed: every pipe (all its holders); every UNIX socket (holders of the same
+ * socket and of its peer); every host-local TCP connection — remote address is this host's
+ * (loopback or an own address, paper 4) — to the holders of the reversed 4-tuple. Not
+ * followed: non-local TCP connections (they lead to other hosts: upstream candidates),
+ * listeners (preforked servers share them; following would pull in every worker and all its
+ * clients), the queried socket's peer (when the requester is local it is the requester),
+ * and the IPC of roots, hubs and system sockets (see {@link ClosureIpc} and the options).
+ *
+ * Upstream candidates: non-local TCP connections of closure processes in state ESTABLISHED
+ * or CLOSE_WAIT (the previous hop may have only half-closed, e.g. `nc -N`, and still be
+ * there to answer) whose direction is `inbound` or `unknown`, never the queried connection.
+ * Outbound connections are not candidates: the host at their other end accepted them, so a
+ * daemon there answers an error for them (DESIGN.md duty 2), and the connection from the
+ * previous hop into this host is what a traceback follows. Paper 4 sends requests to every
+ * socket only because its Linux port could not tell direction; the listener check can.
+ *
+ * Processes that exit during the analysis are listed in `vanished` and skipped. Lookup
+ * failures of the host (HostLookupError) propagate.
+ */
+export function resolveClosure(host: HostView, options: ResolveClosureOptions): Closure {
+  return new ClosureAnalysis(host, options).run();
+}
+
+interface StackFrame {
+  readonly pid: number;
+  readonly steps: Generator<number, void, undefined>;
+}
+
+class ClosureAnalysis {
+  readonly #host: HostView;
+  readonly #queried: TcpSocket;
+  readonly #maxProcesses: number;
+  readonly #maxIpc: number;
+  readonly #unfollowedPaths: readonly string[];
+  readonly #ephemeral: PortRange | undefined;
+
+  readonly #infos = new Map<number, ProcessInfo>();
+  readonly #roles = new Map<number, 'primary' | 'resolved'>();
+  readonly #ipc = new Map<number, ClosureIpc>();
+  readonly #order: number[] = [];
+  readonly #vanished = new Set<number>();
+  readonly #queriedHolders = new Set<number>();
+  #truncated = false;
+
+  readonly #holders = new Map<number, number[]>();
+  readonly #resolvedChannels = new Set<string>();
+  readonly #reversed = new Map<number, TcpSocket | null>();
+  readonly #listeners = new Map<string, boolean>();
+  #tcpByInode: Map<number, TcpSocket> | undefined;
+  #unixByInode: Map<number, UnixSocket> | undefined;
+  #holderIndex: Map<string, number[]> | undefined;
+
+  constructor(host: HostView, options: ResolveClosureOptions) {
+    this.#host = host;
+    this.#queried = copyTcp(options.socket);
+    this.#maxProcesses = positiveInteger('maxProcesses', options.maxProcesses ?? DEFAULT_MAX_PROCESSES);
+    this.#maxIpc = positiveInteger('maxIpcPerProcess', options.maxIpcPerProcess ?? DEFAULT_MAX_IPC_PER_PROCESS);
+    this.#unfollowedPaths = options.unfollowedUnixPaths ?? DEFAULT_UNFOLLOWED_UNIX_PATHS;
+    const range = options.ephemeralPorts;
+    if (range !== undefined) {
+      const port = (value: number): boolean => Number.isSafeInteger(value) && value >= 1 && value <= 65535;
+      if (!port(range.low) || !port(range.high) || range.low > range.high) {
+        throw new RangeError(`Cannot resolve closure: ephemeralPorts ${range.low}-${range.high} is not a port range`);
+      }
+    }
+    this.#ephemeral = range;
+  }
+
+  run(): Closure {
+    const socket = this.#queried;
+    // inode 0: a TIME_WAIT or orphaned socket that no process holds any more.
+    const holders = socket.inode > 0 ? this.#holdersOf(socket.inode, socket.uid) : [];
+    for (const pid of holders) {
+      this.#addWithAncestors(pid, 'primary');
+      if (this.#infos.has(pid)) this.#queriedHolders.add(pid);
+    }
+    for (const pid of [...this.#order]) {
+      if (this.#truncated) break;
+      this.#follow(pid);
+    }
+    for (const pid of this.#order) if (!this.#ipc.has(pid)) this.#ipc.set(pid, 'truncated');
+
+    const processes = this.#order.map((pid) => this.#describe(pid));
+    return {
+      queried: copyTcp(socket),
+      processes,
+      links: this.#links(),
+      upstream: this.#upstream(processes),
+      vanished: [...this.#vanished],
+      truncated: this.#truncated,
+    };
+  }
+
+  /** Adds `pid` and its not yet known ancestors; returns the pids added, in order. */
+  #addWithAncestors(pid: number, role: 'primary' | 'resolved'): number[] {
+    const added: number[] = [];
+    let current = pid;
+    for (;;) {
+      if (this.#infos.has(current) || this.#vanished.has(current)) break;
+      if (this.#order.length >= this.#maxProcesses) {
+        this.#truncated = true;
+        break;
+      }
+      const info = this.#host.getProcess(current);
+      if (info === undefined) {
+        this.#vanished.add(current);
+        break;
+      }
+      this.#infos.set(current, info);
+      this.#roles.set(current, role);
+      this.#order.push(current);
+      added.push(current);
+      // Linux has no /proc/0: the chain ends at the process whose ppid is 0 (paper fig. 8's
+      // `swapper [0]` is not invented).
+      if (info.ppid <= 0 || info.ppid === current) break;
+      current = info.ppid;
+    }
+    return added;
+  }
+
+  /**
+   * Follows the IPC of `start` depth first. Recursion is kept on an explicit stack of
+   * generators so a chain of thousands of pipes cannot overflow the call stack.
+   */
+  #follow(start: number): void {
+    if (this.#ipc.has(start)) return;
+    const stack: StackFrame[] = [];
+    const push = (pid: number): void => {
+      if (this.#ipc.has(pid)) return;
+      const reason = this.#notFollowedReason(pid);
+      if (reason !== undefined) this.#ipc.set(pid, reason);
+      else stack.push({ pid, steps: this.#steps(pid) });
+    };
+    push(start);
+    while (stack.length > 0 && !this.#truncated) {
+      const top = stack[stack.length - 1];
+      if (top === undefined) break;
+      const step = top.steps.next();
+      if (step.done === true) {
+        stack.pop();
+        this.#ipc.set(top.pid, 'followed');
+      } else {
+        push(step.value);
+      }
+    }
+  }
+
+  /** Yields each process newly added through the descriptors of `pid`, to be followed before the next. */
+  *#steps(pid: number): Generator<number, void, undefined> {
+    const info = this.#infos.get(pid);
+    if (info === undefined) return;
+    for (const fd of info.fds) {
+      for (const peer of this.#connected(info, fd)) {
+        yield* this.#addWithAncestors(peer, 'resolved');
+        if (this.#truncated) return;
+      }
+    }
+  }
+
+  #notFollowedReason(pid: number): ClosureIpc | undefined {
+    if (this.#queriedHolders.has(pid)) return undefined;
+    const info = this.#infos.get(pid);
+    if (info === undefined) return 'truncated';
+    if (info.ppid <= 0) return 'root';
+    let count = 0;
+    for (const fd of info.fds) if (this.#isFollowable(fd)) count += 1;
+    return count > this.#maxIpc ? 'hub' : undefined;
+  }
+
+  #isFollowable(fd: OpenFd): boolean {
+    if (fd.kind === 'pipe') return true;
+    if (fd.inode === this.#queried.inode) return false;
+    const tcp = this.#tcp(fd.inode);
+    if (tcp !== undefined) return this.#isLocalConnection(tcp);
+    const unix = this.#unix(fd.inode);
+    return unix !== undefined && !this.#isUnfollowedUnix(unix);
+  }
+
+  /**
+   * The processes at the other ends of (and sharing) one descriptor, or [] when it is not
+   * followed or its channel was resolved already: each pipe, UNIX socket pair and local TCP
+   * connection is searched for once, as the paper does ("the pipe that P8 and P5 have opened
+   * is searched for"), and every holder it found is being added by whoever resolved it.
+   */
+  #connected(info: ProcessInfo, fd: OpenFd): number[] {
+    if (!this.#isFollowable(fd)) return [];
+    const uid = info.uid.effective;
+    if (fd.kind === 'pipe') {
+      return this.#claim(`pipe:${fd.inode}`) ? this.#holdersOf(fd.inode, uid) : [];
+    }
+    const tcp = this.#tcp(fd.inode);
+    if (tcp !== undefined) {
+      if (!this.#claim(`socket:${tcp.inode}`)) return [];
+      const other = this.#reverse(tcp);
+      if (other === undefined) return this.#holdersOf(tcp.inode, tcp.uid);
+      this.#claim(`socket:${other.inode}`);
+      return [...this.#holdersOf(tcp.inode, tcp.uid), ...this.#holdersOf(other.inode, other.uid)];
+    }
+    const unix = this.#unix(fd.inode);
+    if (unix === undefined || !this.#claim(`socket:${unix.inode}`)) return [];
+    if (unix.peer <= 0) return this.#holdersOf(unix.inode, uid);
+    this.#claim(`socket:${unix.peer}`);
+    return [...this.#holdersOf(unix.inode, uid), ...this.#holdersOf(unix.peer, uid)];
+  }
+
+  /** Marks a channel end as resolved; false when it already was. */
+  #claim(key: string): boolean {
+    if (this.#resolvedChannels.has(key)) return false;
+    this.#resolvedChannels.add(key);
+    return true;
+  }
+
+  #holdersOf(inode: number, ownerUid: number): number[] {
+    let pids = this.#holders.get(inode);
+    if (pids === undefined) {
+      pids = this.#host.findHolders(inode, ownerUid);
+      this.#holders.set(inode, pids);
+    }
+    return pids;
+  }
+
+  /** Loopback or own-address connections are IPC (paper 3.2, 4): both ends are on this host. */
+  #isLocalConnection(tcp: TcpSocket): boolean {
+    return tcp.state !== 'LISTEN' && tcp.inode > 0 && this.#host.isLocalAddress(tcp.remote.address);
+  }
+
+  #isUnfollowedUnix(unix: UnixSocket): boolean {
+    const paths = [unix.path];
+    if (unix.peer > 0) paths.push(this.#unix(unix.peer)?.path ?? null);
+    return paths.some(
+      (path) => path !== null && this.#unfollowedPaths.some((prefix) => path.startsWith(prefix)),
+    );
+  }
+
+  /** The other end of a host-local connection: the socket with the reversed 4-tuple. */
+  #reverse(tcp: TcpSocket): TcpSocket | undefined {
+    let other = this.#reversed.get(tcp.inode);
+    if (other === undefined) {
+      const found = this.#host.findTcp(tcp.remote, tcp.local);
+      // An exact netlink lookup that misses can return a listener instead: accept only the
+      // exact reversed 4-tuple of a socket some process can hold.
+      other =
+        found !== undefined &&
+        found.state !== 'LISTEN' &&
+        found.inode > 0 &&
+        sameEndpoint(found.local, tcp.remote) &&
+        sameEndpoint(found.remote, tcp.local)
+          ? copyTcp(found)
+          : null;
+      this.#reversed.set(tcp.inode, other);
+      // The relation is symmetric: record it for the other end too (its holders' records).
+      if (other !== null) this.#reversed.set(other.inode, copyTcp(tcp));
+    }
+    return other ?? undefined;
+  }
+
+  #tcp(inode: number): TcpSocket | undefined {
+    if (inode === this.#queried.inode) return this.#queried;
+    if (this.#tcpByInode === undefined) {
+      // Whole-table views are for SV analysis only (host/types.ts): read once, lazily.
+      this.#tcpByInode = new Map();
+      for (const socket of this.#host.listTcp()) if (socket.inode > 0) this.#tcpByInode.set(socket.inode, socket);
+    }
+    return this.#tcpByInode.get(inode);
+  }
+
+  #unix(inode: number): UnixSocket | undefined {
+    if (this.#unixByInode === undefined) {
+      this.#unixByInode = new Map();
+      for (const socket of this.#host.listUnix()) this.#unixByInode.set(socket.inode, socket);
+    }
+    return this.#unixByInode.get(inode);
+  }
+
+  #hasListener(local: Endpoint): boolean {
+    const key = endpointKey(local);
+    let known = this.#listeners.get(key);
+    if (known === undefined) {
+      known = this.#host.hasListener(local);
+      this.#listeners.set(key, known);
+    }
+    return known;
+  }
+
+  #direction(tcp: TcpSocket): TcpDirection {
+    switch (tcp.state) {
+      case 'LISTEN':
+        return 'listen';
+      case 'SYN_SENT':
+        return 'outbound';
+      case 'SYN_RECV':
+      case 'NEW_SYN_RECV':
+        return 'inbound';
+      default:
+        break;
+    }
+    // DESIGN.md, Host view: inbound when a listener accepts at the local endpoint; for
+    // host-local connections look at both ends.
+    if (this.#hasListener(tcp.local)) return 'inbound';
+    if (this.#host.isLocalAddress(tcp.remote.address) && this.#hasListener(tcp.remote)) return 'outbound';
+    const range = this.#ephemeral;
+    if (range !== undefined && (tcp.local.port < range.low || tcp.local.port > range.high)) return 'unknown';
+    return 'outbound';
+  }
+
+  /** Closure processes holding a socket or pipe inode, in closure order (indexed once the closure is complete). */
+  #closureHolders(kind: 'socket' | 'pipe', inode: number): number[] {
+    if (this.#holderIndex === undefined) {
+      this.#holderIndex = new Map();
+      for (const pid of this.#order) {
+        for (const fd of this.#infos.get(pid)?.fds ?? []) {
+          const key = `${fd.kind}:${fd.inode}`;
+          const list = this.#holderIndex.get(key);
+          if (list === undefined) this.#holderIndex.set(key, [pid]);
+          else if (list.at(-1) !== pid) list.push(pid);
+        }
+      }
+    }
+    return [...(this.#holderIndex.get(`${kind}:${inode}`) ?? [])];
+  }
+
+  #describe(pid: number): ClosureProcess {
+    const info = this.#infos.get(pid);
+    if (info === undefined) throw new Error(`Closure lost process ${pid}`);
+    const sockets: ClosureSocket[] = [];
+    const pipes: ClosurePipe[] = [];
+    for (const fd of info.fds) {
+      if (fd.kind === 'pipe') {
+        const otherPids = this.#closureHolders('pipe', fd.inode).filter((other) => other !== pid);
+        pipes.push({ fd: fd.fd, inode: fd.inode, end: fd.end, otherPids });
+        continue;
+      }
+      const sharedWith = this.#closureHolders('socket', fd.inode).filter((other) => other !== pid);
+      const tcp = this.#tcp(fd.inode);
+      if (tcp !== undefined) {
+        const other = this.#reversed.get(tcp.inode);
+        sockets.push({
+          kind: 'tcp',
+          fd: fd.fd,
+          inode: tcp.inode,
+          state: tcp.state,
+          local: copyEndpoint(tcp.local),
+          remote: copyEndpoint(tcp.remote),
+          direction: this.#direction(tcp),
+          queried: tcp.inode === this.#queried.inode,
+          peerPids: other ? this.#closureHolders('socket', other.inode) : [],
+          sharedWith,
+        });
+        continue;
+      }
+      const unix = this.#unix(fd.inode);
+      if (unix !== undefined) {
+        sockets.push({
+          kind: 'unix',
+          fd: fd.fd,
+          inode: unix.inode,
+          path: unix.path,
+          type: unix.type,
+          peer: unix.peer,
+          peerPids: unix.peer > 0 ? this.#closureHolders('socket', unix.peer) : [],
+          sharedWith,
+        });
+        continue;
+      }
+      sockets.push({ kind: 'other', fd: fd.fd, inode: fd.inode });
+    }
+    return {
+      pid: info.pid,
+      ppid: info.ppid,
+      name: info.name,
+      uid: { real: info.uid.real, effective: info.uid.effective },
+      startTime: info.startTime,
+      tty: info.tty,
+      priority: info.priority,
+      nice: info.nice,
+      pgid: info.pgid,
+      sid: info.sid,
+      cmdline: [...info.cmdline],
+      role: this.#roles.get(pid) ?? 'resolved',
+      ipc: this.#ipc.get(pid) ?? 'truncated',
+      sockets,
+      pipes,
+    };
+  }
+
+  #links(): ClosureLink[] {
+    const links: ClosureLink[] = [];
+    const seen = new Set<string>();
+    const add = (link: ClosureLink): void => {
+      if (link.from === link.to) return;
+      const key = `${link.kind}:${link.from}:${link.to}:${link.inodes.join(',')}`;
+      if (seen.has(key)) return;
+      seen.add(key);
+      links.push(link);
+    };
+    for (const pid of this.#order) {
+      const ppid = this.#infos.get(pid)?.ppid;
+      if (ppid !== undefined && this.#infos.has(ppid)) add({ kind: 'parent', from: ppid, to: pid, inodes: [] });
+    }
+    const done = new Set<string>();
+    for (const pid of this.#order) {
+      for (const fd of this.#infos.get(pid)?.fds ?? []) {
+        const key = `${fd.kind}:${fd.inode}`;
+        if (done.has(key)) continue;
+        done.add(key);
+        if (fd.kind === 'pipe') {
+          this.#pipeLinks(fd.inode, add);
+          continue;
+        }
+        const holders = this.#closureHolders('socket', fd.inode);
+        const first = holders[0];
+        if (first !== undefined) {
+          for (const other of holders.slice(1)) add({ kind: 'shared', from: first, to: other, inodes: [fd.inode] });
+        }
+        const tcp = this.#tcp(fd.inode);
+        const reversed = tcp === undefined ? undefined : this.#reversed.get(tcp.inode);
+        if (tcp !== undefined && reversed) {
+          done.add(`socket:${reversed.inode}`);
+          // Point from the connecting side to the accepting side.
+          const accepting = this.#direction(tcp) === 'inbound' || this.#direction(reversed) === 'outbound';
+          const [client, server] = accepting ? [reversed, tcp] : [tcp, reversed];
+          for (const from of this.#closureHolders('socket', client.inode)) {
+            for (const to of this.#closureHolders('socket', server.inode)) {
+              add({ kind: 'tcp', from, to, inodes: [client.inode, server.inode] });
+            }
+          }
+          continue;
+        }
+        const unix = tcp === undefined ? this.#unix(fd.inode) : undefined;
+        if (unix !== undefined && unix.peer > 0) {
+          done.add(`socket:${unix.peer}`);
+          for (const from of holders) {
+            for (const to of this.#closureHolders('socket', unix.peer)) {
+              add({ kind: 'unix', from, to, inodes: [unix.inode, unix.peer] });
+            }
+          }
+        }
+      }
+    }
+    return links;
+  }
+
+  /** Writer-to-reader links of one pipe among closure processes (an O_RDWR end is both). */
+  #pipeLinks(inode: number, add: (link: ClosureLink) => void): void {
+    const writers: number[] = [];
+    const readers: number[] = [];
+    for (const pid of this.#closureHolders('pipe', inode)) {
+      for (const fd of this.#infos.get(pid)?.fds ?? []) {
+        if (fd.kind !== 'pipe' || fd.inode !== inode) continue;
+        if (fd.end !== 'read' && !writers.includes(pid)) writers.push(pid);
+        if (fd.end !== 'write' && !readers.includes(pid)) readers.push(pid);
+      }
+    }
+    for (const from of writers) for (const to of readers) add({ kind: 'pipe', from, to, inodes: [inode] });
+  }
+
+  #upstream(processes: readonly ClosureProcess[]): UpstreamCandidate[] {
+    const byInode = new Map<number, { candidate: UpstreamCandidate; pids: number[] }>();
+    const queried = this.#queried;
+    for (const process of processes) {
+      for (const socket of process.sockets) {
+        if (socket.kind !== 'tcp' || socket.queried) continue;
+        if (socket.state !== 'ESTABLISHED' && socket.state !== 'CLOSE_WAIT') continue;
+        if (socket.direction !== 'inbound' && socket.direction !== 'unknown') continue;
+        if (this.#host.isLocalAddress(socket.remote.address)) continue;
+        // The queried connection is never its own upstream, whatever inode it shows now.
+        if (sameEndpoint(socket.local, queried.local) && sameEndpoint(socket.remote, queried.remote)) continue;
+        const entry = byInode.get(socket.inode);
+        if (entry !== undefined) {
+          if (!entry.pids.includes(process.pid)) entry.pids.push(process.pid);
+          continue;
+        }
+        const pids = [process.pid];
+        byInode.set(socket.inode, {
+          pids,
+          candidate: {
+            local: copyEndpoint(socket.local),
+            remote: copyEndpoint(socket.remote),
+            inode: socket.inode,
+            state: socket.state,
+            direction: socket.direction,
+            pids,
+          },
+        });
+      }
+    }
+    return [...byInode.values()].map((entry) => entry.candidate);
+  }
+}
+
+function positiveInteger(name: string, value: number): number {
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new RangeError(`Cannot resolve closure: ${name} must be a positive integer, got ${value}`);
+  }
+  return value;
+}
+
+function endpointKey(endpoint: Endpoint): string {
+  return `${endpoint.address}|${endpoint.port}`;
+}
+
+function sameEndpoint(a: Endpoint, b: Endpoint): boolean {
+  return a.port === b.port && a.address === b.address;
+}
+
+function copyEndpoint(endpoint: Endpoint): Endpoint {
+  return { address: endpoint.address, port: endpoint.port };
+}
+
+function copyTcp(socket: TcpSocket): TcpSocket {
+  return {
+    state: socket.state,
+    uid: socket.uid,
+    inode: socket.inode,
+    local: copyEndpoint(socket.local),
+    remote: copyEndpoint(socket.remote),
+  };
+}

@@ -1,0 +1,18 @@
+/** The pure trace layer: from a host view, the process/IPC closure of a connection and its upstream candidates. */
+export { resolveClosure, DEFAULT_MAX_PROCESSES, DEFAULT_MAX_IPC_PER_PROCESS } from './closure.js';
+export {
+  DEFAULT_UNFOLLOWED_UNIX_PATHS,
+  type Closure,
+  type ClosureIpc,
+  type ClosureLink,
+  type ClosureOtherSocket,
+  type ClosurePipe,
+  type ClosureProcess,
+  type ClosureSocket,
+  type ClosureTcpSocket,
+  type ClosureUnixSocket,
+  type PortRange,
+  type ResolveClosureOptions,
+  type TcpDirection,
+  type UpstreamCandidate,
+} from './types.js';

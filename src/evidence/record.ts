@@ -1,0 +1,619 @@
+/**
+ * SV evidence records (paper 3.3, Table II; DESIGN "Evidence"): what the daemon saves for an
+ * `SV` or `SV_REC` request, its canonical bytes, and the crash-safe file named by their hash.
+ *
+ * The token of a record is the hash of its exact bytes (paper 4: "the SHA-1 hash is sent as
+ * the token to detect any tampering"), so the bytes must be reproducible: canonical JSON with
+ * sorted keys and no whitespace. A random salt in every record keeps the token from revealing
+ * anything about the contents (a requester could otherwise confirm a guess by hashing it).
+ */
+import { randomBytes } from 'node:crypto';
+import { open, readFile, rename, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { IntegrityError, StoreWriteError, UsageError } from '../errors.js';
+import type { Endpoint, HostFacts, TcpState, UtmpEntry } from '../host/types.js';
+import { filterUtmpForUsers } from '../host/utmp.js';
+import type {
+  Closure,
+  ClosureIpc,
+  ClosureLink,
+  ClosurePipe,
+  ClosureProcess,
+  ClosureSocket,
+  UpstreamCandidate,
+} from '../trace/types.js';
+import { hashToken, type TokenHash } from './tokens.js';
+
+/**
+ * What an operator may choose to save (paper 4: "select what state data to save for SV and
+ * SV_REC requests"; paper 3.3: the per-request data "may not be saved" if space is an issue).
+ * - `processes`: the per-process data of Table II for every process of the closure, and the links between them;
+ * - `cmdline`: each process's command line (may hold secrets passed as arguments);
+ * - `sockets`: each process's open sockets; `pipes`: its pipes;
+ * - `utmp`: the utmp entries of the users named in the record;
+ * - `host`: host name, boot time, kernel and OS.
+ * The request, the queried connection and the upstream candidates are always saved: they say
+ * what the token answers and the recursion (paper 3.1.3) relies on them.
+ */
+export type SaveCategory = 'processes' | 'cmdline' | 'sockets' | 'pipes' | 'utmp' | 'host';
+
+/** Every category, in the order records list them. The default: save all of Table II. */
+export const ALL_SAVE_CATEGORIES: readonly SaveCategory[] = Object.freeze([
+  'processes',
+  'cmdline',
+  'sockets',
+  'pipes',
+  'utmp',
+  'host',
+]);
+
+/**
+ * Parses the value of a `--save` option: comma-separated categories (spaces allowed), or
+ * `all`. Returns them deduplicated in {@link ALL_SAVE_CATEGORIES} order. An empty list is
+ * allowed only as the empty string (save the minimum); a bad word is a {@link UsageError}.
+ */
+export function parseSaveCategories(text: string): SaveCategory[] {
+  const words = text
+    .split(',')
+    .map((word) => word.trim())
+    .filter((word) => word !== '');
+  const chosen = new Set<SaveCategory>();
+  for (const word of words) {
+    if (word === 'all') {
+      for (const category of ALL_SAVE_CATEGORIES) chosen.add(category);
+    } else if (isSaveCategory(word)) {
+      chosen.add(word);
+    } else {
+      throw new UsageError(
+        `Cannot parse --save: ${JSON.stringify(word)} is not a category; use a comma-separated list of ${ALL_SAVE_CATEGORIES.join(', ')}, or all`,
+      );
+    }
+  }
+  return ALL_SAVE_CATEGORIES.filter((category) => chosen.has(category));
+}
+
+function isSaveCategory(word: string): word is SaveCategory {
+  return (ALL_SAVE_CATEGORIES as readonly string[]).includes(word);
+}
+
+/**
+ * One process of the closure as saved (paper Table II, per process): a {@link ClosureProcess}
+ * plus the name of its real uid, with `cmdline`, `sockets` and `pipes` present only when their
+ * category was saved. (`sid` here is the process's session id, not the STOP SID.)
+ */
+export interface RecordProcess {
+  readonly pid: number;
+  readonly ppid: number;
+  readonly name: string;
+  readonly uid: { readonly real: number; readonly effective: number };
+  /** Account name of `uid.real`, or null when the passwd database does not list it. */
+  readonly user: string | null;
+  readonly startTime: string;
+  readonly tty: string | null;
+  readonly priority: number;
+  readonly nice: number;
+  readonly pgid: number;
+  readonly sid: number;
+  readonly role: 'primary' | 'resolved';
+  readonly ipc: ClosureIpc;
+  /** Present when `cmdline` was saved. */
+  readonly cmdline?: readonly string[];
+  /** Present when `sockets` was saved. */
+  readonly sockets?: readonly ClosureSocket[];
+  /** Present when `pipes` was saved. */
+  readonly pipes?: readonly ClosurePipe[];
+}
+
+/** The connection the request asked about (paper Table II: both ends of the socket). */
+export interface RecordConnection {
+  readonly local: Endpoint;
+  readonly remote: Endpoint;
+  readonly state: TcpState;
+  readonly inode: number;
+  /** Owner uid of the socket. */
+  readonly uid: number;
+  /** Account name of `uid`, or null. */
+  readonly user: string | null;
+}
+
+/** The request a record answers (paper Table II: address of the requesting host, type of request). */
+export interface RecordRequest {
+  /** The request line exactly as received, without its line end. */
+  readonly line: string;
+  /** Where the request came from (the peer of the port 113 connection). */
+  readonly requester: Endpoint;
+  /** The CL_IP field of the request, when given (paper 3.1.2). */
+  readonly clientIp?: string;
+}
+
+/**
+ * An SV evidence record, version 1: plain JSON (numbers, strings, booleans, null, arrays and
+ * objects only), saved as {@link formatRecordBytes} gives it.
+ *
+ * - `salt`: 32 lowercase hex digits from `crypto.randomBytes(16)`; makes every token unique
+ *   and unguessable (DESIGN "Tokens").
+ * - `time`: when the record was built, ISO 8601 UTC.
+ * - `type`: the request type; `sid`: the STOP session id of `SV_REC` requests (decimal text).
+ * - `host`, `processes`, `links`, `utmp`: present only when their category is in `saved`
+ *   (`links` with `processes`).
+ * - `upstream`: the connections a recursive request goes to (always saved).
+ * - `vanished`: pids that exited during the analysis; `denied`: pids whose descriptors could
+ *   not be read (their IPC is missing from the record); `truncated`: the process limit cut the
+ *   analysis short.
+ * - `saved`: the categories saved, in {@link ALL_SAVE_CATEGORIES} order.
+ */
+export interface EvidenceRecord {
+  readonly version: 1;
+  readonly salt: string;
+  readonly time: string;
+  readonly type: 'SV' | 'SV_REC';
+  readonly sid?: string;
+  readonly request: RecordRequest;
+  readonly connection: RecordConnection;
+  readonly host?: HostFacts;
+  readonly processes?: readonly RecordProcess[];
+  readonly links?: readonly ClosureLink[];
+  readonly upstream: readonly UpstreamCandidate[];
+  readonly vanished: readonly number[];
+  readonly denied: readonly number[];
+  readonly truncated: boolean;
+  readonly utmp?: readonly UtmpEntry[];
+  readonly saved: readonly SaveCategory[];
+}
+
+/** Input of {@link buildRecord}. */
+export interface BuildRecordInput {
+  /** The closure of the queried connection (`resolveClosure`). */
+  readonly closure: Closure;
+  readonly request: RecordRequest;
+  /** Account name of a uid, or null (e.g. `(uid) => accounts.lookup(uid)?.name ?? null`). */
+  readonly userName: (uid: number) => string | null;
+  readonly host: HostFacts;
+  /** The whole utmp file; only the entries of users named in the record are kept (paper Table II). */
+  readonly utmp: readonly UtmpEntry[];
+  /** Pids whose descriptors could not be read. */
+  readonly denied: readonly number[];
+  /** What to save; see {@link SaveCategory}. */
+  readonly save: readonly SaveCategory[];
+  readonly type: 'SV' | 'SV_REC';
+  /** The STOP SID (required by the protocol for `SV_REC`, absent for `SV`). */
+  readonly sid?: string;
+  /** The record's time; default now. */
+  readonly now?: Date;
+}
+
+/**
+ * Builds the evidence record of an SV or SV_REC request from the closure and the per-request
+ * facts, keeping what `save` selects. The result is a fresh plain object (no reference into
+ * the closure), ready for {@link formatRecordBytes}.
+ */
+export function buildRecord(input: BuildRecordInput): EvidenceRecord {
+  const save = new Set(input.save);
+  const saved = ALL_SAVE_CATEGORIES.filter((category) => save.has(category));
+  const { closure } = input;
+  const names = new Map<number, string | null>();
+  const userName = (uid: number): string | null => {
+    if (!names.has(uid)) names.set(uid, input.userName(uid));
+    return names.get(uid) ?? null;
+  };
+  const queried = closure.queried;
+  const connection: RecordConnection = {
+    local: copyEndpoint(queried.local),
+    remote: copyEndpoint(queried.remote),
+    state: queried.state,
+    inode: queried.inode,
+    uid: queried.uid,
+    user: userName(queried.uid),
+  };
+  const processes = save.has('processes')
+    ? closure.processes.map((process) => copyProcess(process, userName(process.uid.real), save))
+    : undefined;
+  const reportUsers = new Set<string>();
+  if (connection.user !== null) reportUsers.add(connection.user);
+  for (const process of processes ?? []) if (process.user !== null) reportUsers.add(process.user);
+  const request: RecordRequest = {
+    line: input.request.line,
+    requester: copyEndpoint(input.request.requester),
+    ...(input.request.clientIp === undefined ? {} : { clientIp: input.request.clientIp }),
+  };
+  return {
+    version: 1,
+    salt: randomBytes(16).toString('hex'),
+    time: (input.now ?? new Date()).toISOString(),
+    type: input.type,
+    ...(input.sid === undefined ? {} : { sid: input.sid }),
+    request,
+    connection,
+    ...(save.has('host') ? { host: { ...input.host } } : {}),
+    ...(processes === undefined ? {} : { processes, links: closure.links.map((link) => ({ ...link, inodes: [...link.inodes] })) }),
+    upstream: closure.upstream.map((candidate) => ({
+      ...candidate,
+      local: copyEndpoint(candidate.local),
+      remote: copyEndpoint(candidate.remote),
+      pids: [...candidate.pids],
+    })),
+    vanished: [...closure.vanished],
+    denied: [...new Set(input.denied)],
+    truncated: closure.truncated,
+    ...(save.has('utmp') ? { utmp: filterUtmpForUsers(input.utmp, [...reportUsers]).map((entry) => ({ ...entry })) } : {}),
+    saved,
+  };
+}
+
+function copyEndpoint(endpoint: Endpoint): Endpoint {
+  return { address: endpoint.address, port: endpoint.port };
+}
+
+function copyProcess(process: ClosureProcess, user: string | null, save: ReadonlySet<SaveCategory>): RecordProcess {
+  return {
+    pid: process.pid,
+    ppid: process.ppid,
+    name: process.name,
+    uid: { real: process.uid.real, effective: process.uid.effective },
+    user,
+    startTime: process.startTime,
+    tty: process.tty,
+    priority: process.priority,
+    nice: process.nice,
+    pgid: process.pgid,
+    sid: process.sid,
+    role: process.role,
+    ipc: process.ipc,
+    ...(save.has('cmdline') ? { cmdline: [...process.cmdline] } : {}),
+    ...(save.has('sockets') ? { sockets: process.sockets.map(copySocket) } : {}),
+    ...(save.has('pipes') ? { pipes: process.pipes.map((pipe) => ({ ...pipe, otherPids: [...pipe.otherPids] })) } : {}),
+  };
+}
+
+function copySocket(socket: ClosureSocket): ClosureSocket {
+  switch (socket.kind) {
+    case 'tcp':
+      return {
+        ...socket,
+        local: copyEndpoint(socket.local),
+        remote: copyEndpoint(socket.remote),
+        peerPids: [...socket.peerPids],
+        sharedWith: [...socket.sharedWith],
+      };
+    case 'unix':
+      return { ...socket, peerPids: [...socket.peerPids], sharedWith: [...socket.sharedWith] };
+    case 'other':
+      return { ...socket };
+  }
+}
+
+/**
+ * Canonical JSON text of a plain value: object keys sorted recursively (by UTF-16 code units,
+ * as RFC 8785 does), no whitespace; numbers and strings as `JSON.stringify` writes them.
+ * Object properties whose value is `undefined` are left out (as JSON does). Anything else
+ * that JSON cannot carry faithfully throws a `TypeError` naming its path: bigint, non-finite
+ * numbers, functions, symbols, `undefined` in an array, non-plain objects (Date, Map,
+ * Buffer, class instances) and cycles.
+ */
+export function formatCanonicalJson(value: unknown): string {
+  return encode(value, '$', new Set());
+}
+
+function encode(value: unknown, path: string, ancestors: Set<object>): string {
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return JSON.stringify(value);
+    case 'number':
+      if (!Number.isFinite(value)) throw new TypeError(`Cannot encode evidence as JSON: ${path} is ${value}`);
+      return JSON.stringify(value);
+    case 'object':
+      break;
+    default:
+      throw new TypeError(`Cannot encode evidence as JSON: ${path} is ${describe(value)}`);
+  }
+  if (value === null) return 'null';
+  if (ancestors.has(value)) throw new TypeError(`Cannot encode evidence as JSON: ${path} refers back to itself`);
+  ancestors.add(value);
+  try {
+    if (Array.isArray(value)) {
+      const items = (value as unknown[]).map((item, index) => {
+        if (item === undefined) throw new TypeError(`Cannot encode evidence as JSON: ${path}[${index}] is undefined`);
+        return encode(item, `${path}[${index}]`, ancestors);
+      });
+      return `[${items.join(',')}]`;
+    }
+    const prototype: unknown = Object.getPrototypeOf(value);
+    if (prototype !== Object.prototype && prototype !== null) {
+      throw new TypeError(`Cannot encode evidence as JSON: ${path} is not a plain object (${describe(value)})`);
+    }
+    const record = value as Record<string, unknown>;
+    const members: string[] = [];
+    for (const key of Object.keys(record).sort()) {
+      const member = record[key];
+      if (member === undefined) continue;
+      members.push(`${JSON.stringify(key)}:${encode(member, `${path}.${key}`, ancestors)}`);
+    }
+    return `{${members.join(',')}}`;
+  } finally {
+    ancestors.delete(value);
+  }
+}
+
+function describe(value: unknown): string {
+  if (typeof value === 'object' && value !== null) return `a ${value.constructor?.name ?? 'object'}`;
+  return `a ${typeof value}`;
+}
+
+/**
+ * The bytes saved for a record, and hashed into its token: canonical JSON
+ * ({@link formatCanonicalJson}), UTF-8, ending in one newline (so `cat` and `sha256sum` work
+ * on the file as they are).
+ */
+export function formatRecordBytes(record: EvidenceRecord): Buffer {
+  return Buffer.from(`${formatCanonicalJson(record)}\n`, 'utf8');
+}
+
+/**
+ * Saves a record's bytes as `<token>.json` in `recordsDir` and returns the token (the hex
+ * `hash` of the bytes). Crash-safe (DESIGN "Evidence"): the bytes go to a temporary file
+ * `.<token>.tmp-<random>` (mode 0600) in the same directory, which is fsync'd and renamed
+ * over, and the directory is fsync'd so that the rename itself survives a crash. Only then
+ * may the token be replied (DESIGN duty 9). Any failure is a {@link StoreWriteError}, and
+ * the temporary file is removed.
+ */
+export async function writeRecord(recordsDir: string, bytes: Buffer, options: { readonly hash: TokenHash }): Promise<string> {
+  const token = hashToken(bytes, options.hash);
+  const temporary = join(recordsDir, `.${token}.tmp-${randomBytes(6).toString('hex')}`);
+  const final = join(recordsDir, `${token}.json`);
+  let created = false;
+  try {
+    const handle = await open(temporary, 'wx', 0o600);
+    created = true;
+    try {
+      // The umask may have narrowed the mode further; evidence is for root only (it names users and commands).
+      await handle.chmod(0o600);
+      await handle.writeFile(bytes);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(temporary, final);
+    created = false;
+    await syncDirectory(recordsDir);
+  } catch (error) {
+    if (created) await unlink(temporary).catch(() => undefined);
+    throw new StoreWriteError(`Cannot save evidence record ${token} in ${recordsDir}: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  return token;
+}
+
+async function syncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** A record file as read back, whether or not it still matches its token. */
+interface StoredRecordBase {
+  /** The file's exact bytes. */
+  readonly bytes: Buffer;
+  /** The hash used to check it (from the token's length, or the caller's choice). */
+  readonly hash: TokenHash;
+  /** Hex hash of `bytes`. */
+  readonly actualHash: string;
+  /** Whether `actualHash` equals the token: the file is exactly what was saved. */
+  readonly verified: boolean;
+}
+
+/**
+ * The result of {@link readRecord}: either a parsed `record`, or, when the file is not a
+ * version 1 record at all (damaged, truncated, or replaced), `record: undefined` and a
+ * `parseError` saying why. In both cases `verified` tells whether the bytes match the token.
+ */
+export type StoredRecord =
+  | (StoredRecordBase & { readonly record: EvidenceRecord; readonly parseError?: never })
+  | (StoredRecordBase & { readonly record: undefined; readonly parseError: string });
+
+/** The hash a token was made with, from its length: 64 hex digits SHA-256, 40 SHA-1. */
+export function tokenHashOf(token: string): TokenHash | undefined {
+  if (/^[0-9a-f]{64}$/.test(token)) return 'sha256';
+  if (/^[0-9a-f]{40}$/.test(token)) return 'sha1';
+  return undefined;
+}
+
+/**
+ * Reads the record of `token` from `recordsDir` and checks it against the token. Resolves
+ * undefined when there is no such file. `options.hash` overrides the hash chosen from the
+ * token's length. A token that is not 40 or 64 lowercase hex digits is a {@link UsageError}
+ * (it could otherwise name a path outside the directory). Other read failures reject with
+ * the file system's error.
+ */
+export async function readRecord(
+  recordsDir: string,
+  token: string,
+  options: { readonly hash?: TokenHash } = {},
+): Promise<StoredRecord | undefined> {
+  const shapeHash = tokenHashOf(token);
+  if (shapeHash === undefined) {
+    throw new UsageError(`${JSON.stringify(token)} is not a token: tokens are 40 or 64 lowercase hex digits`);
+  }
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(join(recordsDir, `${token}.json`));
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
+  }
+  const hash = options.hash ?? shapeHash;
+  const actualHash = hashToken(bytes, hash);
+  const base = { bytes, hash, actualHash, verified: actualHash === token };
+  try {
+    return { ...base, record: parseRecord(bytes) };
+  } catch (error) {
+    return { ...base, record: undefined, parseError: (error as Error).message };
+  }
+}
+
+/**
+ * Parses record bytes and checks that they have the shape of a version 1 {@link EvidenceRecord}
+ * (so that formatters can rely on it even for an altered file). Throws an
+ * {@link IntegrityError} saying what is wrong. It does not check the token: see {@link readRecord}.
+ */
+export function parseRecord(bytes: Uint8Array): EvidenceRecord {
+  let value: unknown;
+  try {
+    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+  } catch (error) {
+    throw new IntegrityError(`Cannot read evidence record: it is not UTF-8 JSON (${(error as Error).message})`);
+  }
+  const problem = checkRecord(value, 'record');
+  if (problem !== undefined) throw new IntegrityError(`Cannot read evidence record: ${problem}`);
+  return value as EvidenceRecord;
+}
+
+// Shape checks: each returns undefined when fine, or what is wrong at which path.
+type Check = (value: unknown, path: string) => string | undefined;
+
+const isObject = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
+
+const string: Check = (value, path) => (typeof value === 'string' ? undefined : `${path} is not a string`);
+const integer: Check = (value, path) => (Number.isSafeInteger(value) ? undefined : `${path} is not an integer`);
+const boolean: Check = (value, path) => (typeof value === 'boolean' ? undefined : `${path} is not a boolean`);
+const nullable =
+  (check: Check): Check =>
+  (value, path) =>
+    value === null ? undefined : check(value, path);
+const oneOf =
+  (...allowed: readonly string[]): Check =>
+  (value, path) =>
+    typeof value === 'string' && allowed.includes(value) ? undefined : `${path} is not one of ${allowed.join(', ')}`;
+const arrayOf =
+  (check: Check): Check =>
+  (value, path) => {
+    if (!Array.isArray(value)) return `${path} is not an array`;
+    for (const [index, item] of (value as unknown[]).entries()) {
+      const problem = check(item, `${path}[${index}]`);
+      if (problem !== undefined) return problem;
+    }
+    return undefined;
+  };
+const objectOf =
+  (fields: Readonly<Record<string, Check>>, optionalFields: readonly string[] = []): Check =>
+  (value, path) => {
+    if (!isObject(value)) return `${path} is not an object`;
+    for (const [key, check] of Object.entries(fields)) {
+      if (!(key in value)) {
+        if (optionalFields.includes(key)) continue;
+        return `${path}.${key} is missing`;
+      }
+      const problem = check(value[key], `${path}.${key}`);
+      if (problem !== undefined) return problem;
+    }
+    return undefined;
+  };
+
+const endpoint = objectOf({ address: string, port: integer });
+const pids = arrayOf(integer);
+const tcpStates = [
+  'ESTABLISHED',
+  'SYN_SENT',
+  'SYN_RECV',
+  'FIN_WAIT1',
+  'FIN_WAIT2',
+  'TIME_WAIT',
+  'CLOSE',
+  'CLOSE_WAIT',
+  'LAST_ACK',
+  'LISTEN',
+  'CLOSING',
+  'NEW_SYN_RECV',
+];
+const tcpState = oneOf(...tcpStates);
+const socketChecks: Readonly<Record<string, Check>> = {
+  tcp: objectOf({
+    kind: string,
+    fd: integer,
+    inode: integer,
+    state: tcpState,
+    local: endpoint,
+    remote: endpoint,
+    direction: oneOf('inbound', 'outbound', 'listen', 'unknown'),
+    queried: boolean,
+    peerPids: pids,
+    sharedWith: pids,
+  }),
+  unix: objectOf({
+    kind: string,
+    fd: integer,
+    inode: integer,
+    path: nullable(string),
+    type: oneOf('stream', 'dgram', 'seqpacket'),
+    peer: integer,
+    peerPids: pids,
+    sharedWith: pids,
+  }),
+  other: objectOf({ kind: string, fd: integer, inode: integer }),
+};
+const socket: Check = (value, path) => {
+  if (!isObject(value)) return `${path} is not an object`;
+  const check = typeof value.kind === 'string' ? socketChecks[value.kind] : undefined;
+  return check === undefined ? `${path}.kind is not one of tcp, unix, other` : check(value, path);
+};
+const pipe = objectOf({ fd: integer, inode: integer, end: oneOf('read', 'write', 'both'), otherPids: pids });
+const processCheck = objectOf(
+  {
+    pid: integer,
+    ppid: integer,
+    name: string,
+    uid: objectOf({ real: integer, effective: integer }),
+    user: nullable(string),
+    startTime: string,
+    tty: nullable(string),
+    priority: integer,
+    nice: integer,
+    pgid: integer,
+    sid: integer,
+    role: oneOf('primary', 'resolved'),
+    ipc: oneOf('followed', 'root', 'hub', 'truncated'),
+    cmdline: arrayOf(string),
+    sockets: arrayOf(socket),
+    pipes: arrayOf(pipe),
+  },
+  ['cmdline', 'sockets', 'pipes'],
+);
+const checkRecord = objectOf(
+  {
+    version: (value, path) => (value === 1 ? undefined : `${path} is ${JSON.stringify(value)}, not 1`),
+    salt: string,
+    time: string,
+    type: oneOf('SV', 'SV_REC'),
+    sid: string,
+    request: objectOf({ line: string, requester: endpoint, clientIp: string }, ['clientIp']),
+    connection: objectOf({ local: endpoint, remote: endpoint, state: tcpState, inode: integer, uid: integer, user: nullable(string) }),
+    host: objectOf({ hostname: string, bootTime: string, kernel: string, os: nullable(string) }),
+    processes: arrayOf(processCheck),
+    links: arrayOf(
+      objectOf({ kind: oneOf('parent', 'pipe', 'tcp', 'unix', 'shared'), from: integer, to: integer, inodes: pids }),
+    ),
+    upstream: arrayOf(
+      objectOf({
+        local: endpoint,
+        remote: endpoint,
+        inode: integer,
+        state: tcpState,
+        direction: oneOf('inbound', 'unknown'),
+        pids,
+      }),
+    ),
+    vanished: pids,
+    denied: pids,
+    truncated: boolean,
+    utmp: arrayOf(
+      objectOf({ type: string, pid: integer, line: string, user: string, host: string, time: string, address: nullable(string) }),
+    ),
+    saved: arrayOf(oneOf(...ALL_SAVE_CATEGORIES)),
+  },
+  ['sid', 'host', 'processes', 'links', 'utmp'],
+);

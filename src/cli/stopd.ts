@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { DEFAULTS, startDaemon } from '../daemon/daemon.js';
 import { createStreamLogger } from '../daemon/logger.js';
+import { parseSaveCategories } from '../evidence/record.js';
 import { StopdError, UsageError } from '../errors.js';
 import { parseCommandLine, parseInteger, parseListenAddress } from './args.js';
 
@@ -23,13 +24,15 @@ Options:
   --idle-timeout SEC     close a client that sends nothing for SEC seconds (default ${DEFAULTS.idleTimeoutSec})
   --max-line BYTES       longest request line; a longer one closes the connection (default ${DEFAULTS.maxLineLength})
   --token-hash NAME      sha256 (64 hex digits, default) or sha1 (40, as in the STOP paper);
-                         every token of the daemon has that length
+                         SV tokens are that hash of their record; every token has that length
+  --save LIST            what SV records keep, comma-separated: processes, cmdline, sockets,
+                         pipes, utmp, host, or all (default all)
   --version              print the version and exit
   -h, --help             print this help and exit
 
-Request types: ID and the bare RFC 1413 form are answered as specified. ID_REC, SV and
-SV_REC are accepted and, until evidence records and recursion are implemented, answered
-exactly as ID (the ledger notes the requested type).
+Request types: ID and the bare RFC 1413 form get a random token for an established outbound
+connection. SV and SV_REC also save the processes and IPC behind it as a record whose hash
+is the token. Recursion is not implemented yet: ID_REC is answered as ID, SV_REC as SV.
 
 Signals: SIGTERM and SIGINT stop accepting, answer what was received, flush the ledger and
 exit 0.
@@ -50,6 +53,7 @@ async function main(argv: string[]): Promise<number> {
         'idle-timeout': { type: 'string' },
         'max-line': { type: 'string' },
         'token-hash': { type: 'string' },
+        save: { type: 'string' },
         version: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -84,6 +88,7 @@ async function main(argv: string[]): Promise<number> {
       1000 * parseInteger(values['idle-timeout'] ?? String(DEFAULTS.idleTimeoutSec), { name: '--idle-timeout', min: 1, max: 86_400 }),
     maxLineLength: parseInteger(values['max-line'] ?? String(DEFAULTS.maxLineLength), { name: '--max-line', min: 64, max: 65_536 }),
     tokenHash,
+    save: values.save === undefined ? DEFAULTS.save : parseSaveCategories(values.save),
     log,
   });
   for (const endpoint of daemon.endpoints) {

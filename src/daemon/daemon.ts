@@ -1,10 +1,13 @@
 import { AccountDirectory } from '../host/users.js';
-import { createLinuxSocketTable } from '../host/linux-sockets.js';
-import type { Endpoint, SocketTable } from '../host/types.js';
-import { openStore } from '../evidence/store.js';
+import { createLinuxHostView } from '../host/linux-host.js';
+import { createLinuxSocketTable, type LinuxSocketTable } from '../host/linux-sockets.js';
+import type { Endpoint } from '../host/types.js';
+import { ALL_SAVE_CATEGORIES, type SaveCategory } from '../evidence/record.js';
+import { openStore, storePaths } from '../evidence/store.js';
 import type { TokenHash } from '../evidence/tokens.js';
 import type { Logger } from './logger.js';
 import type { ReplyPolicy } from './policy.js';
+import { EvidenceCollector } from './evidence-collector.js';
 import { Responder } from './responder.js';
 import { Semaphore } from './semaphore.js';
 import { StopServer, type ListenAddress } from './server.js';
@@ -20,9 +23,11 @@ export interface DaemonOptions {
   readonly idleTimeoutMs: number;
   readonly maxLineLength: number;
   readonly tokenHash: TokenHash;
+  /** What SV records keep (paper 3.1.2, "should" property 3). */
+  readonly save: readonly SaveCategory[];
   readonly log: Logger;
   /** Replaces the Linux socket table (tests). */
-  readonly sockets?: SocketTable;
+  readonly sockets?: LinuxSocketTable;
 }
 
 /** Built-in defaults; `stopd --help` prints them. */
@@ -34,6 +39,7 @@ export const DEFAULTS = {
   idleTimeoutSec: 60,
   maxLineLength: 512,
   tokenHash: 'sha256' as TokenHash,
+  save: ALL_SAVE_CATEGORIES,
 };
 
 /** A running daemon. */
@@ -48,15 +54,23 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
   const store = await openStore(options.storeDir);
   try {
     const sockets = options.sockets ?? createLinuxSocketTable({ log: (message) => options.log.warn(message) });
+    const accounts = new AccountDirectory();
     const responder = new Responder({
       sockets,
       ledger: store.ledger,
-      accounts: new AccountDirectory(),
+      accounts,
       // Waiters beyond four times the limit are turned away with an error reply (duty 10).
       lookups: new Semaphore(options.maxLookups, { maxWaiting: options.maxLookups * 4 + options.maxConnections }),
       policy: options.policy,
       optIn: options.optIn,
       tokenHash: options.tokenHash,
+      evidence: new EvidenceCollector({
+        hostView: () => createLinuxHostView(sockets, { readCmdline: options.save.includes('cmdline') }),
+        accounts,
+        recordsDir: storePaths(options.storeDir).records,
+        save: options.save,
+        tokenHash: options.tokenHash,
+      }),
       log: options.log,
     });
     const server = new StopServer(responder, {

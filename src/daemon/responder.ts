@@ -4,10 +4,11 @@ import type { Endpoint, SocketTable, TcpSocket } from '../host/types.js';
 import { readOptInFile, type AccountDirectory } from '../host/users.js';
 import type { Ledger, LedgerEntryInput } from '../evidence/ledger.js';
 import { generateToken, type TokenHash } from '../evidence/tokens.js';
-import { formatReply, mentionsClientIp, parseRequest, RequestSyntaxError, type IpAddress, type Reply, type Request } from '../protocol/index.js';
+import { formatReply, isValidUserId, mentionsClientIp, parseRequest, RequestSyntaxError, type IpAddress, type Reply, type Request } from '../protocol/index.js';
 import { optInAdmits } from './opt-in.js';
 import { decideConnection, decideError, type ConnectionFinding, type Decision, type ReplyPolicy } from './policy.js';
 import type { Semaphore } from './semaphore.js';
+import type { EvidenceCollector } from './evidence-collector.js';
 import type { Logger } from './logger.js';
 
 /** The two ends of the query connection itself (requester -> this daemon). */
@@ -26,6 +27,8 @@ export interface ResponderOptions {
   /** `--opt-in`: honour users' `~/.ident` lists for `ID` requests. */
   readonly optIn: boolean;
   readonly tokenHash: TokenHash;
+  /** Saves SV/SV_REC evidence; without it those requests are answered as ID. */
+  readonly evidence?: EvidenceCollector;
   readonly log: Logger;
 }
 
@@ -75,7 +78,7 @@ export class Responder {
       return this.#reply(decision, {
         ports,
         origin,
-        record: { ...describeRequest(line, request), lookupError: errorCode(error) },
+        record: { ...describeRequest(line, request, this.#o.evidence !== undefined), lookupError: errorCode(error) },
       });
     }
     const account = socket === undefined ? undefined : this.#o.accounts.lookup(socket.uid);
@@ -83,20 +86,44 @@ export class Responder {
       this.#o.optIn && request.type === 'ID' && !clientIp && finding.kind === 'outbound' && account !== undefined
         ? await this.#admits(account, origin.requester.address)
         : false;
-    const decision = decideConnection(finding, { policy: this.#o.policy, clientIp, optedIn });
-    return this.#reply(decision, {
-      ports,
-      origin,
-      user: account?.name,
-      record: {
-        ...describeRequest(line, request),
-        finding: finding.kind,
-        ...(socket === undefined
-          ? {}
-          : { connection: { local: socket.local, remote: socket.remote, state: socket.state, inode: socket.inode } }),
-        ...(socket === undefined ? {} : { uid: socket.uid, user: account?.name ?? null }),
-      },
-    });
+    let decision = decideConnection(finding, { policy: this.#o.policy, clientIp, optedIn });
+    const record: Record<string, unknown> = {
+      ...describeRequest(line, request, this.#o.evidence !== undefined),
+      finding: finding.kind,
+      ...(socket === undefined
+        ? {}
+        : {
+            connection: { local: socket.local, remote: socket.remote, state: socket.state, inode: socket.inode },
+            uid: socket.uid,
+            user: account?.name ?? null,
+          }),
+    };
+    let token: string | undefined;
+    // SV and SV_REC save evidence for connections this host made; with CL_IP (a gateway or an
+    // IDS asking, paper 3.1.2) also for ones it accepted, since the reply is a token anyway.
+    const evidenceType = request.type === 'SV' || request.type === 'SV_REC' ? request.type : undefined;
+    const wantsEvidence =
+      evidenceType !== undefined &&
+      (finding.kind === 'outbound' || (clientIp && finding.kind === 'inbound'));
+    if (wantsEvidence && evidenceType !== undefined && socket !== undefined && this.#o.evidence !== undefined && decision.reply === 'token') {
+      try {
+        const evidence = await this.#o.evidence.collect(socket, {
+          line,
+          requester: origin.requester,
+          type: evidenceType,
+          ...('sid' in request ? { sid: request.sid.toString() } : {}),
+          ...(clientIpOf(request) === undefined ? {} : { clientIp: normaliseAddress(clientIpOf(request)?.address ?? '') }),
+        });
+        token = evidence.token;
+        record.record = evidence.token;
+        record.processes = evidence.processCount;
+      } catch (error) {
+        this.#o.log.error(`Cannot save evidence for ${JSON.stringify(line)}: ${String(error)}`);
+        record.evidenceError = errorCode(error);
+        decision = decideError('UNKNOWN-ERROR', { policy: this.#o.policy, clientIp });
+      }
+    }
+    return this.#reply(decision, { ports, origin, user: account?.name, token, record: record as LedgerEntryInput });
   }
 
   async #findConnection(
@@ -140,13 +167,20 @@ export class Responder {
 
   async #reply(
     decision: Decision,
-    options: { ports: { client: number; server: number }; origin: QueryOrigin; user?: string | undefined; record: LedgerEntryInput },
+    options: {
+      ports: { client: number; server: number };
+      origin: QueryOrigin;
+      user?: string | undefined;
+      /** The token to send for a token decision: an SV record's hash; default a fresh random one. */
+      token?: string | undefined;
+      record: LedgerEntryInput;
+    },
   ): Promise<string> {
     const { client: clientPort, server: serverPort } = options.ports;
     let reply: Reply;
     if (decision.reply === 'token') {
-      reply = { kind: 'token', clientPort, serverPort, token: generateToken(this.#o.tokenHash) };
-    } else if (decision.reply === 'user' && options.user !== undefined) {
+      reply = { kind: 'token', clientPort, serverPort, token: options.token ?? generateToken(this.#o.tokenHash) };
+    } else if (decision.reply === 'user' && options.user !== undefined && isValidUserId(options.user)) {
       reply = { kind: 'user', clientPort, serverPort, user: options.user };
     } else if (decision.reply === 'error') {
       reply = { kind: 'error', clientPort, serverPort, error: decision.error };
@@ -185,13 +219,14 @@ export class Responder {
   }
 }
 
-function describeRequest(line: string, request: Request): LedgerEntryInput {
+function describeRequest(line: string, request: Request, evidence: boolean): LedgerEntryInput {
+  // Recursion is not implemented yet: ID_REC is answered as ID, SV_REC as SV (README, "Status").
+  const answeredAs = request.type === 'ID_REC' ? 'ID' : request.type === 'SV_REC' || request.type === 'SV' ? (evidence ? 'SV' : 'ID') : 'ID';
   return {
     kind: 'reply',
     request: line,
     type: request.type,
-    // Until SV and recursion land, every type is answered as ID (README, "Protocol").
-    answeredAs: 'ID',
+    answeredAs,
     ...('sid' in request ? { sid: request.sid.toString() } : {}),
     ...(clientIpOf(request) === undefined ? {} : { clientIp: normaliseAddress(clientIpOf(request)?.address ?? '') }),
   };

@@ -50,7 +50,8 @@ export class StopServer {
   async listen(): Promise<Endpoint[]> {
     const bound: Endpoint[] = [];
     for (const address of this.#options.listen) {
-      const server = createServer({ pauseOnConnect: false }, (socket) => this.#accept(socket));
+      // allowHalfOpen: a client may send its query and shut down its side (nc does); it still gets the reply.
+      const server = createServer({ allowHalfOpen: true }, (socket) => this.#accept(socket));
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         // ipv6Only false: `[::]` serves IPv4 too (DESIGN: default listen [::]:113 dual stack).

@@ -536,3 +536,25 @@ test('resolveClosure ignores unrelated noise processes (paper Table IV, SV with 
   assert.equal(closure.processes.length, 5);
   assert.equal(closure.upstream.length, 1);
 });
+
+test('resolveClosure follows a pipe to its other end only, not to co-writers of the same end', () => {
+  // A log pipe everyone writes to (e.g. the stderr every child inherits): writing to the same
+  // pipe links nobody; only the reader is at the other end (paper 3.6).
+  const fixture = buildFigure7();
+  const { host, pids } = fixture;
+  const stranger = 9100;
+  host.addProcess({ pid: stranger, ppid: pids.init, name: 'cron', pgid: stranger });
+  const logPipe = host.addPipe(pids.telnet, stranger);
+  // Turn the stranger's read end into a second write end: now both only write.
+  host.closeFd(stranger, logPipe);
+  host.shareFd(stranger, logPipe, { end: 'write' });
+  const closure = resolveClosure(host, { socket: fixture.socket });
+  assert.ok(!closure.processes.some((process) => process.pid === stranger), 'a co-writer is not pulled in');
+
+  const reader = 9101;
+  host.addProcess({ pid: reader, ppid: pids.init, name: 'logger', pgid: reader });
+  host.shareFd(reader, logPipe, { end: 'read' });
+  const withReader = resolveClosure(host, { socket: fixture.socket });
+  assert.ok(withReader.processes.some((process) => process.pid === reader), 'the reader is at the other end');
+  assert.ok(withReader.links.some((l) => l.kind === 'pipe' && l.from === pids.telnet && l.to === reader));
+});

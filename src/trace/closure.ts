@@ -35,7 +35,7 @@ export const DEFAULT_MAX_IPC_PER_PROCESS = 64;
  * found through IPC is added with its ancestors, and each of them is analysed before the
  * next peer of the descriptor that found it.
  *
- * What is followed: every pipe (all its holders); every UNIX socket (holders of the same
+ * What is followed: every pipe (to the holders of its other end: paper 3.6); every UNIX socket (holders of the same
  * socket and of its peer); every host-local TCP connection — remote address is this host's
  * (loopback or an own address, paper 4) — to the holders of the reversed 4-tuple. Not
  * followed: non-local TCP connections (they lead to other hosts: upstream candidates),
@@ -72,6 +72,8 @@ class ClosureAnalysis {
   readonly #ephemeral: PortRange | undefined;
 
   readonly #infos = new Map<number, ProcessInfo>();
+  /** Processes read but not (yet) in the closure, so each is read once. */
+  readonly #peeked = new Map<number, ProcessInfo | undefined>();
   readonly #roles = new Map<number, 'primary' | 'resolved'>();
   readonly #ipc = new Map<number, ClosureIpc>();
   readonly #order: number[] = [];
@@ -138,7 +140,7 @@ class ClosureAnalysis {
         this.#truncated = true;
         break;
       }
-      const info = this.#host.getProcess(current);
+      const info = this.#peek(current);
       if (info === undefined) {
         this.#vanished.add(current);
         break;
@@ -223,7 +225,14 @@ class ClosureAnalysis {
     if (!this.#isFollowable(fd)) return [];
     const uid = info.uid.effective;
     if (fd.kind === 'pipe') {
-      return this.#claim(`pipe:${fd.inode}`) ? this.#holdersOf(fd.inode, uid) : [];
+      // Paper 3.6: a pipe resolves to the processes at its *other* end (OpenBSD's remote pipe
+      // structure). Linux gives both ends one inode, so the end comes from each fd's mode.
+      // Holders of the same end only (co-writers of one log pipe) are not linked through it.
+      if (!this.#claim(`pipe:${fd.inode}:${fd.end}`)) return [];
+      const wanted = fd.end === 'write' ? 'read' : fd.end === 'read' ? 'write' : undefined;
+      return this.#holdersOf(fd.inode, uid).filter(
+        (pid) => pid !== info.pid && (wanted === undefined || this.#holdsPipeEnd(pid, fd.inode, wanted)),
+      );
     }
     const tcp = this.#tcp(fd.inode);
     if (tcp !== undefined) {
@@ -238,6 +247,21 @@ class ClosureAnalysis {
     if (unix.peer <= 0) return this.#holdersOf(unix.inode, uid);
     this.#claim(`socket:${unix.peer}`);
     return [...this.#holdersOf(unix.inode, uid), ...this.#holdersOf(unix.peer, uid)];
+  }
+
+  /** Whether `pid` holds `inode` at end `end` (or opened read-write); a vanished process does not. */
+  #holdsPipeEnd(pid: number, inode: number, end: 'read' | 'write'): boolean {
+    const info = this.#peek(pid);
+    if (info === undefined) return true; // let #addWithAncestors record it as vanished
+    return info.fds.some((fd) => fd.kind === 'pipe' && fd.inode === inode && (fd.end === end || fd.end === 'both'));
+  }
+
+  /** A process as read once for this analysis (closure member or only looked at). */
+  #peek(pid: number): ProcessInfo | undefined {
+    const known = this.#infos.get(pid);
+    if (known !== undefined) return known;
+    if (!this.#peeked.has(pid)) this.#peeked.set(pid, this.#host.getProcess(pid));
+    return this.#peeked.get(pid);
   }
 
   /** Marks a channel end as resolved; false when it already was. */

@@ -69,7 +69,7 @@ export async function spawnClient(host: string, port: number, options: { uid?: n
     'sys.stdin.read()',
   ].join('\n');
   const child = spawn('/usr/bin/python3', ['-c', script], {
-    stdio: ['pipe', 'pipe', 'inherit'],
+    stdio: ['pipe', 'pipe', 'ignore'],
     ...(options.uid === undefined ? {} : { uid: options.uid, gid: options.gid ?? options.uid }),
   });
   child.stdout?.setEncoding('utf8');

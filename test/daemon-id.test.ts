@@ -221,6 +221,17 @@ describe('stopd answering ID requests on IPv4 loopback', () => {
     assert.equal(lines[0], '1,2:ERROR:NO-USER');
   });
 
+  test('a client that half-closes after its query still gets the reply (as nc does)', async () => {
+    const socket = connect({ host: daemon.host, port: daemon.port });
+    socket.setEncoding('utf8');
+    let reply = '';
+    socket.on('data', (chunk: string) => (reply += chunk));
+    await once(socket, 'connect');
+    socket.end('1,2\r\n');
+    await once(socket, 'close');
+    assert.equal(reply, '1,2:ERROR:NO-USER\r\n');
+  });
+
   test('a line without a port pair closes the connection without a reply', async () => {
     const result = await exchange(daemon, 'hello\r\n');
     assert.deepEqual(result.lines, []);

@@ -77,6 +77,9 @@ test('formatCanonicalJson rejects values JSON cannot carry, naming the path', ()
   const cases: [unknown, RegExp][] = [
     [{ a: 1n }, /\$\.a is a bigint/],
     [{ a: [1, undefined] }, /\$\.a\[1\] is undefined/],
+    // eslint-disable-next-line no-sparse-arrays -- a hole is what is tested
+    [{ a: [1, , 2] }, /\$\.a\[1\] is undefined/],
+    [undefined, /\$ is undefined/],
     [{ f: () => 1 }, /\$\.f is a function/],
     [{ n: Number.NaN }, /\$\.n is NaN/],
     [{ n: Infinity }, /\$\.n is Infinity/],

@@ -312,10 +312,14 @@ function encode(value: unknown, path: string, ancestors: Set<object>): string {
   ancestors.add(value);
   try {
     if (Array.isArray(value)) {
-      const items = (value as unknown[]).map((item, index) => {
+      // An index loop, not map(): map skips the holes of a sparse array, which would yield `[1,,2]`.
+      const array = value as unknown[];
+      const items: string[] = [];
+      for (let index = 0; index < array.length; index += 1) {
+        const item = array[index];
         if (item === undefined) throw new TypeError(`Cannot encode evidence as JSON: ${path}[${index}] is undefined`);
-        return encode(item, `${path}[${index}]`, ancestors);
-      });
+        items.push(encode(item, `${path}[${index}]`, ancestors));
+      }
       return `[${items.join(',')}]`;
     }
     const prototype: unknown = Object.getPrototypeOf(value);
@@ -336,6 +340,7 @@ function encode(value: unknown, path: string, ancestors: Set<object>): string {
 }
 
 function describe(value: unknown): string {
+  if (value === undefined) return 'undefined';
   if (typeof value === 'object' && value !== null) return `a ${value.constructor?.name ?? 'object'}`;
   return `a ${typeof value}`;
 }

@@ -3,13 +3,15 @@ import { existsSync } from 'node:fs';
 import { queryStop } from '../daemon/client.js';
 import { DEFAULTS } from '../daemon/daemon.js';
 import { storePaths } from '../evidence/store.js';
-import { findToken, type LedgerFinding } from '../evidence/redeem.js';
+import { redeemToken, type LedgerFinding } from '../evidence/redeem.js';
 import { isTokenShaped } from '../evidence/tokens.js';
 import { isReplyEntry } from '../evidence/entries.js';
 import { StopdError, UsageError } from '../errors.js';
 import type { Endpoint } from '../host/types.js';
 import { parseRequest, RequestSyntaxError, type Request } from '../protocol/index.js';
 import { parseCommandLine, parseInteger } from './args.js';
+import { describeRecordJson, describeUnreadableRecordJson, formatRecordText, formatUnreadableRecordText } from './format-record.js';
+import { describeTrace, formatTraceText } from './format-trace.js';
 
 const HELP = `Usage: stopctl <command> [options]
 
@@ -25,8 +27,16 @@ Commands:
       Exit status: 0 USERID reply, 1 ERROR reply, 2 no answer (refused, timeout, malformed).
 
   redeem TOKEN [--store DIR] [--json]
-      Print what TOKEN stands for, from the store (default ${DEFAULTS.storeDir}).
-      Exit status: 0 found and the ledger verifies, 2 unknown token, 3 integrity failure.
+      Print what TOKEN stands for, from the store (default ${DEFAULTS.storeDir}): for ID
+      tokens the connection and user; for SV tokens the saved record (processes, sockets,
+      pipes), checked against its token. The whole ledger's hash chain is checked too.
+      Exit status: 0 verified, 2 unknown token, 3 integrity failure.
+
+  trace TOKEN [--store DIR] [--json]
+      The local answer in brief, then every upstream host the recursive request (ID_REC,
+      SV_REC) asked: the port pair asked, the outcome (token, error, refused, timeout, ...)
+      and the upstream token to take to that host's administrator.
+      Exit status as for redeem.
 
 Common options:
   --json       print JSON instead of text
@@ -40,6 +50,8 @@ async function main(argv: string[]): Promise<number> {
       return runQuery(rest);
     case 'redeem':
       return runRedeem(rest);
+    case 'trace':
+      return runTrace(rest);
     case undefined:
     case '-h':
     case '--help':
@@ -47,7 +59,7 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(HELP);
       return command === undefined ? 64 : 0;
     default:
-      throw new UsageError(`Unknown command ${JSON.stringify(command)}; use query or redeem (see \`stopctl --help\`)`);
+      throw new UsageError(`Unknown command ${JSON.stringify(command)}; use query, redeem or trace (see \`stopctl --help\`)`);
   }
 }
 
@@ -127,21 +139,19 @@ function parseTarget(text: string): { host: string; port: number } {
   return { host, port: parseInteger(port, { name: 'port', min: 1, max: 65535 }) };
 }
 
-async function runRedeem(argv: string[]): Promise<number> {
+/** Options shared by `redeem` and `trace`: one TOKEN, `--store`, `--json`. */
+function parseTokenCommand(argv: string[], command: string): { token: string; storeDir: string; json: boolean; help: boolean } {
   const { values, positionals } = parseCommandLine(
     {
       args: argv,
       allowPositionals: true,
       options: { store: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
     },
-    'stopctl redeem',
+    `stopctl ${command}`,
   );
-  if (values.help === true) {
-    process.stdout.write(HELP);
-    return 0;
-  }
+  if (values.help === true) return { token: '', storeDir: '', json: false, help: true };
   const [token] = positionals;
-  if (token === undefined || positionals.length !== 1) throw new UsageError('redeem needs exactly one TOKEN');
+  if (token === undefined || positionals.length !== 1) throw new UsageError(`${command} needs exactly one TOKEN`);
   if (!isTokenShaped(token)) {
     throw new UsageError(`${JSON.stringify(token)} is not a token: tokens are 40 or 64 lowercase hex digits`);
   }
@@ -149,25 +159,50 @@ async function runRedeem(argv: string[]): Promise<number> {
   if (!existsSync(storePaths(storeDir).ledger)) {
     throw new UsageError(`${storeDir} holds no ledger; give the daemon's store directory with --store`);
   }
-  const finding = await findToken(storeDir, token);
-  const status = finding.brokenLines.length > 0 ? 3 : finding.entry === undefined ? 2 : 0;
-  if (values.json === true) {
-    process.stdout.write(`${JSON.stringify(describeFinding(token, finding, status), null, 2)}\n`);
-  } else {
-    process.stdout.write(formatFinding(token, finding));
+  return { token, storeDir, json: values.json === true, help: false };
+}
+
+async function runRedeem(argv: string[]): Promise<number> {
+  const { token, storeDir, json, help } = parseTokenCommand(argv, 'redeem');
+  if (help) {
+    process.stdout.write(HELP);
+    return 0;
   }
+  const redemption = await redeemToken(storeDir, token);
+  const { finding, record, status, problems } = redemption;
+  if (json) {
+    const ledger = { line: finding.lineNumber ?? null, lines: finding.lines, brokenLines: finding.brokenLines };
+    const body =
+      record === undefined
+        ? describeFinding(token, finding, status)
+        : record.record === undefined
+          ? describeUnreadableRecordJson(token, { parseError: record.parseError, verified: record.verified, actualHash: record.actualHash })
+          : describeRecordJson(token, record.record, { verified: record.verified, actualHash: record.actualHash });
+    process.stdout.write(`${JSON.stringify({ ...body, verdict: VERDICTS[status], problems, ledger }, null, 2)}\n`);
+    return status;
+  }
+  let text: string;
+  if (record === undefined) text = formatFinding(token, finding);
+  else if (record.record === undefined) {
+    text = formatUnreadableRecordText(token, { parseError: record.parseError, verified: record.verified, actualHash: record.actualHash });
+  } else text = formatRecordText(token, record.record, { verified: record.verified, actualHash: record.actualHash });
+  if (record !== undefined) {
+    text += finding.entry === undefined ? '' : `Ledger      issued at line ${finding.lineNumber} of ${finding.lines}\n`;
+  }
+  for (const problem of problems) text += `${status === 2 ? 'Unknown' : 'INTEGRITY FAILURE'}: ${problem}\n`;
+  process.stdout.write(text);
   return status;
 }
 
-function describeFinding(token: string, finding: LedgerFinding, status: number): Record<string, unknown> {
+const VERDICTS = { 0: 'verified', 2: 'unknown-token', 3: 'integrity-failure' } as const;
+
+function describeFinding(token: string, finding: LedgerFinding, status: 0 | 2 | 3): Record<string, unknown> {
   const entry = finding.entry;
-  const verdict = status === 0 ? 'verified' : status === 2 ? 'unknown-token' : 'integrity-failure';
-  if (entry === undefined) return { token, verdict, ledger: { lines: finding.lines, brokenLines: finding.brokenLines } };
+  if (entry === undefined || !isReplyEntry(entry)) return { token, verdict: VERDICTS[status] };
   return {
     token,
-    verdict,
+    verdict: VERDICTS[status],
     type: entry.type ?? null,
-    answeredAs: entry.answeredAs ?? null,
     time: entry.time,
     request: { line: entry.request, requester: entry.requester },
     connection: entry.connection ?? null,
@@ -176,7 +211,6 @@ function describeFinding(token: string, finding: LedgerFinding, status: number):
     replaces: entry.replaces ?? null,
     uid: entry.uid ?? null,
     user: entry.user ?? null,
-    ledger: { line: finding.lineNumber, seq: entry.seq, lines: finding.lines, brokenLines: finding.brokenLines },
   };
 }
 
@@ -185,28 +219,33 @@ function formatFinding(token: string, finding: LedgerFinding): string {
   const entry = finding.entry;
   if (entry === undefined) {
     out.push(`Token ${token} is not in this store's ledger.`);
-  } else if (!isReplyEntry(entry)) {
-    out.push(`Token       ${token}`, `Issued      ${entry.time} (ledger line ${finding.lineNumber}, a ${entry.kind} entry)`);
-  } else {
+  } else if (isReplyEntry(entry)) {
     out.push(`Token       ${token}`);
     out.push(`Issued      ${entry.time} (ledger line ${finding.lineNumber})`);
     out.push(`Request     ${JSON.stringify(entry.request)} from ${showEndpoint(entry.requester)}`);
-    const answeredAs = entry.answeredAs !== undefined && entry.answeredAs !== entry.type ? ` (answered as ${entry.answeredAs})` : '';
-    out.push(`Type        ${entry.type ?? 'unparsed'}${answeredAs}`);
+    out.push(`Type        ${entry.type ?? 'unparsed'}${entry.sid === undefined ? '' : `, SID ${entry.sid}`}`);
     if (entry.connection !== undefined) {
       out.push(`Connection  ${showEndpoint(entry.connection.local)} -> ${showEndpoint(entry.connection.remote)} (${entry.connection.state})`);
     }
     if (entry.uid !== undefined) out.push(`User        ${entry.user ?? '(no passwd entry)'} (uid ${entry.uid})`);
+    if (entry.processed === false) out.push('Processed   no: a repeated or over-budget recursive request (paper 3.1.4)');
     const why = entry.replaces === undefined ? (entry.reason ?? entry.decision) : `${entry.reason ?? ''}, instead of ${entry.replaces}`;
     out.push(`Reply       token (${why})`);
   }
-  if (finding.brokenLines.length > 0) {
-    const shown = finding.brokenLines.slice(0, 10).join(', ') + (finding.brokenLines.length > 10 ? ', ...' : '');
-    out.push(`INTEGRITY FAILURE: the ledger chain is broken at line(s) ${shown}`);
-  } else {
-    out.push(`Ledger      ${finding.lines} entries, hash chain intact`);
-  }
+  if (finding.brokenLines.length === 0) out.push(`Ledger      ${finding.lines} entries, hash chain intact`);
   return out.join('\n') + '\n';
+}
+
+async function runTrace(argv: string[]): Promise<number> {
+  const { token, storeDir, json, help } = parseTokenCommand(argv, 'trace');
+  if (help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const redemption = await redeemToken(storeDir, token);
+  const view = describeTrace(token, redemption);
+  process.stdout.write(json ? `${JSON.stringify(view, null, 2)}\n` : formatTraceText(view));
+  return redemption.status;
 }
 
 function showEndpoint(endpoint: Endpoint): string {

@@ -27,12 +27,22 @@ Options:
                          SV tokens are that hash of their record; every token has that length
   --save LIST            what SV records keep, comma-separated: processes, cmdline, sockets,
                          pipes, utmp, host, or all (default all)
+  --upstream-port N      STOP port asked on upstream hosts by ID_REC/SV_REC (default ${DEFAULTS.upstreamPort})
+  --upstream-timeout SEC connect and reply deadline of each upstream request (default ${DEFAULTS.upstreamTimeoutSec})
+  --max-fanout N         upstream hosts asked per recursive request; more are logged as
+                         skipped (default ${DEFAULTS.maxFanOut})
+  --max-upstream N       upstream requests in flight at once (default ${DEFAULTS.maxUpstream})
+  --loop-window SEC      a recursive request repeated within SEC seconds (same SID, requester
+                         and connection) gets a token but is not processed (default ${DEFAULTS.loopWindowSec})
+  --max-per-sid N        work per SID and loop window: requests processed plus upstream
+                         requests sent (default ${DEFAULTS.maxPerSid})
   --version              print the version and exit
   -h, --help             print this help and exit
 
 Request types: ID and the bare RFC 1413 form get a random token for an established outbound
 connection. SV and SV_REC also save the processes and IPC behind it as a record whose hash
-is the token. Recursion is not implemented yet: ID_REC is answered as ID, SV_REC as SV.
+is the token. ID_REC and SV_REC then ask the same question, with the same SID, of every
+upstream host found behind the connection, and keep their answers in the ledger.
 
 Signals: SIGTERM and SIGINT stop accepting, answer what was received, flush the ledger and
 exit 0.
@@ -54,6 +64,12 @@ async function main(argv: string[]): Promise<number> {
         'max-line': { type: 'string' },
         'token-hash': { type: 'string' },
         save: { type: 'string' },
+        'upstream-port': { type: 'string' },
+        'upstream-timeout': { type: 'string' },
+        'max-fanout': { type: 'string' },
+        'max-upstream': { type: 'string' },
+        'loop-window': { type: 'string' },
+        'max-per-sid': { type: 'string' },
         version: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -78,17 +94,18 @@ async function main(argv: string[]): Promise<number> {
     storeDir: values.store ?? DEFAULTS.storeDir,
     policy: { randomErrors: values['random-errors'] === true, unknownError: values['unknown-error'] === true },
     optIn: values['opt-in'] === true,
-    maxConnections: parseInteger(values['max-connections'] ?? String(DEFAULTS.maxConnections), {
-      name: '--max-connections',
-      min: 1,
-      max: 1_000_000,
-    }),
-    maxLookups: parseInteger(values['max-lookups'] ?? String(DEFAULTS.maxLookups), { name: '--max-lookups', min: 1, max: 10_000 }),
-    idleTimeoutMs:
-      1000 * parseInteger(values['idle-timeout'] ?? String(DEFAULTS.idleTimeoutSec), { name: '--idle-timeout', min: 1, max: 86_400 }),
-    maxLineLength: parseInteger(values['max-line'] ?? String(DEFAULTS.maxLineLength), { name: '--max-line', min: 64, max: 65_536 }),
+    maxConnections: integer(values['max-connections'], DEFAULTS.maxConnections, { name: '--max-connections', min: 1, max: 1_000_000 }),
+    maxLookups: integer(values['max-lookups'], DEFAULTS.maxLookups, { name: '--max-lookups', min: 1, max: 10_000 }),
+    idleTimeoutMs: 1000 * integer(values['idle-timeout'], DEFAULTS.idleTimeoutSec, { name: '--idle-timeout', min: 1, max: 86_400 }),
+    maxLineLength: integer(values['max-line'], DEFAULTS.maxLineLength, { name: '--max-line', min: 64, max: 65_536 }),
     tokenHash,
     save: values.save === undefined ? DEFAULTS.save : parseSaveCategories(values.save),
+    upstreamPort: integer(values['upstream-port'], DEFAULTS.upstreamPort, { name: '--upstream-port', min: 1, max: 65535 }),
+    upstreamTimeoutMs: 1000 * integer(values['upstream-timeout'], DEFAULTS.upstreamTimeoutSec, { name: '--upstream-timeout', min: 1, max: 600 }),
+    maxFanOut: integer(values['max-fanout'], DEFAULTS.maxFanOut, { name: '--max-fanout', min: 0, max: 10_000 }),
+    maxUpstream: integer(values['max-upstream'], DEFAULTS.maxUpstream, { name: '--max-upstream', min: 1, max: 10_000 }),
+    loopWindowMs: 1000 * integer(values['loop-window'], DEFAULTS.loopWindowSec, { name: '--loop-window', min: 1, max: 86_400 }),
+    maxPerSid: integer(values['max-per-sid'], DEFAULTS.maxPerSid, { name: '--max-per-sid', min: 1, max: 1_000_000 }),
     log,
   });
   for (const endpoint of daemon.endpoints) {
@@ -106,6 +123,11 @@ async function main(argv: string[]): Promise<number> {
   await daemon.close();
   log.info('stopped');
   return 0;
+}
+
+/** An optional integer option, or its default. */
+function integer(text: string | undefined, fallback: number, bounds: { name: string; min: number; max: number }): number {
+  return text === undefined ? fallback : parseInteger(text, bounds);
 }
 
 function readVersion(): string {

@@ -11,6 +11,8 @@ export interface QueryOptions {
   readonly localAddress?: string;
   /** Whole exchange deadline: connect, send, reply (default 10 000 ms). */
   readonly timeoutMs?: number;
+  /** Deadline for the TCP connection alone (default: the whole deadline). */
+  readonly connectTimeoutMs?: number;
 }
 
 /** Longest reply line accepted: RFC 1413 allows 512 octets of user-id plus the rest. */
@@ -43,6 +45,7 @@ export function queryStop(request: Request, options: QueryOptions): Promise<Quer
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      clearTimeout(connectTimer);
       socket.destroy();
       if (error !== undefined) reject(error);
       else if (reply !== undefined) resolve(reply);
@@ -51,8 +54,16 @@ export function queryStop(request: Request, options: QueryOptions): Promise<Quer
       () => finish(new PeerTimeoutError(`No reply from ${where} within ${timeoutMs} ms`)),
       timeoutMs,
     );
+    const connectTimeoutMs = options.connectTimeoutMs;
+    const connectTimer =
+      connectTimeoutMs === undefined
+        ? undefined
+        : setTimeout(() => finish(new PeerTimeoutError(`Cannot connect to ${where} within ${connectTimeoutMs} ms`)), connectTimeoutMs);
     socket.setNoDelay(true);
-    socket.once('connect', () => socket.write(line + '\r\n'));
+    socket.once('connect', () => {
+      clearTimeout(connectTimer);
+      socket.write(line + '\r\n');
+    });
     socket.on('data', (chunk: Buffer) => {
       for (const event of splitter.push(chunk)) {
         if (event.kind !== 'line') {

@@ -8,7 +8,9 @@ import type { TokenHash } from '../evidence/tokens.js';
 import type { Logger } from './logger.js';
 import type { ReplyPolicy } from './policy.js';
 import { EvidenceCollector } from './evidence-collector.js';
+import { LoopTable } from './loop-table.js';
 import { Responder } from './responder.js';
+import { UpstreamDispatcher } from './upstream.js';
 import { Semaphore } from './semaphore.js';
 import { StopServer, type ListenAddress } from './server.js';
 
@@ -25,6 +27,18 @@ export interface DaemonOptions {
   readonly tokenHash: TokenHash;
   /** What SV records keep (paper 3.1.2, "should" property 3). */
   readonly save: readonly SaveCategory[];
+  /** The STOP port asked on upstream hosts. */
+  readonly upstreamPort: number;
+  /** Connect and reply deadline of each upstream request. */
+  readonly upstreamTimeoutMs: number;
+  /** Upstream hosts asked per recursive request at most. */
+  readonly maxFanOut: number;
+  /** Upstream requests in flight at once. */
+  readonly maxUpstream: number;
+  /** How long a recursive request is remembered for loop detection (paper 3.1.4: 120 s). */
+  readonly loopWindowMs: number;
+  /** Work (requests processed + upstream requests sent) per SID and window. */
+  readonly maxPerSid: number;
   readonly log: Logger;
   /** Replaces the Linux socket table (tests). */
   readonly sockets?: LinuxSocketTable;
@@ -40,6 +54,12 @@ export const DEFAULTS = {
   maxLineLength: 512,
   tokenHash: 'sha256' as TokenHash,
   save: ALL_SAVE_CATEGORIES,
+  upstreamPort: 113,
+  upstreamTimeoutSec: 10,
+  maxFanOut: 16,
+  maxUpstream: 32,
+  loopWindowSec: 120,
+  maxPerSid: 64,
 };
 
 /** A running daemon. */
@@ -55,6 +75,17 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
   try {
     const sockets = options.sockets ?? createLinuxSocketTable({ log: (message) => options.log.warn(message) });
     const accounts = new AccountDirectory();
+    const loops = new LoopTable({ windowMs: options.loopWindowMs, maxWorkPerSid: options.maxPerSid });
+    const upstream = new UpstreamDispatcher({
+      port: options.upstreamPort,
+      connectTimeoutMs: options.upstreamTimeoutMs,
+      replyTimeoutMs: options.upstreamTimeoutMs,
+      maxFanOut: options.maxFanOut,
+      maxConcurrent: options.maxUpstream,
+      ledger: store.ledger,
+      loops,
+      log: options.log,
+    });
     const responder = new Responder({
       sockets,
       ledger: store.ledger,
@@ -71,6 +102,8 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
         save: options.save,
         tokenHash: options.tokenHash,
       }),
+      loops,
+      upstream,
       log: options.log,
     });
     const server = new StopServer(responder, {
@@ -85,13 +118,19 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       endpoints = await server.listen();
     } catch (error) {
       await server.close();
+      await upstream.close();
       throw error;
     }
     let closing: Promise<void> | undefined;
     return {
       endpoints,
       close() {
-        closing ??= server.close().then(() => store.close());
+        // Drain clients, then let upstream exchanges finish (each is bounded by its
+        // timeouts) so their outcomes reach the ledger, then close the store.
+        closing ??= server
+          .close()
+          .then(() => upstream.close())
+          .then(() => store.close());
         return closing;
       },
     };

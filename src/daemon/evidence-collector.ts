@@ -5,7 +5,7 @@ import type { AccountDirectory } from '../host/users.js';
 import { readUtmp } from '../host/utmp.js';
 import { buildRecord, formatRecordBytes, writeRecord, type SaveCategory } from '../evidence/record.js';
 import type { TokenHash } from '../evidence/tokens.js';
-import { resolveClosure, type UpstreamCandidate } from '../trace/index.js';
+import { resolveClosure, type Closure, type UpstreamCandidate } from '../trace/index.js';
 
 /** What the collector needs. */
 export interface EvidenceCollectorOptions {
@@ -39,13 +39,23 @@ export class EvidenceCollector {
     this.#o = options;
   }
 
+  /** The closure alone, for ID_REC: who is upstream, without saving a record. */
+  analyse(socket: TcpSocket): { processCount: number; upstream: readonly UpstreamCandidate[] } {
+    const closure = this.#resolve(this.#o.hostView(), socket);
+    return { processCount: closure.processes.length, upstream: closure.upstream };
+  }
+
+  #resolve(view: LinuxHostView, socket: TcpSocket): Closure {
+    const ephemeralPorts = readEphemeralPorts();
+    return resolveClosure(view, { socket, ...(ephemeralPorts === undefined ? {} : { ephemeralPorts }) });
+  }
+
   async collect(
     socket: TcpSocket,
     request: { line: string; requester: Endpoint; clientIp?: string; type: 'SV' | 'SV_REC'; sid?: string },
   ): Promise<CollectedEvidence> {
     const view = this.#o.hostView();
-    const ephemeralPorts = readEphemeralPorts();
-    const closure = resolveClosure(view, { socket, ...(ephemeralPorts === undefined ? {} : { ephemeralPorts }) });
+    const closure = this.#resolve(view, socket);
     const record = buildRecord({
       closure,
       request: {

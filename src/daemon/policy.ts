@@ -23,7 +23,12 @@ export type Decision =
   | { readonly reply: 'user' }
   | { readonly reply: 'error'; readonly error: ErrorToken; readonly precise: ErrorToken };
 
-export type TokenReason = 'outbound' | 'cl-ip' | 'random-errors';
+/**
+ * Why a token was sent: an outbound connection; CL_IP; `--random-errors`; or a recursive
+ * request that was not processed (paper 3.1.4: a repeat within the loop window, the SID's
+ * work budget used up, the loop table full).
+ */
+export type TokenReason = 'outbound' | 'cl-ip' | 'random-errors' | 'repeat' | 'sid-budget' | 'loop-table-full';
 
 /**
  * Turns a wire error into the reply policy wants. With CL_IP every reply is a token (paper

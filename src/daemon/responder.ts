@@ -4,12 +4,15 @@ import type { Endpoint, SocketTable, TcpSocket } from '../host/types.js';
 import { readOptInFile, type AccountDirectory } from '../host/users.js';
 import type { Ledger, LedgerEntryInput } from '../evidence/ledger.js';
 import { generateToken, type TokenHash } from '../evidence/tokens.js';
-import { formatReply, isValidUserId, mentionsClientIp, parseRequest, RequestSyntaxError, type IpAddress, type Reply, type Request } from '../protocol/index.js';
+import { formatReply, isRecursiveType, isValidUserId, mentionsClientIp, parseRequest, RequestSyntaxError, type IpAddress, type Reply, type Request } from '../protocol/index.js';
 import { optInAdmits } from './opt-in.js';
 import { decideConnection, decideError, type ConnectionFinding, type Decision, type ReplyPolicy } from './policy.js';
 import type { Semaphore } from './semaphore.js';
 import type { EvidenceCollector } from './evidence-collector.js';
 import type { Logger } from './logger.js';
+import type { LoopTable } from './loop-table.js';
+import type { UpstreamDispatcher } from './upstream.js';
+import type { UpstreamCandidate } from '../trace/index.js';
 
 /** The two ends of the query connection itself (requester -> this daemon). */
 export interface QueryOrigin {
@@ -27,8 +30,12 @@ export interface ResponderOptions {
   /** `--opt-in`: honour users' `~/.ident` lists for `ID` requests. */
   readonly optIn: boolean;
   readonly tokenHash: TokenHash;
-  /** Saves SV/SV_REC evidence; without it those requests are answered as ID. */
+  /** Saves SV/SV_REC evidence and analyses ID_REC; without it those requests are answered as ID. */
   readonly evidence?: EvidenceCollector;
+  /** Loop and storm control of ID_REC/SV_REC (paper 3.1.4). */
+  readonly loops?: LoopTable;
+  /** Asks upstream hosts for ID_REC/SV_REC; without it nothing is sent upstream. */
+  readonly upstream?: UpstreamDispatcher;
   readonly log: Logger;
 }
 
@@ -59,12 +66,15 @@ export class Responder {
         return undefined;
       }
       const decision = decideError(error.errorToken, { policy: this.#o.policy, clientIp: mentionsClientIp(line) });
-      return this.#reply(decision, {
+      const reply = await this.#reply(decision, {
         ports,
         origin,
         record: { kind: 'reply', request: line, requestError: error.message },
       });
+      return reply.line;
     }
+    const refused = await this.#refuseRepeat(request, origin, line);
+    if (refused !== undefined) return refused;
 
     const ports = { client: request.clientPort, server: request.serverPort };
     const clientIp = clientIpOf(request) !== undefined;
@@ -75,11 +85,12 @@ export class Responder {
     } catch (error) {
       this.#o.log.warn(`Cannot look up ${ports.client},${ports.server} for ${origin.requester.address}: ${String(error)}`);
       const decision = decideError('UNKNOWN-ERROR', { policy: this.#o.policy, clientIp });
-      return this.#reply(decision, {
+      const reply = await this.#reply(decision, {
         ports,
         origin,
-        record: { ...describeRequest(line, request, this.#o.evidence !== undefined), lookupError: errorCode(error) },
+        record: { ...describeRequest(line, request), lookupError: errorCode(error) },
       });
+      return reply.line;
     }
     const account = socket === undefined ? undefined : this.#o.accounts.lookup(socket.uid);
     const optedIn =
@@ -88,7 +99,7 @@ export class Responder {
         : false;
     let decision = decideConnection(finding, { policy: this.#o.policy, clientIp, optedIn });
     const record: Record<string, unknown> = {
-      ...describeRequest(line, request, this.#o.evidence !== undefined),
+      ...describeRequest(line, request),
       finding: finding.kind,
       ...(socket === undefined
         ? {}
@@ -99,31 +110,74 @@ export class Responder {
           }),
     };
     let token: string | undefined;
-    // SV and SV_REC save evidence for connections this host made; with CL_IP (a gateway or an
-    // IDS asking, paper 3.1.2) also for ones it accepted, since the reply is a token anyway.
-    const evidenceType = request.type === 'SV' || request.type === 'SV_REC' ? request.type : undefined;
-    const wantsEvidence =
-      evidenceType !== undefined &&
-      (finding.kind === 'outbound' || (clientIp && finding.kind === 'inbound'));
-    if (wantsEvidence && evidenceType !== undefined && socket !== undefined && this.#o.evidence !== undefined && decision.reply === 'token') {
+    let upstream: readonly UpstreamCandidate[] = [];
+    // SV/SV_REC save evidence, ID_REC analyses (to find upstream hosts), for connections this
+    // host made; with CL_IP (a gateway or an IDS asking, paper 3.1.2) also for ones it
+    // accepted, since the reply is a token anyway.
+    const analysed = request.type !== 'ID' && (finding.kind === 'outbound' || (clientIp && finding.kind === 'inbound'));
+    if (analysed && socket !== undefined && decision.reply === 'token') {
       try {
-        const evidence = await this.#o.evidence.collect(socket, {
-          line,
-          requester: origin.requester,
-          type: evidenceType,
-          ...('sid' in request ? { sid: request.sid.toString() } : {}),
-          ...(clientIpOf(request) === undefined ? {} : { clientIp: normaliseAddress(clientIpOf(request)?.address ?? '') }),
-        });
-        token = evidence.token;
-        record.record = evidence.token;
-        record.processes = evidence.processCount;
+        const result = await this.#analyse(socket, request, { line, origin });
+        token = result.token;
+        upstream = result.upstream;
+        if (result.record) record.record = result.token;
+        record.processes = result.processCount;
+        if (isRecursiveType(request.type)) record.upstream = upstream.length;
       } catch (error) {
-        this.#o.log.error(`Cannot save evidence for ${JSON.stringify(line)}: ${String(error)}`);
+        this.#o.log.error(`Cannot analyse ${JSON.stringify(line)}: ${String(error)}`);
         record.evidenceError = errorCode(error);
         decision = decideError('UNKNOWN-ERROR', { policy: this.#o.policy, clientIp });
       }
     }
-    return this.#reply(decision, { ports, origin, user: account?.name, token, record: record as LedgerEntryInput });
+    const reply = await this.#reply(decision, { ports, origin, user: account?.name, token, record: record as LedgerEntryInput });
+    // Paper 3.1.3: reply first, then ask upstream; their tokens go to the ledger only.
+    if ('sid' in request && reply.token !== undefined && upstream.length > 0) {
+      this.#o.upstream?.dispatch(reply.token, { type: request.type, sid: request.sid }, upstream);
+    }
+    return reply.line;
+  }
+
+  /**
+   * Recursive requests seen before are not processed (paper 3.1.4); the answer is a token
+   * either way, so a requester cannot tell. Undefined when the request is to be processed.
+   */
+  async #refuseRepeat(request: Request, origin: QueryOrigin, line: string): Promise<string | undefined> {
+    if (!('sid' in request) || this.#o.loops === undefined) return undefined;
+    const remote = normaliseAddress(clientIpOf(request)?.address ?? origin.requester.address);
+    const verdict = this.#o.loops.admit({
+      sid: request.sid.toString(),
+      requester: origin.requester.address,
+      connection: `${origin.local.address}:${request.clientPort}>${remote}:${request.serverPort}`,
+    });
+    if (verdict === 'new') return undefined;
+    const reply = await this.#reply(
+      { reply: 'token', reason: verdict === 'repeat' ? 'repeat' : verdict === 'budget' ? 'sid-budget' : 'loop-table-full' },
+      { ports: { client: request.clientPort, server: request.serverPort }, origin, record: { ...describeRequest(line, request), processed: false } },
+    );
+    return reply.line;
+  }
+
+  /** Evidence (SV, SV_REC) or analysis alone (ID_REC) of an established connection. */
+  async #analyse(
+    socket: TcpSocket,
+    request: Request,
+    context: { line: string; origin: QueryOrigin },
+  ): Promise<{ token: string | undefined; record: boolean; processCount: number; upstream: readonly UpstreamCandidate[] }> {
+    const evidence = this.#o.evidence;
+    if (evidence === undefined) return { token: undefined, record: false, processCount: 0, upstream: [] };
+    if (request.type === 'SV' || request.type === 'SV_REC') {
+      const clientIp = clientIpOf(request);
+      const saved = await evidence.collect(socket, {
+        line: context.line,
+        requester: context.origin.requester,
+        type: request.type,
+        ...('sid' in request ? { sid: request.sid.toString() } : {}),
+        ...(clientIp === undefined ? {} : { clientIp: normaliseAddress(clientIp.address) }),
+      });
+      return { token: saved.token, record: true, processCount: saved.processCount, upstream: saved.upstream };
+    }
+    const analysis = evidence.analyse(socket);
+    return { token: undefined, record: false, processCount: analysis.processCount, upstream: analysis.upstream };
   }
 
   async #findConnection(
@@ -175,7 +229,7 @@ export class Responder {
       token?: string | undefined;
       record: LedgerEntryInput;
     },
-  ): Promise<string> {
+  ): Promise<{ line: string; token?: string }> {
     const { client: clientPort, server: serverPort } = options.ports;
     let reply: Reply;
     if (decision.reply === 'token') {
@@ -203,8 +257,9 @@ export class Responder {
       reply = clientIp
         ? { kind: 'token', clientPort, serverPort, token: generateToken(this.#o.tokenHash) }
         : { kind: 'error', clientPort, serverPort, error: 'UNKNOWN-ERROR' };
+      return { line: formatReply(reply) };
     }
-    return formatReply(reply);
+    return reply.kind === 'token' ? { line: formatReply(reply), token: reply.token } : { line: formatReply(reply) };
   }
 
   /** Appends to the ledger; false (and a log line) when the store cannot take it. */
@@ -219,14 +274,11 @@ export class Responder {
   }
 }
 
-function describeRequest(line: string, request: Request, evidence: boolean): LedgerEntryInput {
-  // Recursion is not implemented yet: ID_REC is answered as ID, SV_REC as SV (README, "Status").
-  const answeredAs = request.type === 'ID_REC' ? 'ID' : request.type === 'SV_REC' || request.type === 'SV' ? (evidence ? 'SV' : 'ID') : 'ID';
+function describeRequest(line: string, request: Request): LedgerEntryInput {
   return {
     kind: 'reply',
     request: line,
     type: request.type,
-    answeredAs,
     ...('sid' in request ? { sid: request.sid.toString() } : {}),
     ...(clientIpOf(request) === undefined ? {} : { clientIp: normaliseAddress(clientIpOf(request)?.address ?? '') }),
   };

@@ -27,6 +27,43 @@ export interface ReplyEntry extends LedgerEntry {
   readonly error?: string;
   readonly precise?: string;
   readonly token?: string;
+  /** SV/SV_REC: the record's token (the same as `token`). */
+  readonly record?: string;
+  /** Processes in the analysed closure (SV, SV_REC, ID_REC). */
+  readonly processes?: number;
+  /** ID_REC/SV_REC: how many upstream hosts were found (each gets an `upstream` entry). */
+  readonly upstream?: number;
+  /** False for a recursive request that was not processed (a repeat, or over budget). */
+  readonly processed?: boolean;
+  readonly evidenceError?: string;
+}
+
+/** The ledger entry of one upstream question of a recursive request (`kind: "upstream"`). */
+export interface UpstreamEntry extends LedgerEntry {
+  readonly kind: 'upstream';
+  /** The local token the question belongs to. */
+  readonly parentToken: string;
+  readonly type: string;
+  readonly sid: string;
+  /** The upstream STOP daemon asked. */
+  readonly peer: Endpoint;
+  /** The connection asked about, as this host sees it. */
+  readonly connection: { readonly local: Endpoint; readonly remote: Endpoint };
+  readonly direction: string;
+  readonly pids: readonly number[];
+  /** The request line sent. */
+  readonly request: string;
+  readonly outcome: 'token' | 'user' | 'error' | 'refused' | 'timeout' | 'unreachable' | 'protocol' | 'skipped';
+  readonly token?: string;
+  readonly user?: string;
+  readonly error?: string;
+  readonly reply?: string;
+  readonly message?: string;
+}
+
+/** Narrows a ledger entry to an upstream entry. */
+export function isUpstreamEntry(entry: LedgerEntry): entry is UpstreamEntry {
+  return entry.kind === 'upstream';
 }
 
 /** Narrows a ledger entry to a reply entry. */

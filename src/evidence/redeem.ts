@@ -1,11 +1,14 @@
 import { storePaths } from './store.js';
 import { readLedger, type LedgerEntry } from './ledger.js';
+import { readRecord, type StoredRecord } from './record.js';
 
 /** What a token stands for, as found in the ledger. */
 export interface LedgerFinding {
   /** The entry that issued the token, if any. */
   readonly entry: LedgerEntry | undefined;
   readonly lineNumber: number | undefined;
+  /** Upstream outcomes recorded for the token (kind `upstream`, `parentToken` = token), in ledger order. */
+  readonly upstream: readonly LedgerEntry[];
   /** Number of lines in the ledger. */
   readonly lines: number;
   /** Line numbers whose hash link to the line before is broken (or that are not JSON). */
@@ -19,15 +22,52 @@ export interface LedgerFinding {
 export async function findToken(storeDir: string, token: string): Promise<LedgerFinding> {
   let entry: LedgerEntry | undefined;
   let lineNumber: number | undefined;
+  const upstream: LedgerEntry[] = [];
   let lines = 0;
   const brokenLines: number[] = [];
   for await (const line of readLedger(storePaths(storeDir).ledger)) {
     lines = line.lineNumber;
     if (!line.chained) brokenLines.push(line.lineNumber);
-    if (entry === undefined && line.entry?.token === token) {
+    if (line.entry === undefined) continue;
+    if (entry === undefined && line.entry.token === token && line.entry.kind === 'reply') {
       entry = line.entry;
       lineNumber = line.lineNumber;
+    } else if (line.entry.kind === 'upstream' && line.entry.parentToken === token) {
+      upstream.push(line.entry);
     }
   }
-  return { entry, lineNumber, lines, brokenLines };
+  return { entry, lineNumber, upstream, lines, brokenLines };
+}
+
+/** A token redeemed: its ledger entry and, for SV tokens, its record. */
+export interface Redemption {
+  readonly finding: LedgerFinding;
+  /** The record file, when one exists under the token's name. */
+  readonly record: StoredRecord | undefined;
+  /** 0 verified, 2 unknown token, 3 integrity failure (DESIGN's exit codes). */
+  readonly status: 0 | 2 | 3;
+  /** Why the status is not 0, in one sentence. */
+  readonly problems: readonly string[];
+}
+
+/**
+ * Redeems a token: the ledger entry that issued it, and the record of an SV token, each
+ * checked (the chain of the whole ledger; the record against its token). A record the ledger
+ * names but that is missing, and a record the ledger does not know, are integrity failures.
+ */
+export async function redeemToken(storeDir: string, token: string): Promise<Redemption> {
+  const finding = await findToken(storeDir, token);
+  const record = await readRecord(storePaths(storeDir).records, token);
+  const problems: string[] = [];
+  if (finding.brokenLines.length > 0) {
+    const shown = finding.brokenLines.slice(0, 10).join(', ') + (finding.brokenLines.length > 10 ? ', ...' : '');
+    problems.push(`the ledger's hash chain is broken at line(s) ${shown}`);
+  }
+  if (record !== undefined && !record.verified) problems.push(`the record's bytes hash to ${record.actualHash}, not to the token`);
+  if (record !== undefined && record.record === undefined) problems.push('the record file is not a readable record');
+  if (finding.entry?.record !== undefined && record === undefined) problems.push('the ledger names a record for this token, but the record file is missing');
+  if (finding.entry === undefined && record !== undefined) problems.push('a record exists for this token, but the ledger has no entry that issued it');
+  const known = finding.entry !== undefined || record !== undefined;
+  const status = problems.length > 0 ? 3 : known ? 0 : 2;
+  return { finding, record, status, problems: known || problems.length > 0 ? problems : ['the token is not in this store'] };
 }

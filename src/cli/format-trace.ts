@@ -1,0 +1,142 @@
+/**
+ * `stopctl trace`: what an investigator takes to the next administrator. The local answer in
+ * brief, then each upstream host asked (paper 3.1.3): the port pair asked, the outcome, and
+ * the upstream token, which only that host's administrator can redeem.
+ */
+import type { Redemption } from '../evidence/redeem.js';
+import { isReplyEntry, isUpstreamEntry, type UpstreamEntry } from '../evidence/entries.js';
+import type { Endpoint } from '../host/types.js';
+
+/** The JSON of `stopctl trace --json`. */
+export interface TraceView {
+  readonly token: string;
+  readonly verdict: 'verified' | 'unknown-token' | 'integrity-failure';
+  readonly problems: readonly string[];
+  readonly local: {
+    readonly type: string | null;
+    readonly sid: string | null;
+    readonly time: string;
+    readonly request: string;
+    readonly requester: Endpoint;
+    readonly connection: { readonly local: Endpoint; readonly remote: Endpoint } | null;
+    readonly user: string | null;
+    readonly uid: number | null;
+    readonly processes: number | null;
+    readonly record: boolean;
+    readonly processed: boolean;
+  } | null;
+  readonly upstream: readonly {
+    readonly host: string;
+    readonly port: number;
+    readonly request: string;
+    readonly connection: { readonly local: Endpoint; readonly remote: Endpoint };
+    readonly direction: string;
+    readonly outcome: UpstreamEntry['outcome'];
+    readonly token: string | null;
+    /** The reply line as received. */
+    readonly reply: string | null;
+    readonly error: string | null;
+    readonly message: string | null;
+    readonly time: string;
+  }[];
+  /** Upstream hosts found whose outcome is not in the ledger (yet). */
+  readonly pending: number;
+}
+
+/** Builds the trace view from a redemption (ledger entry, upstream entries, record). */
+export function describeTrace(token: string, redemption: Redemption): TraceView {
+  const { finding, record } = redemption;
+  const entry = finding.entry !== undefined && isReplyEntry(finding.entry) ? finding.entry : undefined;
+  const upstream = finding.upstream.filter(isUpstreamEntry).map((u) => ({
+    host: u.peer.address,
+    port: u.peer.port,
+    request: u.request,
+    connection: u.connection,
+    direction: u.direction,
+    outcome: u.outcome,
+    token: u.token ?? null,
+    reply: u.reply ?? null,
+    error: u.error ?? null,
+    message: u.message ?? null,
+    time: u.time,
+  }));
+  const verdict = redemption.status === 0 ? 'verified' : redemption.status === 2 ? 'unknown-token' : 'integrity-failure';
+  return {
+    token,
+    verdict,
+    problems: redemption.problems,
+    local:
+      entry === undefined
+        ? null
+        : {
+            type: entry.type ?? null,
+            sid: entry.sid ?? null,
+            time: entry.time,
+            request: entry.request,
+            requester: entry.requester,
+            connection: entry.connection === undefined ? null : { local: entry.connection.local, remote: entry.connection.remote },
+            user: entry.user ?? null,
+            uid: entry.uid ?? null,
+            processes: record?.record?.processes?.length ?? entry.processes ?? null,
+            record: record !== undefined,
+            processed: entry.processed !== false,
+          },
+    upstream,
+    pending: Math.max(0, (entry?.upstream ?? 0) - upstream.length),
+  };
+}
+
+/** The text of `stopctl trace`. */
+export function formatTraceText(view: TraceView): string {
+  const out: string[] = [`Token       ${view.token}`];
+  const local = view.local;
+  if (local === null) {
+    out.push('Local       not in this store');
+  } else {
+    out.push(`Request     ${JSON.stringify(local.request)} from ${showEndpoint(local.requester)} at ${local.time}`);
+    out.push(`Type        ${local.type ?? 'unparsed'}${local.sid === null ? '' : `, SID ${local.sid}`}`);
+    if (local.connection !== null) {
+      out.push(`Connection  ${showEndpoint(local.connection.local)} -> ${showEndpoint(local.connection.remote)}`);
+    }
+    if (local.uid !== null) out.push(`User        ${local.user ?? '(no passwd entry)'} (uid ${local.uid})`);
+    if (local.processes !== null) out.push(`Processes   ${local.processes}${local.record ? ' (see stopctl redeem for the record)' : ''}`);
+    if (!local.processed) out.push('Processed   no: a repeated or over-budget recursive request (paper 3.1.4)');
+  }
+  if (view.upstream.length === 0 && view.pending === 0) {
+    out.push('', 'Upstream    none: no inbound connection behind this one (the chain starts here, or was not recursive)');
+  } else {
+    out.push('', `Upstream hosts asked (${view.upstream.length}${view.pending > 0 ? `, ${view.pending} not answered yet` : ''}):`);
+    for (const u of view.upstream) {
+      out.push(`  ${showEndpoint({ address: u.host, port: u.port })}  asked ${JSON.stringify(u.request)}`);
+      out.push(`      about ${showEndpoint(u.connection.remote)} -> ${showEndpoint(u.connection.local)} (${u.direction})`);
+      out.push(`      ${describeOutcome(u)}`);
+    }
+  }
+  for (const problem of view.problems) out.push(`${view.verdict === 'unknown-token' ? 'Unknown' : 'INTEGRITY FAILURE'}: ${problem}`);
+  return out.join('\n') + '\n';
+}
+
+function describeOutcome(u: TraceView['upstream'][number]): string {
+  switch (u.outcome) {
+    case 'token':
+      return `token ${u.token ?? '?'}: take it to the administrator of ${u.host}`;
+    case 'user':
+      return `answered a user name (a plain IDENT daemon?): ${JSON.stringify(u.reply ?? '')}`;
+    case 'error':
+      return `error ${u.error ?? '?'}: the host does not vouch for this connection`;
+    case 'refused':
+      return `refused: no STOP daemon listens there (partial deployment, paper 6.1); the trace stops here`;
+    case 'timeout':
+      return `no answer in time: ${u.message ?? ''}`;
+    case 'unreachable':
+      return `unreachable: ${u.message ?? ''}`;
+    case 'protocol':
+      return `answered something that is not a STOP reply: ${u.message ?? ''}`;
+    case 'skipped':
+      return `not asked: ${u.message ?? ''}`;
+  }
+}
+
+function showEndpoint(endpoint: Endpoint): string {
+  return endpoint.address.includes(':') ? `[${endpoint.address}]:${endpoint.port}` : `${endpoint.address}:${endpoint.port}`;
+}

@@ -28,7 +28,7 @@ function candidate(remoteAddress: string, remotePort: number): UpstreamCandidate
 
 async function entries(path: string): Promise<Record<string, unknown>[]> {
   const out: Record<string, unknown>[] = [];
-  for await (const line of readLedger(path)) if (line.entry !== undefined) out.push(line.entry as Record<string, unknown>);
+  for await (const line of readLedger(path)) if (line.entry !== undefined) out.push(line.entry);
   return out;
 }
 

@@ -58,7 +58,7 @@ void test('parseIpAddress ignores an IPv6 zone and rejects non-addresses', () =>
 });
 
 void test('formatIpAddress prints IPv4, and v4-mapped IPv6 as IPv4', () => {
-  assert.equal(formatIpAddress(v4('10.0.0.1')), '10.0.0.1');
+  assert.equal(formatIpAddress(v4('192.0.2.10')), '192.0.2.10');
   assert.equal(formatIpAddress(Buffer.from('00000000000000000000ffff7f000001', 'hex')), '127.0.0.1');
 });
 

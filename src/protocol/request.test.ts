@@ -81,11 +81,11 @@ describe('parseRequest STOP form', () => {
       clientPort: 80,
       serverPort: 23,
       sid: 7n,
-      clientIp: { family: 4, address: '10.0.0.1' },
+      clientIp: { family: 4, address: '192.0.2.10' },
     };
-    assert.deepEqual(parseRequest('\t80\t,\t23\t:\tID_REC\t:\t7\t:\t10.0.0.1\t'), expected);
-    assert.deepEqual(parseRequest(' 80 , 23 : ID_REC : 7 : 10.0.0.1 '), expected);
-    assert.deepEqual(parseRequest('80,23:ID_REC:7:10.0.0.1'), expected);
+    assert.deepEqual(parseRequest('\t80\t,\t23\t:\tID_REC\t:\t7\t:\t192.0.2.10\t'), expected);
+    assert.deepEqual(parseRequest(' 80 , 23 : ID_REC : 7 : 192.0.2.10 '), expected);
+    assert.deepEqual(parseRequest('80,23:ID_REC:7:192.0.2.10'), expected);
   });
 
   test('parseRequest reads CL_IP on ID and SV', () => {

@@ -13,10 +13,13 @@ export interface TestListener {
 }
 
 export async function listen(host: string, port = 0): Promise<TestListener> {
+  /** Accepted sockets nobody has taken yet; `all` keeps every one for close(). */
   const accepted: Socket[] = [];
+  const all: Socket[] = [];
   const waiters: ((socket: Socket) => void)[] = [];
   const server = createServer((socket) => {
     socket.on('error', () => socket.destroy());
+    all.push(socket);
     const waiter = waiters.shift();
     if (waiter !== undefined) waiter(socket);
     else accepted.push(socket);
@@ -36,13 +39,12 @@ export async function listen(host: string, port = 0): Promise<TestListener> {
         const timer = setTimeout(() => reject(new Error('no connection accepted in time')), timeoutMs);
         waiters.push((socket) => {
           clearTimeout(timer);
-          accepted.push(socket);
           resolve(socket);
         });
       });
     },
     async close() {
-      for (const socket of accepted) socket.destroy();
+      for (const socket of all) socket.destroy();
       server.close();
       await once(server, 'close');
     },

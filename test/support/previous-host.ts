@@ -32,18 +32,19 @@ export interface PreviousHopClient {
 
 let counter = 0;
 
-/** Creates the namespace and the veth link, with a /30 derived from this pid (parallel test files differ). */
+/** Creates the namespace and the veth link, with a /30 of 198.51.100.0/24 derived from this pid. */
 export async function createPreviousHost(): Promise<PreviousHost> {
   counter += 1;
   const tag = `${process.pid % 1_000_000}${counter}`;
   const netns = `stoptest${tag}`;
   const outer = `stp${tag}a`;
   const inner = `stp${tag}b`;
-  const slot = (process.pid * 8 + counter) % 16_384;
-  const prefix = `10.213.${slot >> 6}`;
-  const base = (slot & 63) * 4;
-  const hostAddress = `${prefix}.${base + 1}`;
-  const address = `${prefix}.${base + 2}`;
+  // Test hosts get documentation addresses only (RFC 5737): a /30 of 198.51.100.0/24 derived
+  // from this pid, so test files running side by side differ. 192.0.2.0/24 is the testnet's.
+  const slot = (process.pid * 8 + counter) % 64;
+  const base = slot * 4;
+  const hostAddress = `198.51.100.${base + 1}`;
+  const address = `198.51.100.${base + 2}`;
   const clients = new Set<PreviousHopClient>();
   const steps: string[][] = [
     ['netns', 'add', netns],

@@ -26,6 +26,22 @@ export function hashLine(line: string): string {
   return createHash('sha256').update(line).digest('hex');
 }
 
+/** An entry that is on disk, with its exact line (without newline). */
+export interface DurableLine {
+  readonly entry: LedgerEntry;
+  readonly line: string;
+}
+
+/** Options of {@link Ledger.open}. */
+export interface LedgerOptions {
+  /**
+   * Called after each group commit with the entries now on disk, in order (remote
+   * forwarding, quota accounting). Must not throw; it runs on the append path, so it should
+   * only queue work.
+   */
+  readonly onDurable?: (entries: readonly DurableLine[]) => void;
+}
+
 interface Pending {
   readonly line: string;
   readonly entry: LedgerEntry;
@@ -50,7 +66,10 @@ export class Ledger {
   #flushing: Promise<void> | undefined;
   #closed = false;
 
-  private constructor(path: string, handle: FileHandle, seq: number, prev: string) {
+  readonly #onDurable: ((entries: readonly DurableLine[]) => void) | undefined;
+
+  private constructor(path: string, handle: FileHandle, seq: number, prev: string, options: LedgerOptions) {
+    this.#onDurable = options.onDurable;
     this.path = path;
     this.#handle = handle;
     this.#seq = seq;
@@ -63,10 +82,10 @@ export class Ledger {
    * so nothing is lost and the chain stays verifiable. Its content was never acknowledged:
    * the reply that depended on it was not sent.
    */
-  static async open(path: string): Promise<Ledger> {
+  static async open(path: string, options: LedgerOptions = {}): Promise<Ledger> {
     const { seq, prev, partial } = recoverTail(path);
     const handle = await open(path, 'a', 0o600);
-    const ledger = new Ledger(path, handle, seq, prev);
+    const ledger = new Ledger(path, handle, seq, prev, options);
     if (partial !== undefined) {
       await ledger.append({
         kind: 'recovery',
@@ -103,6 +122,7 @@ export class Ledger {
         await handle.write(batch.map((p) => p.line + '\n').join(''));
         await handle.datasync();
         for (const p of batch) p.resolve(p.entry);
+        this.#notify(batch);
       } catch (error) {
         const failure = new StoreWriteError(`Cannot write to the ledger ${this.path}: ${(error as Error).message}`, {
           cause: error,
@@ -123,6 +143,15 @@ export class Ledger {
       }
     }
     this.#flushing = undefined;
+  }
+
+  #notify(batch: readonly Pending[]): void {
+    if (this.#onDurable === undefined) return;
+    try {
+      this.#onDurable(batch.map((p) => ({ entry: p.entry, line: p.line })));
+    } catch {
+      // An observer (forwarding, quotas) must never break the ledger.
+    }
   }
 
   /** Waits for pending appends, then closes the file. Idempotent. */

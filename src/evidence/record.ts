@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { open, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { IntegrityError, StoreWriteError, UsageError } from '../errors.js';
-import type { Endpoint, HostFacts, TcpState, UtmpEntry } from '../host/types.js';
+import { TCP_STATE_NAMES, type Endpoint, type HostFacts, type TcpState, type UtmpEntry } from '../host/types.js';
 import { filterUtmpForUsers } from '../host/utmp.js';
 import type {
   Closure,
@@ -521,21 +521,7 @@ const objectOf =
 
 const endpoint = objectOf({ address: string, port: integer });
 const pids = arrayOf(integer);
-const tcpStates = [
-  'ESTABLISHED',
-  'SYN_SENT',
-  'SYN_RECV',
-  'FIN_WAIT1',
-  'FIN_WAIT2',
-  'TIME_WAIT',
-  'CLOSE',
-  'CLOSE_WAIT',
-  'LAST_ACK',
-  'LISTEN',
-  'CLOSING',
-  'NEW_SYN_RECV',
-];
-const tcpState = oneOf(...tcpStates);
+const tcpState = oneOf(...TCP_STATE_NAMES);
 const socketChecks: Readonly<Record<string, Check>> = {
   tcp: objectOf({
     kind: string,

@@ -3,7 +3,7 @@ import { isIPv4, isIPv6 } from 'node:net';
 import { HostLookupError } from '../errors.js';
 import { loadNativeAddon, type NativeAddon, type NativeAddonLoad, type RawTcpEntry, type RawUnixEntry } from './native-addon.js';
 import { readProcNetTcp, readProcNetUnix } from './proc-net.js';
-import type { Endpoint, SocketInventory, SocketTable, TcpSocket, TcpState, UnixSocket } from './types.js';
+import { TCP_STATE_NAMES, type Endpoint, type SocketInventory, type SocketTable, type TcpSocket, type TcpState, type UnixSocket } from './types.js';
 
 /** The Linux socket view, and which kernel interface answers it. */
 export interface LinuxSocketTable extends SocketTable, SocketInventory {
@@ -28,21 +28,7 @@ export interface IpBytes {
 }
 
 /** Kernel TCP state numbers, include/net/tcp_states.h (index = number). */
-const TCP_STATES: readonly (TcpState | undefined)[] = [
-  undefined,
-  'ESTABLISHED',
-  'SYN_SENT',
-  'SYN_RECV',
-  'FIN_WAIT1',
-  'FIN_WAIT2',
-  'TIME_WAIT',
-  'CLOSE',
-  'CLOSE_WAIT',
-  'LAST_ACK',
-  'LISTEN',
-  'CLOSING',
-  'NEW_SYN_RECV',
-];
+const TCP_STATES: readonly (TcpState | undefined)[] = [undefined, ...TCP_STATE_NAMES];
 const TCP_LISTEN = 10;
 
 const UNIX_TYPES: Readonly<Record<number, UnixSocket['type']>> = { 1: 'stream', 2: 'dgram', 5: 'seqpacket' };

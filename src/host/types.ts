@@ -9,20 +9,24 @@ export interface Endpoint {
   readonly port: number;
 }
 
-/** TCP states as the kernel names them (include/net/tcp_states.h). */
-export type TcpState =
-  | 'ESTABLISHED'
-  | 'SYN_SENT'
-  | 'SYN_RECV'
-  | 'FIN_WAIT1'
-  | 'FIN_WAIT2'
-  | 'TIME_WAIT'
-  | 'CLOSE'
-  | 'CLOSE_WAIT'
-  | 'LAST_ACK'
-  | 'LISTEN'
-  | 'CLOSING'
-  | 'NEW_SYN_RECV';
+/** TCP states as the kernel names them, in the kernel's order: state number N is entry N-1 (include/net/tcp_states.h). */
+export const TCP_STATE_NAMES = [
+  'ESTABLISHED',
+  'SYN_SENT',
+  'SYN_RECV',
+  'FIN_WAIT1',
+  'FIN_WAIT2',
+  'TIME_WAIT',
+  'CLOSE',
+  'CLOSE_WAIT',
+  'LAST_ACK',
+  'LISTEN',
+  'CLOSING',
+  'NEW_SYN_RECV',
+] as const;
+
+/** A TCP state name. */
+export type TcpState = (typeof TCP_STATE_NAMES)[number];
 
 /** A TCP socket as the kernel reports it. */
 export interface TcpSocket {

@@ -253,7 +253,7 @@ export class Responder {
     if (!(await this.#record(entry))) {
       // Duty 9: a token whose meaning is not on disk must not be sent. CL_IP still gets a
       // token (property 4), which then simply redeems to nothing.
-      const clientIp = entry.clientIp !== undefined;
+      const clientIp = decision.reply === 'token' && decision.reason === 'cl-ip';
       reply = clientIp
         ? { kind: 'token', clientPort, serverPort, token: generateToken(this.#o.tokenHash) }
         : { kind: 'error', clientPort, serverPort, error: 'UNKNOWN-ERROR' };

@@ -1,4 +1,5 @@
 import { AccountDirectory } from '../host/users.js';
+import { missingCapabilities, PROCESS_VIEW_CAPABILITIES, readEffectiveCapabilities } from '../host/capabilities.js';
 import { createLinuxHostView } from '../host/linux-host.js';
 import { createLinuxSocketTable, type LinuxSocketTable } from '../host/linux-sockets.js';
 import type { Endpoint } from '../host/types.js';
@@ -74,6 +75,17 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
   const store = await openStore(options.storeDir);
   try {
     const sockets = options.sockets ?? createLinuxSocketTable({ log: (message) => options.log.warn(message) });
+    // With the privileges to read every process's descriptors, a refusal is the kernel's policy
+    // (an LSM, an outer sandbox's init): note the pid in the record and go on. Without them,
+    // SV requests fail with a clear log line rather than silently saving less.
+    const missing = missingCapabilities(readEffectiveCapabilities() ?? 0n, PROCESS_VIEW_CAPABILITIES);
+    const onDenied = missing.length === 0 ? 'skip' : 'throw';
+    if (missing.length > 0) {
+      options.log.warn(
+        `Cannot read other users' open files without ${missing.join(' and ')}: SV, SV_REC and ID_REC requests ` +
+          `about their connections will be answered UNKNOWN-ERROR; run stopd as root or grant ${PROCESS_VIEW_CAPABILITIES.join(', ')}`,
+      );
+    }
     const accounts = new AccountDirectory();
     const loops = new LoopTable({ windowMs: options.loopWindowMs, maxWorkPerSid: options.maxPerSid });
     const upstream = new UpstreamDispatcher({
@@ -96,7 +108,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       optIn: options.optIn,
       tokenHash: options.tokenHash,
       evidence: new EvidenceCollector({
-        hostView: () => createLinuxHostView(sockets, { readCmdline: options.save.includes('cmdline') }),
+        hostView: () => createLinuxHostView(sockets, { readCmdline: options.save.includes('cmdline'), onDenied }),
         accounts,
         recordsDir: storePaths(options.storeDir).records,
         save: options.save,

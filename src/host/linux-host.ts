@@ -14,8 +14,14 @@ export interface LinuxHostView extends HostView {
  * so the holder index (one `/proc/*\/fd` scan) is coherent within the request and never stale
  * across requests.
  */
-export function createLinuxHostView(sockets: LinuxSocketTable, options: { readCmdline?: boolean } = {}): LinuxHostView {
-  const processes = createLinuxProcessTable({ readCmdline: options.readCmdline ?? true });
+export function createLinuxHostView(
+  sockets: LinuxSocketTable,
+  options: { readCmdline?: boolean; onDenied?: 'throw' | 'skip' } = {},
+): LinuxHostView {
+  const processes = createLinuxProcessTable({
+    readCmdline: options.readCmdline ?? true,
+    ...(options.onDenied === undefined ? {} : { onDenied: options.onDenied }),
+  });
   return {
     findTcp: (local, remote) => sockets.findTcp(local, remote),
     hasListener: (local) => sockets.hasListener(local),

@@ -29,13 +29,20 @@ export interface DaemonHandle {
  */
 export async function startDaemon(
   args: string[] = [],
-  options: { listen?: string[]; storeDir?: string; keepStore?: boolean; timeoutMs?: number } = {},
+  options: {
+    listen?: string[];
+    storeDir?: string;
+    keepStore?: boolean;
+    timeoutMs?: number;
+    /** A command that runs the daemon, e.g. `['setpriv', '--reuid=…', '--']`. */
+    wrap?: string[];
+  } = {},
 ): Promise<DaemonHandle> {
   const storeDir = options.storeDir ?? mkdtempSync(join(tmpdir(), 'stopd-store-'));
   const listen = (options.listen ?? ['127.0.0.1:0']).flatMap((address) => ['--listen', address]);
-  const child = spawn(process.execPath, [STOPD, ...listen, '--store', storeDir, ...args], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+  const argv = [process.execPath, STOPD, ...listen, '--store', storeDir, ...args];
+  const [command = process.execPath, ...rest] = [...(options.wrap ?? []), ...argv];
+  const child = spawn(command, rest, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr?.setEncoding('utf8');
   child.stderr?.on('data', (chunk: string) => {

@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import { AccountDirectory } from '../host/users.js';
 import { missingCapabilities, PROCESS_VIEW_CAPABILITIES, readEffectiveCapabilities } from '../host/capabilities.js';
 import { createLinuxHostView } from '../host/linux-host.js';
@@ -66,6 +67,8 @@ export const DEFAULTS = {
 /** A running daemon. */
 export interface RunningDaemon {
   readonly endpoints: readonly Endpoint[];
+  /** Answers the one connection on `socket` (inetd mode); resolves when it closes. */
+  serve(socket: Socket): Promise<void>;
   /** Drains connections, flushes the ledger, releases the store. Idempotent. */
   close(): Promise<void>;
 }
@@ -136,6 +139,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     let closing: Promise<void> | undefined;
     return {
       endpoints,
+      serve: (socket) => server.serve(socket),
       close() {
         // Drain clients, then let upstream exchanges finish (each is bounded by its
         // timeouts) so their outcomes reach the ledger, then close the store.

@@ -5,11 +5,11 @@ import { LineSplitter } from '../protocol/index.js';
 import type { Logger } from './logger.js';
 import type { QueryOrigin } from './responder.js';
 
-/** An address to listen on; `[::]` listens dual stack (IPv4 clients arrive v4-mapped). */
-export interface ListenAddress {
-  readonly host: string;
-  readonly port: number;
-}
+/**
+ * Where to listen: an address (`[::]` listens dual stack; IPv4 clients arrive v4-mapped), or
+ * an already listening socket passed by systemd socket activation (`LISTEN_FDS`).
+ */
+export type ListenAddress = { readonly host: string; readonly port: number } | { readonly fd: number };
 
 /** Anything that turns one request line into one reply line. */
 export interface LineHandler {
@@ -54,11 +54,13 @@ export class StopServer {
       const server = createServer({ allowHalfOpen: true }, (socket) => this.#accept(socket));
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
-        // ipv6Only false: `[::]` serves IPv4 too (DESIGN: default listen [::]:113 dual stack).
-        server.listen({ host: address.host, port: address.port, ipv6Only: false }, () => {
+        const done = (): void => {
           server.off('error', reject);
           resolve();
-        });
+        };
+        // ipv6Only false: `[::]` serves IPv4 too (DESIGN: default listen [::]:113 dual stack).
+        if ('fd' in address) server.listen({ fd: address.fd }, done);
+        else server.listen({ host: address.host, port: address.port, ipv6Only: false }, done);
       });
       server.on('error', (error) => this.#options.log.error(`Listener failed: ${error.message}`));
       this.#servers.push(server);
@@ -71,6 +73,17 @@ export class StopServer {
   /** Number of open client connections. */
   get connectionCount(): number {
     return this.#connections.size;
+  }
+
+  /**
+   * Serves one already connected socket (inetd mode: the connection is on stdin); resolves
+   * when it is closed.
+   */
+  serve(socket: Socket): Promise<void> {
+    return new Promise((resolve) => {
+      socket.once('close', () => resolve());
+      this.#accept(socket);
+    });
   }
 
   #accept(socket: Socket): void {

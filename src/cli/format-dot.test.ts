@@ -234,6 +234,14 @@ test('formatRecordDot without saved processes draws this host between the previo
   assert.equal(graph.clusters.size, 0);
 });
 
+test('formatRecordDot shows integrity problems in red in the title', async () => {
+  const record = recordOf(buildFigure7());
+  const graph = await parseDot(formatRecordDot(TOKEN, record, { problems: ['the record\'s bytes hash to 00, not to the token'] }));
+  assert.match(graph.attributes.label ?? '', /\\nINTEGRITY FAILURE: the record's bytes hash to 00, not to the token$/);
+  assert.equal(graph.attributes.fontcolor, '#c62828');
+  assert.equal((await parseDot(formatRecordDot(TOKEN, record))).attributes.fontcolor, undefined);
+});
+
 test('formatRecordDot draws a pid that a link names but the record does not list', async () => {
   const record = recordOf(buildFigure7());
   const edited: EvidenceRecord = { ...record, links: [...(record.links ?? []), { kind: 'pipe', from: 4242, to: 8339, inodes: [77] }] };
@@ -422,12 +430,12 @@ test('formatTraceDot escapes hostile replies and messages from upstream hosts', 
 
 test('formatRecordPicture and formatTracePicture give DOT as is or rendered SVG', async () => {
   const record = recordOf(buildFigure7());
-  assert.equal(await formatRecordPicture(TOKEN, record, 'dot'), formatRecordDot(TOKEN, record));
-  const svg = await formatRecordPicture(TOKEN, record, 'svg');
+  assert.equal(await formatRecordPicture(TOKEN, record, { format: 'dot' }), formatRecordDot(TOKEN, record));
+  const svg = await formatRecordPicture(TOKEN, record, { format: 'svg' });
   assert.match(svg, /^<\?xml [^>]*\?>\n<!DOCTYPE svg /);
   assert.ok(svg.includes('<title>p8339</title>'));
   assert.ok(svg.endsWith('</svg>\n'));
-  const traceSvg = await formatTracePicture(traceView(), 'svg');
+  const traceSvg = await formatTracePicture(traceView(), { format: 'svg' });
   assert.ok(traceSvg.includes('<title>upstream0&#45;&gt;this</title>'));
-  assert.equal(await formatTracePicture(traceView(), 'dot'), formatTraceDot(traceView()));
+  assert.equal(await formatTracePicture(traceView(), { format: 'dot' }), formatTraceDot(traceView()));
 });

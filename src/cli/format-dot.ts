@@ -18,19 +18,24 @@ import { renderSvg } from './render-svg.js';
 /** The picture formats of `stopctl redeem` and `stopctl trace`. */
 export type PictureFormat = 'dot' | 'svg';
 
+/** Options of {@link formatRecordPicture}. */
+export interface RecordPictureOptions extends FormatRecordDotOptions {
+  readonly format: PictureFormat;
+}
+
 /**
  * The picture of an SV record for `stopctl redeem --format dot|svg`: {@link formatRecordDot},
  * rendered to SVG by {@link renderSvg} when `format` is `svg`. Ends with a newline.
  */
-export async function formatRecordPicture(token: string, record: EvidenceRecord, format: PictureFormat): Promise<string> {
-  const dot = formatRecordDot(token, record);
-  return format === 'dot' ? dot : withNewline(await renderSvg(dot));
+export async function formatRecordPicture(token: string, record: EvidenceRecord, options: RecordPictureOptions): Promise<string> {
+  const dot = formatRecordDot(token, record, options);
+  return options.format === 'dot' ? dot : withNewline(await renderSvg(dot));
 }
 
 /** The picture of a trace for `stopctl trace --format dot|svg`: {@link formatTraceDot}, rendered when `svg`. */
-export async function formatTracePicture(view: TraceView, format: PictureFormat): Promise<string> {
+export async function formatTracePicture(view: TraceView, options: { readonly format: PictureFormat }): Promise<string> {
   const dot = formatTraceDot(view);
-  return format === 'dot' ? dot : withNewline(await renderSvg(dot));
+  return options.format === 'dot' ? dot : withNewline(await renderSvg(dot));
 }
 
 function withNewline(text: string): string {
@@ -50,6 +55,15 @@ const STYLE = {
   shared: '#8d6e63',
 } as const;
 
+/** Options of {@link formatRecordDot}. */
+export interface FormatRecordDotOptions {
+  /**
+   * Why the record cannot be trusted (`redeemToken`'s `problems`), shown in red in the title
+   * so that a picture saved on its own still says so. Default none.
+   */
+  readonly problems?: readonly string[];
+}
+
 /**
  * The DOT text of an SV record's process and IPC graph (paper 3.6, figure 9):
  *
@@ -68,16 +82,21 @@ const STYLE = {
  * Node names: `p<pid>`, `next`, `upstream<i>` (in record order), and `host` when the record
  * holds no processes. Deterministic: the same record always gives the same text.
  */
-export function formatRecordDot(token: string, record: EvidenceRecord): string {
+export function formatRecordDot(token: string, record: EvidenceRecord, options: FormatRecordDotOptions = {}): string {
   const out: string[] = [];
+  const problems = options.problems ?? [];
   const title = [
     `${record.type} record ${shortToken(token)}`,
     `${record.host === undefined ? 'host not saved' : `host ${record.host.hostname}`}, ${record.time}`,
     ...(record.sid === undefined ? [] : [`SID ${record.sid}`]),
+    ...problems.map((problem) => `INTEGRITY FAILURE: ${problem}`),
   ];
+  const warn = problems.length > 0 ? `, fontcolor="${STYLE.holderPen}"` : '';
   out.push('digraph stop_record {');
-  out.push(`  graph [label=${label(title)}, labelloc=t, pad=0.3, fontname="Helvetica", fontsize=12, newrank=true];`);
-  out.push('  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];');
+  out.push(`  graph [label=${label(title)}${warn}, labelloc=t, pad=0.3, fontname="Helvetica", fontsize=12, newrank=true];`);
+  // Graphviz sizes boxes with Helvetica's metrics; viewers without Helvetica substitute a wider
+  // font (DejaVu Sans on Debian), so the margin is larger than Graphviz's default 0.11,0.055.
+  out.push('  node [shape=box, style="rounded,filled", margin="0.2,0.08", fontname="Helvetica", fontsize=10];');
   out.push('  edge [fontname="Helvetica", fontsize=9];');
 
   const processes = record.processes ?? [];
@@ -249,7 +268,7 @@ export function formatTraceDot(view: TraceView): string {
   const title = [`trace of ${shortToken(view.token)}: ${view.verdict}`, ...view.problems.map((problem) => `problem: ${problem}`)];
   out.push('digraph stop_trace {');
   out.push(`  graph [label=${label(title)}, labelloc=t, rankdir=LR, pad=0.3, fontname="Helvetica", fontsize=12];`);
-  out.push('  node [shape=box, style="rounded,filled", fillcolor="#ffffff", fontname="Helvetica", fontsize=10];');
+  out.push('  node [shape=box, style="rounded,filled", fillcolor="#ffffff", margin="0.2,0.08", fontname="Helvetica", fontsize=10];');
   out.push('  edge [fontname="Helvetica", fontsize=9];');
 
   const thisLines = ['this host', `token ${shortToken(view.token)}`];

@@ -12,6 +12,7 @@ import { parseRequest, RequestSyntaxError, type Request } from '../protocol/inde
 import { parseCommandLine, parseInteger } from './args.js';
 import { describeRecordJson, describeUnreadableRecordJson, formatRecordText, formatUnreadableRecordText } from './format-record.js';
 import { describeTrace, formatTraceText } from './format-trace.js';
+import { formatRecordPicture, formatTracePicture } from './format-dot.js';
 
 const HELP = `Usage: stopctl <command> [options]
 
@@ -26,20 +27,24 @@ Commands:
       --timeout SEC                give up after SEC seconds (default 10)
       Exit status: 0 USERID reply, 1 ERROR reply, 2 no answer (refused, timeout, malformed).
 
-  redeem TOKEN [--store DIR] [--json]
+  redeem TOKEN [--store DIR] [--format F] [--json]
       Print what TOKEN stands for, from the store (default ${DEFAULTS.storeDir}): for ID
       tokens the connection and user; for SV tokens the saved record (processes, sockets,
       pipes), checked against its token. The whole ledger's hash chain is checked too.
+      --format dot|svg draws an SV record's processes and IPC as a Graphviz graph
+      (integrity problems go to stderr and into the picture's title).
       Exit status: 0 verified, 2 unknown token, 3 integrity failure.
 
-  trace TOKEN [--store DIR] [--json]
+  trace TOKEN [--store DIR] [--format F] [--json]
       The local answer in brief, then every upstream host the recursive request (ID_REC,
       SV_REC) asked: the port pair asked, the outcome (token, error, refused, timeout, ...)
       and the upstream token to take to that host's administrator.
+      --format dot|svg draws the chain of hosts.
       Exit status as for redeem.
 
 Common options:
-  --json       print JSON instead of text
+  --json       print JSON instead of text (redeem, trace: the same as --format json)
+  --format F   redeem, trace: text (default), json, dot (Graphviz source) or svg (a picture)
   -h, --help   print this help
 `;
 
@@ -139,17 +144,33 @@ function parseTarget(text: string): { host: string; port: number } {
   return { host, port: parseInteger(port, { name: 'port', min: 1, max: 65535 }) };
 }
 
-/** Options shared by `redeem` and `trace`: one TOKEN, `--store`, `--json`. */
-function parseTokenCommand(argv: string[], command: string): { token: string; storeDir: string; json: boolean; help: boolean } {
+const OUTPUT_FORMATS = ['text', 'json', 'dot', 'svg'] as const;
+type OutputFormat = (typeof OUTPUT_FORMATS)[number];
+
+/** Options shared by `redeem` and `trace`: one TOKEN, `--store`, `--format` (`--json` is `--format json`). */
+function parseTokenCommand(
+  argv: string[],
+  command: string,
+): { token: string; storeDir: string; format: OutputFormat; json: boolean; help: boolean } {
   const { values, positionals } = parseCommandLine(
     {
       args: argv,
       allowPositionals: true,
-      options: { store: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+      options: {
+        store: { type: 'string' },
+        format: { type: 'string' },
+        json: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
     },
     `stopctl ${command}`,
   );
-  if (values.help === true) return { token: '', storeDir: '', json: false, help: true };
+  if (values.help === true) return { token: '', storeDir: '', format: 'text', json: false, help: true };
+  const format = values.format ?? (values.json === true ? 'json' : 'text');
+  if (!(OUTPUT_FORMATS as readonly string[]).includes(format)) {
+    throw new UsageError(`--format must be one of ${OUTPUT_FORMATS.join(', ')}, not ${JSON.stringify(format)}`);
+  }
+  if (values.json === true && format !== 'json') throw new UsageError(`--json contradicts --format ${format}`);
   const [token] = positionals;
   if (token === undefined || positionals.length !== 1) throw new UsageError(`${command} needs exactly one TOKEN`);
   if (!isTokenShaped(token)) {
@@ -159,11 +180,11 @@ function parseTokenCommand(argv: string[], command: string): { token: string; st
   if (!existsSync(storePaths(storeDir).ledger)) {
     throw new UsageError(`${storeDir} holds no ledger; give the daemon's store directory with --store`);
   }
-  return { token, storeDir, json: values.json === true, help: false };
+  return { token, storeDir, format: format as OutputFormat, json: format === 'json', help: false };
 }
 
 async function runRedeem(argv: string[]): Promise<number> {
-  const { token, storeDir, json, help } = parseTokenCommand(argv, 'redeem');
+  const { token, storeDir, format, json, help } = parseTokenCommand(argv, 'redeem');
   if (help) {
     process.stdout.write(HELP);
     return 0;
@@ -190,6 +211,17 @@ async function runRedeem(argv: string[]): Promise<number> {
     text += finding.entry === undefined ? '' : `Ledger      issued at line ${finding.lineNumber} of ${finding.lines}\n`;
   }
   for (const problem of problems) text += `${status === 2 ? 'Unknown' : 'INTEGRITY FAILURE'}: ${problem}\n`;
+  if (format === 'dot' || format === 'svg') {
+    if (record?.record !== undefined) {
+      process.stdout.write(await formatRecordPicture(token, record.record, { format, problems }));
+      for (const problem of problems) process.stderr.write(`stopctl: INTEGRITY FAILURE: ${problem}\n`);
+      return status;
+    }
+    // Nothing to draw (an ID token, an unknown token, an unreadable record): say why on stderr.
+    if (status === 0) throw new UsageError(`redeem --format ${format} draws SV records, and ${token} is not one; use --format text or json`);
+    process.stderr.write(text);
+    return status;
+  }
   process.stdout.write(text);
   return status;
 }
@@ -237,14 +269,15 @@ function formatFinding(token: string, finding: LedgerFinding): string {
 }
 
 async function runTrace(argv: string[]): Promise<number> {
-  const { token, storeDir, json, help } = parseTokenCommand(argv, 'trace');
+  const { token, storeDir, format, json, help } = parseTokenCommand(argv, 'trace');
   if (help) {
     process.stdout.write(HELP);
     return 0;
   }
   const redemption = await redeemToken(storeDir, token);
   const view = describeTrace(token, redemption);
-  process.stdout.write(json ? `${JSON.stringify(view, null, 2)}\n` : formatTraceText(view));
+  if (format === 'dot' || format === 'svg') process.stdout.write(await formatTracePicture(view, { format }));
+  else process.stdout.write(json ? `${JSON.stringify(view, null, 2)}\n` : formatTraceText(view));
   return redemption.status;
 }
 

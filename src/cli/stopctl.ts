@@ -12,6 +12,7 @@ import { parseRequest, RequestSyntaxError, type Request } from '../protocol/inde
 import { parseCommandLine, parseInteger } from './args.js';
 import { describeRecordJson, describeUnreadableRecordJson, formatRecordText, formatUnreadableRecordText } from './format-record.js';
 import { describeTrace, formatTraceText } from './format-trace.js';
+import { runKeygen, runVerify, VERIFY_HELP } from './verify-command.js';
 import { formatRecordPicture, formatTracePicture } from './format-dot.js';
 
 const HELP = `Usage: stopctl <command> [options]
@@ -42,6 +43,7 @@ Commands:
       --format dot|svg draws the chain of hosts.
       Exit status as for redeem.
 
+${VERIFY_HELP}
 Common options:
   --json       print JSON instead of text (redeem, trace: the same as --format json)
   --format F   redeem, trace: text (default), json, dot (Graphviz source) or svg (a picture)
@@ -57,6 +59,10 @@ async function main(argv: string[]): Promise<number> {
       return runRedeem(rest);
     case 'trace':
       return runTrace(rest);
+    case 'verify':
+      return runVerify(rest);
+    case 'keygen':
+      return runKeygen(rest);
     case undefined:
     case '-h':
     case '--help':
@@ -64,7 +70,7 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(HELP);
       return command === undefined ? 64 : 0;
     default:
-      throw new UsageError(`Unknown command ${JSON.stringify(command)}; use query, redeem or trace (see \`stopctl --help\`)`);
+      throw new UsageError(`Unknown command ${JSON.stringify(command)}; use query, redeem, trace, verify or keygen (see \`stopctl --help\`)`);
   }
 }
 

@@ -27,6 +27,10 @@ Options:
                          SV tokens are that hash of their record; every token has that length
   --save LIST            what SV records keep, comma-separated: processes, cmdline, sockets,
                          pipes, utmp, host, or all (default all)
+  --ledger-key FILE      install the initial ledger key made by \`stopctl keygen --out FILE\`:
+                         the daemon moves it into the store (FILE is deleted) and from then on
+                         authenticates every ledger entry with a forward-secure MAC; keep a
+                         copy off this host for \`stopctl verify --key\`
   --upstream-port N      STOP port asked on upstream hosts by ID_REC/SV_REC (default ${DEFAULTS.upstreamPort})
   --upstream-timeout SEC connect and reply deadline of each upstream request (default ${DEFAULTS.upstreamTimeoutSec})
   --max-fanout N         upstream hosts asked per recursive request; more are logged as
@@ -70,6 +74,7 @@ async function main(argv: string[]): Promise<number> {
         'max-upstream': { type: 'string' },
         'loop-window': { type: 'string' },
         'max-per-sid': { type: 'string' },
+        'ledger-key': { type: 'string' },
         version: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -106,6 +111,7 @@ async function main(argv: string[]): Promise<number> {
     maxUpstream: integer(values['max-upstream'], DEFAULTS.maxUpstream, { name: '--max-upstream', min: 1, max: 10_000 }),
     loopWindowMs: 1000 * integer(values['loop-window'], DEFAULTS.loopWindowSec, { name: '--loop-window', min: 1, max: 86_400 }),
     maxPerSid: integer(values['max-per-sid'], DEFAULTS.maxPerSid, { name: '--max-per-sid', min: 1, max: 1_000_000 }),
+    ...(values['ledger-key'] === undefined ? {} : { ledgerKeyFile: values['ledger-key'] }),
     log,
   });
   for (const endpoint of daemon.endpoints) {

@@ -42,6 +42,8 @@ export interface DaemonOptions {
   /** Work (requests processed + upstream requests sent) per SID and window. */
   readonly maxPerSid: number;
   readonly log: Logger;
+  /** An initial ledger key from `stopctl keygen`, moved into the store (`stopd --ledger-key`). */
+  readonly ledgerKeyFile?: string;
   /** Replaces the Linux socket table (tests). */
   readonly sockets?: LinuxSocketTable;
 }
@@ -75,7 +77,7 @@ export interface RunningDaemon {
 
 /** Opens the store, binds the listeners and starts answering. */
 export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon> {
-  const store = await openStore(options.storeDir);
+  const store = await openStore(options.storeDir, options.ledgerKeyFile === undefined ? {} : { ledgerKeyFile: options.ledgerKeyFile });
   try {
     const sockets = options.sockets ?? createLinuxSocketTable({ log: (message) => options.log.warn(message) });
     // With the privileges to read every process's descriptors, a refusal is the kernel's policy

@@ -1,13 +1,26 @@
 import { createHash } from 'node:crypto';
-import { closeSync, createReadStream, fstatSync, ftruncateSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, ftruncateSync, openSync, readdirSync, readSync, statSync, unlinkSync } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { StoreWriteError } from '../errors.js';
+import {
+  evolveKey,
+  evolveKeyBy,
+  forgetKey,
+  formatEntryLine,
+  ledgerKeyId,
+  readKeyState,
+  readLedgerKeyFile,
+  writeKeyState,
+  type LedgerKeyState,
+} from './forward-mac.js';
 
 /** The `prev` of the first entry: 64 zeros. */
 export const GENESIS_HASH = '0'.repeat(64);
 
-/** What callers append; the ledger adds `seq`, `time` and `prev`. */
+/** What callers append; the ledger adds `seq`, `time` and `prev` (and `mac` once keyed). */
 export interface LedgerEntryInput {
   readonly kind: string;
   readonly [field: string]: unknown;
@@ -19,6 +32,8 @@ export interface LedgerEntry extends LedgerEntryInput {
   readonly time: string;
   /** SHA-256 hex of the previous line's bytes (without its newline). */
   readonly prev: string;
+  /** Forward-secure HMAC of the line without this member (see forward-mac.ts); absent before a key is installed. */
+  readonly mac?: string;
 }
 
 /** SHA-256 hex of one ledger line (without newline): the `prev` of the next entry. */
@@ -40,22 +55,69 @@ export interface LedgerOptions {
    * only queue work.
    */
   readonly onDurable?: (entries: readonly DurableLine[]) => void;
+  /**
+   * Where the forward-secure key state lives (`<store>/ledger.key`). When that file exists, or
+   * `installKeyFile` installs one, every entry gets a MAC and the key evolves (forward-mac.ts).
+   */
+  readonly keyStatePath?: string;
+  /**
+   * An initial key A_0 made by `stopctl keygen` (`stopd --ledger-key FILE`): moved into the key
+   * state (FILE is deleted once the `key-installed` entry is on disk). A missing FILE is fine
+   * when the store already holds the key state (the key was moved by an earlier start); a key
+   * other than the installed one is refused (rekeying is not supported).
+   */
+  readonly installKeyFile?: string;
+  /**
+   * The records directory: at open, temporary files of interrupted record writes are removed
+   * and records whose reply entry never reached the ledger are named in a `recovery` entry.
+   */
+  readonly recordsDir?: string;
 }
 
+/** An append waiting for its group commit. */
 interface Pending {
-  readonly line: string;
-  readonly entry: LedgerEntry;
+  readonly input: LedgerEntryInput;
+  readonly time: string;
   readonly resolve: (entry: LedgerEntry) => void;
   readonly reject: (error: unknown) => void;
 }
 
+/** What went wrong in failed group commits, written in the next successful one. */
+interface FailureNote {
+  failures: number;
+  lastError: string;
+  /** Entries that reached the file although their write failed (their requests got errors). */
+  rejectedSeqs: number[];
+  /** Entries that did not reach the file. */
+  lostEntries: number;
+  /** SV records whose reply entry did not reach the file: their tokens were never sent. */
+  unrepliedRecords: string[];
+}
+
+/** Caps on what a recovery entry lists, so a long outage cannot make one entry unbounded. */
+const MAX_LISTED = 10_000;
+
+/**
+ * A record written this long before the last ledger entry cannot be the orphan of a crash: its
+ * entry would have been queued (and so written before) that last entry. The margin covers a
+ * stalled event loop; a clock stepped back by more than this makes verify report such records
+ * as unreferenced (never the reverse).
+ */
+const ORPHAN_WINDOW_MS = 10 * 60 * 1000;
+
+const NOOP = (): void => undefined;
+
 /**
  * The append-only, hash-chained ledger (DESIGN "Evidence"). Every entry carries the hash of
- * the previous line, so a deleted, altered or reordered line breaks the chain.
+ * the previous line, so a deleted, altered or reordered line breaks the chain; with a key
+ * installed every entry also carries a forward-secure MAC (forward-mac.ts).
  *
  * `append` resolves only once the entry is on disk (fdatasync): the daemon awaits it before
  * replying (DESIGN duty 9). Appends that arrive while a sync is in flight are written and
- * synced together (group commit), so concurrent requests share one fsync.
+ * synced together (group commit), so concurrent requests share one fsync. Sequence numbers,
+ * `prev` and MACs are assigned when a batch is written, so a failed write (a full disk) leaves
+ * no gap: its entries are rejected, the next batch reuses their numbers, and a `recovery`
+ * entry in that next batch says what failed.
  */
 export class Ledger {
   readonly path: string;
@@ -65,33 +127,95 @@ export class Ledger {
   #queue: Pending[] = [];
   #flushing: Promise<void> | undefined;
   #closed = false;
+  /** The key of entry `#key.seq + 1`, when keyed; `#key.seq === #seq` between commits. */
+  #key: LedgerKeyState | undefined;
+  #keyStateOnDisk = true;
+  #failure: FailureNote | undefined;
 
   readonly #onDurable: ((entries: readonly DurableLine[]) => void) | undefined;
+  readonly #keyStatePath: string | undefined;
 
-  private constructor(path: string, handle: FileHandle, seq: number, prev: string, options: LedgerOptions) {
+  private constructor(path: string, handle: FileHandle, start: { seq: number; prev: string; key: LedgerKeyState | undefined }, options: LedgerOptions) {
     this.#onDurable = options.onDurable;
+    this.#keyStatePath = options.keyStatePath;
     this.path = path;
     this.#handle = handle;
-    this.#seq = seq;
-    this.#prev = prev;
+    this.#seq = start.seq;
+    this.#prev = start.prev;
+    this.#key = start.key;
   }
 
   /**
-   * Opens (creating if needed, mode 0600) the ledger at `path`. A partial last line, left by a
-   * crash in the middle of a write, is cut off and recorded in a `recovery` entry with its bytes,
-   * so nothing is lost and the chain stays verifiable. Its content was never acknowledged:
-   * the reply that depended on it was not sent.
+   * Opens (creating if needed, mode 0600) the ledger at `path` and recovers from a crash:
+   * - a partial last line, left by a crash in the middle of a write, is cut off and its bytes
+   *   kept in a `recovery` entry, so nothing is lost and the chain stays verifiable (its content
+   *   was never acknowledged: the reply that depended on it was not sent);
+   * - with `recordsDir`, temporary record files are removed and records written just before
+   *   the crash whose reply entry never reached the ledger are named in that entry
+   *   (`unrepliedRecords`: their tokens were never sent), so `stopctl verify` accounts for them;
+   * - with a key state, a key older than the ledger (a crash between the ledger's fsync and the
+   *   key write) is evolved forward; a key state *ahead* of the ledger means acknowledged entries
+   *   are gone, which is noted, and numbering continues after the key state's seq so the gap stays
+   *   visible;
+   * - with `installKeyFile`, the initial key is installed (a `key-installed` entry, MACed with it).
    */
   static async open(path: string, options: LedgerOptions = {}): Promise<Ledger> {
-    const { seq, prev, partial } = recoverTail(path);
+    const tail = recoverTail(path);
+    const statePath = options.keyStatePath;
+    let key = statePath === undefined ? undefined : readKeyState(statePath);
+    let seq = tail.seq;
+    const notes: Record<string, unknown> = {};
+    if (key !== undefined && statePath !== undefined) {
+      if (key.seq > tail.seq) {
+        notes.missingEntries = { from: tail.seq + 1, to: key.seq };
+        seq = key.seq;
+      } else if (key.seq < tail.seq) {
+        // The entries after key.seq were MACed with keys this file still allows computing.
+        const evolved = evolveKeyBy(key.key, tail.seq - key.seq);
+        forgetKey(key.key);
+        key = { ...key, seq: tail.seq, head: tail.prev, key: evolved };
+        writeKeyState(statePath, key);
+      }
+    }
+    let movedKeyFile: string | undefined;
+    if (options.installKeyFile !== undefined) {
+      if (statePath === undefined) throw new Error('a ledger key needs a key state path');
+      const initial = readInstallKey(options.installKeyFile, key !== undefined);
+      if (initial !== undefined) {
+        const keyId = ledgerKeyId(initial);
+        if (key === undefined) {
+          key = { version: 1, keyId, installSeq: seq + 1, seq, head: tail.prev, key: initial };
+          writeKeyState(statePath, key);
+        } else if (key.keyId !== keyId) {
+          forgetKey(initial);
+          throw new Error(
+            `the store already has a ledger key (key id ${key.keyId}), and ${options.installKeyFile} holds another (key id ${keyId}); start without --ledger-key`,
+          );
+        } else {
+          forgetKey(initial);
+        }
+        movedKeyFile = options.installKeyFile;
+      }
+    }
     const handle = await open(path, 'a', 0o600);
-    const ledger = new Ledger(path, handle, seq, prev, options);
-    if (partial !== undefined) {
+    const ledger = new Ledger(path, handle, { seq, prev: tail.prev, key }, options);
+    if (key !== undefined && key.installSeq > seq) {
+      // A new key, or one whose key-installed entry a crash kept from the disk.
       await ledger.append({
-        kind: 'recovery',
-        note: 'a partial entry left by an interrupted write was removed from the end of the ledger',
-        discarded: partial.toString('base64'),
+        kind: 'key-installed',
+        keyId: key.keyId,
+        note: 'from this entry on, every entry carries a forward-secure MAC; verify with `stopctl verify --key` and the initial key kept off this host',
       });
+    }
+    if (movedKeyFile !== undefined) unlinkIfPresent(movedKeyFile);
+    if (tail.partial !== undefined) notes.discarded = tail.partial.toString('base64');
+    if (options.recordsDir !== undefined) {
+      const orphans = findOrphanRecords(options.recordsDir, path, tail.time);
+      if (orphans.removedTemporaryFiles.length > 0) notes.removedTemporaryFiles = orphans.removedTemporaryFiles;
+      if (orphans.unrepliedRecords.length > 0) notes.unrepliedRecords = orphans.unrepliedRecords;
+    }
+    if (Object.keys(notes).length > 0) {
+      await ledger.append({ kind: 'recovery', note: describeOpenRecovery(notes), ...notes });
     }
     return ledger;
   }
@@ -101,12 +225,13 @@ export class Ledger {
     if (this.#closed) {
       return Promise.reject(new StoreWriteError('Cannot write to the ledger: it is closed'));
     }
-    const entry: LedgerEntry = { seq: this.#seq + 1, time: new Date().toISOString(), prev: this.#prev, ...input };
-    const line = JSON.stringify(entry);
-    this.#seq = entry.seq;
-    this.#prev = hashLine(line);
+    return this.#enqueue(input);
+  }
+
+  #enqueue(input: LedgerEntryInput): Promise<LedgerEntry> {
+    const time = new Date().toISOString();
     return new Promise((resolve, reject) => {
-      this.#queue.push({ line, entry, resolve, reject });
+      this.#queue.push({ input, time, resolve, reject });
       this.#flushing ??= this.#flush();
     });
   }
@@ -116,56 +241,321 @@ export class Ledger {
     while (this.#queue.length > 0) {
       const batch = this.#queue;
       this.#queue = [];
+      const failure = this.#failure;
+      const items: Pending[] =
+        failure === undefined
+          ? batch
+          : [{ input: describeFailure(failure), time: new Date().toISOString(), resolve: NOOP, reject: NOOP }, ...batch];
+      const start = { seq: this.#seq, prev: this.#prev };
+      const built = this.#build(items);
       try {
-        const handle = this.#handle;
-        if (handle === undefined) throw new Error('ledger file is closed');
-        await handle.write(batch.map((p) => p.line + '\n').join(''));
-        await handle.datasync();
-        for (const p of batch) p.resolve(p.entry);
-        this.#notify(batch);
+        await this.#write(built.lines.map((line) => line + '\n').join(''));
+        await this.#requireHandle().datasync();
       } catch (error) {
-        const failure = new StoreWriteError(`Cannot write to the ledger ${this.path}: ${(error as Error).message}`, {
-          cause: error,
-        });
-        for (const p of batch) p.reject(failure);
-        // The chain in memory now refers to lines that may not be on disk; re-read the tail so
-        // later entries chain onto what really is there.
-        try {
-          const tail = recoverTail(this.path);
-          this.#seq = Math.max(this.#seq, tail.seq);
-          this.#prev = tail.prev;
-          // A partial write is cut off; its entries were rejected, so nothing acknowledged is lost.
-        } catch {
-          // Keep the in-memory chain; verify will report the gap.
-        }
-        for (const p of this.#queue) p.reject(failure);
-        this.#queue = [];
+        if (built.key !== undefined) forgetKey(built.key);
+        const message = (error as Error).message;
+        const rejection = new StoreWriteError(`Cannot write to the ledger ${this.path}: ${message}`, { cause: error });
+        for (const p of batch) p.reject(rejection);
+        this.#recoverFromFailure(start, items, { message, hadFailureNote: failure !== undefined });
+        continue;
       }
+      this.#seq = built.seq;
+      this.#prev = built.prev;
+      if (failure !== undefined) this.#failure = undefined;
+      this.#commitKey(built.key, built.seq, built.prev);
+      items.forEach((p, index) => p.resolve(built.entries[index] as LedgerEntry));
+      this.#notify(built.entries.map((entry, index) => ({ entry, line: built.lines[index] ?? '' })));
     }
     this.#flushing = undefined;
   }
 
-  #notify(batch: readonly Pending[]): void {
+  /** Numbers, chains and MACs a batch from the current state, without changing it. */
+  #build(items: readonly Pending[]): { entries: LedgerEntry[]; lines: string[]; seq: number; prev: string; key: Buffer | undefined } {
+    let seq = this.#seq;
+    let prev = this.#prev;
+    let key: Buffer | undefined = this.#key === undefined ? undefined : Buffer.from(this.#key.key);
+    const entries: LedgerEntry[] = [];
+    const lines: string[] = [];
+    for (const item of items) {
+      // The ledger's own members cannot be overridden by the caller's.
+      // eslint-disable-next-line @typescript-eslint/no-unused-vars
+      const { seq: _s, time: _t, prev: _p, mac: _m, ...rest } = item.input as LedgerEntryInput & Record<string, unknown>;
+      seq += 1;
+      const entry = { seq, time: item.time, prev, ...rest } as LedgerEntry;
+      const { line, mac } = formatEntryLine(entry, key);
+      if (key !== undefined && mac !== undefined) {
+        entries.push({ ...entry, mac });
+        // Forward security: the key of this entry is replaced by the next one at once.
+        const next = evolveKey(key);
+        forgetKey(key);
+        key = next;
+      } else {
+        entries.push(entry);
+      }
+      lines.push(line);
+      prev = hashLine(line);
+    }
+    return { entries, lines, seq, prev, key };
+  }
+
+  /** Writes all of `text`: a short write (a nearly full disk) is continued, never ignored. */
+  async #write(text: string): Promise<void> {
+    const bytes = Buffer.from(text, 'utf8');
+    let offset = 0;
+    while (offset < bytes.length) {
+      const { bytesWritten } = await this.#requireHandle().write(bytes, offset, bytes.length - offset);
+      if (bytesWritten <= 0) throw new Error('the file system accepted no bytes');
+      offset += bytesWritten;
+    }
+  }
+
+  #requireHandle(): FileHandle {
+    if (this.#handle === undefined) throw new Error('ledger file is closed');
+    return this.#handle;
+  }
+
+  /**
+   * After the batch is on disk: the in-memory key becomes the next entry's, and the key state
+   * file is replaced once for the whole batch. If the state cannot be written (a full disk), the
+   * entries stay acknowledged (they are on disk) and the write is retried with the next batch;
+   * until then the file holds an older key, as after a crash (see writeKeyState).
+   */
+  #commitKey(next: Buffer | undefined, seq: number, head: string): void {
+    if (this.#key === undefined || next === undefined) return;
+    forgetKey(this.#key.key);
+    this.#key = { ...this.#key, seq, head, key: next };
+    this.#saveKeyState();
+  }
+
+  #saveKeyState(): void {
+    if (this.#key === undefined || this.#keyStatePath === undefined) return;
+    try {
+      writeKeyState(this.#keyStatePath, this.#key);
+      this.#keyStateOnDisk = true;
+    } catch {
+      this.#keyStateOnDisk = false;
+    }
+  }
+
+  /** Whether the key state file is as current as the ledger (false after a failed key write). */
+  get keyStateCurrent(): boolean {
+    return this.#key === undefined || this.#keyStateOnDisk;
+  }
+
+  /**
+   * A failed write may still have put some of the batch's lines on disk, and a partial line.
+   * Re-read the tail (cutting a partial line) so later entries chain onto what really is
+   * there, advance the key past the lines that landed, and note what was lost for the next batch.
+   */
+  #recoverFromFailure(start: { seq: number; prev: string }, items: readonly Pending[], context: { message: string; hadFailureNote: boolean }): void {
+    let landed = 0;
+    try {
+      const tail = recoverTail(this.path);
+      landed = Math.min(Math.max(0, tail.seq - start.seq), items.length);
+      this.#seq = start.seq + landed;
+      this.#prev = landed > 0 ? tail.prev : start.prev;
+    } catch {
+      // Cannot read back: assume nothing landed; verify reports whatever did.
+      this.#seq = start.seq;
+      this.#prev = start.prev;
+    }
+    if (this.#key !== undefined && landed > 0) {
+      const next = evolveKeyBy(this.#key.key, landed);
+      this.#commitKey(next, this.#seq, this.#prev);
+    }
+    // The failure note of an earlier failure was the first item: it landed or is still owed.
+    const noteLanded = context.hadFailureNote && landed > 0;
+    const note: FailureNote =
+      this.#failure === undefined || noteLanded
+        ? { failures: 0, lastError: '', rejectedSeqs: [], lostEntries: 0, unrepliedRecords: [] }
+        : this.#failure;
+    note.failures += 1;
+    note.lastError = context.message;
+    const firstReal = context.hadFailureNote ? 1 : 0;
+    items.forEach((item, index) => {
+      if (index < firstReal) return;
+      if (index < landed) {
+        if (note.rejectedSeqs.length < MAX_LISTED) note.rejectedSeqs.push(start.seq + index + 1);
+        return;
+      }
+      note.lostEntries += 1;
+      const record = item.input.record;
+      if (typeof record === 'string' && note.unrepliedRecords.length < MAX_LISTED) note.unrepliedRecords.push(record);
+    });
+    this.#failure = note;
+  }
+
+  #notify(lines: readonly DurableLine[]): void {
     if (this.#onDurable === undefined) return;
     try {
-      this.#onDurable(batch.map((p) => ({ entry: p.entry, line: p.line })));
+      this.#onDurable(lines);
     } catch {
       // An observer (forwarding, quotas) must never break the ledger.
     }
   }
 
-  /** Waits for pending appends, then closes the file. Idempotent. */
+  /**
+   * Waits for pending appends, writes what is owed about earlier failed writes (one attempt),
+   * then closes the file. Idempotent.
+   */
   async close(): Promise<void> {
-    this.#closed = true;
+    if (!this.#closed) {
+      this.#closed = true;
+      if (this.#failure !== undefined && this.#handle !== undefined) {
+        const failure = this.#failure;
+        this.#failure = undefined;
+        await this.#enqueue(describeFailure(failure)).catch(NOOP);
+      }
+    }
     while (this.#flushing !== undefined) await this.#flushing;
+    if (this.#key !== undefined && !this.#keyStateOnDisk) this.#saveKeyState();
+    if (this.#key !== undefined) forgetKey(this.#key.key);
     const handle = this.#handle;
     this.#handle = undefined;
     await handle?.close();
   }
 }
 
-/** Reads the last complete line of the ledger (its seq and hash); cuts off a partial tail. */
-function recoverTail(path: string): { seq: number; prev: string; partial?: Buffer } {
+function describeFailure(note: FailureNote): LedgerEntryInput {
+  return {
+    kind: 'recovery',
+    note:
+      'earlier ledger writes failed; their requests were answered with errors (a token is only sent once its entry is on disk). ' +
+      'rejectedSeqs: entries that reached the file anyway; lostEntries: entries that did not; unrepliedRecords: SV records saved for requests whose token was never sent',
+    failures: note.failures,
+    error: note.lastError,
+    rejectedSeqs: note.rejectedSeqs,
+    lostEntries: note.lostEntries,
+    unrepliedRecords: note.unrepliedRecords,
+  };
+}
+
+function describeOpenRecovery(notes: Record<string, unknown>): string {
+  const parts: string[] = [];
+  if (notes.discarded !== undefined) parts.push('a partial entry left by an interrupted write was removed from the end of the ledger');
+  if (notes.missingEntries !== undefined) {
+    parts.push('the key state had reached a later entry than the ledger holds: entries were removed from the end of the ledger');
+  }
+  if (notes.removedTemporaryFiles !== undefined) parts.push('temporary files of interrupted record writes were removed');
+  if (notes.unrepliedRecords !== undefined) {
+    parts.push('records were saved for requests whose reply entry never reached the ledger (the daemon stopped first): their tokens were never sent');
+  }
+  return parts.join('; ');
+}
+
+/** Reads the initial key to install; undefined when the file is gone but the store already has a key (moved before). */
+function readInstallKey(file: string, stateExists: boolean): Buffer | undefined {
+  try {
+    return readLedgerKeyFile(file);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+      if (stateExists) return undefined;
+      throw new Error(`cannot read the ledger key ${file}: no such file; make one with \`stopctl keygen --out ${file}\``);
+    }
+    throw error;
+  }
+}
+
+function unlinkIfPresent(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+}
+
+/** A temporary file of `writeRecord`: `.<token>.tmp-<random>`. */
+export const TEMPORARY_RECORD_NAME = /^\.[0-9a-f]{40}(?:[0-9a-f]{24})?\.tmp-[0-9a-f]+$/;
+/** A record file: `<token>.json`. */
+export const RECORD_NAME = /^([0-9a-f]{40}(?:[0-9a-f]{24})?)\.json$/;
+
+/**
+ * After a crash: removes temporary record files (the store is locked by us, so no write is in
+ * progress), and finds record files that no ledger entry names. Only records written within
+ * {@link ORPHAN_WINDOW_MS} of the last entry are candidates, and only that end of the ledger is
+ * read, so a start costs little however long the ledger is.
+ */
+function findOrphanRecords(
+  recordsDir: string,
+  ledgerPath: string,
+  lastTime: number | undefined,
+): { removedTemporaryFiles: string[]; unrepliedRecords: string[] } {
+  let names: string[];
+  try {
+    names = readdirSync(recordsDir);
+  } catch {
+    return { removedTemporaryFiles: [], unrepliedRecords: [] };
+  }
+  const removedTemporaryFiles: string[] = [];
+  const candidates = new Set<string>();
+  const since = lastTime === undefined ? -Infinity : lastTime - ORPHAN_WINDOW_MS;
+  for (const name of names) {
+    if (TEMPORARY_RECORD_NAME.test(name)) {
+      try {
+        unlinkSync(join(recordsDir, name));
+        removedTemporaryFiles.push(name);
+      } catch {
+        // Verify will report it.
+      }
+      continue;
+    }
+    const token = RECORD_NAME.exec(name)?.[1];
+    if (token === undefined) continue;
+    try {
+      if (statSync(join(recordsDir, name)).mtimeMs >= since) candidates.add(token);
+    } catch {
+      // Gone or unreadable: verify reports it.
+    }
+  }
+  if (candidates.size > 0) {
+    const stopBefore = lastTime === undefined ? -Infinity : lastTime - 2 * ORPHAN_WINDOW_MS;
+    scanLinesBackward(ledgerPath, (line) => {
+      // Tokens are random 160- or 256-bit strings: any occurrence in a line is a reference to it.
+      for (const token of candidates) if (line.includes(token)) candidates.delete(token);
+      if (candidates.size === 0) return false;
+      const time = Date.parse(/"time":"([^"]+)"/.exec(line)?.[1] ?? '');
+      return !(Number.isFinite(time) && time < stopBefore);
+    });
+  }
+  return { removedTemporaryFiles: removedTemporaryFiles.slice(0, MAX_LISTED), unrepliedRecords: [...candidates].slice(0, MAX_LISTED) };
+}
+
+/** Calls `visit` with each complete line from the end of the file to its start, until it returns false. */
+function scanLinesBackward(path: string, visit: (line: string) => boolean): void {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch {
+    return;
+  }
+  try {
+    let position = fstatSync(fd).size;
+    let carry = Buffer.alloc(0);
+    const chunk = 64 * 1024;
+    while (position > 0) {
+      const start = Math.max(0, position - chunk);
+      const buf = Buffer.alloc(position - start);
+      readSync(fd, buf, 0, buf.length, start);
+      position = start;
+      let data = Buffer.concat([buf, carry]);
+      let newline = data.lastIndexOf(0x0a, data.length - 2);
+      while (newline >= 0) {
+        const line = data.subarray(newline + 1).toString('utf8').replace(/\n$/, '');
+        if (line !== '' && !visit(line)) return;
+        data = data.subarray(0, newline + 1);
+        newline = data.lastIndexOf(0x0a, data.length - 2);
+      }
+      carry = Buffer.from(data);
+    }
+    const first = carry.toString('utf8').replace(/\n$/, '');
+    if (first !== '') visit(first);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Reads the last complete line of the ledger (its seq, hash and time); cuts off a partial tail. */
+function recoverTail(path: string): { seq: number; prev: string; time?: number; partial?: Buffer } {
   let fd: number;
   try {
     fd = openSync(path, 'r+');
@@ -201,8 +591,18 @@ function recoverTail(path: string): { seq: number; prev: string; partial?: Buffe
         continue;
       }
       const line = buf.subarray(before + 1, end - 1).toString('utf8');
-      const seq = (JSON.parse(line) as { seq?: unknown }).seq;
-      const result = { seq: typeof seq === 'number' ? seq : 0, prev: hashLine(line) };
+      let parsed: { seq?: unknown; time?: unknown } = {};
+      try {
+        parsed = JSON.parse(line) as { seq?: unknown; time?: unknown };
+      } catch {
+        // An unparsable last line (altered by hand): chain onto it anyway; verify reports it.
+      }
+      const time = typeof parsed.time === 'string' ? Date.parse(parsed.time) : Number.NaN;
+      const result = {
+        seq: typeof parsed.seq === 'number' ? parsed.seq : 0,
+        prev: hashLine(line),
+        ...(Number.isFinite(time) ? { time } : {}),
+      };
       return partial === undefined ? result : { ...result, partial };
     }
   } finally {

@@ -4,8 +4,8 @@ import { StoreOpenError } from '../errors.js';
 import { Ledger } from './ledger.js';
 
 /** Paths inside a store directory (DESIGN "Evidence"). */
-export function storePaths(dir: string): { dir: string; ledger: string; records: string; lock: string } {
-  return { dir, ledger: join(dir, 'ledger'), records: join(dir, 'records'), lock: join(dir, 'lock') };
+export function storePaths(dir: string): { dir: string; ledger: string; records: string; lock: string; ledgerKey: string } {
+  return { dir, ledger: join(dir, 'ledger'), records: join(dir, 'records'), lock: join(dir, 'lock'), ledgerKey: join(dir, 'ledger.key') };
 }
 
 /** An open evidence store, owned by one daemon at a time. */
@@ -19,9 +19,10 @@ export interface EvidenceStore {
 /**
  * Opens the store directory (default `/var/lib/stopd`), creating it with mode 0700, and takes
  * its lock so that two daemons never interleave one ledger. A lock left by a process that no
- * longer exists is taken over.
+ * longer exists is taken over. `options.ledgerKeyFile` installs a forward-secure ledger key
+ * (`stopd --ledger-key`, see forward-mac.ts); the ledger also recovers orphaned records.
  */
-export async function openStore(dir: string): Promise<EvidenceStore> {
+export async function openStore(dir: string, options: { readonly ledgerKeyFile?: string } = {}): Promise<EvidenceStore> {
   const paths = storePaths(dir);
   try {
     mkdirSync(paths.records, { recursive: true, mode: 0o700 });
@@ -37,7 +38,11 @@ export async function openStore(dir: string): Promise<EvidenceStore> {
   takeLock(paths.lock);
   let ledger: Ledger;
   try {
-    ledger = await Ledger.open(paths.ledger);
+    ledger = await Ledger.open(paths.ledger, {
+      keyStatePath: paths.ledgerKey,
+      recordsDir: paths.records,
+      ...(options.ledgerKeyFile === undefined ? {} : { installKeyFile: options.ledgerKeyFile }),
+    });
   } catch (error) {
     releaseLock(paths.lock);
     throw new StoreOpenError(`Cannot open the ledger in ${dir}: ${(error as Error).message}`, { cause: error });

@@ -1,0 +1,638 @@
+/**
+ * `stopctl verify`: checks a whole evidence store (DESIGN "Evidence"; paper 6.5) and says
+ * precisely what is wrong: every record against its token, the ledger's hash chain and
+ * sequence numbers, the forward-secure MACs (with the initial key), and the two against each
+ * other (records the ledger names, records nobody names).
+ *
+ * A crash is not tampering, but it leaves traces until the daemon starts again and recovers
+ * (ledger.ts `Ledger.open`): a partial last line, temporary record files, and records whose
+ * reply entry never reached the ledger. Verify reports those as findings of their own kinds
+ * (`partial-line`, `temporary-file`, `record-unreferenced`) whose detail says so; after the
+ * daemon's restart they are accounted for in a `recovery` entry and the store verifies clean.
+ */
+import { createHash } from 'node:crypto';
+import { lstatSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { open, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { StoreOpenError } from '../errors.js';
+import { checkEntryMac, evolveKey, evolveKeyBy, forgetKey, ledgerKeyId, readKeyState, splitEntryMac, type LedgerKeyState } from './forward-mac.js';
+import { GENESIS_HASH, RECORD_NAME, TEMPORARY_RECORD_NAME } from './ledger.js';
+import { parseRecord, tokenHashOf } from './record.js';
+import { storePaths } from './store.js';
+import { hashToken } from './tokens.js';
+
+/** What kind of problem a finding is. */
+export type FindingKind =
+  /** A record's bytes do not hash to its name (changed, or another record's bytes under this name). */
+  | 'record-altered'
+  /** A record file cannot be read, or matches its token but is not a record. */
+  | 'record-unreadable'
+  /** The ledger names a record that is not in `records/`. */
+  | 'record-missing'
+  /** A record file that no ledger entry names. */
+  | 'record-unreferenced'
+  /** A temporary file of an interrupted record write. */
+  | 'temporary-file'
+  /** Anything else in `records/`: wrong names, directories, links. */
+  | 'unexpected-file'
+  /** An entry whose bytes changed: its successor's `prev` or its MAC does not match. */
+  | 'entry-altered'
+  /** Sequence numbers missing: entries deleted. */
+  | 'entry-missing'
+  /** Two lines with the same sequence number. */
+  | 'entry-duplicate'
+  /** Lines whose sequence numbers go backwards: entries moved. */
+  | 'entry-reordered'
+  /** A line that is not a JSON ledger entry. */
+  | 'entry-not-json'
+  /** An entry after the key was installed that carries no MAC. */
+  | 'entry-mac-missing'
+  /** The last line has no line end: an interrupted write or a cut. */
+  | 'partial-line'
+  /** The key state says more entries were written than the ledger holds. */
+  | 'ledger-truncated'
+  /** The ledger file is gone although records exist. */
+  | 'ledger-missing'
+  /** The key given is not the one installed, or no key-installed entry exists. */
+  | 'key-mismatch'
+  /** The key state (`ledger.key`) is missing, unreadable, or not derived from the initial key. */
+  | 'key-state';
+
+/** One problem: what, where (a file or ledger position), and why it is a problem. */
+export interface VerifyFinding {
+  readonly kind: FindingKind;
+  readonly where: string;
+  readonly detail: string;
+}
+
+/** The result of {@link verifyStore}. */
+export interface VerifyReport {
+  readonly clean: boolean;
+  readonly ledger: {
+    /** Lines that are ledger entries. */
+    readonly entries: number;
+    readonly lines: number;
+    readonly firstSeq: number | null;
+    readonly lastSeq: number | null;
+    /** The key id of the key-installed entry, or null when the ledger has no MACs. */
+    readonly keyId: string | null;
+    /** Entries whose MAC was checked with the initial key (0 without `--key`). */
+    readonly macsChecked: number;
+    /** The key state's seq (entries known written), or null without a key state. */
+    readonly keyStateSeq: number | null;
+  };
+  readonly records: {
+    /** Record files (`<token>.json`) in `records/`. */
+    readonly count: number;
+    /** Tokens the ledger names as records. */
+    readonly referenced: number;
+    /** Records named by recovery entries: saved, but their token was never sent. */
+    readonly unreplied: number;
+  };
+  readonly findings: readonly VerifyFinding[];
+}
+
+/** Options of {@link verifyStore}. */
+export interface VerifyOptions {
+  /** The initial key A_0 (`stopctl verify --key`): every MAC is recomputed from it. */
+  readonly key?: Buffer;
+}
+
+interface ParsedLine {
+  readonly line: number;
+  readonly seq: number;
+  readonly hash: string;
+}
+
+/** How long a temporary record file of a running daemon may be a write in progress. */
+const IN_PROGRESS_MS = 60_000;
+
+/**
+ * Verifies the store in `storeDir`. Resolves a report (tampering is a finding, not an error);
+ * rejects with a {@link StoreOpenError} when the store cannot be read at all.
+ */
+export async function verifyStore(storeDir: string, options: VerifyOptions = {}): Promise<VerifyReport> {
+  const paths = storePaths(storeDir);
+  const findings: VerifyFinding[] = [];
+  // Records are listed before the ledger is read: a running daemon writes a record before its
+  // entry, so every record listed has had its chance to be named by the time we read.
+  const listing = listRecords(paths.records);
+  let ledgerExists = true;
+  try {
+    statSync(paths.ledger);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
+      throw new StoreOpenError(`Cannot read the ledger ${paths.ledger}: ${(error as Error).message}`, { cause: error });
+    }
+    ledgerExists = false;
+  }
+  if (!ledgerExists) {
+    if (listing === undefined) {
+      throw new StoreOpenError(`Cannot verify ${storeDir}: it holds no ledger and no records; give the daemon's store with --store`);
+    }
+    findings.push({ kind: 'ledger-missing', where: 'ledger', detail: 'the ledger file is missing, but records/ exists: the ledger was deleted' });
+  }
+  const scan = ledgerExists ? await scanLedger(paths.ledger, options.key, findings) : emptyScan();
+  const keyStateSeq = checkKeyState(paths.ledgerKey, scan, options.key, findings);
+  const live = isDaemonRunning(paths.lock);
+  if (live && listing !== undefined) {
+    // Records written while we read: their entries may have landed after our read.
+    await scanLedgerGrowth(paths.ledger, scan.bytes, scan.referenced);
+  }
+  const recordSummary = checkRecords(paths.records, listing, scan, { live }, findings);
+  return {
+    clean: findings.length === 0,
+    ledger: {
+      entries: scan.entries,
+      lines: scan.lines,
+      firstSeq: scan.seqs[0]?.seq ?? null,
+      lastSeq: scan.seqs.length === 0 ? null : scan.maxSeq,
+      keyId: scan.keyId ?? null,
+      macsChecked: scan.macsChecked,
+      keyStateSeq,
+    },
+    records: recordSummary,
+    findings: orderFindings(findings),
+  };
+}
+
+interface LedgerScan {
+  entries: number;
+  lines: number;
+  bytes: number;
+  /** Parsed lines in file order. */
+  seqs: ParsedLine[];
+  maxSeq: number;
+  /** Record tokens named by reply entries, with where. */
+  referenced: Map<string, string>;
+  /** Record tokens named by recovery entries (saved, token never sent). */
+  unreplied: Set<string>;
+  keyId: string | undefined;
+  installSeq: number | undefined;
+  macsChecked: number;
+  /** Seq -> line hash, for the key state's head (only the lines the key state may name are looked up). */
+  hashOfSeq: Map<number, { line: number; hash: string }>;
+}
+
+function emptyScan(): LedgerScan {
+  return {
+    entries: 0,
+    lines: 0,
+    bytes: 0,
+    seqs: [],
+    maxSeq: 0,
+    referenced: new Map(),
+    unreplied: new Set(),
+    keyId: undefined,
+    installSeq: undefined,
+    macsChecked: 0,
+    hashOfSeq: new Map(),
+  };
+}
+
+/** Reads the ledger once: chain, sequence numbers, MACs, references to records. */
+async function scanLedger(path: string, initialKey: Buffer | undefined, findings: VerifyFinding[]): Promise<LedgerScan> {
+  const scan = emptyScan();
+  const altered = new Map<number, { line: number; reasons: string[] }>();
+  const noteAltered = (seq: number, line: number, reason: string): void => {
+    const known = altered.get(seq);
+    if (known === undefined) altered.set(seq, { line, reasons: [reason] });
+    else known.reasons.push(reason);
+  };
+  let previous: { line: number; hash: string; seq: number | undefined } | undefined;
+  // The MAC epoch: from the key-installed entry on, every entry must carry a MAC.
+  let epoch: { installSeq: number; keyId: string; checkable: boolean } | undefined;
+  // The key of MAC position `index` (seq - installSeq), evolved forward from A_0 as verify reads.
+  const keyCursor: { index: number; key: Buffer | undefined } = {
+    index: 0,
+    key: initialKey === undefined ? undefined : Buffer.from(initialKey),
+  };
+  const keyFor = (index: number): Buffer | undefined => {
+    if (initialKey === undefined || keyCursor.key === undefined) return undefined;
+    let key: Buffer = keyCursor.key;
+    if (index < keyCursor.index) {
+      // Reordered entries: start again from the initial key.
+      forgetKey(key);
+      key = Buffer.from(initialKey);
+      keyCursor.index = 0;
+    }
+    while (keyCursor.index < index) {
+      const next = evolveKey(key);
+      forgetKey(key);
+      key = next;
+      keyCursor.index += 1;
+    }
+    keyCursor.key = key;
+    return key;
+  };
+  let macWithoutInstall: number | undefined;
+  const wantedKeyId = initialKey === undefined ? undefined : ledgerKeyId(initialKey);
+
+  for await (const { bytes, complete, lineNumber, end } of readLines(path)) {
+    scan.lines = lineNumber;
+    scan.bytes = end;
+    const where = `ledger line ${lineNumber}`;
+    if (!complete) {
+      findings.push({
+        kind: 'partial-line',
+        where,
+        detail:
+          `the last ${bytes.length} bytes have no line end: a write was interrupted (the daemon stopped; starting it cuts them off and keeps them in a recovery entry), or the ledger was cut in the middle of an entry`,
+      });
+      break;
+    }
+    const text = bytes.toString('utf8');
+    const hash = createHash('sha256').update(bytes).digest('hex');
+    const entry = parseEntry(text);
+    if (entry === undefined) {
+      findings.push({ kind: 'entry-not-json', where, detail: `the line is not a ledger entry (a JSON object with seq, time and prev): ${JSON.stringify(text.slice(0, 80))}` });
+      previous = { line: lineNumber, hash, seq: undefined };
+      continue;
+    }
+    const { seq } = entry;
+    scan.entries += 1;
+    scan.seqs.push({ line: lineNumber, seq, hash });
+    scan.maxSeq = Math.max(scan.maxSeq, seq);
+    scan.hashOfSeq.set(seq, { line: lineNumber, hash });
+    // Chain: this entry's prev must be the hash of the line before it.
+    const expectedPrev = previous?.hash ?? GENESIS_HASH;
+    if (entry.prev !== expectedPrev) {
+      if (previous === undefined && seq === 1) {
+        noteAltered(seq, lineNumber, 'its prev is not the genesis hash of a first entry');
+      } else if (previous?.seq !== undefined && previous.seq === seq - 1) {
+        noteAltered(previous.seq, previous.line, `its bytes no longer hash to the prev recorded by the next entry (seq ${seq}, line ${lineNumber})`);
+      }
+      // Otherwise the line before is not this entry's predecessor: the missing, reordered,
+      // duplicate or not-JSON finding about it explains the break.
+    }
+    // Forward-secure MAC.
+    if (entry.kind === 'key-installed' && typeof entry.keyId === 'string') {
+      epoch = { installSeq: seq, keyId: entry.keyId, checkable: wantedKeyId !== undefined && entry.keyId === wantedKeyId };
+      scan.keyId = entry.keyId;
+      scan.installSeq = seq;
+      if (wantedKeyId !== undefined && !epoch.checkable) {
+        findings.push({
+          kind: 'key-mismatch',
+          where: `${where} (seq ${seq})`,
+          detail: `this entry installs key id ${entry.keyId}, but the key given has id ${wantedKeyId}: it is not the initial key of this ledger (or the entry was forged), so the MACs from here on cannot be checked`,
+        });
+      }
+    }
+    const split = splitEntryMac(text);
+    if (epoch !== undefined && seq >= epoch.installSeq) {
+      if (split === undefined) {
+        findings.push({
+          kind: 'entry-mac-missing',
+          where: `${where} (seq ${seq})`,
+          detail: `the key was installed at seq ${epoch.installSeq}, but this entry has no MAC: it was written or rewritten without the key`,
+        });
+      } else if (epoch.checkable) {
+        const key = keyFor(seq - epoch.installSeq);
+        scan.macsChecked += 1;
+        if (key !== undefined && !checkEntryMac(key, split.lineWithoutMac, split.mac)) {
+          noteAltered(seq, lineNumber, 'its MAC does not verify with the key derived from the initial key: it was altered, or forged with a later key');
+        }
+      }
+    } else if (split !== undefined && epoch === undefined && macWithoutInstall === undefined) {
+      macWithoutInstall = lineNumber;
+    }
+    // References between the ledger and records/.
+    if (entry.kind === 'reply' && typeof entry.record === 'string') scan.referenced.set(entry.record, `seq ${seq}, line ${lineNumber}`);
+    if (entry.kind === 'recovery' && Array.isArray(entry.unrepliedRecords)) {
+      for (const token of entry.unrepliedRecords) if (typeof token === 'string') scan.unreplied.add(token);
+    }
+    previous = { line: lineNumber, hash, seq };
+  }
+  if (keyCursor.key !== undefined) forgetKey(keyCursor.key);
+  if (macWithoutInstall !== undefined) {
+    findings.push({
+      kind: 'key-mismatch',
+      where: `ledger line ${macWithoutInstall}`,
+      detail: 'entries carry MACs but no key-installed entry comes before them: the key-installed entry was removed or altered',
+    });
+  } else if (initialKey !== undefined && epoch === undefined && scan.entries > 0) {
+    findings.push({
+      kind: 'key-mismatch',
+      where: 'ledger',
+      detail: 'a key was given, but the ledger has no key-installed entry: it was never keyed, or that entry was removed',
+    });
+  }
+  checkSequence(scan.seqs, findings);
+  for (const [seq, { line, reasons }] of altered) {
+    findings.push({ kind: 'entry-altered', where: `ledger line ${line} (seq ${seq})`, detail: reasons.join('; ') });
+  }
+  return scan;
+}
+
+/** Missing, duplicate and reordered sequence numbers. */
+function checkSequence(seqs: readonly ParsedLine[], findings: VerifyFinding[]): void {
+  // Reordered: every place where the numbers go backwards (a moved line shows as one descent).
+  for (let index = 1; index < seqs.length; index += 1) {
+    const before = seqs[index - 1];
+    const here = seqs[index];
+    if (before === undefined || here === undefined || here.seq > before.seq) continue;
+    if (here.seq === before.seq) continue; // a duplicate, reported below
+    findings.push({
+      kind: 'entry-reordered',
+      where: `ledger lines ${before.line}-${here.line}`,
+      detail: `seq ${before.seq} comes before seq ${here.seq}: entries were moved`,
+    });
+  }
+  const byNumber = [...seqs].sort((a, b) => a.seq - b.seq || a.line - b.line);
+  let expected = 1;
+  let previous: ParsedLine | undefined;
+  for (const item of byNumber) {
+    if (previous !== undefined && item.seq === previous.seq) {
+      findings.push({
+        kind: 'entry-duplicate',
+        where: `ledger lines ${previous.line} and ${item.line}`,
+        detail: `both lines have seq ${item.seq}: one was copied or forged`,
+      });
+      continue;
+    }
+    if (item.seq > expected) {
+      const range = item.seq - 1 === expected ? `seq ${expected} is` : `seqs ${expected}-${item.seq - 1} are`;
+      const after = previous === undefined ? 'the start of the ledger' : `seq ${previous.seq} (line ${previous.line})`;
+      findings.push({
+        kind: 'entry-missing',
+        where: `ledger seq ${expected === item.seq - 1 ? expected : `${expected}-${item.seq - 1}`}`,
+        detail: `${range} missing between ${after} and seq ${item.seq} (line ${item.line}): entries were deleted`,
+      });
+    }
+    expected = item.seq + 1;
+    previous = item;
+  }
+}
+
+/** Checks `ledger.key` against the ledger (and the initial key). Returns the state's seq. */
+function checkKeyState(path: string, scan: LedgerScan, initialKey: Buffer | undefined, findings: VerifyFinding[]): number | null {
+  let state: LedgerKeyState | undefined;
+  try {
+    state = readKeyState(path);
+  } catch (error) {
+    findings.push({ kind: 'key-state', where: 'ledger.key', detail: `the key state cannot be read: ${(error as Error).message}` });
+    return null;
+  }
+  if (state === undefined) {
+    if (scan.keyId !== undefined) {
+      findings.push({
+        kind: 'key-state',
+        where: 'ledger.key',
+        detail: `the ledger was keyed (key id ${scan.keyId}) but the key state is gone: it was deleted, so the daemon stopped authenticating entries`,
+      });
+    }
+    return null;
+  }
+  try {
+    if (scan.installSeq === undefined) {
+      findings.push({
+        kind: 'key-mismatch',
+        where: 'ledger',
+        detail: `a key state exists (key id ${state.keyId}, installed at seq ${state.installSeq}) but the ledger has no key-installed entry: it was removed`,
+      });
+    }
+    const lastSeq = scan.maxSeq;
+    if (state.seq > lastSeq) {
+      findings.push({
+        kind: 'ledger-truncated',
+        where: `ledger seq ${lastSeq + 1}-${state.seq}`,
+        detail: `the key state shows entries up to seq ${state.seq} were written, but the ledger ends at seq ${lastSeq}: entries were removed from its end`,
+      });
+    } else {
+      const head = scan.hashOfSeq.get(state.seq);
+      if (head !== undefined && head.hash !== state.head) {
+        findings.push({
+          kind: 'entry-altered',
+          where: `ledger line ${head.line} (seq ${state.seq})`,
+          detail: 'its bytes do not hash to the head recorded in the key state: the entry was altered',
+        });
+      }
+      // state.seq < lastSeq: the daemon stopped between a ledger write and the key write (the
+      // documented crash window); it evolves the key forward when it starts. Not a finding.
+    }
+    if (initialKey !== undefined && state.keyId === ledgerKeyId(initialKey)) {
+      const expected = evolveKeyBy(initialKey, state.seq + 1 - state.installSeq);
+      const matches = expected.equals(state.key);
+      forgetKey(expected);
+      if (!matches) {
+        findings.push({
+          kind: 'key-state',
+          where: 'ledger.key',
+          detail: `the key on the host is not the one the initial key evolves to for seq ${state.seq + 1}: the key state was replaced or rolled back`,
+        });
+      }
+    }
+    return state.seq;
+  } finally {
+    forgetKey(state.key);
+  }
+}
+
+interface Listing {
+  readonly names: string[];
+}
+
+function listRecords(dir: string): Listing | undefined {
+  try {
+    return { names: readdirSync(dir) };
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new StoreOpenError(`Cannot list the records in ${dir}: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+function checkRecords(
+  dir: string,
+  listing: Listing | undefined,
+  scan: LedgerScan,
+  context: { live: boolean },
+  findings: VerifyFinding[],
+): VerifyReport['records'] {
+  const present = new Map<string, Buffer | undefined>();
+  const now = Date.now();
+  for (const name of listing?.names ?? []) {
+    const path = join(dir, name);
+    const where = `records/${name}`;
+    let stats;
+    try {
+      stats = lstatSync(path);
+    } catch {
+      continue; // removed since listing (a running daemon's temporary file)
+    }
+    if (TEMPORARY_RECORD_NAME.test(name)) {
+      if (context.live && now - stats.mtimeMs < IN_PROGRESS_MS) continue; // a write in progress
+      findings.push({
+        kind: 'temporary-file',
+        where,
+        detail: 'a temporary file of an interrupted record write (the daemon stopped mid-write; it removes these when it starts)',
+      });
+      continue;
+    }
+    const token = RECORD_NAME.exec(name)?.[1];
+    if (token === undefined || !stats.isFile()) {
+      findings.push({
+        kind: 'unexpected-file',
+        where,
+        detail: token === undefined ? 'not a record name (<token>.json with 40 or 64 lowercase hex digits)' : 'not a regular file',
+      });
+      continue;
+    }
+    try {
+      present.set(token, readFileSync(path));
+    } catch (error) {
+      present.set(token, undefined);
+      findings.push({ kind: 'record-unreadable', where, detail: `cannot read it: ${(error as Error).message}` });
+    }
+  }
+  // Hashes of every record's bytes, to recognise a record copied under another record's name.
+  const ownerOfHash = new Map<string, string>();
+  const actual = new Map<string, string>();
+  for (const [token, bytes] of present) {
+    if (bytes === undefined) continue;
+    const hash = hashToken(bytes, tokenHashOf(token) ?? 'sha256');
+    actual.set(token, hash);
+    if (hash === token) ownerOfHash.set(hash, token);
+  }
+  for (const [token, bytes] of present) {
+    if (bytes === undefined) continue;
+    const where = `records/${token}.json`;
+    const hash = actual.get(token) ?? '';
+    if (hash !== token) {
+      const known = ownerOfHash.get(hash) ?? (scan.referenced.has(hash) || scan.unreplied.has(hash) ? hash : undefined);
+      let wellFormed = true;
+      try {
+        parseRecord(bytes);
+      } catch {
+        wellFormed = false;
+      }
+      const what =
+        known !== undefined
+          ? `they are the bytes of record ${known}${ownerOfHash.has(hash) ? '' : ' (named by the ledger)'}: another valid record was put under this name`
+          : wellFormed
+            ? 'they form a well-formed record, but not the one saved under this token: the record was replaced or edited'
+            : 'they are not a well-formed record: the file was changed';
+      findings.push({ kind: 'record-altered', where, detail: `its bytes hash to ${hash}, not to its token; ${what}` });
+      continue;
+    }
+    try {
+      parseRecord(bytes);
+    } catch (error) {
+      findings.push({ kind: 'record-unreadable', where, detail: `its bytes match its token but are not a record: ${(error as Error).message}` });
+    }
+  }
+  for (const [token, at] of scan.referenced) {
+    if (present.has(token)) continue;
+    findings.push({ kind: 'record-missing', where: `records/${token}.json`, detail: `the ledger names this record (${at}), but the file is missing: it was deleted` });
+  }
+  for (const token of present.keys()) {
+    if (scan.referenced.has(token) || scan.unreplied.has(token)) continue;
+    findings.push({
+      kind: 'record-unreferenced',
+      where: `records/${token}.json`,
+      detail:
+        'no ledger entry names this record: it was planted, or its entry was removed, or the daemon stopped between saving it and writing its entry (starting the daemon accounts for such records in a recovery entry)',
+    });
+  }
+  return { count: present.size, referenced: scan.referenced.size, unreplied: scan.unreplied.size };
+}
+
+/** Adds record references from lines appended after `offset` (a running daemon's latest entries). */
+async function scanLedgerGrowth(path: string, offset: number, referenced: Map<string, string>): Promise<void> {
+  let text: string;
+  try {
+    text = (await readFile(path)).subarray(offset).toString('utf8');
+  } catch {
+    return;
+  }
+  for (const line of text.split('\n')) {
+    const entry = parseEntry(line);
+    if (entry?.kind === 'reply' && typeof entry.record === 'string') referenced.set(entry.record, `seq ${entry.seq}, written during verification`);
+  }
+}
+
+interface ParsedEntry {
+  readonly seq: number;
+  readonly prev: string;
+  readonly kind: unknown;
+  readonly [field: string]: unknown;
+}
+
+function parseEntry(text: string): ParsedEntry | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
+  const entry = value as Record<string, unknown>;
+  if (!Number.isSafeInteger(entry.seq) || (entry.seq as number) < 1 || typeof entry.prev !== 'string') return undefined;
+  return entry as ParsedEntry;
+}
+
+/** Lines of a file as bytes, each with whether it ended in a newline, and the offset after it. */
+async function* readLines(path: string): AsyncGenerator<{ bytes: Buffer; complete: boolean; lineNumber: number; end: number }> {
+  let handle;
+  try {
+    handle = await open(path, 'r');
+  } catch (error) {
+    throw new StoreOpenError(`Cannot read the ledger ${path}: ${(error as Error).message}`, { cause: error });
+  }
+  try {
+    const chunk = Buffer.alloc(1024 * 1024);
+    let carry = Buffer.alloc(0);
+    let lineNumber = 0;
+    let offset = 0;
+    for (;;) {
+      const { bytesRead } = await handle.read(chunk, 0, chunk.length, null);
+      if (bytesRead === 0) break;
+      let data = carry.length === 0 ? chunk.subarray(0, bytesRead) : Buffer.concat([carry, chunk.subarray(0, bytesRead)]);
+      let newline = data.indexOf(0x0a);
+      while (newline >= 0) {
+        lineNumber += 1;
+        offset += newline + 1;
+        yield { bytes: Buffer.from(data.subarray(0, newline)), complete: true, lineNumber, end: offset };
+        data = data.subarray(newline + 1);
+        newline = data.indexOf(0x0a);
+      }
+      carry = Buffer.from(data);
+    }
+    if (carry.length > 0) yield { bytes: carry, complete: false, lineNumber: lineNumber + 1, end: offset };
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Whether a live process holds the store's lock (a daemon may be writing while we read). */
+function isDaemonRunning(lockPath: string): boolean {
+  let pid: number;
+  try {
+    pid = Number.parseInt(readFileSync(lockPath, 'utf8'), 10);
+  } catch {
+    return false;
+  }
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Ledger findings in file order first, then key state, then records by name. */
+function orderFindings(findings: readonly VerifyFinding[]): VerifyFinding[] {
+  const rank = (finding: VerifyFinding): [number, number, string] => {
+    const line = /^ledger lines? (\d+)/.exec(finding.where);
+    if (line !== null) return [0, Number(line[1]), ''];
+    const seq = /^ledger seq (\d+)/.exec(finding.where);
+    if (seq !== null) return [1, Number(seq[1]), ''];
+    if (finding.where.startsWith('ledger')) return [2, 0, finding.where];
+    return [3, 0, finding.where];
+  };
+  return [...findings].sort((a, b) => {
+    const [ga, na, sa] = rank(a);
+    const [gb, nb, sb] = rank(b);
+    return ga - gb || na - nb || sa.localeCompare(sb);
+  });
+}

@@ -7,10 +7,14 @@
  *   parallel runs never collide and `cleanupStale` can tell leftovers of dead runs),
  * - a PID namespace with its own `/proc` and host name: `ip netns exec NS unshare --pid --fork
  *   --mount-proc --uts --kill-child perl <reaper>`; the reaper is the host's pid 1,
- * - a veth pair `stopd<pid>v<k>` (machine side) / `eth0` (host side), the machine side enslaved to
- *   one bridge `stopd<pid>b<n>` per net. Neither the bridge nor the machine-side veths get any
- *   address (not even IPv6 link-local): the machine cannot route to the hosts and the hosts have
- *   no route anywhere but their own documentation subnet.
+ * - a veth pair from the host's `eth0` to a port of the bridge `br0`, which lives in a network
+ *   namespace of its own, the net's "switch" `stopd-<pid>-<n>_sw`, with no address at all.
+ *
+ * The bridge is NOT in the machine's (root) namespace: there, with the default arp_ignore=0 and
+ * rp_filter=0, the machine would answer ARP on the bridge for its own addresses and accept the
+ * hosts' connections, and its replies would leave by its default route (on this machine the
+ * uplink is itself 192.0.2.2/24). In a switch namespace the hosts reach each other and nothing
+ * else, and the machine's interfaces, addresses and routes stay exactly as they were.
  *
  * Commands run inside a host with `nsenter --target <pid 1> --net --pid --mount --uts`.
  *
@@ -42,7 +46,7 @@ export interface TestHostSpec {
   /** IPv4 address, optionally with a prefix length of 24 or more (default /24), in a documentation network. */
   readonly address: string;
   /**
-   * No link: the address sits alone (/32) on a dummy interface, so the host can listen on it but
+   * No link: the address sits alone (/32) on the host's loopback, so the host can listen on it but
    * reaches nobody and nobody reaches it (connects fail at once with "Network is unreachable").
    */
   readonly isolated?: boolean;
@@ -136,14 +140,15 @@ export interface TestHost {
 
 /** A set of test hosts on one bridge. */
 export interface TestNet {
-  /** The bridge's name on the machine. */
-  readonly bridge: string;
+  /** The namespace holding the bridge `br0` and one port per linked host. */
+  readonly switchNetns: string;
   readonly hosts: readonly TestHost[];
   /** The host called `name`; throws for an unknown name. */
   host(name: string): TestHost;
   /**
    * Stops every process of every host (SIGTERM, then SIGKILL after `graceMs`, default 3 s),
-   * deletes the namespaces, veths and bridge, and the stores made by `startStopd`. Idempotent;
+   * deletes the namespaces (and so the veths and the bridge), and the stores made by
+   * `startStopd`. Idempotent;
    * never throws for resources already gone.
    */
   destroy(options?: { graceMs?: number }): Promise<void>;
@@ -190,20 +195,11 @@ export function checkTestAddress(text: string): { address: string; prefix: numbe
   return { address, prefix };
 }
 
+/** Host names; no '_', so no host namespace is ever called like a switch (`..._sw`). */
 const HOST_NAME = /^[a-z0-9](?:[a-z0-9-]{0,18}[a-z0-9])?$/;
-
-/** Machine-side link names must fit IFNAMSIZ (15 characters): `stopd<pid><b|v><base36 counter>`. */
-const LINK_NAME = /^stopd(\d+)[bv][0-9a-z]+$/;
 const NETNS_NAME = /^stopd-(\d+)-/;
 
 let netCounter = 0;
-let vethCounter = 0;
-
-function linkName(kind: 'b' | 'v', counter: number): string {
-  const name = `stopd${process.pid}${kind}${counter.toString(36)}`;
-  if (name.length > 15) throw new Error(`Cannot name link ${name}: longer than 15 characters (too many links in one process)`);
-  return name;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Processes
@@ -297,8 +293,8 @@ async function quiet(cmd: string, args: readonly string[]): Promise<void> {
 // Cleanup on exit and on signals
 
 interface LiveNet {
+  /** Host namespaces, then the switch. */
   readonly netnses: string[];
-  readonly links: string[];
   readonly wrappers: number[];
   readonly inits: number[];
   readonly stores: string[];
@@ -314,7 +310,6 @@ function destroySync(net: LiveNet): void {
   for (const pid of net.wrappers) signal(pid, 'SIGKILL');
   for (const netns of net.netnses) for (const pid of pidsOfNetns(netns)) signal(pid, 'SIGKILL');
   for (const netns of net.netnses) quietSync('ip', ['netns', 'del', netns]);
-  for (const link of net.links) quietSync('ip', ['link', 'del', link]);
   for (const store of net.stores) rmSync(store, { recursive: true, force: true });
   liveNets.delete(net);
 }
@@ -342,11 +337,11 @@ function track(net: LiveNet): void {
 }
 
 /**
- * Deletes `stopd-*` namespaces and `stopd*` links left by earlier runs whose process (the pid in
- * the name) no longer exists, killing what still runs in those namespaces. Never touches the
- * resources of live processes. Resolves with what it deleted.
+ * Deletes `stopd-*` namespaces (hosts and switches, and with them their veths and bridges) left
+ * by earlier runs whose process (the pid in the name) no longer exists, killing what still runs
+ * in them. Never touches the namespaces of live processes. Resolves with what it deleted.
  */
-export async function cleanupStale(): Promise<{ netnses: string[]; links: string[] }> {
+export async function cleanupStale(): Promise<{ netnses: string[] }> {
   const dead = (pidText: string | undefined): boolean => {
     const pid = Number(pidText);
     if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid) return false;
@@ -366,15 +361,7 @@ export async function cleanupStale(): Promise<{ netnses: string[]; links: string
     for (const pid of pidsOfNetns(netns)) signal(pid, 'SIGKILL');
     await quiet('ip', ['netns', 'del', netns]);
   }
-  const { stdout: linkList } = await run('ip', ['-o', 'link', 'show']);
-  const links = linkList
-    .split('\n')
-    .map((line) => (line.split(': ')[1] ?? '').split('@')[0] ?? '')
-    .filter((name) => dead(LINK_NAME.exec(name)?.[1]));
-  // Bridges last: deleting a veth first spares the bridge a port change per host.
-  links.sort((a, b) => Number(/\d+b/.test(a)) - Number(/\d+b/.test(b)));
-  for (const link of links) await quiet('ip', ['link', 'del', link]);
-  return { netnses, links };
+  return { netnses };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -601,8 +588,9 @@ export async function createTestNet(spec: TestNetSpec): Promise<TestNet> {
   if (planned.length === 0) throw new Error('Cannot create a test net without hosts');
 
   netCounter += 1;
-  const bridge = linkName('b', netCounter);
-  const live: LiveNet = { netnses: [], links: [], wrappers: [], inits: [], stores: [] };
+  const prefix = `stopd-${process.pid}-${netCounter}`;
+  const switchNetns = `${prefix}_sw`;
+  const live: LiveNet = { netnses: [], wrappers: [], inits: [], stores: [] };
   const spawned = new Set<ChildProcess>();
   const wrappers: ChildProcess[] = [];
   track(live);
@@ -610,56 +598,62 @@ export async function createTestNet(spec: TestNetSpec): Promise<TestNet> {
   const destroy = async (options: { graceMs?: number } = {}): Promise<void> => {
     if (!liveNets.has(live)) return;
     const graceMs = options.graceMs ?? 3000;
-    // Everything but the inits, which ignore SIGTERM and whose death would SIGKILL the rest.
+    // Our own children (the inits' wrappers and every nsenter) are left alone at first: each
+    // exits by itself once what it waits for (pid 1, or its command) is gone. Killing them
+    // early would orphan that to the machine's init. The inits ignore SIGTERM, and their
+    // SIGKILL takes the whole host down, so they come last.
+    const ours = [...wrappers, ...spawned];
+    const ourPids = new Set(ours.map((child) => child.pid));
     const inits = new Set(live.inits);
     const victims = new Set<number>();
     for (const host of hosts) for (const pid of host.machinePids()) if (!inits.has(pid)) victims.add(pid);
-    for (const child of spawned) if (child.pid !== undefined) victims.add(child.pid);
-    for (const netns of live.netnses) for (const pid of pidsOfNetns(netns)) if (!inits.has(pid) && !live.wrappers.includes(pid)) victims.add(pid);
+    for (const netns of live.netnses) for (const pid of pidsOfNetns(netns)) if (!inits.has(pid) && !ourPids.has(pid)) victims.add(pid);
     for (const pid of victims) signal(pid, 'SIGTERM');
     await waitUntil('test-host processes to exit', () => [...victims].every((pid) => !isAlive(pid)), graceMs).catch(() => undefined);
-    const exited = wrappers.map((child) =>
+    const exited = ours.map((child) =>
       child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise<void>((resolve) => child.once('exit', () => resolve())),
     );
-    for (const pid of live.inits) signal(pid, 'SIGKILL');
+    for (const pid of inits) signal(pid, 'SIGKILL');
     for (const pid of victims) signal(pid, 'SIGKILL');
-    for (const pid of live.wrappers) signal(pid, 'SIGKILL');
-    await Promise.all(exited);
-    await waitUntil('test-host processes to be killed', () => [...victims].every((pid) => !isAlive(pid)), 5000).catch(() => undefined);
+    const bound = new AbortController();
+    await Promise.race([Promise.all(exited), delay(5000, undefined, { signal: bound.signal }).catch(() => undefined)]);
+    bound.abort();
+    for (const child of ours) if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) signal(child.pid, 'SIGKILL');
+    // A dying pid 1 lingers until the last process of its namespace is reaped.
+    await waitUntil('test-host processes to be killed', () => [...victims, ...inits].every((pid) => !isAlive(pid)), 5000).catch(() => undefined);
+    // The kernel destroys a namespace's veths and bridge with the namespace.
     for (const netns of live.netnses) {
       for (const pid of pidsOfNetns(netns)) signal(pid, 'SIGKILL');
       await quiet('ip', ['netns', 'del', netns]);
     }
-    // Deleting one end of a veth pair deletes both.
-    for (const link of live.links) await quiet('ip', ['link', 'del', link]);
     for (const store of live.stores) rmSync(store, { recursive: true, force: true });
     liveNets.delete(live);
   };
 
   const hosts: Host[] = [];
   try {
-    await run('ip', ['link', 'add', bridge, 'type', 'bridge']);
-    live.links.push(bridge);
-    // No IPv6 link-local address either: the machine gets nothing on the test network.
-    await run('ip', ['link', 'set', 'dev', bridge, 'addrgenmode', 'none']);
-    await run('ip', ['link', 'set', 'dev', bridge, 'up']);
-    for (const plan of planned) {
-      const netns = `stopd-${process.pid}-${netCounter}-${plan.name}`;
+    await run('ip', ['netns', 'add', switchNetns]);
+    live.netnses.push(switchNetns);
+    // No IPv6 link-local addresses in the switch: it only forwards frames, it never speaks.
+    await run('ip', ['-n', switchNetns, 'link', 'add', 'br0', 'type', 'bridge']);
+    await run('ip', ['-n', switchNetns, 'link', 'set', 'dev', 'br0', 'addrgenmode', 'none']);
+    await run('ip', ['-n', switchNetns, 'link', 'set', 'dev', 'br0', 'up']);
+    for (const [index, plan] of planned.entries()) {
+      const netns = `${prefix}-${plan.name}`;
       await run('ip', ['netns', 'add', netns]);
-      live.netnses.push(netns);
+      // Before the switch, so that destroy kills hosts first.
+      live.netnses.splice(live.netnses.length - 1, 0, netns);
       if (plan.isolated) {
-        await run('ip', ['-n', netns, 'link', 'add', 'eth0', 'type', 'dummy']);
-        await run('ip', ['-n', netns, 'addr', 'add', `${plan.address}/32`, 'dev', 'eth0']);
+        // On loopback (this kernel may lack the dummy link type): /32, so no route leads out.
+        await run('ip', ['-n', netns, 'addr', 'add', `${plan.address}/32`, 'dev', 'lo']);
       } else {
-        vethCounter += 1;
-        const veth = linkName('v', vethCounter);
-        await run('ip', ['link', 'add', veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', netns]);
-        live.links.unshift(veth);
-        await run('ip', ['link', 'set', 'dev', veth, 'addrgenmode', 'none']);
-        await run('ip', ['link', 'set', 'dev', veth, 'master', bridge, 'up']);
+        const port = `p${index}`;
+        await run('ip', ['-n', switchNetns, 'link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', netns]);
+        await run('ip', ['-n', switchNetns, 'link', 'set', 'dev', port, 'addrgenmode', 'none']);
+        await run('ip', ['-n', switchNetns, 'link', 'set', 'dev', port, 'master', 'br0', 'up']);
         await run('ip', ['-n', netns, 'addr', 'add', `${plan.address}/${plan.prefix}`, 'dev', 'eth0']);
       }
-      await run('ip', ['-n', netns, 'link', 'set', 'dev', 'eth0', 'up']);
+      if (!plan.isolated) await run('ip', ['-n', netns, 'link', 'set', 'dev', 'eth0', 'up']);
       await run('ip', ['-n', netns, 'link', 'set', 'dev', 'lo', 'up']);
       // setpriv: if this process dies without cleaning (SIGKILL), unshare gets SIGKILL, and
       // --kill-child passes it to the host's pid 1, which takes the whole host down with it.
@@ -706,7 +700,7 @@ export async function createTestNet(spec: TestNetSpec): Promise<TestNet> {
   }
 
   return {
-    bridge,
+    switchNetns,
     hosts,
     host(name: string): TestHost {
       const found = hosts.find((host) => host.name === name);

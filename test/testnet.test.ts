@@ -11,7 +11,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { STOPCTL } from './support/daemon.js';
-import { checkTestAddress, cleanupStale, createTestNet, readLedger, type TestHost, type TestNet } from './support/testnet.js';
+import { checkTestAddress, cleanupStale, createTestNet, readLedger, startHopChain, type TestHost, type TestNet } from './support/testnet.js';
 
 const run = promisify(execFile);
 const isRoot = process.getuid?.() === 0;
@@ -268,6 +268,47 @@ describe('createTestNet', { skip: isRoot ? false : NEEDS_ROOT }, () => {
     );
     client.stdin?.end();
     assert.equal(await stopd.stop(), 0);
+  });
+
+  test('startHopChain relays a login-like session through four hosts, and H3 names the relays behind its hop', async () => {
+    const net = await make([1, 2, 3, 4].map((n) => ({ name: `hop${n}`, address: `203.0.113.${20 + n}` })));
+    const [h1, h2, h3, h4] = net.hosts;
+    assert.ok(h1 !== undefined && h2 !== undefined && h3 !== undefined && h4 !== undefined);
+    const stopd = await h3.startStopd();
+    const chain = await startHopChain(net.hosts);
+    assert.deepEqual(
+      chain.hops.map((hop) => `${hop.from.name}->${hop.to.name}:${hop.serverPort}`),
+      ['hop1->hop2:2222', 'hop2->hop3:2222', 'hop3->hop4:2222'],
+    );
+    // What the user types runs on the last host.
+    chain.type('echo "at $(hostname)"');
+    for (const deadline = Date.now() + 10_000; !chain.output().includes('at hop4'); ) {
+      assert.ok(Date.now() < deadline, `the session reaches hop4: ${JSON.stringify(chain.output())}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+
+    // hop4 asks hop3 about hop3's outbound connection (paper 3.1.2: the server side asks).
+    const last = chain.hops[2];
+    const before = chain.hops[1];
+    assert.ok(last !== undefined && before !== undefined);
+    const query = await h4.exec([process.execPath, STOPCTL, 'query', h3.address, String(last.clientPort), '2222', '--type', 'SV']);
+    assert.equal(query.code, 0, query.stderr);
+    const token = query.stdout.trim().split(':').at(-1) ?? '';
+    const redeemed = await run(process.execPath, [STOPCTL, 'redeem', token, '--store', stopd.storeDir, '--json']);
+    const record = JSON.parse(redeemed.stdout) as {
+      processes: { pid: number; name: string; tty: string | null; role: string }[];
+      upstream: { local: { address: string; port: number }; remote: { address: string; port: number } }[];
+    };
+    const names = record.processes.map((entry) => entry.name).sort();
+    // The outbound socat, its shell, the relay that accepted hop2 (and the listener it forked from).
+    assert.deepEqual([...new Set(names)], ['sh', 'socat']);
+    assert.ok(names.filter((name) => name === 'socat').length >= 2, names.join(' '));
+    assert.ok(record.processes.some((entry) => entry.name === 'sh' && entry.tty?.startsWith('/dev/pts/') === true), 'the shell runs on a terminal');
+    assert.deepEqual(
+      record.upstream.map((candidate) => [candidate.local, candidate.remote]),
+      [[{ address: h3.address, port: 2222 }, { address: h2.address, port: before.clientPort }]],
+    );
+    await chain.close();
   });
 
   test('TestNet.destroy leaves no namespace, link or process behind, even after a failing test', async () => {

@@ -211,10 +211,29 @@ let netCounter = 0;
  */
 const REAPER = [
   'use POSIX qw(:sys_wait_h :signal_h);',
+  'POSIX::close($_) for 3 .. 1023;',
   '$SIG{CHLD} = sub {};',
   'my $old = POSIX::SigSet->new;',
   'sigprocmask(SIG_BLOCK, POSIX::SigSet->new(SIGCHLD), $old);',
   'for (;;) { 1 while waitpid(-1, WNOHANG) > 0; sigsuspend($old); }',
+].join(' ');
+
+/**
+ * Runs in the host before the command: closes every descriptor from `$ARGV[0]` up, then execs
+ * the rest of the arguments. Descriptors this process inherited without close-on-exec (a test
+ * runner's or a shell's) would otherwise reach every host process, and stopd would report them
+ * as a pipe shared by unrelated processes.
+ */
+const CLEAN_EXEC = [
+  'use POSIX ();',
+  'my $keep = shift @ARGV;',
+  'opendir(my $dir, "/proc/self/fd") or die "Cannot list /proc/self/fd: $!\\n";',
+  'my @fds = grep { /^\\d+$/ && $_ >= $keep } readdir($dir);',
+  'closedir($dir);',
+  'POSIX::close($_) for @fds;',
+  'exec { $ARGV[0] } @ARGV;',
+  'print STDERR "Cannot run $ARGV[0]: $!\\n";',
+  'exit 127;',
 ].join(' ');
 
 function childrenOf(pid: number): number[] {
@@ -389,16 +408,18 @@ class Host implements TestHost {
     this.#stores = owned.stores;
   }
 
-  #nsenterArgs(cmd: readonly string[], options: RunOptions): string[] {
+  #nsenterArgs(cmd: readonly string[], options: RunOptions, keep: number): string[] {
     if (cmd.length === 0) throw new Error('Cannot run an empty command in a test host');
     const args = ['--target', String(this.initPid), '--net', '--pid', '--mount', '--uts'];
     if (options.uid !== undefined) args.push('--setuid', String(options.uid), '--setgid', String(gidOf(options.uid)));
-    args.push(`--wd=${options.cwd ?? '/'}`, '--', ...cmd);
+    args.push(`--wd=${options.cwd ?? '/'}`, '--', 'perl', '-e', CLEAN_EXEC, String(keep), ...cmd);
     return args;
   }
 
   spawn(cmd: readonly string[], options: SpawnOptions = {}): ChildProcess {
-    const child = spawn('nsenter', this.#nsenterArgs(cmd, options), {
+    // Keep the descriptors the caller asked for (stdio), close everything above.
+    const keep = Array.isArray(options.stdio) ? Math.max(3, options.stdio.length) : 3;
+    const child = spawn('nsenter', this.#nsenterArgs(cmd, options, keep), {
       stdio: options.stdio ?? 'pipe',
       env: { ...process.env, ...options.env },
     });
@@ -723,4 +744,112 @@ export function readLedger(storeDir: string): Record<string, unknown>[] {
     .split('\n')
     .filter((line) => line.trim().length > 0)
     .map((line) => JSON.parse(line) as Record<string, unknown>);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A login-like session hopping through hosts (paper fig. 1: the intruder's chain H1 .. Hn)
+
+/** One hop of a `HopChain`: the connection from `from` to `to`'s session port. */
+export interface Hop {
+  readonly from: TestHost;
+  readonly to: TestHost;
+  /** The client's port on `from` (the CL_PORT of a query `to` sends to `from`). */
+  readonly clientPort: number;
+  /** The session port on `to` (the SV_PORT of that query). */
+  readonly serverPort: number;
+}
+
+/** A session typed on the first host, relayed shell by shell to the last. */
+export interface HopChain {
+  /** `socat - TCP:<second host>` on the first host: the user's terminal. */
+  readonly user: ChildProcess;
+  /** hops[i] goes from hosts[i] to hosts[i + 1]. */
+  readonly hops: readonly Hop[];
+  /** Writes a line (a newline is added) to the innermost shell. */
+  type(line: string): void;
+  /** Everything the session printed back to the user so far. */
+  output(): string;
+  /** Ends the user's input and stops the user's client and every listener. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Where `to` holds an established connection from `from` to its `port` (polled, bounded). */
+async function waitForInbound(from: TestHost, to: TestHost, port: number, known: ReadonlySet<number>, timeoutMs: number): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const { stdout } = await to.exec(['ss', '-Htn', 'state', 'established', `sport = :${port}`]);
+    // Lines: Recv-Q Send-Q Local:Port Peer:Port (state filtered, so no state column).
+    for (const line of stdout.split('\n')) {
+      const peer = line.trim().split(/\s+/)[3] ?? '';
+      const colon = peer.lastIndexOf(':');
+      const clientPort = Number(peer.slice(colon + 1));
+      if (peer.slice(0, colon) === from.address && !known.has(clientPort)) return clientPort;
+    }
+    if (Date.now() > deadline) throw new Error(`No connection from ${from.name} reached ${to.name}:${port} within ${timeoutMs} ms`);
+    await delay(20);
+  }
+}
+
+/**
+ * Builds the chain of a remote-login session through `hosts` (at least two). Every host but the
+ * first runs a login-like service on `port` (default 2222): `socat TCP-LISTEN:PORT,fork
+ * EXEC:'/bin/sh -i',pty,setsid,ctty,stderr` — a shell on its own terminal and session, like a
+ * telnetd or sshd child (paper 3.2, figures 7 and 9). The user on the first host connects to the
+ * second; then, one line at a time, each shell is told to run `socat - TCP:<next host>:PORT`.
+ * Each step waits (bounded by `timeoutMs`, default 10 s) until the next host sees the connection.
+ * With `pty: false` the shells run on plain socket pairs instead of terminals.
+ */
+export async function startHopChain(hosts: readonly TestHost[], options: { port?: number; pty?: boolean; timeoutMs?: number } = {}): Promise<HopChain> {
+  const port = options.port ?? 2222;
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  const [first, second] = hosts;
+  if (first === undefined || second === undefined) throw new Error('Cannot build a hop chain of fewer than two hosts');
+  const shell = options.pty === false ? 'EXEC:/bin/sh,stderr' : 'EXEC:/bin/sh -i,pty,setsid,ctty,stderr';
+  const listeners: ChildProcess[] = [];
+  let user: ChildProcess | undefined;
+  let closing: Promise<void> | undefined;
+  let output = '';
+  const close = (): Promise<void> => {
+    closing ??= (async () => {
+      const all = [...(user === undefined ? [] : [user]), ...listeners];
+      user?.stdin?.end();
+      const gone = all.map((child) =>
+        child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise<void>((resolve) => child.once('exit', () => resolve())),
+      );
+      for (const child of all) child.kill('SIGTERM');
+      await Promise.all(gone);
+    })();
+    return closing;
+  };
+  try {
+    for (const host of hosts.slice(1)) {
+      listeners.push(host.spawn(['socat', `TCP-LISTEN:${port},bind=${host.address},reuseaddr,fork`, shell], { stdio: 'ignore' }));
+      await host.waitForListener(port, { timeoutMs });
+    }
+    const client = first.spawn(['socat', '-', `TCP:${second.address}:${port}`], { stdio: ['pipe', 'pipe', 'pipe'] });
+    user = client;
+    client.stdout?.setEncoding('utf8');
+    client.stdout?.on('data', (chunk: string) => (output += chunk));
+    client.stdin?.on('error', () => undefined);
+    const hops: Hop[] = [];
+    for (const [index, to] of hosts.entries()) {
+      const from = hosts[index - 1];
+      if (index === 0 || from === undefined) continue;
+      if (index >= 2) client.stdin?.write(`socat - TCP:${to.address}:${port}\n`);
+      const known = new Set(hops.filter((hop) => hop.to === to).map((hop) => hop.clientPort));
+      hops.push({ from, to, clientPort: await waitForInbound(from, to, port, known, timeoutMs), serverPort: port });
+    }
+    return {
+      user: client,
+      hops,
+      type(line: string) {
+        client.stdin?.write(`${line}\n`);
+      },
+      output: () => output,
+      close,
+    };
+  } catch (error: unknown) {
+    await close();
+    throw error;
+  }
 }

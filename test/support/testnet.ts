@@ -16,7 +16,9 @@
  * uplink is itself 192.0.2.2/24). In a switch namespace the hosts reach each other and nothing
  * else, and the machine's interfaces, addresses and routes stay exactly as they were.
  *
- * Commands run inside a host with `nsenter --target <pid 1> --net --pid --mount --uts`.
+ * Commands run inside a host with `nsenter --target <pid 1> --net --pid --mount --uts -- perl
+ * <close inherited descriptors, exec>`. Tools needed: iproute2, util-linux (unshare, nsenter,
+ * setpriv), perl-base, hostname; socat for relays and tests.
  *
  * Network rule (workplace): traffic may only go to loopback or to test-host addresses. So only
  * RFC 5737 documentation addresses are accepted, and nothing is ever added to the machine's own

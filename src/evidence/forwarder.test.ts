@@ -276,6 +276,7 @@ test('SyslogForwarder sends again what was written shortly before a reset, and n
   await forwarder.close();
   // At-least-once: the unsettled entries come again, with the same seq and bytes.
   assertExactlyOnce(collector.received, path);
+  await collector.closeGracefully();
 
   const settledPath = newStore();
   collector = await Collector.start();

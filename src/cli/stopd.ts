@@ -3,6 +3,8 @@ import { readFileSync } from 'node:fs';
 import { DEFAULTS, startDaemon } from '../daemon/daemon.js';
 import { createStreamLogger } from '../daemon/logger.js';
 import { parseSaveCategories } from '../evidence/record.js';
+import { parseSyslogTarget } from '../evidence/forwarder.js';
+import { parseByteSize } from '../evidence/quota.js';
 import { StopdError, UsageError } from '../errors.js';
 import { parseCommandLine, parseInteger, parseListenAddress } from './args.js';
 
@@ -40,6 +42,21 @@ Options:
                          and connection) gets a token but is not processed (default ${DEFAULTS.loopWindowSec})
   --max-per-sid N        work per SID and loop window: requests processed plus upstream
                          requests sent (default ${DEFAULTS.maxPerSid})
+  --syslog HOST:PORT     also send every ledger entry to a syslog collector: RFC 5424
+                         (authpriv.notice, APP-NAME stopd, MSGID ledger, [stopd@32473 seq="N"],
+                         the ledger line as MSG) over TCP with octet counting (RFC 6587).
+                         Never delays replies; while the collector is away entries wait in the
+                         ledger and are sent when it returns (also after a restart: the last
+                         delivered seq is kept in STORE/forward-state). At least once, in
+                         order; only entries of the last seconds before a lost connection may
+                         come twice, with the same seq
+  --syslog-tls           wrap the syslog connection in TLS (RFC 5425)
+  --syslog-ca FILE       PEM certificates to trust for --syslog-tls instead of the system's
+  --max-records N        SV records kept at most; past it SV replies go on as usual, the
+                         record is not saved and the ledger says so (no limit by default)
+  --max-store-bytes SIZE total size of SV records kept at most, e.g. 500M or 2G (no limit by
+                         default; the ledger is never limited). Remove old records with
+                         \`stopctl prune\`
   --version              print the version and exit
   -h, --help             print this help and exit
 
@@ -75,6 +92,11 @@ async function main(argv: string[]): Promise<number> {
         'loop-window': { type: 'string' },
         'max-per-sid': { type: 'string' },
         'ledger-key': { type: 'string' },
+        syslog: { type: 'string' },
+        'syslog-tls': { type: 'boolean' },
+        'syslog-ca': { type: 'string' },
+        'max-records': { type: 'string' },
+        'max-store-bytes': { type: 'string' },
         version: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -93,6 +115,7 @@ async function main(argv: string[]): Promise<number> {
   if (tokenHash !== 'sha256' && tokenHash !== 'sha1') {
     throw new UsageError(`--token-hash must be sha256 or sha1, not ${JSON.stringify(tokenHash)}`);
   }
+  const syslog = readSyslogOptions(values.syslog, { tls: values['syslog-tls'] === true, caFile: values['syslog-ca'] });
   const log = createStreamLogger(process.stderr);
   const daemon = await startDaemon({
     listen: values.listen?.map(parseListenAddress) ?? DEFAULTS.listen,
@@ -112,6 +135,11 @@ async function main(argv: string[]): Promise<number> {
     loopWindowMs: 1000 * integer(values['loop-window'], DEFAULTS.loopWindowSec, { name: '--loop-window', min: 1, max: 86_400 }),
     maxPerSid: integer(values['max-per-sid'], DEFAULTS.maxPerSid, { name: '--max-per-sid', min: 1, max: 1_000_000 }),
     ...(values['ledger-key'] === undefined ? {} : { ledgerKeyFile: values['ledger-key'] }),
+    ...(syslog === undefined ? {} : { syslog }),
+    ...(values['max-records'] === undefined
+      ? {}
+      : { maxRecords: parseInteger(values['max-records'], { name: '--max-records', min: 0, max: Number.MAX_SAFE_INTEGER }) }),
+    ...(values['max-store-bytes'] === undefined ? {} : { maxStoreBytes: parseByteSize(values['max-store-bytes']) }),
     log,
   });
   for (const endpoint of daemon.endpoints) {
@@ -129,6 +157,27 @@ async function main(argv: string[]): Promise<number> {
   await daemon.close();
   log.info('stopped');
   return 0;
+}
+
+/** `--syslog`, `--syslog-tls`, `--syslog-ca` together; the CA file is read here, once. */
+function readSyslogOptions(
+  target: string | undefined,
+  options: { tls: boolean; caFile: string | undefined },
+): { target: ReturnType<typeof parseSyslogTarget>; tls?: { ca?: Buffer } } | undefined {
+  if (target === undefined) {
+    if (options.tls || options.caFile !== undefined) throw new UsageError('--syslog-tls and --syslog-ca need --syslog HOST:PORT');
+    return undefined;
+  }
+  if (options.caFile !== undefined && !options.tls) throw new UsageError('--syslog-ca goes with --syslog-tls');
+  let ca: Buffer | undefined;
+  if (options.caFile !== undefined) {
+    try {
+      ca = readFileSync(options.caFile);
+    } catch (error) {
+      throw new UsageError(`Cannot read --syslog-ca ${options.caFile}: ${(error as Error).message}`);
+    }
+  }
+  return { target: parseSyslogTarget(target), ...(options.tls ? { tls: ca === undefined ? {} : { ca } } : {}) };
 }
 
 /** An optional integer option, or its default. */

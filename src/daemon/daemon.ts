@@ -6,6 +6,7 @@ import { createLinuxSocketTable, type LinuxSocketTable } from '../host/linux-soc
 import type { Endpoint } from '../host/types.js';
 import { ALL_SAVE_CATEGORIES, type SaveCategory } from '../evidence/record.js';
 import { openStore, storePaths } from '../evidence/store.js';
+import type { SyslogTarget } from '../evidence/forwarder.js';
 import type { TokenHash } from '../evidence/tokens.js';
 import type { Logger } from './logger.js';
 import type { ReplyPolicy } from './policy.js';
@@ -44,6 +45,12 @@ export interface DaemonOptions {
   readonly log: Logger;
   /** An initial ledger key from `stopctl keygen`, moved into the store (`stopd --ledger-key`). */
   readonly ledgerKeyFile?: string;
+  /** `--syslog`: forward every ledger entry (RFC 5424 over TCP, or TLS with `tls`; `ca` is PEM). */
+  readonly syslog?: { readonly target: SyslogTarget; readonly tls?: { readonly ca?: string | Buffer } };
+  /** `--max-records`: SV records kept at most; past it replies go on, records are not kept. */
+  readonly maxRecords?: number;
+  /** `--max-store-bytes`: total size of the SV records kept at most. */
+  readonly maxStoreBytes?: number;
   /** Replaces the Linux socket table (tests). */
   readonly sockets?: LinuxSocketTable;
 }
@@ -77,7 +84,22 @@ export interface RunningDaemon {
 
 /** Opens the store, binds the listeners and starts answering. */
 export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon> {
-  const store = await openStore(options.storeDir, options.ledgerKeyFile === undefined ? {} : { ledgerKeyFile: options.ledgerKeyFile });
+  const syslog = options.syslog;
+  const limited = options.maxRecords !== undefined || options.maxStoreBytes !== undefined;
+  const store = await openStore(options.storeDir, {
+    ...(options.ledgerKeyFile === undefined ? {} : { ledgerKeyFile: options.ledgerKeyFile }),
+    ...(syslog === undefined
+      ? {}
+      : { forward: { target: syslog.target, log: options.log, ...(syslog.tls === undefined ? {} : { tls: syslog.tls }) } }),
+    ...(limited
+      ? {
+          quota: {
+            ...(options.maxRecords === undefined ? {} : { maxRecords: options.maxRecords }),
+            ...(options.maxStoreBytes === undefined ? {} : { maxBytes: options.maxStoreBytes }),
+          },
+        }
+      : {}),
+  });
   try {
     const sockets = options.sockets ?? createLinuxSocketTable({ log: (message) => options.log.warn(message) });
     // With the privileges to read every process's descriptors, a refusal is the kernel's policy
@@ -118,6 +140,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
         recordsDir: storePaths(options.storeDir).records,
         save: options.save,
         tokenHash: options.tokenHash,
+        ...(store.quota === undefined ? {} : { quota: { limits: store.quota, ledger: store.ledger, log: options.log } }),
       }),
       loops,
       upstream,

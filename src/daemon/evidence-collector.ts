@@ -4,7 +4,10 @@ import type { Endpoint, TcpSocket } from '../host/types.js';
 import type { AccountDirectory } from '../host/users.js';
 import { readUtmp } from '../host/utmp.js';
 import { buildRecord, formatRecordBytes, writeRecord, type SaveCategory } from '../evidence/record.js';
-import type { TokenHash } from '../evidence/tokens.js';
+import type { Ledger } from '../evidence/ledger.js';
+import { describeRecordNotKept, type StoreQuota } from '../evidence/quota.js';
+import { hashToken, type TokenHash } from '../evidence/tokens.js';
+import type { Logger } from './logger.js';
 import { resolveClosure, type Closure, type UpstreamCandidate } from '../trace/index.js';
 
 /** What the collector needs. */
@@ -17,6 +20,12 @@ export interface EvidenceCollectorOptions {
   readonly tokenHash: TokenHash;
   /** Where utmp is read from (default `/var/run/utmp`; a missing file is no error). */
   readonly utmpPath?: string;
+  /**
+   * Store limits (`--max-records`, `--max-store-bytes`): at the limit the record is not
+   * written, a `record-not-kept` entry goes to `ledger` first, and the token is still the
+   * hash of the record's bytes (the reply looks like any other).
+   */
+  readonly quota?: { readonly limits: StoreQuota; readonly ledger: Ledger; readonly log?: Logger };
 }
 
 /** The outcome of one SV/SV_REC analysis. */
@@ -25,6 +34,8 @@ export interface CollectedEvidence {
   readonly token: string;
   readonly processCount: number;
   readonly upstream: readonly UpstreamCandidate[];
+  /** False when the store quota kept the record from being saved. */
+  readonly kept: boolean;
 }
 
 /**
@@ -34,6 +45,7 @@ export interface CollectedEvidence {
  */
 export class EvidenceCollector {
   readonly #o: EvidenceCollectorOptions;
+  #quotaReached = false;
 
   constructor(options: EvidenceCollectorOptions) {
     this.#o = options;
@@ -71,7 +83,25 @@ export class EvidenceCollector {
       type: request.type,
       ...(request.sid === undefined ? {} : { sid: request.sid }),
     });
-    const token = await writeRecord(this.#o.recordsDir, formatRecordBytes(record), { hash: this.#o.tokenHash });
-    return { token, processCount: closure.processes.length, upstream: closure.upstream };
+    const bytes = formatRecordBytes(record);
+    const quota = this.#o.quota;
+    const refusal = quota?.limits.admit(bytes.length);
+    if (quota !== undefined && refusal !== undefined) {
+      const token = hashToken(bytes, this.#o.tokenHash);
+      // Duty 9: what the token stands for (nothing kept, and why) is durable before the reply.
+      await quota.ledger.append(describeRecordNotKept(token, refusal, bytes.length));
+      if (!this.#quotaReached) quota.log?.warn(`Store quota reached (${refusal.reason} ${refusal.limit}): SV records are no longer kept`);
+      this.#quotaReached = true;
+      return { token, processCount: closure.processes.length, upstream: closure.upstream, kept: false };
+    }
+    this.#quotaReached = false;
+    let token: string;
+    try {
+      token = await writeRecord(this.#o.recordsDir, bytes, { hash: this.#o.tokenHash });
+    } catch (error) {
+      quota?.limits.release(bytes.length);
+      throw error;
+    }
+    return { token, processCount: closure.processes.length, upstream: closure.upstream, kept: true };
   }
 }

@@ -2,6 +2,8 @@ import { chmodSync, closeSync, mkdirSync, openSync, readFileSync, statSync, unli
 import { join } from 'node:path';
 import { StoreOpenError } from '../errors.js';
 import { Ledger } from './ledger.js';
+import { SyslogForwarder, type SyslogForwarderOptions } from './forwarder.js';
+import { StoreQuota, type QuotaLimits } from './quota.js';
 
 /** Paths inside a store directory (DESIGN "Evidence"). */
 export function storePaths(dir: string): { dir: string; ledger: string; records: string; lock: string; ledgerKey: string } {
@@ -12,6 +14,10 @@ export function storePaths(dir: string): { dir: string; ledger: string; records:
 export interface EvidenceStore {
   readonly dir: string;
   readonly ledger: Ledger;
+  /** The record quota, when limits were given. */
+  readonly quota: StoreQuota | undefined;
+  /** Sends every ledger entry to a syslog collector, when one was given. */
+  readonly forwarder: SyslogForwarder | undefined;
   /** Flushes and closes the ledger and releases the lock. Idempotent. */
   close(): Promise<void>;
 }
@@ -22,7 +28,16 @@ export interface EvidenceStore {
  * longer exists is taken over. `options.ledgerKeyFile` installs a forward-secure ledger key
  * (`stopd --ledger-key`, see forward-mac.ts); the ledger also recovers orphaned records.
  */
-export async function openStore(dir: string, options: { readonly ledgerKeyFile?: string } = {}): Promise<EvidenceStore> {
+export async function openStore(
+  dir: string,
+  options: {
+    readonly ledgerKeyFile?: string;
+    /** Forward every ledger entry to syslog (forwarder.ts); its state lives in `<dir>/forward-state`. */
+    readonly forward?: Omit<SyslogForwarderOptions, 'ledgerPath' | 'statePath'>;
+    /** Record limits (quota.ts); `records/` is scanned once here. */
+    readonly quota?: QuotaLimits;
+  } = {},
+): Promise<EvidenceStore> {
   const paths = storePaths(dir);
   try {
     mkdirSync(paths.records, { recursive: true, mode: 0o700 });
@@ -37,12 +52,19 @@ export async function openStore(dir: string, options: { readonly ledgerKeyFile?:
   }
   takeLock(paths.lock);
   let ledger: Ledger;
+  let quota: StoreQuota | undefined;
+  const forward = options.forward;
+  const forwarder = forward === undefined ? undefined : new SyslogForwarder({ ...forward, ledgerPath: paths.ledger, statePath: join(dir, 'forward-state') });
   try {
+    if (options.quota !== undefined) quota = await StoreQuota.open(paths.records, options.quota);
     ledger = await Ledger.open(paths.ledger, {
       keyStatePath: paths.ledgerKey,
       recordsDir: paths.records,
       ...(options.ledgerKeyFile === undefined ? {} : { installKeyFile: options.ledgerKeyFile }),
+      ...(forwarder === undefined ? {} : { onDurable: (lines) => forwarder.push(lines) }),
     });
+    // Entries the ledger holds but the collector has not had are read back from the file.
+    forwarder?.start();
   } catch (error) {
     releaseLock(paths.lock);
     throw new StoreOpenError(`Cannot open the ledger in ${dir}: ${(error as Error).message}`, { cause: error });
@@ -51,8 +73,14 @@ export async function openStore(dir: string, options: { readonly ledgerKeyFile?:
   return {
     dir,
     ledger,
+    quota,
+    forwarder,
     close() {
-      closing ??= ledger.close().finally(() => releaseLock(paths.lock));
+      // The forwarder closes last: it sends the ledger's final entries (bounded in time).
+      closing ??= ledger
+        .close()
+        .finally(() => forwarder?.close())
+        .finally(() => releaseLock(paths.lock));
       return closing;
     },
   };

@@ -13,6 +13,7 @@ import { parseCommandLine, parseInteger } from './args.js';
 import { describeRecordJson, describeUnreadableRecordJson, formatRecordText, formatUnreadableRecordText } from './format-record.js';
 import { describeTrace, formatTraceText } from './format-trace.js';
 import { runKeygen, runVerify, VERIFY_HELP } from './verify-command.js';
+import { PRUNE_HELP, runPrune } from './prune-command.js';
 import { formatRecordPicture, formatTracePicture } from './format-dot.js';
 
 const HELP = `Usage: stopctl <command> [options]
@@ -44,6 +45,7 @@ Commands:
       Exit status as for redeem.
 
 ${VERIFY_HELP}
+${PRUNE_HELP}
 Common options:
   --json       print JSON instead of text (redeem, trace: the same as --format json)
   --format F   redeem, trace: text (default), json, dot (Graphviz source) or svg (a picture)
@@ -63,6 +65,8 @@ async function main(argv: string[]): Promise<number> {
       return runVerify(rest);
     case 'keygen':
       return runKeygen(rest);
+    case 'prune':
+      return runPrune(rest);
     case undefined:
     case '-h':
     case '--help':
@@ -70,7 +74,7 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(HELP);
       return command === undefined ? 64 : 0;
     default:
-      throw new UsageError(`Unknown command ${JSON.stringify(command)}; use query, redeem, trace, verify or keygen (see \`stopctl --help\`)`);
+      throw new UsageError(`Unknown command ${JSON.stringify(command)}; use query, redeem, trace, verify, keygen or prune (see \`stopctl --help\`)`);
   }
 }
 
@@ -205,7 +209,8 @@ async function runRedeem(argv: string[]): Promise<number> {
         : record.record === undefined
           ? describeUnreadableRecordJson(token, { parseError: record.parseError, verified: record.verified, actualHash: record.actualHash })
           : describeRecordJson(token, record.record, { verified: record.verified, actualHash: record.actualHash });
-    process.stdout.write(`${JSON.stringify({ ...body, verdict: VERDICTS[status], problems, ledger }, null, 2)}\n`);
+    const absence = redemption.absence === undefined ? {} : { recordAbsent: { reason: redemption.absence.reason, note: redemption.absence.note, seq: redemption.absence.entry.seq } };
+    process.stdout.write(`${JSON.stringify({ ...body, verdict: VERDICTS[status], problems, ledger, ...absence }, null, 2)}\n`);
     return status;
   }
   let text: string;
@@ -217,6 +222,7 @@ async function runRedeem(argv: string[]): Promise<number> {
     text += finding.entry === undefined ? '' : `Ledger      issued at line ${finding.lineNumber} of ${finding.lines}\n`;
   }
   for (const problem of problems) text += `${status === 2 ? 'Unknown' : 'INTEGRITY FAILURE'}: ${problem}\n`;
+  if (redemption.absence !== undefined) text += `Record      ${redemption.absence.note}\n`;
   if (format === 'dot' || format === 'svg') {
     if (record?.record !== undefined) {
       process.stdout.write(await formatRecordPicture(token, record.record, { format, problems }));

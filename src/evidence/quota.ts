@@ -129,7 +129,7 @@ export function describeRecordNotKept(token: string, refusal: QuotaRefusal, byte
 }
 
 /** A sentence for `stopctl redeem`: why a record is missing. */
-export function explainRecordNotKept(entry: { readonly reason?: unknown; readonly limit?: unknown }): string {
+export function explainRecordNotKept(entry: { readonly [field: string]: unknown }): string {
   const limit = typeof entry.limit === 'number' ? entry.limit : undefined;
   if (entry.reason === 'max-records') return `record not kept: store quota (--max-records ${limit ?? '?'} reached)`;
   if (entry.reason === 'max-store-bytes') return `record not kept: store quota (--max-store-bytes ${limit ?? '?'} reached)`;

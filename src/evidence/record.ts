@@ -10,6 +10,8 @@
 import { randomBytes } from 'node:crypto';
 import { open, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { gunzip } from 'node:zlib';
 import { IntegrityError, StoreWriteError, UsageError } from '../errors.js';
 import { TCP_STATE_NAMES, type Endpoint, type HostFacts, type TcpState, type UtmpEntry } from '../host/types.js';
 import { filterUtmpForUsers } from '../host/utmp.js';
@@ -409,6 +411,8 @@ interface StoredRecordBase {
   readonly actualHash: string;
   /** Whether `actualHash` equals the token: the file is exactly what was saved. */
   readonly verified: boolean;
+  /** True when read from `<token>.json.gz` (`stopctl prune --gzip`); `bytes` are then the decompressed ones. */
+  readonly compressed?: boolean;
 }
 
 /**
@@ -420,6 +424,10 @@ export type StoredRecord =
   | (StoredRecordBase & { readonly record: EvidenceRecord; readonly parseError?: never })
   | (StoredRecordBase & { readonly record: undefined; readonly parseError: string });
 
+const gunzipAsync = promisify(gunzip);
+/** A decompressed record larger than this is not a record (a gzip bomb, or damage). */
+const MAX_RECORD_BYTES = 256 * 1024 * 1024;
+
 /** The hash a token was made with, from its length: 64 hex digits SHA-256, 40 SHA-1. */
 export function tokenHashOf(token: string): TokenHash | undefined {
   if (/^[0-9a-f]{64}$/.test(token)) return 'sha256';
@@ -429,7 +437,8 @@ export function tokenHashOf(token: string): TokenHash | undefined {
 
 /**
  * Reads the record of `token` from `recordsDir` and checks it against the token. Resolves
- * undefined when there is no such file. `options.hash` overrides the hash chosen from the
+ * undefined when there is no such file. A record pruned with `--gzip` (`<token>.json.gz`) is
+ * read transparently: its decompressed bytes are checked. `options.hash` overrides the hash chosen from the
  * token's length. A token that is not 40 or 64 lowercase hex digits is a {@link UsageError}
  * (it could otherwise name a path outside the directory). Other read failures reject with
  * the file system's error.
@@ -443,16 +452,32 @@ export async function readRecord(
   if (shapeHash === undefined) {
     throw new UsageError(`${JSON.stringify(token)} is not a token: tokens are 40 or 64 lowercase hex digits`);
   }
+  const hash = options.hash ?? shapeHash;
   let bytes: Buffer;
+  let compressed = false;
   try {
     bytes = await readFile(join(recordsDir, `${token}.json`));
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw error;
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    // Pruned with --gzip: the token is the hash of the decompressed bytes, checked as always.
+    let packed: Buffer;
+    try {
+      packed = await readFile(join(recordsDir, `${token}.json.gz`));
+    } catch (gzError) {
+      if ((gzError as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw gzError;
+    }
+    try {
+      bytes = await gunzipAsync(packed, { maxOutputLength: MAX_RECORD_BYTES });
+      compressed = true;
+    } catch (gzError) {
+      const actualHash = hashToken(packed, hash);
+      const parseError = `Cannot read evidence record: ${token}.json.gz does not decompress (${(gzError as Error).message})`;
+      return { bytes: packed, hash, actualHash, verified: false, compressed: true, record: undefined, parseError };
+    }
   }
-  const hash = options.hash ?? shapeHash;
   const actualHash = hashToken(bytes, hash);
-  const base = { bytes, hash, actualHash, verified: actualHash === token };
+  const base = { bytes, hash, actualHash, verified: actualHash === token, ...(compressed ? { compressed } : {}) };
   try {
     return { ...base, record: parseRecord(bytes) };
   } catch (error) {

@@ -1,6 +1,7 @@
 import { storePaths } from './store.js';
 import { readLedger, type LedgerEntry } from './ledger.js';
 import { readRecord, type StoredRecord } from './record.js';
+import { explainRecordNotKept } from './quota.js';
 
 /** What a token stands for, as found in the ledger. */
 export interface LedgerFinding {
@@ -48,12 +49,42 @@ export interface Redemption {
   readonly status: 0 | 2 | 3;
   /** Why the status is not 0, in one sentence. */
   readonly problems: readonly string[];
+  /** Why an SV token's record is absent without that being a failure: pruned, or not kept at the store quota. */
+  readonly absence?: RecordAbsence;
+}
+
+/** A record the ledger accounts for although its file is gone (or was never written). */
+export interface RecordAbsence {
+  readonly reason: 'pruned' | 'not-kept';
+  /** The `prune` or `record-not-kept` entry that says so. */
+  readonly entry: LedgerEntry;
+  /** One sentence for people, e.g. `record not kept: store quota (--max-records 3 reached)`. */
+  readonly note: string;
+}
+
+/**
+ * Looks for the ledger entry that explains why the record of `token` is absent: a
+ * `record-not-kept` entry (store quota, quota.ts) or a `prune` entry with action `removed`
+ * (prune.ts). Undefined when none does: the record is then missing for no stated reason.
+ */
+export async function findRecordAbsence(storeDir: string, token: string): Promise<RecordAbsence | undefined> {
+  for await (const { entry } of readLedger(storePaths(storeDir).ledger)) {
+    if (entry === undefined || entry.record !== token) continue;
+    if (entry.kind === 'record-not-kept') return { reason: 'not-kept', entry, note: explainRecordNotKept(entry) };
+    if (entry.kind === 'prune' && entry.action === 'removed') {
+      const days = typeof entry.olderThanDays === 'number' ? ` (older than ${entry.olderThanDays} days)` : '';
+      const altered = entry.verified === false ? '; it no longer matched its token then' : '';
+      return { reason: 'pruned', entry, note: `record pruned: removed by stopctl prune at ${entry.time}${days}${altered}` };
+    }
+  }
+  return undefined;
 }
 
 /**
  * Redeems a token: the ledger entry that issued it, and the record of an SV token, each
  * checked (the chain of the whole ledger; the record against its token). A record the ledger
- * names but that is missing, and a record the ledger does not know, are integrity failures.
+ * names but that is missing, and a record the ledger does not know, are integrity failures,
+ * unless the ledger says the record was pruned or not kept (then `absence` says which).
  */
 export async function redeemToken(storeDir: string, token: string): Promise<Redemption> {
   const finding = await findToken(storeDir, token);
@@ -65,9 +96,19 @@ export async function redeemToken(storeDir: string, token: string): Promise<Rede
   }
   if (record !== undefined && !record.verified) problems.push(`the record's bytes hash to ${record.actualHash}, not to the token`);
   if (record !== undefined && record.record === undefined) problems.push('the record file is not a readable record');
-  if (finding.entry?.record !== undefined && record === undefined) problems.push('the ledger names a record for this token, but the record file is missing');
+  // A record pruned or not kept at the quota is accounted for by the ledger: not a failure.
+  const absence = finding.entry?.record !== undefined && record === undefined ? await findRecordAbsence(storeDir, token) : undefined;
+  if (finding.entry?.record !== undefined && record === undefined && absence === undefined) {
+    problems.push('the ledger names a record for this token, but the record file is missing');
+  }
   if (finding.entry === undefined && record !== undefined) problems.push('a record exists for this token, but the ledger has no entry that issued it');
   const known = finding.entry !== undefined || record !== undefined;
   const status = problems.length > 0 ? 3 : known ? 0 : 2;
-  return { finding, record, status, problems: known || problems.length > 0 ? problems : ['the token is not in this store'] };
+  return {
+    finding,
+    record,
+    status,
+    problems: known || problems.length > 0 ? problems : ['the token is not in this store'],
+    ...(absence === undefined ? {} : { absence }),
+  };
 }

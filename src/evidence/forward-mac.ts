@@ -28,6 +28,7 @@
  */
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { open, rename, unlink } from 'node:fs/promises';
 import { UsageError } from '../errors.js';
 
 /** Bytes of a ledger key (A_i). */
@@ -184,14 +185,7 @@ export function readKeyState(path: string): LedgerKeyState | undefined {
  * crash may bring back the previous state, which restart evolves forward.
  */
 export function writeKeyState(path: string, state: LedgerKeyState): void {
-  const text = `${JSON.stringify({
-    version: 1,
-    keyId: state.keyId,
-    installSeq: state.installSeq,
-    seq: state.seq,
-    head: state.head,
-    key: state.key.toString('hex'),
-  })}\n`;
+  const text = formatKeyState(state);
   const temporary = `${path}.tmp`;
   const fd = openSync(temporary, 'w', 0o600);
   try {
@@ -208,6 +202,34 @@ export function writeKeyState(path: string, state: LedgerKeyState): void {
   }
   closeSync(fd);
   renameSync(temporary, path);
+}
+
+/** {@link writeKeyState} without blocking the event loop (the daemon's path, once per group commit). */
+export async function saveKeyState(path: string, state: LedgerKeyState): Promise<void> {
+  const text = formatKeyState(state);
+  const temporary = `${path}.tmp`;
+  const handle = await open(temporary, 'w', 0o600);
+  try {
+    await handle.writeFile(text, 'utf8');
+    await handle.sync();
+  } catch (error) {
+    await handle.close();
+    await unlink(temporary).catch(() => undefined);
+    throw error;
+  }
+  await handle.close();
+  await rename(temporary, path);
+}
+
+function formatKeyState(state: LedgerKeyState): string {
+  return `${JSON.stringify({
+    version: 1,
+    keyId: state.keyId,
+    installSeq: state.installSeq,
+    seq: state.seq,
+    head: state.head,
+    key: state.key.toString('hex'),
+  })}\n`;
 }
 
 function writeAll(fd: number, bytes: Buffer): void {

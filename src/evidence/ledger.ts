@@ -13,6 +13,7 @@ import {
   ledgerKeyId,
   readKeyState,
   readLedgerKeyFile,
+  saveKeyState,
   writeKeyState,
   type LedgerKeyState,
 } from './forward-mac.js';
@@ -257,6 +258,7 @@ export class Ledger {
         const rejection = new StoreWriteError(`Cannot write to the ledger ${this.path}: ${message}`, { cause: error });
         for (const p of batch) p.reject(rejection);
         this.#recoverFromFailure(start, items, { message, hadFailureNote: failure !== undefined });
+        await this.#saveKeyState();
         continue;
       }
       this.#seq = built.seq;
@@ -265,6 +267,9 @@ export class Ledger {
       this.#commitKey(built.key, built.seq, built.prev);
       items.forEach((p, index) => p.resolve(built.entries[index] as LedgerEntry));
       this.#notify(built.entries.map((entry, index) => ({ entry, line: built.lines[index] ?? '' })));
+      // The replies need not wait for the key file: replacing it before the next batch is
+      // written keeps the window in which an older key is on disk to one commit (writeKeyState).
+      await this.#saveKeyState();
     }
     this.#flushing = undefined;
   }
@@ -316,7 +321,7 @@ export class Ledger {
 
   /**
    * After the batch is on disk: the in-memory key becomes the next entry's, and the key state
-   * file is replaced once for the whole batch. If the state cannot be written (a full disk), the
+   * file is marked for replacement, once for the whole batch. If it cannot be written (a full disk), the
    * entries stay acknowledged (they are on disk) and the write is retried with the next batch;
    * until then the file holds an older key, as after a crash (see writeKeyState).
    */
@@ -324,13 +329,14 @@ export class Ledger {
     if (this.#key === undefined || next === undefined) return;
     forgetKey(this.#key.key);
     this.#key = { ...this.#key, seq, head, key: next };
-    this.#saveKeyState();
+    this.#keyStateOnDisk = false;
   }
 
-  #saveKeyState(): void {
-    if (this.#key === undefined || this.#keyStatePath === undefined) return;
+  /** Writes the key state if it is behind; a failure (a full disk) leaves it to the next commit. */
+  async #saveKeyState(): Promise<void> {
+    if (this.#key === undefined || this.#keyStatePath === undefined || this.#keyStateOnDisk) return;
     try {
-      writeKeyState(this.#keyStatePath, this.#key);
+      await saveKeyState(this.#keyStatePath, this.#key);
       this.#keyStateOnDisk = true;
     } catch {
       this.#keyStateOnDisk = false;
@@ -408,7 +414,7 @@ export class Ledger {
       }
     }
     while (this.#flushing !== undefined) await this.#flushing;
-    if (this.#key !== undefined && !this.#keyStateOnDisk) this.#saveKeyState();
+    await this.#saveKeyState();
     if (this.#key !== undefined) forgetKey(this.#key.key);
     const handle = this.#handle;
     this.#handle = undefined;

@@ -51,6 +51,8 @@ export interface DaemonOptions {
   readonly maxRecords?: number;
   /** `--max-store-bytes`: total size of the SV records kept at most. */
   readonly maxStoreBytes?: number;
+  /** Wait this long for the store lock (inetd mode: one process per connection, taking turns). */
+  readonly storeLockWaitMs?: number;
   /** Replaces the Linux socket table (tests). */
   readonly sockets?: LinuxSocketTable;
 }
@@ -78,15 +80,37 @@ export interface RunningDaemon {
   readonly endpoints: readonly Endpoint[];
   /** Answers the one connection on `socket` (inetd mode); resolves when it closes. */
   serve(socket: Socket): Promise<void>;
+  /**
+   * Applies new options (SIGHUP reload) to what can change while running: reply policy,
+   * opt-in, connection limits, what records keep, upstream port, timeouts and fan-out.
+   * Returns the names (long options) of changed settings that need a restart and were kept.
+   */
+  reconfigure(next: DaemonOptions): string[];
   /** Drains connections, flushes the ledger, releases the store. Idempotent. */
   close(): Promise<void>;
 }
+
+/** Settings read at start only: the option name an operator would change, and its field. */
+const RESTART_ONLY: readonly (readonly [string, keyof DaemonOptions])[] = [
+  ['listen', 'listen'],
+  ['store', 'storeDir'],
+  ['token-hash', 'tokenHash'],
+  ['ledger-key', 'ledgerKeyFile'],
+  ['syslog', 'syslog'],
+  ['max-records', 'maxRecords'],
+  ['max-store-bytes', 'maxStoreBytes'],
+  ['max-lookups', 'maxLookups'],
+  ['max-upstream', 'maxUpstream'],
+  ['loop-window', 'loopWindowMs'],
+  ['max-per-sid', 'maxPerSid'],
+];
 
 /** Opens the store, binds the listeners and starts answering. */
 export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon> {
   const syslog = options.syslog;
   const limited = options.maxRecords !== undefined || options.maxStoreBytes !== undefined;
   const store = await openStore(options.storeDir, {
+    ...(options.storeLockWaitMs === undefined ? {} : { lockWaitMs: options.storeLockWaitMs }),
     ...(options.ledgerKeyFile === undefined ? {} : { ledgerKeyFile: options.ledgerKeyFile }),
     ...(syslog === undefined
       ? {}
@@ -113,6 +137,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
           `about their connections will be answered UNKNOWN-ERROR; run stopd as root or grant ${PROCESS_VIEW_CAPABILITIES.join(', ')}`,
       );
     }
+    let current = options;
     const accounts = new AccountDirectory();
     const loops = new LoopTable({ windowMs: options.loopWindowMs, maxWorkPerSid: options.maxPerSid });
     const upstream = new UpstreamDispatcher({
@@ -125,6 +150,14 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       loops,
       log: options.log,
     });
+    const evidence = new EvidenceCollector({
+      hostView: () => createLinuxHostView(sockets, { readCmdline: current.save.includes('cmdline'), onDenied }),
+      accounts,
+      recordsDir: storePaths(options.storeDir).records,
+      save: options.save,
+      tokenHash: options.tokenHash,
+      ...(store.quota === undefined ? {} : { quota: { limits: store.quota, ledger: store.ledger, log: options.log } }),
+    });
     const responder = new Responder({
       sockets,
       ledger: store.ledger,
@@ -134,14 +167,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       policy: options.policy,
       optIn: options.optIn,
       tokenHash: options.tokenHash,
-      evidence: new EvidenceCollector({
-        hostView: () => createLinuxHostView(sockets, { readCmdline: options.save.includes('cmdline'), onDenied }),
-        accounts,
-        recordsDir: storePaths(options.storeDir).records,
-        save: options.save,
-        tokenHash: options.tokenHash,
-        ...(store.quota === undefined ? {} : { quota: { limits: store.quota, ledger: store.ledger, log: options.log } }),
-      }),
+      evidence,
       loops,
       upstream,
       log: options.log,
@@ -165,6 +191,22 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     return {
       endpoints,
       serve: (socket) => server.serve(socket),
+      reconfigure(next) {
+        const changed = RESTART_ONLY.filter(([, key]) => JSON.stringify(next[key]) !== JSON.stringify(current[key]));
+        responder.configure({ policy: next.policy, optIn: next.optIn });
+        server.configure({ maxConnections: next.maxConnections, idleTimeoutMs: next.idleTimeoutMs, maxLineLength: next.maxLineLength });
+        evidence.configure({ save: next.save });
+        upstream.configure({
+          port: next.upstreamPort,
+          connectTimeoutMs: next.upstreamTimeoutMs,
+          replyTimeoutMs: next.upstreamTimeoutMs,
+          maxFanOut: next.maxFanOut,
+        });
+        // What needs a restart keeps its running value, so `current` stays what is in force.
+        const kept = Object.fromEntries(RESTART_ONLY.map(([, key]) => [key, current[key]])) as Partial<DaemonOptions>;
+        current = { ...next, ...kept };
+        return changed.map(([name]) => name);
+      },
       close() {
         // Drain clients, then let upstream exchanges finish (each is bounded by its
         // timeouts) so their outcomes reach the ledger, then close the store.

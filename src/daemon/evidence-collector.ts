@@ -44,11 +44,16 @@ export interface CollectedEvidence {
  * content-hashed record written crash-safely. Resolves once the record is durably on disk.
  */
 export class EvidenceCollector {
-  readonly #o: EvidenceCollectorOptions;
+  #o: EvidenceCollectorOptions;
   #quotaReached = false;
 
   constructor(options: EvidenceCollectorOptions) {
     this.#o = options;
+  }
+
+  /** Changes what records keep, from the next request on (SIGHUP reload). */
+  configure(next: Pick<EvidenceCollectorOptions, 'save'>): void {
+    this.#o = { ...this.#o, save: next.save };
   }
 
   /** The closure alone, for ID_REC: who is upstream, without saving a record. */

@@ -44,10 +44,15 @@ export interface ResponderOptions {
  * duties"). The ledger entry is durably written before the reply exists (duty 9).
  */
 export class Responder {
-  readonly #o: ResponderOptions;
+  #o: ResponderOptions;
 
   constructor(options: ResponderOptions) {
     this.#o = options;
+  }
+
+  /** Changes the reply policy and opt-in (SIGHUP reload); requests in flight keep the old ones. */
+  configure(next: Pick<ResponderOptions, 'policy' | 'optIn'>): void {
+    this.#o = { ...this.#o, policy: next.policy, optIn: next.optIn };
   }
 
   /**

@@ -36,7 +36,7 @@ export interface ServerOptions {
  */
 export class StopServer {
   readonly #handler: LineHandler;
-  readonly #options: ServerOptions;
+  #options: ServerOptions;
   readonly #servers: Server[] = [];
   readonly #connections = new Set<Connection>();
   #closing: Promise<void> | undefined;
@@ -68,6 +68,16 @@ export class StopServer {
       if (info !== null && typeof info === 'object') bound.push({ address: info.address, port: info.port });
     }
     return bound;
+  }
+
+  /** Changes the limits for connections accepted from now on (SIGHUP reload). */
+  configure(next: Pick<ServerOptions, 'maxConnections' | 'idleTimeoutMs' | 'maxLineLength'>): void {
+    this.#options = {
+      ...this.#options,
+      maxConnections: next.maxConnections,
+      idleTimeoutMs: next.idleTimeoutMs,
+      maxLineLength: next.maxLineLength,
+    };
   }
 
   /** Number of open client connections. */
@@ -110,7 +120,7 @@ export class StopServer {
 class Connection {
   readonly #socket: Socket;
   readonly #handler: LineHandler;
-  readonly #options: ServerOptions;
+  #options: ServerOptions;
   readonly #splitter: LineSplitter;
   readonly #origin: QueryOrigin | undefined;
   #queue: Promise<void> = Promise.resolve();

@@ -35,13 +35,18 @@ export interface UpstreamOptions {
  * tokens never reach the requester: they are only in the ledger, for the local administrator.
  */
 export class UpstreamDispatcher {
-  readonly #o: UpstreamOptions;
+  #o: UpstreamOptions;
   readonly #slots: Semaphore;
   readonly #inFlight = new Set<Promise<void>>();
 
   constructor(options: UpstreamOptions) {
     this.#o = options;
     this.#slots = new Semaphore(options.maxConcurrent, { maxWaiting: Number.MAX_SAFE_INTEGER });
+  }
+
+  /** Changes port, timeouts and fan-out for requests dispatched from now on (SIGHUP reload). */
+  configure(next: Pick<UpstreamOptions, 'port' | 'connectTimeoutMs' | 'replyTimeoutMs' | 'maxFanOut'>): void {
+    this.#o = { ...this.#o, ...next };
   }
 
   /** Starts asking upstream in the background; `close()` waits for it. */

@@ -36,6 +36,11 @@ export async function openStore(
     readonly forward?: Omit<SyslogForwarderOptions, 'ledgerPath' | 'statePath'>;
     /** Record limits (quota.ts); `records/` is scanned once here. */
     readonly quota?: QuotaLimits;
+    /**
+     * How long to wait for a lock held by another live process (default 0: fail at once).
+     * inetd mode runs one process per connection: they take turns on the store.
+     */
+    readonly lockWaitMs?: number;
   } = {},
 ): Promise<EvidenceStore> {
   const paths = storePaths(dir);
@@ -50,7 +55,7 @@ export async function openStore(
       { cause: error },
     );
   }
-  takeLock(paths.lock);
+  await takeLock(paths.lock, options.lockWaitMs ?? 0);
   let ledger: Ledger;
   let quota: StoreQuota | undefined;
   const forward = options.forward;
@@ -86,8 +91,9 @@ export async function openStore(
   };
 }
 
-function takeLock(path: string): void {
-  for (let attempt = 0; attempt < 2; attempt += 1) {
+async function takeLock(path: string, waitMs: number): Promise<void> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
     try {
       const fd = openSync(path, 'wx', 0o600);
       writeSync(fd, `${process.pid}\n`);
@@ -97,16 +103,33 @@ function takeLock(path: string): void {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') {
         throw new StoreOpenError(`Cannot lock the store: ${(error as Error).message}`, { cause: error });
       }
-      const owner = Number.parseInt(readFileSync(path, 'utf8'), 10);
-      if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && isAlive(owner)) {
-        throw new StoreOpenError(
-          `Cannot lock the store: ${path} is held by running process ${owner}; stop that daemon or use another --store`,
-        );
-      }
-      unlinkSync(path); // stale lock of a dead process
     }
+    const owner = readLockOwner(path);
+    if (owner !== undefined && !isAlive(owner) && readLockOwner(path) === owner) {
+      // A stale lock of a dead process (read twice, so a lock being replaced is left alone).
+      try {
+        unlinkSync(path);
+      } catch {
+        // Someone else removed it first: try again.
+      }
+      continue;
+    }
+    if (Date.now() >= deadline) {
+      const who = owner === undefined ? 'another process' : `running process ${owner}`;
+      throw new StoreOpenError(`Cannot lock the store: ${path} is held by ${who}; stop that daemon or use another --store`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10));
   }
-  throw new StoreOpenError(`Cannot lock the store: ${path} keeps reappearing`);
+}
+
+/** The pid in a lock file; undefined while it is being written or already gone. */
+function readLockOwner(path: string): number | undefined {
+  try {
+    const owner = Number.parseInt(readFileSync(path, 'utf8'), 10);
+    return Number.isInteger(owner) && owner > 0 ? owner : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function isAlive(pid: number): boolean {

@@ -1,0 +1,143 @@
+/**
+ * stopd's settings: the table behind its command line, its configuration file and its
+ * `--help`, and the translation of settings into `DaemonOptions`.
+ */
+import { readFileSync } from 'node:fs';
+import { DEFAULTS, type DaemonOptions } from '../daemon/daemon.js';
+import type { Logger } from '../daemon/logger.js';
+import { UsageError } from '../errors.js';
+import { parseSyslogTarget } from '../evidence/forwarder.js';
+import { parseByteSize } from '../evidence/quota.js';
+import { parseSaveCategories } from '../evidence/record.js';
+import { parseListenAddress } from './args.js';
+import type { OptionSpec, OptionValue, Settings } from './options.js';
+
+/** Every setting of stopd, in `--help` order. */
+export const DAEMON_OPTIONS: readonly OptionSpec[] = [
+  { name: 'listen', kind: 'list', arg: 'ADDR:PORT', default: ['[::]:113'], reload: 'restart',
+    help: 'address to listen on; repeat for several; [::] is dual stack; port 0 picks a free port, printed at start. Ignored when systemd passes sockets (LISTEN_FDS)' },
+  { name: 'store', kind: 'string', arg: 'DIR', default: DEFAULTS.storeDir, reload: 'restart',
+    help: 'evidence store directory, created mode 0700' },
+  { name: 'random-errors', kind: 'flag', reload: 'live', help: 'reply a token instead of every error' },
+  { name: 'unknown-error', kind: 'flag', reload: 'live', help: 'reply UNKNOWN-ERROR instead of the precise error' },
+  { name: 'opt-in', kind: 'flag', reload: 'live',
+    help: 'let users list, in ~/.ident, hosts (names, addresses or CIDRs) that may see their user name in ID replies' },
+  { name: 'max-connections', kind: 'integer', arg: 'N', min: 1, max: 1_000_000, default: DEFAULTS.maxConnections, reload: 'live',
+    help: 'open client connections at most; more are closed at once' },
+  { name: 'max-lookups', kind: 'integer', arg: 'N', min: 1, max: 10_000, default: DEFAULTS.maxLookups, reload: 'restart',
+    help: 'connection lookups running at once' },
+  { name: 'idle-timeout', kind: 'integer', arg: 'SEC', min: 1, max: 86_400, default: DEFAULTS.idleTimeoutSec, reload: 'live',
+    help: 'close a client that sends nothing for SEC seconds' },
+  { name: 'max-line', kind: 'integer', arg: 'BYTES', min: 64, max: 65_536, default: DEFAULTS.maxLineLength, reload: 'live',
+    help: 'longest request line; a longer one closes the connection' },
+  { name: 'token-hash', kind: 'string', arg: 'NAME', default: DEFAULTS.tokenHash, reload: 'restart',
+    help: 'sha256 (64 hex digits) or sha1 (40, as in the STOP paper): SV tokens are that hash of their record, and every token has that length' },
+  { name: 'save', kind: 'list', arg: 'LIST', default: ['all'], reload: 'live',
+    help: 'what SV records keep: processes, cmdline, sockets, pipes, utmp, host, or all (comma-separated on the command line, a list in the file)' },
+  { name: 'ledger-key', kind: 'string', arg: 'FILE', reload: 'restart',
+    help: 'install the initial ledger key made by `stopctl keygen --out FILE`: the daemon moves it into the store (FILE is deleted) and from then on authenticates every ledger entry with a forward-secure MAC; keep a copy off this host for `stopctl verify --key`' },
+  { name: 'upstream-port', kind: 'integer', arg: 'N', min: 1, max: 65_535, default: DEFAULTS.upstreamPort, reload: 'live',
+    help: 'STOP port asked on upstream hosts by ID_REC/SV_REC' },
+  { name: 'upstream-timeout', kind: 'integer', arg: 'SEC', min: 1, max: 600, default: DEFAULTS.upstreamTimeoutSec, reload: 'live',
+    help: 'connect and reply deadline of each upstream request' },
+  { name: 'max-fanout', kind: 'integer', arg: 'N', min: 0, max: 10_000, default: DEFAULTS.maxFanOut, reload: 'live',
+    help: 'upstream hosts asked per recursive request; more are logged as skipped' },
+  { name: 'max-upstream', kind: 'integer', arg: 'N', min: 1, max: 10_000, default: DEFAULTS.maxUpstream, reload: 'restart',
+    help: 'upstream requests in flight at once' },
+  { name: 'loop-window', kind: 'integer', arg: 'SEC', min: 1, max: 86_400, default: DEFAULTS.loopWindowSec, reload: 'restart',
+    help: 'a recursive request repeated within SEC seconds (same SID, requester and connection) gets a token but is not processed' },
+  { name: 'max-per-sid', kind: 'integer', arg: 'N', min: 1, max: 1_000_000, default: DEFAULTS.maxPerSid, reload: 'restart',
+    help: 'work per SID and loop window: requests processed plus upstream requests sent' },
+  { name: 'syslog', kind: 'string', arg: 'HOST:PORT', reload: 'restart',
+    help: 'also send every ledger entry to a syslog collector: RFC 5424 (authpriv.notice, APP-NAME stopd, MSGID ledger, [stopd@32473 seq="N"], the ledger line as MSG) over TCP with octet counting (RFC 6587). Never delays replies; while the collector is away entries wait in the ledger and are sent when it returns (also after a restart: the last delivered seq is kept in STORE/forward-state). At least once, in order; only entries of the last seconds before a lost connection may come twice, with the same seq' },
+  { name: 'syslog-tls', kind: 'flag', reload: 'restart', help: 'wrap the syslog connection in TLS (RFC 5425)' },
+  { name: 'syslog-ca', kind: 'string', arg: 'FILE', reload: 'restart', help: "PEM certificates to trust for --syslog-tls instead of the system's" },
+  { name: 'max-records', kind: 'integer', arg: 'N', min: 0, max: Number.MAX_SAFE_INTEGER, reload: 'restart',
+    help: 'SV records kept at most; past it SV replies go on as usual, the record is not saved and the ledger says so (no limit by default)' },
+  { name: 'max-store-bytes', kind: 'string', arg: 'SIZE', reload: 'restart',
+    help: 'total size of SV records kept at most, e.g. 500M or 2G (no limit by default; the ledger is never limited); remove old records with `stopctl prune`' },
+];
+
+/** Looks a setting up by name (a programming error if it is not in the table). */
+export function optionSpec(name: string): OptionSpec {
+  const spec = DAEMON_OPTIONS.find((candidate) => candidate.name === name);
+  if (spec === undefined) throw new Error(`No stopd option named ${name}`);
+  return spec;
+}
+
+/**
+ * `DaemonOptions` from settings (file and flags merged; missing ones take their defaults).
+ * Values of the right type may still be wrong (`--token-hash md5`): the UsageError names
+ * `origin(name)`, the flag or the file line it came from.
+ */
+export function buildDaemonOptions(
+  settings: Settings,
+  context: { log: Logger; origin: (name: string) => string; listen?: DaemonOptions['listen'] },
+): DaemonOptions {
+  const get = <T extends OptionValue>(name: string): T | undefined => settings.get(name) as T | undefined;
+  const int = (name: string): number => get<number>(name) ?? Number(optionSpec(name).default);
+  const flag = (name: string): boolean => get<boolean>(name) === true;
+  const checked = <T>(name: string, parse: () => T): T => {
+    try {
+      return parse();
+    } catch (error) {
+      if (!(error instanceof UsageError)) throw error;
+      throw new UsageError(`${context.origin(name)}: ${error.message}`);
+    }
+  };
+
+  const tokenHash = get<string>('token-hash') ?? DEFAULTS.tokenHash;
+  if (tokenHash !== 'sha256' && tokenHash !== 'sha1') {
+    throw new UsageError(`${context.origin('token-hash')} must be sha256 or sha1, not ${JSON.stringify(tokenHash)}`);
+  }
+  const save = get<readonly string[]>('save');
+  const syslogTarget = get<string>('syslog');
+  const tls = flag('syslog-tls');
+  const caFile = get<string>('syslog-ca');
+  if (syslogTarget === undefined && (tls || caFile !== undefined)) {
+    throw new UsageError('--syslog-tls and --syslog-ca need --syslog HOST:PORT');
+  }
+  if (caFile !== undefined && !tls) throw new UsageError('--syslog-ca goes with --syslog-tls');
+  const ca = caFile === undefined ? undefined : checked('syslog-ca', () => readCa(caFile));
+  const maxRecords = get<number>('max-records');
+  const maxStoreBytes = get<string>('max-store-bytes');
+  const ledgerKey = get<string>('ledger-key');
+  return {
+    listen: context.listen ?? checked('listen', () => (get<readonly string[]>('listen') ?? ['[::]:113']).map(parseListenAddress)),
+    storeDir: get<string>('store') ?? DEFAULTS.storeDir,
+    policy: { randomErrors: flag('random-errors'), unknownError: flag('unknown-error') },
+    optIn: flag('opt-in'),
+    maxConnections: int('max-connections'),
+    maxLookups: int('max-lookups'),
+    idleTimeoutMs: 1000 * int('idle-timeout'),
+    maxLineLength: int('max-line'),
+    tokenHash,
+    save: save === undefined ? DEFAULTS.save : checked('save', () => parseSaveCategories(save.join(','))),
+    upstreamPort: int('upstream-port'),
+    upstreamTimeoutMs: 1000 * int('upstream-timeout'),
+    maxFanOut: int('max-fanout'),
+    maxUpstream: int('max-upstream'),
+    loopWindowMs: 1000 * int('loop-window'),
+    maxPerSid: int('max-per-sid'),
+    ...(ledgerKey === undefined ? {} : { ledgerKeyFile: ledgerKey }),
+    ...(syslogTarget === undefined
+      ? {}
+      : {
+          syslog: {
+            target: checked('syslog', () => parseSyslogTarget(syslogTarget)),
+            ...(tls ? { tls: ca === undefined ? {} : { ca } } : {}),
+          },
+        }),
+    ...(maxRecords === undefined ? {} : { maxRecords }),
+    ...(maxStoreBytes === undefined ? {} : { maxStoreBytes: checked('max-store-bytes', () => parseByteSize(maxStoreBytes)) }),
+    log: context.log,
+  };
+}
+
+function readCa(file: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (error) {
+    throw new UsageError(`cannot read ${file}: ${(error as Error).message}`);
+  }
+}

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, chownSync, cpSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, chownSync, cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -36,7 +36,11 @@ describe('stopd as a dedicated user', { skip: isRoot ? false : 'needs root: crea
     install = mkdtempSync(join(tmpdir(), 'stopd-lp-install-'));
     chmodSync(install, 0o755);
     const root = resolve(STOPD, '../../../..');
-    for (const part of ['package.json', 'dist/src', 'build/Release']) cpSync(join(root, part), join(install, part), { recursive: true });
+    const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { dependencies?: Record<string, string> };
+    const runtime = Object.keys(pkg.dependencies ?? {}).map((name) => `node_modules/${name}`);
+    for (const part of ['package.json', 'dist/src', 'build/Release', ...runtime]) {
+      cpSync(join(root, part), join(install, part), { recursive: true });
+    }
   });
   after(async () => {
     await service.close();

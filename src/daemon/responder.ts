@@ -78,9 +78,6 @@ export class Responder {
       });
       return reply.line;
     }
-    const refused = await this.#refuseRepeat(request, origin, line);
-    if (refused !== undefined) return refused;
-
     const ports = { client: request.clientPort, server: request.serverPort };
     const clientIp = clientIpOf(request) !== undefined;
     let finding: ConnectionFinding;
@@ -96,6 +93,13 @@ export class Responder {
         record: { ...describeRequest(line, request), lookupError: errorCode(error) },
       });
       return reply.line;
+    }
+    // Loop control comes after the lookup so that a repeat about a connection this host would
+    // not vouch for (inbound, unknown) still gets the same error: only what would have been
+    // processed — a token, evidence, recursion — is refused to a repeat (paper 3.1.4).
+    if (decideConnection(finding, { policy: this.#o.policy, clientIp, optedIn: false }).reply === 'token') {
+      const refused = await this.#refuseRepeat(request, origin, line);
+      if (refused !== undefined) return refused;
     }
     const account = socket === undefined ? undefined : this.#o.accounts.lookup(socket.uid);
     const optedIn =

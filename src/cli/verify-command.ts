@@ -86,7 +86,8 @@ export function formatVerifyText(report: VerifyReport, options: { keyGiven: bool
   out.push(`Ledger   ${range} in ${ledger.lines} lines; ${macs}`);
   out.push(
     `Records  ${records.count} files; ${records.referenced} named by the ledger` +
-      (records.unreplied > 0 ? `, ${records.unreplied} saved for requests never replied (recovery entries)` : ''),
+      (records.unreplied > 0 ? `, ${records.unreplied} saved for requests never replied (recovery entries)` : '') +
+      (records.absent > 0 ? `; ${records.absent} absent as the ledger says (pruned, or not kept at the quota)` : ''),
   );
   out.push(report.clean ? 'Verdict  clean' : `Verdict  TAMPERED: ${report.findings.length} finding${report.findings.length === 1 ? '' : 's'}`);
   return out.join('\n') + '\n';

@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, unlinkSync, w
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { gzipSync } from 'node:zlib';
 import { evolveKeyBy, formatEntryLine, generateLedgerKey, readKeyState, writeKeyState } from './forward-mac.js';
 import { hashLine, Ledger } from './ledger.js';
 import { formatRecordBytes, writeRecord, type EvidenceRecord } from './record.js';
@@ -235,6 +236,28 @@ describe('verifyStore', () => {
     const wrong = await verifyStore(store.dir, { key: generateLedgerKey() });
     assert.ok(kinds(wrong).includes('key-mismatch'));
     assert.equal(wrong.ledger.macsChecked, 0);
+  });
+
+  test('verifyStore checks gzipped records and accepts records the ledger says were pruned or not kept', async () => {
+    const store = await makeStore({ keyed: false });
+    const [gzipped = '', removed = '', notKept = ''] = store.tokens;
+    const plain = join(store.paths.records, `${gzipped}.json`);
+    writeFileSync(`${plain}.gz`, gzipSync(readFileSync(plain)));
+    unlinkSync(plain);
+    unlinkSync(join(store.paths.records, `${removed}.json`));
+    unlinkSync(join(store.paths.records, `${notKept}.json`));
+    const ledger = await Ledger.open(store.paths.ledger, { keyStatePath: store.paths.ledgerKey, recordsDir: store.paths.records });
+    await ledger.append({ kind: 'prune', record: gzipped, action: 'gzipped', verified: true });
+    await ledger.append({ kind: 'prune', record: removed, action: 'removed', verified: true });
+    await ledger.append({ kind: 'record-not-kept', record: notKept, reason: 'max-records', limit: 2 });
+    await ledger.close();
+    const report = await verifyStore(store.dir);
+    assert.deepEqual(report.findings, []);
+    assert.equal(report.records.count, 1);
+    assert.equal(report.records.absent, 2);
+    // A gzipped record is checked by its decompressed bytes.
+    writeFileSync(`${plain}.gz`, gzipSync(Buffer.from('{"version":1}\n')));
+    assert.equal(only(await verifyStore(store.dir), 'record-altered').where, `records/${gzipped}.json.gz`);
   });
 
   test('verifyStore rejects a directory that is not a store', async () => {

@@ -14,6 +14,7 @@ import { createHash } from 'node:crypto';
 import { lstatSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import { StoreOpenError } from '../errors.js';
 import { checkEntryMac, evolveKey, evolveKeyBy, forgetKey, ledgerKeyId, readKeyState, splitEntryMac, type LedgerKeyState } from './forward-mac.js';
 import { GENESIS_HASH, RECORD_NAME, TEMPORARY_RECORD_NAME } from './ledger.js';
@@ -82,12 +83,14 @@ export interface VerifyReport {
     readonly keyStateSeq: number | null;
   };
   readonly records: {
-    /** Record files (`<token>.json`) in `records/`. */
+    /** Records in `records/` (`<token>.json`, or `<token>.json.gz` after `stopctl prune --gzip`). */
     readonly count: number;
     /** Tokens the ledger names as records. */
     readonly referenced: number;
     /** Records named by recovery entries: saved, but their token was never sent. */
     readonly unreplied: number;
+    /** Records the ledger says are absent on purpose (`record-not-kept` at the quota, or pruned). */
+    readonly absent: number;
   };
   readonly findings: readonly VerifyFinding[];
 }
@@ -103,6 +106,11 @@ interface ParsedLine {
   readonly seq: number;
   readonly hash: string;
 }
+
+/** A record pruned with `stopctl prune --gzip`. */
+const GZIPPED_RECORD_NAME = /^([0-9a-f]{40}(?:[0-9a-f]{24})?)\.json\.gz$/;
+/** A decompressed record larger than this is not a record (a gzip bomb, or damage), as record.ts. */
+const MAX_RECORD_BYTES = 256 * 1024 * 1024;
 
 /** How long a temporary record file of a running daemon may be a write in progress. */
 const IN_PROGRESS_MS = 60_000;
@@ -167,6 +175,8 @@ interface LedgerScan {
   referenced: Map<string, string>;
   /** Record tokens named by recovery entries (saved, token never sent). */
   unreplied: Set<string>;
+  /** Records the ledger says are absent on purpose: not kept at the store quota, or pruned. */
+  absent: Set<string>;
   keyId: string | undefined;
   installSeq: number | undefined;
   macsChecked: number;
@@ -183,6 +193,7 @@ function emptyScan(): LedgerScan {
     maxSeq: 0,
     referenced: new Map(),
     unreplied: new Set(),
+    absent: new Set(),
     keyId: undefined,
     installSeq: undefined,
     macsChecked: 0,
@@ -298,6 +309,10 @@ async function scanLedger(path: string, initialKey: Buffer | undefined, findings
     }
     // References between the ledger and records/.
     if (entry.kind === 'reply' && typeof entry.record === 'string') scan.referenced.set(entry.record, `seq ${seq}, line ${lineNumber}`);
+    // quota.ts and prune.ts: a record deliberately not saved, or removed by `stopctl prune`.
+    if (typeof entry.record === 'string' && (entry.kind === 'record-not-kept' || (entry.kind === 'prune' && entry.action === 'removed'))) {
+      scan.absent.add(entry.record);
+    }
     if (entry.kind === 'recovery' && Array.isArray(entry.unrepliedRecords)) {
       for (const token of entry.unrepliedRecords) if (typeof token === 'string') scan.unreplied.add(token);
     }
@@ -468,35 +483,47 @@ function checkRecords(
       });
       continue;
     }
-    const token = RECORD_NAME.exec(name)?.[1];
+    const plain = RECORD_NAME.exec(name)?.[1];
+    const packed = GZIPPED_RECORD_NAME.exec(name)?.[1];
+    const token = plain ?? packed;
     if (token === undefined || !stats.isFile()) {
       findings.push({
         kind: 'unexpected-file',
         where,
-        detail: token === undefined ? 'not a record name (<token>.json with 40 or 64 lowercase hex digits)' : 'not a regular file',
+        detail: token === undefined ? 'not a record name (<token>.json or <token>.json.gz, 40 or 64 lowercase hex digits)' : 'not a regular file',
       });
       continue;
     }
+    // `stopctl prune --gzip` writes <token>.json.gz, then removes <token>.json: after a crash in
+    // between both exist, and both are checked.
+    const key = packed === undefined ? token : `${token}.json.gz`;
     try {
-      present.set(token, readFileSync(path));
+      const bytes = readFileSync(path);
+      present.set(key, packed === undefined ? bytes : gunzipSync(bytes, { maxOutputLength: MAX_RECORD_BYTES }));
     } catch (error) {
-      present.set(token, undefined);
-      findings.push({ kind: 'record-unreadable', where, detail: `cannot read it: ${(error as Error).message}` });
+      present.set(key, undefined);
+      const what = packed === undefined ? 'cannot read it' : 'cannot read or decompress it';
+      findings.push({ kind: 'record-unreadable', where, detail: `${what}: ${(error as Error).message}` });
     }
   }
+  const tokenOf = (key: string): string => key.replace(/\.json\.gz$/, '');
+  const fileOf = (key: string): string => (key.endsWith('.gz') ? `records/${key}` : `records/${key}.json`);
+  const tokens = new Set([...present.keys()].map(tokenOf));
   // Hashes of every record's bytes, to recognise a record copied under another record's name.
   const ownerOfHash = new Map<string, string>();
   const actual = new Map<string, string>();
-  for (const [token, bytes] of present) {
+  for (const [key, bytes] of present) {
     if (bytes === undefined) continue;
+    const token = tokenOf(key);
     const hash = hashToken(bytes, tokenHashOf(token) ?? 'sha256');
-    actual.set(token, hash);
+    actual.set(key, hash);
     if (hash === token) ownerOfHash.set(hash, token);
   }
-  for (const [token, bytes] of present) {
+  for (const [key, bytes] of present) {
     if (bytes === undefined) continue;
-    const where = `records/${token}.json`;
-    const hash = actual.get(token) ?? '';
+    const token = tokenOf(key);
+    const where = fileOf(key);
+    const hash = actual.get(key) ?? '';
     if (hash !== token) {
       const known = ownerOfHash.get(hash) ?? (scan.referenced.has(hash) || scan.unreplied.has(hash) ? hash : undefined);
       let wellFormed = true;
@@ -521,19 +548,24 @@ function checkRecords(
     }
   }
   for (const [token, at] of scan.referenced) {
-    if (present.has(token)) continue;
-    findings.push({ kind: 'record-missing', where: `records/${token}.json`, detail: `the ledger names this record (${at}), but the file is missing: it was deleted` });
+    if (tokens.has(token) || scan.absent.has(token)) continue;
+    findings.push({
+      kind: 'record-missing',
+      where: `records/${token}.json`,
+      detail: `the ledger names this record (${at}), but the file is missing, and no prune or record-not-kept entry explains it: it was deleted`,
+    });
   }
-  for (const token of present.keys()) {
+  for (const key of present.keys()) {
+    const token = tokenOf(key);
     if (scan.referenced.has(token) || scan.unreplied.has(token)) continue;
     findings.push({
       kind: 'record-unreferenced',
-      where: `records/${token}.json`,
+      where: fileOf(key),
       detail:
         'no ledger entry names this record: it was planted, or its entry was removed, or the daemon stopped between saving it and writing its entry (starting the daemon accounts for such records in a recovery entry)',
     });
   }
-  return { count: present.size, referenced: scan.referenced.size, unreplied: scan.unreplied.size };
+  return { count: tokens.size, referenced: scan.referenced.size, unreplied: scan.unreplied.size, absent: scan.absent.size };
 }
 
 /** Adds record references from lines appended after `offset` (a running daemon's latest entries). */

@@ -1,0 +1,318 @@
+/**
+ * The programs a benchmark starts: stopd (with Node flags such as --cpu-prof), oidentd, the
+ * connection holders, the load generator, and the C helpers of bench/floor compiled with `cc`.
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { STOPD } from '../../test/support/daemon.js';
+import type { LoadConfig, LoadResult } from './load-client.js';
+
+const run = promisify(execFile);
+
+/** dist/bench (this file is dist/bench/lib/processes.js). */
+const DIST_BENCH = resolve(import.meta.dirname, '..');
+/** The repository's bench/ (C sources). */
+const SOURCE_BENCH = resolve(import.meta.dirname, '../../../bench');
+
+/** Where stores go: the root file system, as /var/lib/stopd would be (tmpfs would hide fsync costs). */
+export function makeStoreDir(): string {
+  const base = resolve(DIST_BENCH, 'stores');
+  mkdirSync(base, { recursive: true });
+  return mkdtempSync(join(base, 'store-'));
+}
+
+/** Compiles bench/floor/NAME.c with `cc -O2` (once per source change) and returns the binary. */
+export async function compileC(name: string): Promise<string> {
+  const source = join(SOURCE_BENCH, 'floor', `${name}.c`);
+  const outDir = join(DIST_BENCH, 'floor');
+  mkdirSync(outDir, { recursive: true });
+  const binary = join(outDir, name);
+  if (!existsSync(binary) || statSync(binary).mtimeMs < statSync(source).mtimeMs) {
+    await run('cc', ['-O2', '-Wall', '-o', binary, source], { timeout: 60_000 });
+  }
+  return binary;
+}
+
+/** Whether `program` is on PATH (or an absolute path that exists). */
+export async function hasProgram(program: string): Promise<boolean> {
+  try {
+    await run('sh', ['-c', `command -v ${program}`]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A free TCP port on 127.0.0.1 (bound and released). */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen({ host: '127.0.0.1', port: 0 });
+  await once(server, 'listening');
+  const address = server.address();
+  server.close();
+  await once(server, 'close');
+  return typeof address === 'object' && address !== null ? address.port : 0;
+}
+
+/** Resolves once something accepts on host:port (bounded). */
+export async function waitForPort(host: string, port: number, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const up = await new Promise<boolean>((done) => {
+      const socket = connect({ host, port });
+      socket.once('connect', () => {
+        socket.destroy();
+        done(true);
+      });
+      socket.once('error', () => done(false));
+    });
+    if (up) return;
+    if (Date.now() > deadline) throw new Error(`Nothing listens on ${host}:${port} after ${timeoutMs} ms`);
+    await new Promise((resolveDelay) => setTimeout(resolveDelay, 20));
+  }
+}
+
+/** Spawns a program and resolves with its first stdout line parsed as JSON (bounded). */
+async function firstJsonLine<T>(child: ChildProcess, what: string, timeoutMs: number): Promise<T> {
+  child.stdout?.setEncoding('utf8');
+  let stderr = '';
+  child.stderr?.setEncoding('utf8');
+  child.stderr?.on('data', (chunk: string) => {
+    stderr += chunk;
+  });
+  return new Promise<T>((resolvePromise, reject) => {
+    let out = '';
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${what} gave no result within ${timeoutMs} ms: ${stderr}`));
+    }, timeoutMs);
+    child.stdout?.on('data', (chunk: string) => {
+      out += chunk;
+      const end = out.indexOf('\n');
+      if (end < 0) return;
+      clearTimeout(timer);
+      try {
+        resolvePromise(JSON.parse(out.slice(0, end)) as T);
+      } catch (error) {
+        reject(error instanceof Error ? error : new Error(String(error)));
+      }
+    });
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`${what} exited (${code ?? signal}) before its result: ${stderr}`));
+    });
+  });
+}
+
+/** A child process the bench stops itself. */
+export interface Stoppable {
+  readonly pid: number;
+  stop(): Promise<void>;
+}
+
+async function stopChild(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = once(child, 'exit');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+  child.kill(signal);
+  await exited;
+  clearTimeout(timer);
+}
+
+let hardLimit: number | undefined;
+
+/**
+ * The descriptor hard limit of this process (what `prlimit` may raise the soft limit to
+ * without privilege; a container may forbid going beyond it even for root).
+ */
+export async function descriptorLimit(): Promise<number> {
+  if (hardLimit === undefined) {
+    const { stdout } = await run('sh', ['-c', 'ulimit -Hn']);
+    hardLimit = stdout.trim() === 'unlimited' ? 1_048_576 : Number(stdout.trim());
+  }
+  return hardLimit;
+}
+
+/** Starts a connection holder (bench/lib/holder.ts) with the soft descriptor limit raised to the hard one. */
+export async function startHolder<T>(config: Record<string, unknown>, timeoutMs = 120_000): Promise<Stoppable & { info: T }> {
+  const limit = await descriptorLimit();
+  const child = spawn('prlimit', [`--nofile=${limit}:${limit}`, process.execPath, join(DIST_BENCH, 'lib', 'holder.js'), JSON.stringify(config)], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  const info = await firstJsonLine<T>(child, `holder ${String(config.role)}`, timeoutMs);
+  // SIGTERM: the holder resets its connections (no TIME_WAIT left behind) and exits.
+  return { pid: child.pid ?? 0, info, stop: () => stopChild(child, 'SIGTERM') };
+}
+
+/** Runs the load generator in its own process, optionally pinned to `cpus` (taskset list). */
+export async function runLoad(config: LoadConfig, options: { cpus?: string } = {}): Promise<LoadResult> {
+  return startLoad(config, options).result;
+}
+
+/** Starts the load generator; `stop()` ends it early (it finishes the queries in flight and reports). */
+export function startLoad(config: LoadConfig, options: { cpus?: string } = {}): { result: Promise<LoadResult>; stop(): void } {
+  const argv = [process.execPath, join(DIST_BENCH, 'lib', 'load-client.js'), JSON.stringify(config)];
+  const command = options.cpus === undefined ? argv : ['taskset', '-c', options.cpus, ...argv];
+  const child = spawn(command[0] ?? '', command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  const budget = (config.durationMs ?? 0) + (config.count ?? 0) * (config.timeoutMs ?? 10_000) + 120_000;
+  return { result: firstJsonLine<LoadResult>(child, 'load generator', budget), stop: () => child.kill('SIGTERM') };
+}
+
+/** TCP sockets on the machine (this network namespace) in `state` (an `ss` state filter). */
+export async function countSockets(state: 'established' | 'time-wait'): Promise<number> {
+  const { stdout } = await run('ss', ['-Htan', 'state', state], { maxBuffer: 64 * 1024 * 1024 });
+  return stdout.split('\n').filter((line) => line.trim().length > 0).length;
+}
+
+/**
+ * Waits (at most `timeoutMs`) until fewer than `below` TIME_WAIT sockets are left: the kernel
+ * keeps them 60 s, and whole-table socket dumps (SV requests) walk them. Returns the count left.
+ */
+export async function drainTimeWait(below: number, timeoutMs = 65_000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const left = await countSockets('time-wait');
+    if (left < below || Date.now() > deadline) return left;
+    await new Promise((resolveDelay) => setTimeout(resolveDelay, 1000));
+  }
+}
+
+/** Starts `count` established loopback connections 127.0.0.3 -> 127.0.0.4 in holder processes. */
+export async function startBackground(count: number): Promise<Stoppable[]> {
+  const holders: Stoppable[] = [];
+  // Each holder keeps at most `perHolder` sockets: the descriptor hard limit may be low
+  // (20 000 in some containers, where even root cannot raise it).
+  const perHolder = Math.max(1000, Math.min(10_000, (await descriptorLimit()) - 200));
+  try {
+    for (let placed = 0; placed < count; placed += perHolder) {
+      const listener = await startHolder<{ port: number }>({ role: 'listen', host: '127.0.0.4' });
+      holders.push(listener);
+      const batch = Math.min(perHolder, count - placed);
+      holders.push(await startHolder({ role: 'connect', from: '127.0.0.3', host: '127.0.0.4', port: listener.info.port, count: batch }, 300_000));
+    }
+  } catch (error) {
+    for (const holder of holders.reverse()) await holder.stop();
+    throw error;
+  }
+  return holders;
+}
+
+/** Peak and current resident memory of a process, from /proc/PID/status (kB). */
+export function readMemory(pid: number): { vmHWMkB: number; vmRSSkB: number } {
+  const text = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const field = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? Number.NaN);
+  return { vmHWMkB: field('VmHWM'), vmRSSkB: field('VmRSS') };
+}
+
+/** A stopd process of the bench. */
+export interface BenchStopd extends Stoppable {
+  readonly host: string;
+  readonly port: number;
+  readonly storeDir: string;
+  stderr(): string;
+}
+
+/**
+ * Starts `node [nodeArgs] dist/src/cli/stopd.js --listen 127.0.0.1:0 --store DIR [args]` and
+ * waits for its "listening on" line. `stop()` sends SIGTERM (a --cpu-prof profile is written
+ * on that clean exit) and removes the store.
+ */
+export async function startStopd(options: { args?: readonly string[]; nodeArgs?: readonly string[]; cwd?: string } = {}): Promise<BenchStopd> {
+  const storeDir = makeStoreDir();
+  const child = spawn(
+    process.execPath,
+    [...(options.nodeArgs ?? []), STOPD, '--listen', '127.0.0.1:0', '--store', storeDir, ...(options.args ?? [])],
+    { stdio: ['ignore', 'ignore', 'pipe'], ...(options.cwd === undefined ? {} : { cwd: options.cwd }) },
+  );
+  let stderr = '';
+  child.stderr?.setEncoding('utf8');
+  const port = await new Promise<number>((resolvePromise, reject) => {
+    const timer = setTimeout(() => reject(new Error(`stopd did not start: ${stderr}`)), 15_000);
+    child.stderr?.on('data', (chunk: string) => {
+      stderr += chunk;
+      const match = /listening on 127\.0\.0\.1:(\d+)/.exec(stderr);
+      if (match !== null) {
+        clearTimeout(timer);
+        resolvePromise(Number(match[1]));
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`stopd exited with ${code}: ${stderr}`));
+    });
+  });
+  return {
+    pid: child.pid ?? 0,
+    host: '127.0.0.1',
+    port,
+    storeDir,
+    stderr: () => stderr,
+    async stop() {
+      await stopChild(child);
+      rmSync(storeDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * Starts Debian's oidentd in the foreground (`-i`) on 127.0.0.1:PORT as nobody, logging
+ * nothing (`-q`: its fastest setting), and waits until it accepts.
+ */
+export async function startOidentd(): Promise<Stoppable & { host: string; port: number }> {
+  const port = await freePort();
+  const child = spawn('oidentd', ['-i', '-S', '-q', '-a', '127.0.0.1', '-p', String(port), '-u', 'nobody', '-g', 'nogroup'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr?.setEncoding('utf8');
+  child.stderr?.on('data', (chunk: string) => {
+    stderr += chunk;
+  });
+  try {
+    await waitForPort('127.0.0.1', port);
+  } catch (error) {
+    child.kill('SIGKILL');
+    throw new Error(`oidentd did not start: ${stderr} ${String(error)}`);
+  }
+  return { pid: child.pid ?? 0, host: '127.0.0.1', port, stop: () => stopChild(child) };
+}
+
+/** Starts a program whose first stdout line is JSON or text `ready`; resolves after that line. */
+export async function startReadyProgram(argv: readonly string[], what: string, timeoutMs = 60_000): Promise<Stoppable & { child: ChildProcess }> {
+  const [command = '', ...args] = argv;
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout?.setEncoding('utf8');
+  await new Promise<void>((resolvePromise, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`${what} not ready within ${timeoutMs} ms`)), timeoutMs);
+    child.stdout?.on('data', (chunk: string) => {
+      out += chunk;
+      if (out.includes('\n')) {
+        clearTimeout(timer);
+        resolvePromise();
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${what} exited with ${code}`));
+    });
+  });
+  return { pid: child.pid ?? 0, child, stop: () => stopChild(child, 'SIGKILL') };
+}
+
+/** Runs a program to completion and parses its last stdout line as JSON. */
+export async function runJson<T>(argv: readonly string[], timeoutMs = 600_000): Promise<T> {
+  const [command = '', ...args] = argv;
+  const { stdout } = await run(command, args, { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 });
+  const lines = stdout.trim().split('\n');
+  return JSON.parse(lines[lines.length - 1] ?? 'null') as T;
+}
+
+/** Pins every thread of `pid` to `cpus` (taskset list). */
+export async function pin(pid: number, cpus: string): Promise<void> {
+  await run('taskset', ['-a', '-p', '-c', cpus, String(pid)]);
+}

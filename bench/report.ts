@@ -1,0 +1,315 @@
+/**
+ * Turns the results of `npm run bench` into the target checks of issue 6 and a Markdown report.
+ */
+import type { IdVsOidentdResult } from './sections/id-vs-oidentd.js';
+import type { ProfileResult } from './sections/profile.js';
+import type { RecursionResult } from './sections/recursion.js';
+import { p50Of, type StructureResult, type StructuresResult } from './sections/structures.js';
+import type { SystemImpactResult } from './sections/system-impact.js';
+import type { Repeated } from './lib/stats.js';
+
+/** Everything one run measured (the JSON file). */
+export interface BenchResults {
+  readonly startedAt: string;
+  readonly finishedAt: string;
+  readonly quick: boolean;
+  readonly machine: {
+    readonly cpus: number;
+    readonly model: string;
+    readonly kernel: string;
+    readonly node: string;
+    readonly memoryMB: number;
+    readonly loadAverageAtStart: readonly number[];
+  };
+  readonly id?: IdVsOidentdResult | { skipped: string };
+  readonly structures?: StructuresResult;
+  readonly impact?: SystemImpactResult | { skipped: string };
+  readonly recursion?: RecursionResult;
+  readonly profile?: ProfileResult;
+  /** Peak resident memory (VmHWM) of the stopd of each section. */
+  readonly memory: Record<string, number>;
+  readonly targets: readonly TargetCheck[];
+}
+
+/** One row of the issue's target table. */
+export interface TargetCheck {
+  readonly measure: string;
+  readonly target: string;
+  readonly measured: string;
+  /** undefined: not measured in this run. */
+  readonly pass: boolean | undefined;
+}
+
+const fmt = (value: number, digits = 3): string => {
+  if (!Number.isFinite(value)) return 'n/a';
+  if (Math.abs(value) >= 10 ** digits) return value.toFixed(0);
+  return Number(value.toPrecision(digits)).toString();
+};
+
+const spread = (value: Repeated | undefined, digits = 3): string =>
+  value === undefined || !Number.isFinite(value.median)
+    ? 'n/a'
+    : value.runs.length > 1
+      ? `${fmt(value.median, digits)} (${fmt(value.min, digits)}–${fmt(value.max, digits)})`
+      : fmt(value.median, digits);
+
+function check(measure: string, target: string, value: number, pass: (value: number) => boolean, unit = '×'): TargetCheck {
+  const measured = Number.isFinite(value) ? `${fmt(value)}${unit === '×' ? '×' : ` ${unit}`}` : 'n/a';
+  return { measure, target, measured, pass: Number.isFinite(value) ? pass(value) : undefined };
+}
+
+/** The issue's targets, checked against what this run measured. */
+export function checkTargets(results: Omit<BenchResults, 'targets'>): TargetCheck[] {
+  const checks: TargetCheck[] = [];
+  const id = results.id !== undefined && 'cells' in results.id ? results.id : undefined;
+  const ratio = (background: number, concurrency: number): IdVsOidentdResult['ratios'][number] | undefined =>
+    id?.ratios.find((r) => r.background === background && r.concurrency === concurrency);
+  const bg = id === undefined ? 20_000 : Math.max(0, ...id.cells.map((c) => c.background));
+  checks.push(check('ID requests/s at concurrency 8 vs oidentd, idle', '≥ 1.5×', ratio(0, 8)?.throughput.median ?? Number.NaN, (v) => v >= 1.5));
+  checks.push(check(`ID requests/s at concurrency 8 vs oidentd, ${bg} background connections`, '≥ 1.5×', ratio(bg, 8)?.throughput.median ?? Number.NaN, (v) => v >= 1.5));
+  for (const background of [0, bg]) {
+    for (const concurrency of [1, 8]) {
+      checks.push(
+        check(
+          `ID p99 latency vs oidentd's, concurrency ${concurrency}, ${background === 0 ? 'idle' : `${background} background`}`,
+          '≤ 1×',
+          ratio(background, concurrency)?.p99.median ?? Number.NaN,
+          (v) => v <= 1,
+        ),
+      );
+    }
+  }
+  const cell = (background: number, concurrency: number): IdVsOidentdResult['cells'][number] | undefined =>
+    id?.cells.find((c) => c.daemon === 'stopd' && c.background === background && c.concurrency === concurrency);
+  checks.push(
+    check(
+      `ID cost with ${bg} background connections vs idle (stopd req/s at concurrency 8, idle ÷ loaded)`,
+      '≤ 1.2×',
+      (cell(0, 8)?.perSecond.median ?? Number.NaN) / (cell(bg, 8)?.perSecond.median ?? Number.NaN),
+      (v) => v <= 1.2,
+    ),
+  );
+  checks.push(
+    check(
+      `ID cost with ${bg} background connections vs idle (stopd p50 at concurrency 1, loaded ÷ idle)`,
+      '≤ 1.2×',
+      (cell(bg, 1)?.p50Ms.median ?? Number.NaN) / (cell(0, 1)?.p50Ms.median ?? Number.NaN),
+      (v) => v <= 1.2,
+    ),
+  );
+  const structures = results.structures;
+  const fig7 = structures?.figure7;
+  const fig9 = structures?.figure9?.find((s) => s.name === 'figure 9');
+  const crowd = (n: number): StructureResult | undefined => structures?.figure9?.find((s) => s.name === `figure 9 + ${n} processes`);
+  checks.push(check('SV with record written vs ID, figure 7 (p50)', '≤ 3× (paper: 15×)', p50Of(fig7, 'SV') / p50Of(fig7, 'ID'), (v) => v <= 3));
+  checks.push(check('figure 9 vs figure 7 (SV p50)', '≤ 3× (paper: 11×)', p50Of(fig9, 'SV') / p50Of(fig7, 'SV'), (v) => v <= 3));
+  checks.push(check('figure 9 + 100 processes vs figure 9 (SV p50)', '≤ 1.3× (paper: 3.5×)', p50Of(crowd(100), 'SV') / p50Of(fig9, 'SV'), (v) => v <= 1.3));
+  checks.push(check('figure 9 + 1000 processes vs figure 9 (SV p50)', '≤ 2×', p50Of(crowd(1000), 'SV') / p50Of(fig9, 'SV'), (v) => v <= 2));
+  for (const structure of [fig7, structures?.figure7Loaded, ...(structures?.figure9 ?? [])]) {
+    if (structure === undefined) continue;
+    checks.push(
+      check(
+        `process/IPC resolution vs the C floor, ${structure.name} (p50, in-process)`,
+        '≤ 1.5×',
+        structure.closure.ms.p50 / (structure.floor.medianUs / 1000),
+        (v) => v <= 1.5,
+      ),
+    );
+  }
+  const impact = results.impact !== undefined && 'rows' in results.impact ? results.impact : undefined;
+  const heaviest = impact?.rows.find((row) => row.perMinute === 6000);
+  checks.push(check('system impact at 6000 SV per minute (percent of solo speed)', '≥ 95 % (paper: 64 %)', heaviest?.percentOfSolo.median ?? Number.NaN, (v) => v >= 95, '%'));
+  const peaks = Object.values(results.memory).filter((v) => Number.isFinite(v));
+  const peak = peaks.length === 0 ? Number.NaN : Math.max(...peaks);
+  checks.push(check('daemon resident memory, peak (VmHWM) over the runs above', '< 80 MB', peak / 1024, (v) => v < 80, 'MB'));
+  return checks;
+}
+
+function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  return [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...rows.map((row) => `| ${row.join(' | ')} |`)].join('\n');
+}
+
+/** The Markdown report of one run. */
+export function formatReport(results: BenchResults): string {
+  const out: string[] = [];
+  const m = results.machine;
+  out.push(`# stopd benchmark — ${results.startedAt}${results.quick ? ' (quick run: short, indicative only)' : ''}`);
+  out.push('');
+  out.push(
+    `Machine: ${m.cpus} × ${m.model}, ${m.memoryMB} MB, Linux ${m.kernel}, Node ${m.node}; load average at start ${m.loadAverageAtStart.map((v) => v.toFixed(2)).join(' ')}. ` +
+      'Values are medians over interleaved runs, with (min–max) of the runs where there are several.',
+  );
+  out.push('');
+  out.push('## Targets (issue 6)');
+  out.push('');
+  out.push(
+    table(
+      ['measure', 'target', 'measured', 'result'],
+      results.targets.map((t) => [t.measure, t.target, t.measured, t.pass === undefined ? 'not measured' : t.pass ? 'pass' : '**FAIL**']),
+    ),
+  );
+
+  const id = results.id;
+  out.push('');
+  out.push('## ID requests: stopd and oidentd, same load generator, interleaved');
+  out.push('');
+  if (id !== undefined && 'cells' in id) {
+    if (id.skipped !== undefined) out.push(`${id.skipped}.\n`);
+    const rows: string[][] = [];
+    for (const background of [...new Set(id.cells.map((c) => c.background))]) {
+      for (const concurrency of [1, 8]) {
+        const ours = id.cells.find((c) => c.daemon === 'stopd' && c.background === background && c.concurrency === concurrency);
+        const theirs = id.cells.find((c) => c.daemon === 'oidentd' && c.background === background && c.concurrency === concurrency);
+        const ratio = id.ratios.find((r) => r.background === background && r.concurrency === concurrency);
+        rows.push([
+          String(background),
+          String(concurrency),
+          spread(ours?.perSecond),
+          spread(theirs?.perSecond),
+          spread(ratio?.throughput),
+          `${fmt(ours?.p50Ms.median ?? Number.NaN)} / ${fmt(ours?.p99Ms.median ?? Number.NaN)}`,
+          `${fmt(theirs?.p50Ms.median ?? Number.NaN)} / ${fmt(theirs?.p99Ms.median ?? Number.NaN)}`,
+        ]);
+      }
+    }
+    out.push(table(['background connections', 'concurrency', 'stopd req/s', 'oidentd req/s', 'ratio', 'stopd p50 / p99 ms', 'oidentd p50 / p99 ms'], rows));
+    out.push('');
+    out.push(
+      `${id.rounds} rounds of ${id.durationMs / 1000} s per cell, daemon order alternating; one new connection per query. ` +
+        `TIME_WAIT sockets on the machine after each block: ${Object.entries(id.timeWaitAfter)
+          .map(([k, v]) => `${k.replace('/', ' bg, c=')}: ${v}`)
+          .join('; ')}.`,
+    );
+    const failed = id.cells.filter((c) => c.failed > 0);
+    if (failed.length > 0) out.push(`Failed queries: ${failed.map((c) => `${c.daemon} ${c.background}/${c.concurrency}: ${c.failed} (${c.failures.join('; ')})`).join('; ')}.`);
+  } else {
+    out.push(id === undefined ? 'Not run.' : `Skipped: ${id.skipped}.`);
+  }
+
+  const structures = results.structures;
+  out.push('');
+  out.push('## Table III and IV: request latency on real structures (ms, one connection per request, sequential)');
+  out.push('');
+  if (structures?.figure7 !== undefined || structures?.figure9 !== undefined) {
+    const rows = [structures.figure7, structures.figure7Loaded, ...(structures.figure9 ?? [])]
+      .filter((s): s is StructureResult => s !== undefined)
+      .map((s) => {
+        const cellOf = (type: 'ID' | 'ID_REC' | 'SV'): string => {
+          const c = s.cells.find((x) => x.type === type);
+          return c === undefined ? '—' : `${spread(c.p50Ms)} / ${fmt(c.p99Ms.median)}`;
+        };
+        return [
+          s.name,
+          String(s.processes),
+          cellOf('ID'),
+          cellOf('ID_REC'),
+          cellOf('SV'),
+          `${fmt(s.closure.ms.p50)} / ${fmt(s.closure.ms.p90)}`,
+          `${fmt(s.floor.medianUs / 1000)} / ${fmt(s.floor.p90Us / 1000)}`,
+          fmt(s.closure.ms.p50 / (s.floor.medianUs / 1000)),
+          fmt(p50Of(s, 'SV') / (s.floor.medianUs / 1000)),
+          `${fmt(s.floor.scanMedianUs / 1000)} + ${fmt(s.floor.dumpMedianUs / 1000)}`,
+        ];
+      });
+    out.push(
+      table(
+        [
+          'structure',
+          'processes',
+          'ID p50 / p99',
+          'ID_REC (closure, no record) p50 / p99',
+          'SV (record written) p50 / p99',
+          'stopd closure in-process p50 / p90',
+          'C floor p50 / p90',
+          'closure ÷ floor',
+          'SV p50 ÷ floor',
+          'floor: /proc scan + netlink dumps',
+        ],
+        rows,
+      ),
+    );
+    out.push('');
+    out.push(
+      `Sockets on the machine while measuring: ${[structures.figure7, structures.figure7Loaded, ...(structures.figure9 ?? [])]
+        .filter((s): s is StructureResult => s !== undefined)
+        .map((s) => `${s.name}: ${s.sockets.established} established, ${s.sockets.timeWait} TIME_WAIT`)
+        .join('; ')}.`,
+    );
+    out.push('');
+    out.push(
+      'ID_REC stands in for "SV without the record": the daemon resolves the same closure but writes no record (the bench runs it with ' +
+        '`--max-fanout 0`, so nothing is sent upstream). SV cannot be asked without writing its record: the protocol has no such request.',
+    );
+  } else {
+    out.push(structures?.skipped !== undefined ? `Skipped: ${structures.skipped}.` : 'Not run.');
+  }
+
+  const impact = results.impact;
+  out.push('');
+  out.push('## Table V: system impact (percent of the solo speed of a random-access float program)');
+  out.push('');
+  if (impact !== undefined && 'rows' in impact) {
+    out.push(
+      table(
+        ['SV requests per minute', ...impact.rows.map((r) => String(r.perMinute))],
+        [
+          ['percent of solo speed', ...impact.rows.map((r) => spread(r.percentOfSolo))],
+          ['SV requests served', ...impact.rows.map((r) => `${r.requestsServed}${r.failed > 0 ? ` (${r.failed} failed)` : ''}`)],
+          ['SV latency p50 / p99 ms', ...impact.rows.map((r) => `${fmt(r.p50Ms.median)} / ${fmt(r.p99Ms.median)}`)],
+        ],
+      ),
+    );
+    out.push('');
+    out.push(`${impact.pinned}; solo run ${spread(impact.soloSeconds)} s; ${impact.rounds} rounds.`);
+    const failing = impact.rows.filter((r) => r.failed > 0);
+    if (failing.length > 0) out.push(`Failed requests: ${failing.map((r) => `${r.perMinute}/min: ${r.failures.join('; ')}`).join(' — ')}.`);
+  } else {
+    out.push(impact === undefined ? 'Not run.' : `Skipped: ${impact.skipped}.`);
+  }
+
+  const recursion = results.recursion;
+  out.push('');
+  out.push('## Recursion: SV_REC at the end of a 4-host chain');
+  out.push('');
+  if (recursion?.chainMs !== undefined) {
+    out.push(
+      table(
+        ['measure (ms from the request written on h4)', `median (min–max), ${recursion.runs} runs`],
+        [
+          ['h3 replies to h4', spread(recursion.firstReplyMs)],
+          ["h2's token in h3's ledger", spread(recursion.hopsMs?.h3)],
+          ["h1's token in h2's ledger (the last upstream token)", spread(recursion.chainMs)],
+        ],
+      ),
+    );
+  } else {
+    out.push(recursion?.skipped !== undefined ? `Skipped: ${recursion.skipped}.` : 'Not run.');
+  }
+
+  out.push('');
+  out.push('## Daemon memory');
+  out.push('');
+  out.push(
+    Object.entries(results.memory)
+      .map(([where, kB]) => `- ${where}: peak resident ${fmt(kB / 1024)} MB`)
+      .join('\n') || 'Not measured.',
+  );
+
+  const profile = results.profile;
+  if (profile?.id !== undefined || profile?.sv !== undefined) {
+    out.push('');
+    out.push('## Where stopd spends its CPU time (node --cpu-prof, self time)');
+    for (const [name, entries] of [
+      ['ID at concurrency 8', profile.id],
+      ['SV on figure 9', profile.sv],
+    ] as const) {
+      if (entries === undefined) continue;
+      out.push('');
+      out.push(`${name}:`);
+      out.push('');
+      out.push(table(['self %', 'function', 'location'], entries.map((e) => [String(e.selfPercent), e.function, e.location])));
+    }
+  }
+  out.push('');
+  return out.join('\n');
+}

@@ -1,0 +1,129 @@
+/**
+ * `npm run bench`: the measurements of issue 6 (paper section 5, Tables III to V, oidentd side
+ * by side, the C floor, recursion), printed as Markdown and saved as JSON and Markdown under
+ * bench/results/ (a timestamped pair plus latest.json and latest.md).
+ *
+ * Options (after `npm run bench --`):
+ *   --quick          short runs, for trying the bench out (numbers indicative only)
+ *   --only=LIST      comma-separated sections: id, structures, impact, recursion
+ *   --profile        also profile stopd with node --cpu-prof (ID and SV) and list hot functions
+ *
+ * Needs root (network and PID namespaces, every /proc/PID/fd), cc, python3, socat, taskset,
+ * prlimit and ss; oidentd for the comparison (apt-get install oidentd), skipped without it.
+ * Speed is only ever compared side by side within one run: the machine may be shared and noisy.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, release, totalmem } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { checkTargets, formatReport, type BenchResults } from './report.js';
+import { benchIdVsOidentd } from './sections/id-vs-oidentd.js';
+import { benchProfile } from './sections/profile.js';
+import { benchRecursion } from './sections/recursion.js';
+import { benchStructures } from './sections/structures.js';
+import { benchSystemImpact } from './sections/system-impact.js';
+import { hasProgram } from './lib/processes.js';
+
+const SECTIONS = ['id', 'structures', 'impact', 'recursion'] as const;
+type Section = (typeof SECTIONS)[number];
+
+/** The repository's bench/results (this file runs as dist/bench/run.js). */
+const RESULTS_DIR = resolve(import.meta.dirname, '../../bench/results');
+
+function log(message: string): void {
+  process.stderr.write(`bench: ${message}\n`);
+}
+
+async function timed<T>(name: string, work: () => Promise<T>): Promise<T | undefined> {
+  const started = Date.now();
+  log(`${name}...`);
+  try {
+    const result = await work();
+    log(`${name} done in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+    return result;
+  } catch (error) {
+    log(`${name} failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+    return undefined;
+  }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: { quick: { type: 'boolean' }, only: { type: 'string' }, profile: { type: 'boolean' } },
+  });
+  const quick = values.quick === true;
+  const only = new Set<Section>((values.only?.split(',') ?? [...SECTIONS]).map((name) => {
+    if (!(SECTIONS as readonly string[]).includes(name)) throw new Error(`Unknown section ${name}; known: ${SECTIONS.join(', ')}`);
+    return name as Section;
+  }));
+  if (process.getuid?.() !== 0) log('not root: the structure, impact and recursion sections will be skipped');
+  for (const program of ['cc', 'python3', 'socat', 'taskset', 'prlimit', 'ss']) {
+    if (!(await hasProgram(program))) log(`${program} is missing: sections that need it will fail`);
+  }
+  if (only.has('id') && !(await hasProgram('oidentd'))) log('oidentd is not installed (apt-get install oidentd): the ID comparison measures stopd alone');
+
+  const startedAt = new Date().toISOString();
+  const machine = {
+    cpus: cpus().length,
+    model: cpus()[0]?.model ?? 'unknown',
+    kernel: release(),
+    node: process.version,
+    memoryMB: Math.round(totalmem() / 2 ** 20),
+    loadAverageAtStart: loadavg(),
+  };
+  const memory: Record<string, number> = {};
+
+  const structures = only.has('structures')
+    ? await timed('Tables III and IV, the floor', () =>
+        benchStructures({
+          count: quick ? 20 : 100,
+          rounds: quick ? 1 : 3,
+          crowds: [100, 1000],
+          background: quick ? 2000 : 20_000,
+          floorIterations: quick ? 10 : 50,
+        }),
+      )
+    : undefined;
+
+  const id = only.has('id')
+    ? await timed('ID: stopd vs oidentd', () => benchIdVsOidentd({ durationMs: quick ? 1000 : 3000, rounds: quick ? 1 : 4, background: quick ? 2000 : 20_000 }))
+    : undefined;
+  if (id !== undefined && 'stopdMemory' in id) memory['ID bench (concurrency 8, background connections)'] = id.stopdMemory.vmHWMkB;
+
+  const impact = only.has('impact')
+    ? await timed('Table V: system impact', () => benchSystemImpact({ rates: [6, 60, 600, 3000, 6000], rounds: quick ? 1 : 2, targetSeconds: quick ? 3 : 5 }))
+    : undefined;
+  if (impact !== undefined && 'stopdMemory' in impact) memory['Table V (6000 SV per minute)'] = impact.stopdMemory.vmHWMkB;
+
+  const recursion = only.has('recursion') ? await timed('recursion over 4 hosts', () => benchRecursion({ runs: quick ? 3 : 10 })) : undefined;
+  const profile = values.profile === true ? await timed('profile', () => benchProfile({ durationMs: quick ? 2000 : 5000, svCount: quick ? 20 : 100 })) : undefined;
+
+  const partial = {
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    quick,
+    machine,
+    ...(id === undefined ? {} : { id }),
+    ...(structures === undefined ? {} : { structures }),
+    ...(impact === undefined ? {} : { impact }),
+    ...(recursion === undefined ? {} : { recursion }),
+    ...(profile === undefined ? {} : { profile }),
+    memory,
+  };
+  const results: BenchResults = { ...partial, targets: checkTargets(partial) };
+  const markdown = formatReport(results);
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  const stamp = startedAt.replace(/[:.]/g, '-');
+  const json = `${JSON.stringify(results, null, 2)}\n`;
+  writeFileSync(join(RESULTS_DIR, `${stamp}.json`), json);
+  writeFileSync(join(RESULTS_DIR, `${stamp}.md`), markdown);
+  writeFileSync(join(RESULTS_DIR, 'latest.json'), json);
+  writeFileSync(join(RESULTS_DIR, 'latest.md'), markdown);
+  process.stdout.write(markdown);
+  log(`results in ${join(RESULTS_DIR, `${stamp}.json`)} and latest.json / latest.md`);
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`bench: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.exit(1);
+});

@@ -144,6 +144,8 @@ describe('store quota and retention with a real daemon', { skip: isRoot ? false 
     assert.equal(redeemed.code, 0, redeemed.stdout);
     assert.match(redeemed.stdout, /record pruned: removed by stopctl prune at \S+ \(older than 30 days\)/);
     assert.doesNotMatch(redeemed.stdout, /INTEGRITY FAILURE/);
+    const verify = await runStopctl(['verify', '--store', storeDir]);
+    assert.equal(verify.code, 0, `verify accepts records the ledger says were pruned or not kept:\n${verify.stdout}`);
   });
 
   test('stopd counts the records on disk again at start: after a prune it keeps records up to the limit', async () => {
@@ -175,6 +177,8 @@ describe('store quota and retention with a real daemon', { skip: isRoot ? false 
     assert.equal(redeemed.type, 'SV');
     const notes = ledgerEntries(storeDir).filter((entry) => entry.kind === 'prune' && entry.action === 'gzipped');
     assert.deepEqual(notes.map((entry) => entry.record).sort(), [survivor, first, second].sort());
+    const verify = await runStopctl(['verify', '--store', storeDir]);
+    assert.equal(verify.code, 0, `verify checks gzipped records:\n${verify.stdout}`);
   });
 
   test('stopd --max-store-bytes keeps no record that would pass the size limit, and says so', async () => {

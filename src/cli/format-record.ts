@@ -11,7 +11,7 @@
 import type { EvidenceRecord, RecordProcess, SaveCategory } from '../evidence/record.js';
 import { tokenHashOf } from '../evidence/record.js';
 import type { TokenHash } from '../evidence/tokens.js';
-import type { Endpoint, HostFacts, TcpState, UtmpEntry } from '../host/types.js';
+import type { Endpoint, HostFacts, ProcessFacts, TcpState, UtmpEntry } from '../host/types.js';
 import type { ClosureIpc, ClosureLink, ClosurePipe, ClosureSocket, ClosureTcpSocket, UpstreamCandidate } from '../trace/types.js';
 
 /** Options of {@link formatRecordText}. */
@@ -102,19 +102,8 @@ export function formatUnreadableRecordText(token: string, options: UnreadableRec
 }
 
 /** One process of `redeem --json`: the DESIGN fields, and the rest of what the record holds. */
-export interface ProcessDescription {
-  readonly pid: number;
-  readonly ppid: number;
-  readonly name: string;
+export interface ProcessDescription extends Omit<ProcessFacts, 'cmdline'> {
   readonly user: string | null;
-  readonly uid: { readonly real: number; readonly effective: number };
-  readonly startTime: string;
-  readonly tty: string | null;
-  readonly priority: number;
-  readonly nice: number;
-  readonly pgid: number;
-  /** The process's session id (not the STOP SID). */
-  readonly sid: number;
   readonly role: 'primary' | 'resolved';
   readonly ipc: ClosureIpc;
   /** Null when command lines were not saved. */

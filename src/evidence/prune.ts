@@ -22,7 +22,7 @@ import { gunzip, gzip } from 'node:zlib';
 import { StoreOpenError, UsageError } from '../errors.js';
 import type { LedgerEntryInput } from './ledger.js';
 import { RECORD_FILE } from './quota.js';
-import { tokenHashOf } from './record.js';
+import { syncDirectory, tokenHashOf } from './record.js';
 import { isStore, openStore, storePaths } from './store.js';
 import { hashToken } from './tokens.js';
 
@@ -204,14 +204,6 @@ async function writeGzip(recordsDir: string, candidate: Candidate, bytes: Buffer
   }
 }
 
-async function syncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
 
 /** A clear refusal while the daemon holds the store (openStore's lock check is the real guard). */
 function refuseWhileDaemonRuns(storeDir: string): void {

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gunzip } from 'node:zlib';
 import { IntegrityError, StoreWriteError, UsageError } from '../errors.js';
-import { TCP_STATE_NAMES, type Endpoint, type HostFacts, type TcpState, type UtmpEntry } from '../host/types.js';
+import { TCP_STATE_NAMES, type Endpoint, type HostFacts, type ProcessFacts, type TcpState, type UtmpEntry } from '../host/types.js';
 import { filterUtmpForUsers } from '../host/utmp.js';
 import type {
   Closure,
@@ -83,19 +83,9 @@ function isSaveCategory(word: string): word is SaveCategory {
  * plus the name of its real uid, with `cmdline`, `sockets` and `pipes` present only when their
  * category was saved. (`sid` here is the process's session id, not the STOP SID.)
  */
-export interface RecordProcess {
-  readonly pid: number;
-  readonly ppid: number;
-  readonly name: string;
-  readonly uid: { readonly real: number; readonly effective: number };
+export interface RecordProcess extends Omit<ProcessFacts, 'cmdline'> {
   /** Account name of `uid.real`, or null when the passwd database does not list it. */
   readonly user: string | null;
-  readonly startTime: string;
-  readonly tty: string | null;
-  readonly priority: number;
-  readonly nice: number;
-  readonly pgid: number;
-  readonly sid: number;
   readonly role: 'primary' | 'resolved';
   readonly ipc: ClosureIpc;
   /** Present when `cmdline` was saved. */
@@ -392,7 +382,8 @@ export async function writeRecord(recordsDir: string, bytes: Buffer, options: { 
   return token;
 }
 
-async function syncDirectory(dir: string): Promise<void> {
+/** fsyncs a directory, so a rename or unlink in it survives a crash. */
+export async function syncDirectory(dir: string): Promise<void> {
   const handle = await open(dir, 'r');
   try {
     await handle.sync();

@@ -96,6 +96,9 @@ export interface ProcessInfo {
   readonly fds: readonly OpenFd[];
 }
 
+/** What is recorded of a process (paper Table II): everything but its open descriptors. */
+export type ProcessFacts = Omit<ProcessInfo, 'fds'>;
+
 /** Process-side view of the host. Implementations read synchronously: a snapshot should be coherent. */
 export interface ProcessTable {
   /** The process, or undefined when it does not exist (or exited while being read). */

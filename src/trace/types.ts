@@ -2,7 +2,7 @@
  * The result of the closure analysis (paper 3.2, 3.5 to 3.7). Every value is a plain object
  * of numbers, strings, booleans, arrays and null: it goes into the evidence record as JSON.
  */
-import type { Endpoint, TcpSocket, TcpState } from '../host/types.js';
+import type { Endpoint, ProcessFacts, TcpSocket, TcpState } from '../host/types.js';
 
 /**
  * Direction of a TCP socket. Linux keeps no direction flag (paper 4), so it is inferred
@@ -108,18 +108,7 @@ export interface ClosurePipe {
 export type ClosureIpc = 'followed' | 'root' | 'hub' | 'truncated';
 
 /** One process of the closure, with the per-process data of paper Table II. */
-export interface ClosureProcess {
-  readonly pid: number;
-  readonly ppid: number;
-  readonly name: string;
-  readonly uid: { readonly real: number; readonly effective: number };
-  readonly startTime: string;
-  readonly tty: string | null;
-  readonly priority: number;
-  readonly nice: number;
-  readonly pgid: number;
-  readonly sid: number;
-  readonly cmdline: readonly string[];
+export interface ClosureProcess extends ProcessFacts {
   /**
    * `primary`: holds the queried socket, or is an ancestor of one that does (paper fig. 8,
    * "Primary Processes"); `resolved`: reached through IPC, or an ancestor of such a process.

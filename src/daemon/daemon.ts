@@ -30,6 +30,8 @@ export interface DaemonOptions {
   readonly tokenHash: TokenHash;
   /** What SV records keep (paper 3.1.2, "should" property 3). */
   readonly save: readonly SaveCategory[];
+  /** SV/SV_REC/ID_REC analyses that may wait for their turn; more are answered UNKNOWN-ERROR. */
+  readonly maxAnalysisQueue: number;
   /** The STOP port asked on upstream hosts. */
   readonly upstreamPort: number;
   /** Connect and reply deadline of each upstream request. */
@@ -73,6 +75,7 @@ export const DEFAULTS = {
   maxUpstream: 32,
   loopWindowSec: 120,
   maxPerSid: 64,
+  maxAnalysisQueue: 16,
 };
 
 /** A running daemon. */
@@ -100,6 +103,7 @@ const RESTART_ONLY: readonly (readonly [string, keyof DaemonOptions])[] = [
   ['max-records', 'maxRecords'],
   ['max-store-bytes', 'maxStoreBytes'],
   ['max-lookups', 'maxLookups'],
+  ['max-analysis-queue', 'maxAnalysisQueue'],
   ['max-upstream', 'maxUpstream'],
   ['loop-window', 'loopWindowMs'],
   ['max-per-sid', 'maxPerSid'],
@@ -168,6 +172,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       optIn: options.optIn,
       tokenHash: options.tokenHash,
       evidence,
+      analyses: new Semaphore(1, { maxWaiting: options.maxAnalysisQueue }),
       loops,
       upstream,
       log: options.log,

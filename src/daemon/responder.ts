@@ -32,6 +32,8 @@ export interface ResponderOptions {
   readonly tokenHash: TokenHash;
   /** Saves SV/SV_REC evidence and analyses ID_REC; without it those requests are answered as ID. */
   readonly evidence?: EvidenceCollector;
+  /** Bounds the SV/SV_REC/ID_REC analyses waiting to run (overload: UNKNOWN-ERROR). */
+  readonly analyses?: Semaphore;
   /** Loop and storm control of ID_REC/SV_REC (paper 3.1.4). */
   readonly loops?: LoopTable;
   /** Asks upstream hosts for ID_REC/SV_REC; without it nothing is sent upstream. */
@@ -125,7 +127,11 @@ export class Responder {
     // accepted, since the reply is a token anyway.
     const analysed = request.type !== 'ID' && (finding.kind === 'outbound' || (clientIp && finding.kind === 'inbound'));
     if (analysed && socket !== undefined && decision.reply === 'token') {
+      let release: (() => void) | undefined;
       try {
+        // Analyses run one at a time (they scan /proc synchronously); a bounded queue waits,
+        // and beyond it SV is refused at once instead of queuing for ever (duty 10).
+        release = await this.#o.analyses?.acquire();
         const result = await this.#analyse(socket, request, { line, origin });
         token = result.token;
         upstream = result.upstream;
@@ -136,6 +142,8 @@ export class Responder {
         this.#o.log.error(`Cannot analyse ${JSON.stringify(line)}: ${String(error)}`);
         record.evidenceError = errorCode(error);
         decision = decideError('UNKNOWN-ERROR', { policy: this.#o.policy, clientIp });
+      } finally {
+        release?.();
       }
     }
     const reply = await this.#reply(decision, { ports, origin, user: account?.name, token, record: record as LedgerEntryInput });

@@ -10,6 +10,7 @@
  *   tcpLookup(family, localAddr, localPort, remoteAddr, remotePort) -> TcpEntry | null
  *   tcpDump(family) -> TcpEntry[]
  *   unixDump() -> UnixEntry[]
+ *   scanFds(procRoot, { namedPipes }) -> FdScan (see the fd scan section below)
  * TcpEntry  = { family, state, uid, inode, localAddr: Buffer, localPort, remoteAddr: Buffer, remotePort }
  * UnixEntry = { inode, type, state, path: string | null, peer }
  *
@@ -18,13 +19,17 @@
  * interrupted or failed call can never leave stale replies for the next one.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -577,11 +582,376 @@ static napi_value unix_dump(napi_env env, napi_callback_info info) {
   return arr;
 }
 
+/* ---------- /proc fd scan ---------- */
+
+/*
+ * Why native: resolving an SV request indexes every socket and pipe descriptor on the host
+ * (DESIGN.md, Host view). From JavaScript that is one readdir per process plus a readlink per
+ * descriptor and an lstat per pipe, each a separate fs binding call with its own path string
+ * and Stats object; here it is readlinkat/fstatat relative to one open directory, the same
+ * system calls the kernel's own tools make.
+ */
+
+/* Link text long enough for "socket:[N]" and "pipe:[N]" with any 64-bit N. Longer links are
+ * paths (or other anon inodes): readlinkat truncates them, which is harmless because a path is
+ * recognised by its first byte and resolved by fstatat through the link, never by its text. */
+#define LINK_BUF_SIZE 64
+
+enum fd_kind { FD_SOCKET = 0, FD_PIPE = 1 };
+enum pipe_end { END_READ = 0, END_WRITE = 1, END_BOTH = 2 };
+
+/* Values per entry in the `entries` Float64Array: pid, fd, kind, inode, end. */
+#define ENTRY_WIDTH 5
+
+struct f64_vec {
+  double *items;
+  size_t count;
+  size_t cap;
+};
+
+struct i32_vec {
+  int32_t *items;
+  size_t count;
+  size_t cap;
+};
+
+/* Makes room for `more` items; returns 0 or ENOMEM (also on size overflow). */
+static int f64_reserve(struct f64_vec *v, size_t more) {
+  if (more <= v->cap - v->count) return 0;
+  size_t cap = v->cap == 0 ? 1024 : v->cap;
+  while (cap - v->count < more) {
+    if (cap > SIZE_MAX / 2 / sizeof *v->items) return ENOMEM;
+    cap *= 2;
+  }
+  double *items = realloc(v->items, cap * sizeof *items);
+  if (items == NULL) return ENOMEM;
+  v->items = items;
+  v->cap = cap;
+  return 0;
+}
+
+static int i32_push(struct i32_vec *v, int32_t value) {
+  if (v->count == v->cap) {
+    if (v->cap > SIZE_MAX / 2 / sizeof *v->items) return ENOMEM;
+    size_t cap = v->cap == 0 ? 256 : v->cap * 2;
+    int32_t *items = realloc(v->items, cap * sizeof *items);
+    if (items == NULL) return ENOMEM;
+    v->items = items;
+    v->cap = cap;
+  }
+  v->items[v->count++] = value;
+  return 0;
+}
+
+/* Parses a canonical decimal name (no sign, no leading zero) up to `max`; returns -1 otherwise. */
+static long long parse_decimal(const char *s, long long max) {
+  if (s[0] < '1' || s[0] > '9') return s[0] == '0' && s[1] == 0 ? 0 : -1;
+  long long n = 0;
+  for (const char *p = s; *p != 0; p++) {
+    if (*p < '0' || *p > '9') return -1;
+    n = n * 10 + (*p - '0');
+    if (n > max) return -1;
+  }
+  return n;
+}
+
+/* N from "<prefix>N]" (the link text after "socket:[" or "pipe:["); -1 if malformed. */
+static double parse_bracketed(const char *s) {
+  double n = 0;
+  const char *p = s;
+  for (; *p >= '0' && *p <= '9'; p++) {
+    n = n * 10 + (*p - '0');
+    if (n > 9007199254740992.0) return -1; /* past 2^53 a double is no longer exact */
+  }
+  if (p == s || p[0] != ']' || p[1] != 0) return -1;
+  return n;
+}
+
+/* Which end of a pipe the descriptor is: procfs shows the open mode in the link's owner bits. */
+static enum pipe_end end_of(mode_t mode) {
+  int readable = (mode & S_IRUSR) != 0;
+  int writable = (mode & S_IWUSR) != 0;
+  if (readable && writable) return END_BOTH;
+  return writable ? END_WRITE : END_READ;
+}
+
+static int is_gone(int err) { return err == ENOENT || err == ESRCH; }
+static int is_denied(int err) { return err == EACCES || err == EPERM; }
+
+/* What happened to one process. */
+enum pid_outcome { PID_OK, PID_GONE, PID_DENIED, PID_FAILED, PID_NOMEM };
+
+/*
+ * Appends the socket and pipe descriptors of one process to `out`. On any outcome but PID_OK
+ * the caller rolls `out` back to where it was, so a process is either complete or absent.
+ */
+static enum pid_outcome scan_pid(int proc_fd, const char *pid_name, double pid, int named_pipes,
+                                 struct f64_vec *out) {
+  char rel[32];
+  int n = snprintf(rel, sizeof rel, "%s/fd", pid_name);
+  if (n < 0 || (size_t)n >= sizeof rel) return PID_FAILED;
+  int dfd = openat(proc_fd, rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) {
+    int err = errno;
+    return is_gone(err) ? PID_GONE : is_denied(err) ? PID_DENIED : PID_FAILED;
+  }
+  /* fdopendir takes ownership of dfd on success; dirfd() gives it back for the *at calls. */
+  DIR *dir = fdopendir(dfd);
+  if (dir == NULL) {
+    int err = errno;
+    close(dfd);
+    return err == ENOMEM ? PID_NOMEM : PID_FAILED;
+  }
+  enum pid_outcome outcome = PID_OK;
+  char link[LINK_BUF_SIZE];
+  for (;;) {
+    errno = 0;
+    struct dirent *e = readdir(dir);
+    if (e == NULL) {
+      int err = errno;
+      /* The process exited while its directory was read: the kernel ends the listing early
+       * or reports ENOENT; either way it is gone, which the caller learns below. */
+      if (err != 0) outcome = is_gone(err) ? PID_GONE : is_denied(err) ? PID_DENIED : PID_FAILED;
+      break;
+    }
+    long long fd = parse_decimal(e->d_name, INT32_MAX);
+    if (fd < 0) continue; /* "." and ".." */
+    ssize_t len = readlinkat(dfd, e->d_name, link, sizeof link - 1);
+    if (len < 0) {
+      int err = errno;
+      if (is_gone(err)) continue; /* closed between readdir and readlink */
+      /* The kernel checks access per descriptor (ptrace_may_access), not on opendir. */
+      outcome = is_denied(err) ? PID_DENIED : PID_FAILED;
+      break;
+    }
+    link[len] = 0;
+    double kind, inode;
+    enum pipe_end end = END_READ;
+    struct stat st;
+    if (strncmp(link, "socket:[", 8) == 0) {
+      inode = parse_bracketed(link + 8);
+      if (inode < 0) continue;
+      kind = FD_SOCKET;
+    } else if (strncmp(link, "pipe:[", 6) == 0) {
+      inode = parse_bracketed(link + 6);
+      if (inode < 0) continue;
+      kind = FD_PIPE;
+      if (fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        int err = errno;
+        if (is_gone(err)) continue;
+        outcome = is_denied(err) ? PID_DENIED : PID_FAILED;
+        break;
+      }
+      end = end_of(st.st_mode);
+    } else if (named_pipes && link[0] == '/') {
+      /* stat() through the /proc link reaches the open file itself, even when its path was
+       * renamed, deleted or lives in another mount namespace. It can block on a dead network
+       * mount, which is why the caller can turn named pipes off. */
+      if (fstatat(dfd, e->d_name, &st, 0) != 0) {
+        int err = errno;
+        if (is_gone(err)) continue;
+        outcome = is_denied(err) ? PID_DENIED : PID_FAILED;
+        break;
+      }
+      if (!S_ISFIFO(st.st_mode)) continue;
+      kind = FD_PIPE;
+      inode = (double)st.st_ino;
+      if (fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        int err = errno;
+        if (is_gone(err)) continue;
+        outcome = is_denied(err) ? PID_DENIED : PID_FAILED;
+        break;
+      }
+      end = end_of(st.st_mode);
+    } else {
+      continue; /* anon_inode:, regular files, devices, ... */
+    }
+    if (f64_reserve(out, ENTRY_WIDTH) != 0) {
+      outcome = PID_NOMEM;
+      break;
+    }
+    double *slot = out->items + out->count;
+    slot[0] = pid;
+    slot[1] = (double)fd;
+    slot[2] = kind;
+    slot[3] = inode;
+    slot[4] = end;
+    out->count += ENTRY_WIDTH;
+  }
+  closedir(dir); /* also closes dfd */
+  return outcome;
+}
+
+struct fd_scan {
+  struct i32_vec pids;
+  struct f64_vec entries;
+  struct i32_vec denied;
+  struct i32_vec failed;
+};
+
+static void fd_scan_free(struct fd_scan *s) {
+  free(s->pids.items);
+  free(s->entries.items);
+  free(s->denied.items);
+  free(s->failed.items);
+  memset(s, 0, sizeof *s);
+}
+
+/* Scans every process under `root`. Returns 0, or a positive errno when the root itself cannot
+ * be listed or memory runs out; per-process failures are recorded in the scan instead. */
+static int run_fd_scan(const char *root, int named_pipes, struct fd_scan *s) {
+  DIR *proc = opendir(root);
+  if (proc == NULL) return errno != 0 ? errno : EIO;
+  int proc_fd = dirfd(proc);
+  int err = 0;
+  for (;;) {
+    errno = 0;
+    struct dirent *e = readdir(proc);
+    if (e == NULL) {
+      err = errno;
+      break;
+    }
+    long long pid = parse_decimal(e->d_name, INT32_MAX);
+    if (pid <= 0) continue; /* not a process (self, sys, ...) */
+    size_t mark = s->entries.count;
+    enum pid_outcome outcome = scan_pid(proc_fd, e->d_name, (double)pid, named_pipes, &s->entries);
+    if (outcome != PID_OK) s->entries.count = mark;
+    switch (outcome) {
+      case PID_OK:
+        err = i32_push(&s->pids, (int32_t)pid);
+        break;
+      case PID_GONE:
+        break;
+      case PID_DENIED:
+        err = i32_push(&s->denied, (int32_t)pid);
+        break;
+      case PID_FAILED:
+        err = i32_push(&s->failed, (int32_t)pid);
+        break;
+      case PID_NOMEM:
+        err = ENOMEM;
+        break;
+    }
+    if (err != 0) break;
+  }
+  closedir(proc);
+  return err;
+}
+
+/* A JS typed array holding a copy of `count` items of `size` bytes. */
+static napi_status make_typed(napi_env env, napi_typedarray_type type, const void *items, size_t count,
+                              size_t size, napi_value *out) {
+  void *data = NULL;
+  napi_value buffer;
+  napi_status st = napi_create_arraybuffer(env, count * size, &data, &buffer);
+  if (st != napi_ok) return st;
+  if (count > 0) memcpy(data, items, count * size);
+  return napi_create_typedarray(env, type, count, buffer, 0, out);
+}
+
+/* Reads `options.namedPipes` (default true). Returns false with an exception pending. */
+static bool get_named_pipes(napi_env env, napi_value options, int *out) {
+  *out = 1;
+  napi_valuetype type;
+  if (napi_typeof(env, options, &type) != napi_ok) {
+    throw_napi_failure(env);
+    return false;
+  }
+  if (type == napi_undefined || type == napi_null) return true;
+  if (type != napi_object) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "Options must be an object");
+    return false;
+  }
+  napi_value v;
+  if (napi_get_named_property(env, options, "namedPipes", &v) != napi_ok || napi_typeof(env, v, &type) != napi_ok) {
+    throw_napi_failure(env);
+    return false;
+  }
+  if (type == napi_undefined) return true;
+  bool flag = true;
+  if (type != napi_boolean || napi_get_value_bool(env, v, &flag) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "options.namedPipes must be a boolean");
+    return false;
+  }
+  *out = flag ? 1 : 0;
+  return true;
+}
+
+/* scanFds(procRoot: string, options?: { namedPipes?: boolean }) */
+static napi_value scan_fds(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) {
+    throw_napi_failure(env);
+    return NULL;
+  }
+  if (argc < 1) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_COUNT", "Wrong number of arguments");
+    return NULL;
+  }
+  napi_valuetype type;
+  if (napi_typeof(env, argv[0], &type) != napi_ok || type != napi_string) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "procRoot must be a string");
+    return NULL;
+  }
+  size_t root_len = 0;
+  CHECK_NAPI(env, napi_get_value_string_utf8(env, argv[0], NULL, 0, &root_len));
+  if (root_len == 0 || root_len > PATH_MAX) {
+    napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", "procRoot must be a non-empty path");
+    return NULL;
+  }
+  int named_pipes = 1;
+  if (argc >= 2 && !get_named_pipes(env, argv[1], &named_pipes)) return NULL;
+  char *root = malloc(root_len + 1);
+  if (root == NULL) {
+    throw_errno(env, "Cannot scan process descriptors", ENOMEM);
+    return NULL;
+  }
+  size_t copied = 0;
+  if (napi_get_value_string_utf8(env, argv[0], root, root_len + 1, &copied) != napi_ok) {
+    free(root);
+    throw_napi_failure(env);
+    return NULL;
+  }
+  if (strlen(root) != copied) { /* an embedded NUL would silently name another path */
+    free(root);
+    napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", "procRoot must not contain NUL");
+    return NULL;
+  }
+
+  struct fd_scan s;
+  memset(&s, 0, sizeof s);
+  int err = run_fd_scan(root, named_pipes, &s);
+  free(root);
+  if (err != 0) {
+    fd_scan_free(&s);
+    throw_errno(env, "Cannot scan process descriptors", err);
+    return NULL;
+  }
+  napi_value result = NULL, pids, entries, denied, failed;
+  bool ok = napi_create_object(env, &result) == napi_ok &&
+            make_typed(env, napi_int32_array, s.pids.items, s.pids.count, sizeof(int32_t), &pids) == napi_ok &&
+            make_typed(env, napi_float64_array, s.entries.items, s.entries.count, sizeof(double), &entries) == napi_ok &&
+            make_typed(env, napi_int32_array, s.denied.items, s.denied.count, sizeof(int32_t), &denied) == napi_ok &&
+            make_typed(env, napi_int32_array, s.failed.items, s.failed.count, sizeof(int32_t), &failed) == napi_ok &&
+            napi_set_named_property(env, result, "pids", pids) == napi_ok &&
+            napi_set_named_property(env, result, "entries", entries) == napi_ok &&
+            napi_set_named_property(env, result, "denied", denied) == napi_ok &&
+            napi_set_named_property(env, result, "failed", failed) == napi_ok;
+  fd_scan_free(&s);
+  if (!ok) {
+    throw_napi_failure(env);
+    return NULL;
+  }
+  return result;
+}
+
 NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   napi_property_descriptor props[] = {
       {"tcpLookup", NULL, tcp_lookup, NULL, NULL, NULL, napi_enumerable, NULL},
       {"tcpDump", NULL, tcp_dump, NULL, NULL, NULL, napi_enumerable, NULL},
       {"unixDump", NULL, unix_dump, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"scanFds", NULL, scan_fds, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) {
     throw_napi_failure(env);

@@ -7,6 +7,7 @@ import { lstatSync, readdirSync, readFileSync, readlinkSync, statSync } from 'no
 import { BlockList, isIPv4, isIPv6 } from 'node:net';
 import { endianness, networkInterfaces } from 'node:os';
 import { HostLookupError } from '../errors.js';
+import { FD_SCAN_ENTRY_WIDTH, loadNativeAddon, type NativeAddon } from './native-addon.js';
 import type { OpenFd, ProcessInfo, ProcessTable } from './types.js';
 import {
   decodeTtyNr,
@@ -39,6 +40,13 @@ export interface LinuxProcessTableOptions {
    * no request can change, and throwing would fail every SV request on the host.
    */
   readonly onDenied?: 'throw' | 'skip';
+  /**
+   * Build the holder index with the native addon's `scanFds` (one C pass over every
+   * `PROCROOT/PID/fd`) instead of from JavaScript. Default: true for `/proc` when the addon
+   * is built with `scanFds`; a fake proc root is scanned from JavaScript unless this is set.
+   * Without the addon the JavaScript scan is used whatever this says.
+   */
+  readonly nativeScan?: boolean;
 }
 
 /**
@@ -50,6 +58,11 @@ export interface LinuxProcessTableOptions {
  * dropped). Descriptors opened after the scan are not seen until {@link refresh}. The daemon
  * creates one table per request, or calls `refresh()` between requests, so a request costs
  * at most one full scan.
+ *
+ * With the native scan (see {@link LinuxProcessTableOptions.nativeScan}) the same pass also
+ * keeps each process's descriptors: `getProcess` then answers `fds` from it for processes the
+ * scan read (stat, status and cmdline are still read fresh), so a request reads each
+ * `/proc/PID/fd` once.
  */
 export interface LinuxProcessTable extends ProcessTable {
   /**
@@ -65,8 +78,19 @@ export interface LinuxProcessTable extends ProcessTable {
 interface Holder {
   readonly pid: number;
   readonly fd: number;
-  /** The link text at scan time, compared on re-validation. */
-  readonly link: string;
+  /**
+   * The link text at scan time, compared on re-validation; undefined for pipes found by the
+   * native scan, which reports inodes, not link text: those are re-validated by inode.
+   */
+  readonly link: string | undefined;
+}
+
+/** The native scanner, when the addon has one. */
+type ScanFds = NonNullable<NativeAddon['scanFds']>;
+
+function nativeScanner(): ScanFds | undefined {
+  const { binding } = loadNativeAddon();
+  return binding?.scanFds?.bind(binding);
 }
 
 /** Numeric entries of the proc root (thread-group leaders, i.e. processes), ascending. */
@@ -91,10 +115,13 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
   const namedPipes = options.namedPipes ?? true;
   const onDenied = options.onDenied ?? (process.geteuid?.() === 0 ? 'skip' : 'throw');
   const clockTicks = options.clockTicks ?? readClockTicks(procRoot);
+  const scanFds = (options.nativeScan ?? procRoot === '/proc') ? nativeScanner() : undefined;
   if (!(clockTicks > 0)) throw new HostLookupError(`Cannot use clock ticks ${clockTicks}: must be positive`);
 
   let bootTimeMs: number | undefined;
   let index: Map<number, Holder[]> | undefined;
+  /** The descriptors of each process the native scan read, so getProcess need not read them again. */
+  let scannedFds: Map<number, OpenFd[]> | undefined;
   let localAddresses: BlockList | undefined;
   const denied = new Set<number>();
 
@@ -178,9 +205,71 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
     return built;
   };
 
-  /** Whether a remembered descriptor still names the same object (one readlink). */
-  const stillHolds = (holder: Holder): boolean => {
+  /**
+   * The index from one native pass. Processes the scan could not read (refused, or another
+   * error) are read again from JavaScript, so they end exactly as in the JavaScript scan:
+   * a HostLookupError, or with `onDenied: 'skip'` no descriptors and a place in deniedPids.
+   */
+  const buildNativeIndex = (scan: ScanFds): Map<number, Holder[]> => {
+    let raw;
     try {
+      raw = scan(procRoot, { namedPipes });
+    } catch (error) {
+      throw new HostLookupError(`Cannot list processes in ${procRoot}: ${describe(error)}`, {
+        cause: error,
+      });
+    }
+    const built = new Map<number, Holder[]>();
+    const perPid = new Map<number, OpenFd[]>();
+    const add = (pid: number, fd: OpenFd, link: string | undefined): void => {
+      const list = built.get(fd.inode);
+      const holder = { pid, fd: fd.fd, link };
+      if (list === undefined) built.set(fd.inode, [holder]);
+      else list.push(holder);
+      const fds = perPid.get(pid);
+      if (fds === undefined) perPid.set(pid, [fd]);
+      else fds.push(fd);
+    };
+    for (const pid of raw.pids) perPid.set(pid, []);
+    const { entries } = raw;
+    for (let i = 0; i + FD_SCAN_ENTRY_WIDTH <= entries.length; i += FD_SCAN_ENTRY_WIDTH) {
+      const pid = entries[i] ?? 0;
+      const fd = entries[i + 1] ?? 0;
+      const inode = entries[i + 3] ?? 0;
+      if (entries[i + 2] === 0) {
+        add(pid, { fd, kind: 'socket', inode }, `socket:[${inode}]`);
+      } else {
+        const endCode = entries[i + 4];
+        const end = endCode === 2 ? 'both' : endCode === 1 ? 'write' : 'read';
+        add(pid, { fd, kind: 'pipe', inode, end }, undefined);
+      }
+    }
+    const retry = [...raw.denied, ...raw.failed].sort((a, b) => a - b);
+    for (const pid of retry) {
+      const fds = readFds(pid);
+      if (fds === undefined) continue;
+      perPid.set(pid, []);
+      for (const { fd, link } of fds) add(pid, fd, link);
+    }
+    for (const fds of perPid.values()) fds.sort((a, b) => a.fd - b.fd);
+    scannedFds = perPid;
+    return built;
+  };
+
+  /** Whether a descriptor link (or, for a FIFO, the file it opens) is still `inode`'s pipe. */
+  const isSamePipe = (pid: number, fd: number, inode: number): boolean => {
+    const path = fdOf(pid, fd);
+    const link = readlinkSync(path);
+    if (link === `pipe:[${inode}]`) return true;
+    if (!namedPipes || !link.startsWith('/')) return false;
+    const stats = statSync(path);
+    return stats.isFIFO() && stats.ino === inode;
+  };
+
+  /** Whether a remembered descriptor still names the same object (one readlink). */
+  const stillHolds = (holder: Holder, inode: number): boolean => {
+    try {
+      if (holder.link === undefined) return isSamePipe(holder.pid, holder.fd, inode);
       return readlinkSync(fdOf(holder.pid, holder.fd)) === holder.link;
     } catch (error) {
       if (isGone(error)) return false;
@@ -212,7 +301,7 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
         if (raw === undefined) return undefined;
         cmdline = splitCmdline(raw);
       }
-      const fds = readFds(pid);
+      const fds = scannedFds?.get(pid) ?? readFds(pid)?.map((entry) => entry.fd);
       if (fds === undefined) return undefined;
       return {
         pid,
@@ -226,16 +315,16 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
         pgid: stat.pgrp,
         sid: stat.session,
         cmdline,
-        fds: fds.map((entry) => entry.fd),
+        fds,
       };
     },
 
     findHolders(inode: number, ownerUid?: number): number[] {
       if (!Number.isSafeInteger(inode) || inode <= 0) return [];
-      index ??= buildIndex();
+      index ??= scanFds === undefined ? buildIndex() : buildNativeIndex(scanFds);
       const remembered = index.get(inode);
       if (remembered === undefined) return [];
-      const live = remembered.filter(stillHolds);
+      const live = remembered.filter((holder) => stillHolds(holder, inode));
       if (live.length === 0) index.delete(inode);
       else index.set(inode, live);
       const pids = [...new Set(live.map((holder) => holder.pid))].sort((a, b) => a - b);
@@ -265,6 +354,7 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
       denied.clear();
       bootTimeMs = undefined;
       index = undefined;
+      scannedFds = undefined;
       localAddresses = undefined;
     },
   };

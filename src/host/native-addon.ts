@@ -36,6 +36,29 @@ export interface RawUnixEntry {
 }
 
 /**
+ * Every socket and pipe descriptor under a proc root, from one native pass (`scanFds`).
+ * Typed arrays rather than objects: one scan on a busy host is tens of thousands of
+ * descriptors, and one object per descriptor would cost more than the system calls.
+ */
+export interface RawFdScan {
+  /** Processes scanned completely (each may hold no socket or pipe), in directory order. */
+  readonly pids: Int32Array;
+  /**
+   * {@link FD_SCAN_ENTRY_WIDTH} numbers per descriptor: pid, fd, kind (0 socket, 1 pipe),
+   * inode, end (0 read, 1 write, 2 both; 0 for sockets). Float64 because a FIFO's inode
+   * number can exceed 2^32 (exact up to 2^53).
+   */
+  readonly entries: Float64Array;
+  /** Processes whose descriptors the kernel refused (EACCES/EPERM); none of their entries is listed. */
+  readonly denied: Int32Array;
+  /** Processes that failed with any other error (not vanishing); none of their entries is listed. */
+  readonly failed: Int32Array;
+}
+
+/** Numbers per descriptor in {@link RawFdScan.entries}. */
+export const FD_SCAN_ENTRY_WIDTH = 5;
+
+/**
  * The functions of `native/stopd_native.c`. All are synchronous (a sock_diag round trip is
  * microseconds) and throw an Error whose `code` is the errno name (`EPERM`, ...) on failure.
  */
@@ -57,6 +80,14 @@ export interface NativeAddon {
   tcpDump(family: 4 | 6): RawTcpEntry[];
   /** Every UNIX socket, with its bound name and peer inode. */
   unixDump(): RawUnixEntry[];
+  /**
+   * Reads every `PROCROOT/PID/fd` and classifies each descriptor: `socket:[N]`, `pipe:[N]`
+   * (end from the link's mode) and, unless `namedPipes` is false, paths that stat as FIFOs.
+   * Processes that vanish meanwhile are left out silently. Throws only when the proc root
+   * cannot be listed or memory runs out. Absent in a build older than the function: callers
+   * then scan from JavaScript.
+   */
+  scanFds?(procRoot: string, options?: { readonly namedPipes?: boolean }): RawFdScan;
 }
 
 /** The outcome of loading the addon: the binding, or why there is none. */
@@ -105,7 +136,13 @@ function tryLoad(): NativeAddonLoad {
     if (missing.length > 0) {
       return { binding: undefined, error: new Error(`Cannot use ${path}: missing ${missing.join(', ')}; rebuild it`) };
     }
-    return { binding: required as NativeAddon };
+    const binding = required as NativeAddon;
+    // scanFds is optional: a build without it still serves the netlink lookups, and the
+    // process view scans from JavaScript instead.
+    if (binding.scanFds !== undefined && typeof binding.scanFds !== 'function') {
+      return { binding: undefined, error: new Error(`Cannot use ${path}: scanFds is not a function; rebuild it`) };
+    }
+    return { binding };
   } catch (err) {
     return { binding: undefined, error: err instanceof Error ? err : new Error(String(err)) };
   }

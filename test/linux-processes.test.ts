@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { after, test } from 'node:test';
 import { createLinuxProcessTable, listPids } from '../src/host/linux-processes.js';
+import { loadNativeAddon } from '../src/host/native-addon.js';
 import { parseProcStat } from '../src/host/proc-stat.js';
 import type { OpenFd, ProcessInfo } from '../src/host/types.js';
 
@@ -260,4 +261,55 @@ void test('findHolders and getProcess throw HostLookupError for other users\' de
   }
   // Skipping: no socket of pid 1 is reported, and the table says it could not look.
   assert.deepEqual(result.skipped, { holders: [], fds: [], denied: true });
+});
+
+void test('findHolders and getProcess give the same answers with the native scan as with the JavaScript scan', { skip: loadNativeAddon().binding?.scanFds ? false : 'the addon is not built with scanFds' }, async () => {
+  // A shell pipeline, a FIFO opened read-write, and a socket shared by a parent and its child.
+  const pipeline = start('sh', ['-c', 'sleep 30 | cat']);
+  const [sleep, cat] = await waitFor('sleep and cat', () => {
+    const kids = childrenOf(pipeline.pid);
+    const s = kids.find((kid) => kid.name === 'sleep');
+    const c = kids.find((kid) => kid.name === 'cat');
+    return s && c ? [s.pid, c.pid] : undefined;
+  });
+  const fifo = join(dir, 'fifo-compare');
+  execFileSync('mkfifo', [fifo]);
+  const fifoHolder = start('sh', ['-c', 'exec 3<>"$1"; exec sleep 30', 'sh', fifo]);
+  const { server, port, accepted } = await listenLoopback();
+  const client = connect(port, '127.0.0.1');
+  try {
+    await new Promise<void>((resolve, reject) => client.once('connect', resolve).once('error', reject));
+    const sharer = start('sh', ['-c', 'sleep 30 & wait'], { stdio: ['ignore', client, 'ignore'] });
+    const sharerChild = await waitFor('the background sleep', () => childrenOf(sharer.pid).find((kid) => kid.name === 'sleep')?.pid);
+    // Settled state: exec done, the pipeline's shell has closed its copies of the pipe.
+    const writer = await waitForProcess(sleep, (p) => p.name === 'sleep' && p.fds.some((fd) => fd.fd === 1 && fd.kind === 'pipe'));
+    await waitForProcess(cat, (p) => p.name === 'cat' && p.fds.some((fd) => fd.fd === 0 && fd.kind === 'pipe'));
+    const pipeInode = writer.fds.find((fd) => fd.fd === 1)?.inode;
+    await waitForProcess(pipeline.pid, (p) => !p.fds.some((fd) => fd.inode === pipeInode));
+    await waitForProcess(fifoHolder.pid, (p) => p.name === 'sleep' && p.fds.some((fd) => fd.fd === 3));
+    await waitForProcess(sharerChild, (p) => p.name === 'sleep');
+
+    const js = createLinuxProcessTable({ nativeScan: false });
+    const native = createLinuxProcessTable({ nativeScan: true });
+    const pids = [pipeline.pid, sleep, cat, fifoHolder.pid, sharer.pid, sharerChild];
+    const inodes = new Set<number>();
+    for (const pid of pids) {
+      const info = js.getProcess(pid);
+      assert.ok(info, `process ${pid} is gone`);
+      for (const fd of info.fds) inodes.add(fd.inode);
+    }
+    assert.ok(inodes.has(statSync(fifo).ino), 'the FIFO is among the inodes');
+    assert.ok(inodes.size >= 3, `expected a pipe, a FIFO and a socket, got ${[...inodes].join(', ')}`);
+    for (const inode of inodes) {
+      const holders = native.findHolders(inode);
+      assert.ok(holders.length > 0, `no holder of ${inode}`);
+      assert.deepEqual(holders, js.findHolders(inode), `holders of inode ${inode}`);
+    }
+    // After the scan the native table answers descriptors from it: they must match a fresh read.
+    for (const pid of pids) assert.deepEqual(native.getProcess(pid)?.fds, js.getProcess(pid)?.fds, `descriptors of ${pid}`);
+    assert.deepEqual(native.deniedPids(), js.deniedPids());
+  } finally {
+    client.destroy();
+    await closeServer(server, accepted);
+  }
 });

@@ -1,10 +1,13 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { createLinuxProcessTable, listPids } from './linux-processes.js';
+import { loadNativeAddon } from './native-addon.js';
+
+const hasScanFds = loadNativeAddon().binding?.scanFds !== undefined;
 
 // A fake procfs: the same files and links the kernel shows, so parsing, the holder index and
 // its re-validation are tested without depending on what runs on this host. Pipe ends need
@@ -114,38 +117,86 @@ void test('createLinuxProcessTable defaults clock ticks to 100 when auxv is unre
   assert.equal(table.getProcess(100)?.startTime, new Date(BTIME * 1000 + 2500).toISOString());
 });
 
-void test('findHolders reports every holder of a socket and both holders of a pipe', () => {
-  const table = createLinuxProcessTable({ procRoot: root });
-  assert.deepEqual(table.findHolders(5001), [100, 200, 300]);
-  assert.deepEqual(table.findHolders(6001), [100, 200]);
-  assert.deepEqual(table.findHolders(424242), []);
-  assert.deepEqual(table.findHolders(0), []);
-});
+// Both holder scans on the same fake procfs: the JavaScript one and the addon's scanFds.
+for (const nativeScan of [false, true]) {
+  const scanner = nativeScan ? 'native scan' : 'JavaScript scan';
+  const skipNative = { skip: nativeScan && !hasScanFds ? 'the addon is not built with scanFds' : false };
 
-void test('findHolders puts processes of ownerUid first and still reports the others', () => {
-  const table = createLinuxProcessTable({ procRoot: root });
-  // Effective uid counts: pid 300 has real 1000 but effective 0.
-  assert.deepEqual(table.findHolders(5001, 1000), [200, 100, 300]);
-  assert.deepEqual(table.findHolders(5001, 0), [100, 300, 200]);
-  assert.deepEqual(table.findHolders(5001, 4242), [100, 200, 300]);
-});
+  void test(`findHolders reports every holder of a socket and both holders of a pipe (${scanner})`, skipNative, () => {
+    const table = createLinuxProcessTable({ procRoot: root, nativeScan });
+    assert.deepEqual(table.findHolders(5001), [100, 200, 300]);
+    assert.deepEqual(table.findHolders(6001), [100, 200]);
+    assert.deepEqual(table.findHolders(424242), []);
+    assert.deepEqual(table.findHolders(0), []);
+  });
 
-void test('findHolders drops holders whose descriptor changed since the scan until refresh rescans', () => {
-  const table = createLinuxProcessTable({ procRoot: root });
+  void test(`findHolders puts processes of ownerUid first and still reports the others (${scanner})`, skipNative, () => {
+    const table = createLinuxProcessTable({ procRoot: root, nativeScan });
+    // Effective uid counts: pid 300 has real 1000 but effective 0.
+    assert.deepEqual(table.findHolders(5001, 1000), [200, 100, 300]);
+    assert.deepEqual(table.findHolders(5001, 0), [100, 300, 200]);
+    assert.deepEqual(table.findHolders(5001, 4242), [100, 200, 300]);
+  });
+
+  void test(`findHolders drops holders whose descriptor changed since the scan until refresh rescans (${scanner})`, skipNative, () => {
+    const table = createLinuxProcessTable({ procRoot: root, nativeScan });
+    assert.deepEqual(table.findHolders(5001), [100, 200, 300]);
+    const link = join(root, '300', 'fd', '3');
+    unlinkSync(link);
+    symlinkSync('socket:[5002]', link);
+    try {
+      assert.deepEqual(table.findHolders(5001), [100, 200]);
+      // The index is one snapshot: the new socket is only seen after refresh().
+      assert.deepEqual(table.findHolders(5002), []);
+      table.refresh();
+      assert.deepEqual(table.findHolders(5002), [300]);
+    } finally {
+      unlinkSync(link);
+      symlinkSync('socket:[5001]', link);
+    }
+  });
+}
+
+void test('getProcess with nativeScan answers descriptors from the scan until refresh', { skip: hasScanFds ? false : 'the addon is not built with scanFds' }, () => {
+  const table = createLinuxProcessTable({ procRoot: root, nativeScan: true });
   assert.deepEqual(table.findHolders(5001), [100, 200, 300]);
   const link = join(root, '300', 'fd', '3');
   unlinkSync(link);
   symlinkSync('socket:[5002]', link);
   try {
-    assert.deepEqual(table.findHolders(5001), [100, 200]);
-    // The index is one snapshot: the new socket is only seen after refresh().
-    assert.deepEqual(table.findHolders(5002), []);
+    // One snapshot: the scan already read pid 300's descriptors, so they are not read again.
+    assert.deepEqual(table.getProcess(300)?.fds, [{ fd: 3, kind: 'socket', inode: 5001 }]);
     table.refresh();
+    assert.deepEqual(table.getProcess(300)?.fds, [{ fd: 3, kind: 'socket', inode: 5002 }]);
     assert.deepEqual(table.findHolders(5002), [300]);
+    assert.deepEqual(table.getProcess(300)?.fds, [{ fd: 3, kind: 'socket', inode: 5002 }]);
   } finally {
     unlinkSync(link);
     symlinkSync('socket:[5001]', link);
   }
+});
+
+void test('findHolders with nativeScan re-validates a named pipe holder by the FIFO inode', { skip: hasScanFds ? false : 'the addon is not built with scanFds' }, () => {
+  const table = createLinuxProcessTable({ procRoot: root, nativeScan: true });
+  const inode = statSync(fifo).ino;
+  assert.deepEqual(table.findHolders(inode), [200]);
+  assert.deepEqual(table.findHolders(inode), [200]);
+  const link = join(root, '200', 'fd', '8');
+  unlinkSync(link);
+  symlinkSync('/dev/null', link);
+  try {
+    assert.deepEqual(table.findHolders(inode), []);
+  } finally {
+    unlinkSync(link);
+    symlinkSync(fifo, link);
+  }
+});
+
+void test('getProcess after findHolders returns the same descriptors with either scan', { skip: hasScanFds ? false : 'the addon is not built with scanFds' }, () => {
+  const js = createLinuxProcessTable({ procRoot: root, nativeScan: false, clockTicks: 100 });
+  const native = createLinuxProcessTable({ procRoot: root, nativeScan: true, clockTicks: 100 });
+  assert.deepEqual(native.findHolders(6001), js.findHolders(6001));
+  for (const pid of [100, 200, 300, 400]) assert.deepEqual(native.getProcess(pid), js.getProcess(pid));
 });
 
 void test('isLocalAddress accepts loopback, this host\'s interface addresses and their mapped forms', () => {

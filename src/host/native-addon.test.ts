@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 
-import { findPackageRoot, loadNativeAddon } from './native-addon.js';
+import { FD_SCAN_ENTRY_WIDTH, findPackageRoot, loadNativeAddon } from './native-addon.js';
 
 void test('findPackageRoot walks up to the nearest directory holding package.json', () => {
   const root = mkdtempSync(join(tmpdir(), 'stopd-root-'));
@@ -52,4 +53,61 @@ void test('loadNativeAddon binding answers null for a tuple nobody uses', () => 
   assert.ok(binding, 'addon not built');
   // 192.0.2.0/24 is TEST-NET-1 (RFC 5737): no socket here can be bound to it.
   assert.equal(binding.tcpLookup(4, Buffer.from([192, 0, 2, 1]), 1, Buffer.from([192, 0, 2, 2]), 2), null);
+});
+
+void test('loadNativeAddon binding scanFds rejects a procRoot that is not a non-empty string and bad options', () => {
+  const { binding } = loadNativeAddon();
+  assert.ok(binding?.scanFds !== undefined, 'addon not built with scanFds');
+  const scanFds = binding.scanFds.bind(binding);
+  assert.throws(() => scanFds(5 as unknown as string), { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' });
+  assert.throws(() => scanFds(''), RangeError);
+  assert.throws(() => scanFds('/proc\0/x'), RangeError);
+  assert.throws(() => scanFds('/proc', 'x' as unknown as { namedPipes: boolean }), TypeError);
+  assert.throws(() => scanFds('/proc', { namedPipes: 1 as unknown as boolean }), TypeError);
+  assert.throws(() => scanFds('/nonexistent-proc-root'), { code: 'ENOENT' });
+});
+
+void test('loadNativeAddon binding scanFds classifies sockets, pipes and FIFOs and skips vanished processes', () => {
+  const { binding } = loadNativeAddon();
+  assert.ok(binding?.scanFds !== undefined, 'addon not built with scanFds');
+  const root = mkdtempSync(join(tmpdir(), 'stopd-scanroot-'));
+  try {
+    const fifo = join(root, 'fifo');
+    execFileSync('mkfifo', [fifo]);
+    mkdirSync(join(root, '10', 'fd'), { recursive: true });
+    const links: Record<string, string> = {
+      0: '/dev/null',
+      3: 'socket:[5001]',
+      4: 'pipe:[6001]',
+      5: 'anon_inode:[eventfd]',
+      6: fifo,
+      7: '/nonexistent/gone',
+      8: 'socket:[x]',
+      9: `socket:[${2 ** 40}]`,
+    };
+    for (const [fd, link] of Object.entries(links)) symlinkSync(link, join(root, '10', 'fd', fd));
+    // Vanished between readdir of the root and opening its fd directory; not a process at all.
+    mkdirSync(join(root, '20'));
+    mkdirSync(join(root, 'self'));
+    mkdirSync(join(root, '030', 'fd'), { recursive: true });
+
+    const scan = binding.scanFds(root);
+    assert.deepEqual([...scan.pids], [10]);
+    assert.deepEqual([...scan.denied], []);
+    assert.deepEqual([...scan.failed], []);
+    const rows: number[][] = [];
+    for (let i = 0; i < scan.entries.length; i += FD_SCAN_ENTRY_WIDTH) rows.push([...scan.entries.subarray(i, i + FD_SCAN_ENTRY_WIDTH)]);
+    rows.sort((a, b) => (a[1] ?? 0) - (b[1] ?? 0));
+    // A symlink's mode is 0777, so pipe ends read as 'both' (2) here; real links carry the open mode.
+    assert.deepEqual(rows, [
+      [10, 3, 0, 5001, 0],
+      [10, 4, 1, 6001, 2],
+      [10, 6, 1, statSync(fifo).ino, 2],
+      [10, 9, 0, 2 ** 40, 0],
+    ]);
+    const withoutFifos = binding.scanFds(root, { namedPipes: false });
+    assert.equal(withoutFifos.entries.length, 3 * FD_SCAN_ENTRY_WIDTH);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
 });

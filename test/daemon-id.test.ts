@@ -365,7 +365,7 @@ describe('stopd options', () => {
 
   test('bad options are refused in one sentence', async () => {
     for (const [args, pattern] of [
-      [['--listen', 'nowhere'], /--listen expects ADDR:PORT/],
+      [['--listen', 'nowhere'], /--listen must be ADDR:PORT/],
       [['--max-lookups', '0'], /--max-lookups must be a whole number from 1/],
       [['--token-hash', 'md5'], /--token-hash must be sha256 or sha1/],
       [['--bogus'], /Unknown option '--bogus'/],

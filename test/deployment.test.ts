@@ -87,9 +87,9 @@ describe('configuration file', () => {
       ['# limits\nmax-lookups = 0\n', /stopd-\d+\.toml:2: max-lookups must be a whole number from 1 to 10000, not 0/],
       ['maxlookups = 3\n', /:1: unknown setting "maxlookups"; did you mean max-lookups\?/],
       ['random-errors = "yes"\n', /:1: random-errors must be true or false, not "yes"/],
-      ['listen = ["nowhere"]\n', /:1: listen: --listen expects ADDR:PORT/],
+      ['listen = ["nowhere"]\n', /:1: listen must be ADDR:PORT/],
       ['token-hash = "md5"\n', /:1: token-hash must be sha256 or sha1, not "md5"/],
-      ['save = ["processes", "secrets"]\n', /:1: save: .*secrets/],
+      ['save = ["processes", "secrets"]\n', /:1: save .*secrets/],
       ['listen = [\n', /:\d+: .*the file must be TOML/],
     ];
     for (const [text, pattern] of cases) {

@@ -27,8 +27,10 @@ export function parseInteger(text: string, options: { name: string; min: number;
 export function parseListenAddress(text: string): ListenAddress {
   const match = /^(?:\[([0-9a-fA-F:.]+)\]|(\d{1,3}(?:\.\d{1,3}){3}|[A-Za-z0-9.-]+)):(\d{1,5})$/.exec(text);
   if (match === null) {
-    throw new UsageError(`--listen expects ADDR:PORT such as 0.0.0.0:113 or [::]:113, not ${JSON.stringify(text)}`);
+    throw new UsageError(`must be ADDR:PORT such as 0.0.0.0:113 or [::]:113, not ${JSON.stringify(text)}`);
   }
   const host = match[1] ?? match[2] ?? '';
-  return { host, port: parseInteger(match[3] ?? '', { name: '--listen port', min: 0, max: 65535 }) };
+  const port = Number(match[3]);
+  if (port > 65535) throw new UsageError(`must have a port from 0 to 65535, not ${JSON.stringify(text)}`);
+  return { host, port };
 }

@@ -84,7 +84,10 @@ export function buildDaemonOptions(
       return parse();
     } catch (error) {
       if (!(error instanceof UsageError)) throw error;
-      throw new UsageError(`${context.origin(name)}: ${error.message}`);
+      // Parsers either name the flag (`--save ...`) or say "must be ..." of the value: either
+      // way the message then names where the value came from, the flag or the file line.
+      const message = error.message.startsWith(`--${name}`) ? error.message.slice(name.length + 2) : ` ${error.message}`;
+      throw new UsageError(`${context.origin(name)}${message}`);
     }
   };
 

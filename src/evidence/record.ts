@@ -67,7 +67,7 @@ export function parseSaveCategories(text: string): SaveCategory[] {
       chosen.add(word);
     } else {
       throw new UsageError(
-        `Cannot parse --save: ${JSON.stringify(word)} is not a category; use a comma-separated list of ${ALL_SAVE_CATEGORIES.join(', ')}, or all`,
+        `--save must list categories among ${ALL_SAVE_CATEGORIES.join(', ')} (or be all); ${JSON.stringify(word)} is not one`,
       );
     }
   }

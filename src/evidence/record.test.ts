@@ -312,8 +312,8 @@ test('parseSaveCategories rejects an unknown word, naming it and the valid ones'
     (error: unknown) => {
       assert.ok(error instanceof UsageError);
       assert.equal(error.code, 'ERR_USAGE');
-      assert.match(error.message, /"files" is not a category/);
-      assert.match(error.message, /processes, cmdline, sockets, pipes, utmp, host, or all/);
+      assert.match(error.message, /"files" is not one/);
+      assert.match(error.message, /processes, cmdline, sockets, pipes, utmp, host \(or be all\)/);
       return true;
     },
   );

@@ -10,10 +10,10 @@
  * add attributes or nodes, or inject Graphviz label escapes (`\N`, `\G`, `\l`).
  */
 import type { EvidenceRecord, RecordProcess } from '../evidence/record.js';
-import type { Endpoint } from '../host/types.js';
 import type { ClosureLink, ClosureSocket, UpstreamCandidate } from '../trace/types.js';
 import type { TraceView } from './format-trace.js';
 import { renderSvg } from './render-svg.js';
+import { showEndpoint } from './show.js';
 
 /** The picture formats of `stopctl redeem` and `stopctl trace`. */
 export type PictureFormat = 'dot' | 'svg';
@@ -339,9 +339,6 @@ function shortToken(token: string): string {
   return token.length > 16 ? `${token.slice(0, 12)}…` : token;
 }
 
-function showEndpoint(endpoint: Endpoint): string {
-  return endpoint.address.includes(':') ? `[${endpoint.address}]:${endpoint.port}` : `${endpoint.address}:${endpoint.port}`;
-}
 
 /** A DOT node or cluster name, always quoted. */
 function id(name: string): string {

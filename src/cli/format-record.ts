@@ -12,6 +12,7 @@ import type { EvidenceRecord, RecordProcess, SaveCategory } from '../evidence/re
 import { tokenHashOf } from '../evidence/record.js';
 import type { TokenHash } from '../evidence/tokens.js';
 import type { Endpoint, HostFacts, ProcessFacts, TcpState, UtmpEntry } from '../host/types.js';
+import { quote, show, showEndpoint } from './show.js';
 import type { ClosureIpc, ClosureLink, ClosurePipe, ClosureSocket, ClosureTcpSocket, UpstreamCandidate } from '../trace/types.js';
 
 /** Options of {@link formatRecordText}. */
@@ -338,33 +339,6 @@ function showUser(uid: number, user: string | null): string {
 
 function showPids(pids: readonly number[]): string {
   return pids.join(',');
-}
-
-function showEndpoint(endpoint: Endpoint): string {
-  const address = show(endpoint.address);
-  return address.includes(':') ? `[${address}]:${endpoint.port}` : `${address}:${endpoint.port}`;
-}
-
-/**
- * Host-supplied text made safe for a terminal: backslash, C0 and C1 controls, DEL, line and
- * paragraph separators and the bidirectional overrides (which can reorder what is displayed)
- * are written as `\\`, `\n`, `\t`, `\xNN` or `\u{NNNN}`.
- */
-function show(text: string): string {
-  // eslint-disable-next-line no-control-regex -- matching control characters is the point
-  return text.replace(/[\\\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/gu, (char) => {
-    const code = char.codePointAt(0) ?? 0;
-    if (char === '\\') return '\\\\';
-    if (char === '\n') return '\\n';
-    if (char === '\t') return '\\t';
-    if (char === '\r') return '\\r';
-    return code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u{${code.toString(16)}}`;
-  });
-}
-
-/** Text in double quotes, escaped by {@link show}, with `"` escaped too. */
-function quote(text: string): string {
-  return `"${show(text).replaceAll('"', '\\"')}"`;
 }
 
 /** An argument of a command line: bare when it has no space, quote or unusual character, else quoted. */

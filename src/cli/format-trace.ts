@@ -6,6 +6,7 @@
 import type { Redemption } from '../evidence/redeem.js';
 import { isReplyEntry, isUpstreamEntry, type UpstreamEntry } from '../evidence/entries.js';
 import type { Endpoint } from '../host/types.js';
+import { quote, showEndpoint } from './show.js';
 
 /** The JSON of `stopctl trace --json`. */
 export interface TraceView {
@@ -93,7 +94,7 @@ export function formatTraceText(view: TraceView): string {
   if (local === null) {
     out.push('Local       not in this store');
   } else {
-    out.push(`Request     ${JSON.stringify(local.request)} from ${showEndpoint(local.requester)} at ${local.time}`);
+    out.push(`Request     ${quote(local.request)} from ${showEndpoint(local.requester)} at ${local.time}`);
     out.push(`Type        ${local.type ?? 'unparsed'}${local.sid === null ? '' : `, SID ${local.sid}`}`);
     if (local.connection !== null) {
       out.push(`Connection  ${showEndpoint(local.connection.local)} -> ${showEndpoint(local.connection.remote)}`);
@@ -107,7 +108,7 @@ export function formatTraceText(view: TraceView): string {
   } else {
     out.push('', `Upstream hosts asked (${view.upstream.length}${view.pending > 0 ? `, ${view.pending} not answered yet` : ''}):`);
     for (const u of view.upstream) {
-      out.push(`  ${showEndpoint({ address: u.host, port: u.port })}  asked ${JSON.stringify(u.request)}`);
+      out.push(`  ${showEndpoint({ address: u.host, port: u.port })}  asked ${quote(u.request)}`);
       out.push(`      about ${showEndpoint(u.connection.remote)} -> ${showEndpoint(u.connection.local)} (${u.direction})`);
       out.push(`      ${describeOutcome(u)}`);
     }
@@ -121,7 +122,7 @@ function describeOutcome(u: TraceView['upstream'][number]): string {
     case 'token':
       return `token ${u.token ?? '?'}: take it to the administrator of ${u.host}`;
     case 'user':
-      return `answered a user name (a plain IDENT daemon?): ${JSON.stringify(u.reply ?? '')}`;
+      return `answered a user name (a plain IDENT daemon?): ${quote(u.reply ?? '')}`;
     case 'error':
       return `error ${u.error ?? '?'}: the host does not vouch for this connection`;
     case 'refused':
@@ -137,6 +138,3 @@ function describeOutcome(u: TraceView['upstream'][number]): string {
   }
 }
 
-function showEndpoint(endpoint: Endpoint): string {
-  return endpoint.address.includes(':') ? `[${endpoint.address}]:${endpoint.port}` : `${endpoint.address}:${endpoint.port}`;
-}

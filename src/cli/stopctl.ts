@@ -7,7 +7,6 @@ import { redeemToken, type LedgerFinding } from '../evidence/redeem.js';
 import { isTokenShaped } from '../evidence/tokens.js';
 import { isReplyEntry } from '../evidence/entries.js';
 import { StopdError, UsageError } from '../errors.js';
-import type { Endpoint } from '../host/types.js';
 import { parseRequest, RequestSyntaxError, type Request } from '../protocol/index.js';
 import { parseCommandLine, parseInteger } from './args.js';
 import { describeRecordJson, describeUnreadableRecordJson, formatRecordText, formatUnreadableRecordText } from './format-record.js';
@@ -15,6 +14,7 @@ import { describeTrace, formatTraceText } from './format-trace.js';
 import { runKeygen, runVerify, VERIFY_HELP } from './verify-command.js';
 import { PRUNE_HELP, runPrune } from './prune-command.js';
 import { formatRecordPicture, formatTracePicture } from './format-dot.js';
+import { quote, showEndpoint } from './show.js';
 
 const HELP = `Usage: stopctl <command> [options]
 
@@ -266,7 +266,7 @@ function formatFinding(token: string, finding: LedgerFinding): string {
   } else if (isReplyEntry(entry)) {
     out.push(`Token       ${token}`);
     out.push(`Issued      ${entry.time} (ledger line ${finding.lineNumber})`);
-    out.push(`Request     ${JSON.stringify(entry.request)} from ${showEndpoint(entry.requester)}`);
+    out.push(`Request     ${quote(entry.request)} from ${showEndpoint(entry.requester)}`);
     out.push(`Type        ${entry.type ?? 'unparsed'}${entry.sid === undefined ? '' : `, SID ${entry.sid}`}`);
     if (entry.connection !== undefined) {
       out.push(`Connection  ${showEndpoint(entry.connection.local)} -> ${showEndpoint(entry.connection.remote)} (${entry.connection.state})`);
@@ -293,9 +293,6 @@ async function runTrace(argv: string[]): Promise<number> {
   return redemption.status;
 }
 
-function showEndpoint(endpoint: Endpoint): string {
-  return endpoint.address.includes(':') ? `[${endpoint.address}]:${endpoint.port}` : `${endpoint.address}:${endpoint.port}`;
-}
 
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),

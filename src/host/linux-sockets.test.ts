@@ -113,7 +113,7 @@ void test('createLinuxSocketTable falls back to procfs with one warning when the
   table.hasListener({ address: '127.0.0.1', port: 1 });
   table.listTcp();
   assert.deepEqual(logs, [
-    'stopd: netlink addon unavailable (cannot open shared object file); falling back to /proc/net/tcp, which is slow on busy hosts',
+    'netlink addon unavailable (cannot open shared object file); falling back to /proc/net/tcp, which is slow on busy hosts',
   ]);
 });
 

@@ -330,6 +330,8 @@ export function createLinuxSocketTable(options: LinuxSocketTableOptions = {}): L
       reason = load.error.message;
     }
   }
-  log(`stopd: netlink addon unavailable (${reason}); falling back to /proc/net/tcp, which is slow on busy hosts`);
+  // One line: a failed require() appends its whole require stack to the message.
+  const firstLine = reason.split('\n')[0] ?? reason;
+  log(`netlink addon unavailable (${firstLine}); falling back to /proc/net/tcp, which is slow on busy hosts`);
   return new ProcfsSockets();
 }

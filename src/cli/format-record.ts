@@ -184,24 +184,8 @@ export function describeRecordJson(
 }
 
 function describeProcess(process: RecordProcess): ProcessDescription {
-  return {
-    pid: process.pid,
-    ppid: process.ppid,
-    name: process.name,
-    user: process.user,
-    uid: process.uid,
-    startTime: process.startTime,
-    tty: process.tty,
-    priority: process.priority,
-    nice: process.nice,
-    pgid: process.pgid,
-    sid: process.sid,
-    role: process.role,
-    ipc: process.ipc,
-    cmdline: process.cmdline ?? null,
-    sockets: process.sockets ?? [],
-    pipes: process.pipes ?? [],
-  };
+  // Categories not saved appear as null or empty, so every process has the same fields.
+  return { ...process, cmdline: process.cmdline ?? null, sockets: process.sockets ?? [], pipes: process.pipes ?? [] };
 }
 
 /** The JSON of `redeem --json` for a record file that is not a readable record. */

@@ -16,6 +16,7 @@ export interface Account {
 export class AccountDirectory {
   readonly #path: string;
   #mtimeMs = -1;
+  #checkedAt = -Infinity;
   #byUid = new Map<number, Account>();
 
   constructor(path = '/etc/passwd') {
@@ -29,6 +30,10 @@ export class AccountDirectory {
   }
 
   #refresh(): void {
+    // At most one stat() a second: this runs on every ID request.
+    const now = Date.now();
+    if (now - this.#checkedAt < 1000) return;
+    this.#checkedAt = now;
     let mtimeMs: number;
     try {
       mtimeMs = statSync(this.#path).mtimeMs;

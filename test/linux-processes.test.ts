@@ -292,14 +292,12 @@ void test('findHolders and getProcess give the same answers with the native scan
     const js = createLinuxProcessTable({ nativeScan: false });
     const native = createLinuxProcessTable({ nativeScan: true });
     const pids = [pipeline.pid, sleep, cat, fifoHolder.pid, sharer.pid, sharerChild];
-    const inodes = new Set<number>();
-    for (const pid of pids) {
-      const info = js.getProcess(pid);
-      assert.ok(info, `process ${pid} is gone`);
-      for (const fd of info.fds) inodes.add(fd.inode);
-    }
-    assert.ok(inodes.has(statSync(fifo).ino), 'the FIFO is among the inodes');
-    assert.ok(inodes.size >= 3, `expected a pipe, a FIFO and a socket, got ${[...inodes].join(', ')}`);
+    for (const pid of pids) assert.ok(js.getProcess(pid), `process ${pid} is gone`);
+    // Only what this test made: descriptors inherited from the test runner (its stdio pipes)
+    // are shared with processes that come and go, so two scans may rightly differ on them.
+    const socketInode = js.getProcess(sharer.pid)?.fds.find((fd) => fd.fd === 1)?.inode;
+    const inodes = new Set<number>([pipeInode ?? 0, statSync(fifo).ino, socketInode ?? 0]);
+    assert.ok(!inodes.has(0) && inodes.size === 3, `expected a pipe, a FIFO and a socket, got ${[...inodes].join(', ')}`);
     for (const inode of inodes) {
       const holders = native.findHolders(inode);
       assert.ok(holders.length > 0, `no holder of ${inode}`);

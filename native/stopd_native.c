@@ -268,6 +268,18 @@ static int visit_lookup(const struct nlmsghdr *h, void *ctx) {
   return err;
 }
 
+/* Opens a sock_diag socket, runs one request through `visit`, closes it. Returns 0 or an
+ * errno; on failure *opened says whether the socket could be opened at all. */
+static int nl_once(struct nlmsghdr *req, nl_visit_fn visit, void *ctx, bool *opened) {
+  struct nl_conn c;
+  int err = nl_open(&c);
+  *opened = err == 0;
+  if (err != 0) return err;
+  err = nl_transact(&c, req, visit, ctx);
+  nl_close(&c);
+  return err;
+}
+
 struct dump_ctx {
   struct tcp_entry *items;
   size_t count;
@@ -467,16 +479,14 @@ static napi_value tcp_lookup(napi_env env, napi_callback_info info) {
   req.r.id.idiag_sport = htons(lport);
   req.r.id.idiag_dport = htons(rport);
 
-  struct nl_conn c;
-  int err = nl_open(&c);
-  if (err != 0) {
+  struct lookup_ctx ctx;
+  memset(&ctx, 0, sizeof ctx);
+  bool opened;
+  int err = nl_once(&req.nlh, visit_lookup, &ctx, &opened);
+  if (!opened) {
     throw_errno(env, "Cannot open a NETLINK_SOCK_DIAG socket", err);
     return NULL;
   }
-  struct lookup_ctx ctx;
-  memset(&ctx, 0, sizeof ctx);
-  err = nl_transact(&c, &req.nlh, visit_lookup, &ctx);
-  nl_close(&c);
   napi_value result;
   if (err == ENOENT || (err == 0 && !ctx.found)) {
     CHECK_NAPI(env, napi_get_null(env, &result));
@@ -489,6 +499,25 @@ static napi_value tcp_lookup(napi_env env, napi_callback_info info) {
   return make_tcp(env, &ctx.entry);
 }
 
+typedef napi_value (*make_fn)(napi_env env, const void *item);
+
+/* A JS array of `count` items of `size` bytes made by `make`; frees nothing, throws on failure. */
+static napi_value make_array(napi_env env, const void *items, size_t count, size_t size, make_fn make) {
+  napi_value arr = NULL;
+  bool ok = napi_create_array_with_length(env, count, &arr) == napi_ok;
+  for (size_t i = 0; ok && i < count; i++) {
+    napi_value item = make(env, (const char *)items + i * size);
+    ok = item != NULL && napi_set_element(env, arr, (uint32_t)i, item) == napi_ok;
+  }
+  if (!ok) {
+    throw_napi_failure(env);
+    return NULL;
+  }
+  return arr;
+}
+
+static napi_value make_tcp_item(napi_env env, const void *item) { return make_tcp(env, item); }
+
 /* tcpDump(family: 4|6) */
 static napi_value tcp_dump(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -498,31 +527,16 @@ static napi_value tcp_dump(napi_env env, napi_callback_info info) {
 
   struct tcp_request req;
   init_tcp_request(&req, family, 1);
-  struct nl_conn c;
-  int err = nl_open(&c);
-  if (err != 0) {
-    throw_errno(env, "Cannot open a NETLINK_SOCK_DIAG socket", err);
-    return NULL;
-  }
   struct dump_ctx ctx = {0};
-  err = nl_transact(&c, &req.nlh, visit_dump, &ctx);
-  nl_close(&c);
+  bool opened;
+  int err = nl_once(&req.nlh, visit_dump, &ctx, &opened);
   if (err != 0) {
     free(ctx.items);
-    throw_errno(env, "Cannot dump the TCP sockets via sock_diag", err);
+    throw_errno(env, opened ? "Cannot dump the TCP sockets via sock_diag" : "Cannot open a NETLINK_SOCK_DIAG socket", err);
     return NULL;
   }
-  napi_value arr = NULL;
-  bool ok = napi_create_array_with_length(env, ctx.count, &arr) == napi_ok;
-  for (size_t i = 0; ok && i < ctx.count; i++) {
-    napi_value item = make_tcp(env, &ctx.items[i]);
-    ok = item != NULL && napi_set_element(env, arr, (uint32_t)i, item) == napi_ok;
-  }
+  napi_value arr = make_array(env, ctx.items, ctx.count, sizeof ctx.items[0], make_tcp_item);
   free(ctx.items);
-  if (!ok) {
-    throw_napi_failure(env);
-    return NULL;
-  }
   return arr;
 }
 
@@ -541,6 +555,8 @@ static napi_value make_unix(napi_env env, const struct unix_entry *e) {
   return obj;
 }
 
+static napi_value make_unix_item(napi_env env, const void *item) { return make_unix(env, item); }
+
 /* unixDump() */
 static napi_value unix_dump(napi_env env, napi_callback_info info) {
   (void)info;
@@ -556,31 +572,16 @@ static napi_value unix_dump(napi_env env, napi_callback_info info) {
   req.r.udiag_states = ~0U;
   req.r.udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER;
 
-  struct nl_conn c;
-  int err = nl_open(&c);
-  if (err != 0) {
-    throw_errno(env, "Cannot open a NETLINK_SOCK_DIAG socket", err);
-    return NULL;
-  }
   struct unix_ctx ctx = {0};
-  err = nl_transact(&c, &req.nlh, visit_unix, &ctx);
-  nl_close(&c);
+  bool opened;
+  int err = nl_once(&req.nlh, visit_unix, &ctx, &opened);
   if (err != 0) {
     free(ctx.items);
-    throw_errno(env, "Cannot dump the UNIX sockets via sock_diag", err);
+    throw_errno(env, opened ? "Cannot dump the UNIX sockets via sock_diag" : "Cannot open a NETLINK_SOCK_DIAG socket", err);
     return NULL;
   }
-  napi_value arr = NULL;
-  bool ok = napi_create_array_with_length(env, ctx.count, &arr) == napi_ok;
-  for (size_t i = 0; ok && i < ctx.count; i++) {
-    napi_value item = make_unix(env, &ctx.items[i]);
-    ok = item != NULL && napi_set_element(env, arr, (uint32_t)i, item) == napi_ok;
-  }
+  napi_value arr = make_array(env, ctx.items, ctx.count, sizeof ctx.items[0], make_unix_item);
   free(ctx.items);
-  if (!ok) {
-    throw_napi_failure(env);
-    return NULL;
-  }
   return arr;
 }
 

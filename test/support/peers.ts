@@ -74,22 +74,7 @@ export async function spawnClient(host: string, port: number, options: { uid?: n
     stdio: ['pipe', 'pipe', 'ignore'],
     ...(options.uid === undefined ? {} : { uid: options.uid, gid: options.gid ?? options.uid }),
   });
-  child.stdout?.setEncoding('utf8');
-  const localPort = await new Promise<number>((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error('client process did not connect in time')), 5000);
-    child.stdout?.on('data', (chunk: string) => {
-      out += chunk;
-      if (out.includes('\n')) {
-        clearTimeout(timer);
-        resolve(Number(out.trim()));
-      }
-    });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`client process exited with ${code}`));
-    });
-  });
+  const localPort = Number(await readFirstLine(child, { what: 'client process', timeoutMs: 5000 }));
   return {
     child,
     pid: child.pid ?? 0,
@@ -102,4 +87,27 @@ export async function spawnClient(host: string, port: number, options: { uid?: n
       await exited;
     },
   };
+}
+
+/**
+ * The first line a child prints on stdout (how test peers report their port), or a rejection
+ * naming `what` when it exits first or takes longer than `timeoutMs`.
+ */
+export function readFirstLine(child: ChildProcess, options: { what: string; timeoutMs: number }): Promise<string> {
+  child.stdout?.setEncoding('utf8');
+  return new Promise<string>((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`${options.what} did not connect in time`)), options.timeoutMs);
+    child.stdout?.on('data', (chunk: string) => {
+      out += chunk;
+      if (out.includes('\n')) {
+        clearTimeout(timer);
+        resolve(out.split('\n')[0]?.trim() ?? '');
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${options.what} exited with ${code}`));
+    });
+  });
 }

@@ -8,6 +8,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { promisify } from 'node:util';
+import { readFirstLine } from './peers.js';
 
 const run = promisify(execFile);
 
@@ -100,22 +101,7 @@ async function startClient(netns: string, host: string, port: number): Promise<P
   const child = spawn('ip', ['netns', 'exec', netns, '/usr/bin/python3', '-c', script], {
     stdio: ['pipe', 'pipe', 'inherit'],
   });
-  child.stdout?.setEncoding('utf8');
-  const localPort = await new Promise<number>((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error('previous-hop client did not connect in time')), 12_000);
-    child.stdout?.on('data', (chunk: string) => {
-      out += chunk;
-      if (out.includes('\n')) {
-        clearTimeout(timer);
-        resolve(Number(out.trim()));
-      }
-    });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`previous-hop client exited with ${code}`));
-    });
-  });
+  const localPort = Number(await readFirstLine(child, { what: 'previous-hop client', timeoutMs: 12_000 }));
   return {
     child,
     localPort,

@@ -316,3 +316,15 @@ export async function runJson<T>(argv: readonly string[], timeoutMs = 600_000): 
 export async function pin(pid: number, cpus: string): Promise<void> {
   await run('taskset', ['-a', '-p', '-c', cpus, String(pid)]);
 }
+
+/**
+ * One established loopback connection held by two helper processes (pushed on `started` for
+ * cleanup); returns the ID request line `<cl>,<sv>` that asks about it.
+ */
+export async function startQueriedConnection(started: Stoppable[]): Promise<string> {
+  const target = await startHolder<{ port: number }>({ role: 'listen', host: '127.0.0.1' });
+  started.push(target);
+  const client = await startHolder<{ localPorts: number[] }>({ role: 'connect', from: '127.0.0.1', host: '127.0.0.1', port: target.info.port, count: 1 });
+  started.push(client);
+  return `${client.info.localPorts[0] ?? 0},${target.info.port}`;
+}

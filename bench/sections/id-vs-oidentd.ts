@@ -14,7 +14,7 @@
  * ident work.
  */
 import type { LoadResult } from '../lib/load-client.js';
-import { countSockets, hasProgram, readMemory, runLoad, startBackground, startHolder, startOidentd, startStopd, type BenchStopd, type Stoppable } from '../lib/processes.js';
+import { countSockets, hasProgram, readMemory, runLoad, startBackground, startOidentd, startQueriedConnection, startStopd, type BenchStopd, type Stoppable } from '../lib/processes.js';
 import { repeated, type Repeated } from '../lib/stats.js';
 
 export interface IdCell {
@@ -47,11 +47,7 @@ export async function benchIdVsOidentd(options: { durationMs: number; rounds: nu
   const haveOidentd = await hasProgram('oidentd');
   const started: Stoppable[] = [];
   try {
-    const target = await startHolder<{ port: number }>({ role: 'listen', host: '127.0.0.1' });
-    started.push(target);
-    const client = await startHolder<{ localPorts: number[] }>({ role: 'connect', from: '127.0.0.1', host: '127.0.0.1', port: target.info.port, count: 1 });
-    started.push(client);
-    const line = `${client.info.localPorts[0] ?? 0},${target.info.port}`;
+    const line = await startQueriedConnection(started);
     const stopd: BenchStopd = await startStopd();
     started.push(stopd);
     const daemons: { name: 'stopd' | 'oidentd'; host: string; port: number; expect: string }[] = [

@@ -8,7 +8,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createPreviousHost } from '../../test/support/previous-host.js';
-import { runLoad, startHolder, startStopd, type Stoppable } from '../lib/processes.js';
+import { runLoad, startQueriedConnection, startStopd, type Stoppable } from '../lib/processes.js';
 import { buildFigure9 } from './structures.js';
 
 export interface ProfileEntry {
@@ -70,11 +70,7 @@ export async function benchProfile(options: { durationMs: number; svCount: numbe
   if (process.getuid?.() !== 0) return { skipped: 'needs root' };
   const started: Stoppable[] = [];
   try {
-    const target = await startHolder<{ port: number }>({ role: 'listen', host: '127.0.0.1' });
-    started.push(target);
-    const client = await startHolder<{ localPorts: number[] }>({ role: 'connect', from: '127.0.0.1', host: '127.0.0.1', port: target.info.port, count: 1 });
-    started.push(client);
-    const idLine = `${client.info.localPorts[0] ?? 0},${target.info.port}`;
+    const idLine = await startQueriedConnection(started);
     const id = await profiled(async (stopd) => {
       await runLoad({ host: stopd.host, port: stopd.port, localAddress: '127.0.0.1', line: idLine, expect: ':USERID:', mode: 'closed', concurrency: 8, durationMs: options.durationMs });
     });

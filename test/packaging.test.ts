@@ -132,6 +132,9 @@ describe('npm package', () => {
     t.diagnostic(addon ? 'the netlink addon was built at install' : 'the netlink addon was not built: checking the /proc fallback');
     const daemon = await startInstalledDaemon(prefix, join(work, 'store'));
     const store = daemon.store;
+    // The #! line gives node the V8 memory flags (src/cli/stopd.ts); env -S splits them.
+    const argv = readFileSync(`/proc/${daemon.pid}/cmdline`, 'utf8').split('\0');
+    assert.ok(argv.includes('--max-semi-space-size=1') && argv.includes('--optimize-for-size'), `stopd runs as ${argv.join(' ')}`);
     // A connection to ask about: from `client` (outbound) to `server`, both in this process.
     const server: Server = createServer();
     await new Promise<void>((resolvePromise) => server.listen(0, '127.0.0.1', resolvePromise));
@@ -188,7 +191,7 @@ const FALLBACK_WARNING = /stopd: warning: .*netlink addon unavailable \([\s\S]*?
 async function startInstalledDaemon(
   prefix: string,
   store: string,
-): Promise<{ port: number; store: string; stderr(): string; stop(): Promise<number | null> }> {
+): Promise<{ pid: number; port: number; store: string; stderr(): string; stop(): Promise<number | null> }> {
   const daemon = spawn(join(prefix, 'bin/stopd'), ['--listen', '127.0.0.1:0', '--store', store], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   daemon.stderr.setEncoding('utf8');
@@ -212,6 +215,7 @@ async function startInstalledDaemon(
     });
   });
   return {
+    pid: daemon.pid ?? 0,
     port,
     store,
     stderr: () => stderr,

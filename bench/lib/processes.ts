@@ -221,11 +221,22 @@ export interface BenchStopd extends Stoppable {
  * waits for its "listening on" line. `stop()` sends SIGTERM (a --cpu-prof profile is written
  * on that clean exit) and removes the store.
  */
+/**
+ * The node flags stopd's own `#!` line gives it (src/cli/stopd.ts: the V8 memory settings), so
+ * the bench measures the daemon as `stopd` and `npm start` run it, with any extra `nodeArgs`.
+ */
+export function daemonNodeFlags(): string[] {
+  const first = readFileSync(STOPD, 'utf8').split('\n', 1)[0] ?? '';
+  const match = /^#!\/usr\/bin\/env -S node(.*)$/.exec(first);
+  if (match === null) throw new Error(`${STOPD} does not start with "#!/usr/bin/env -S node": rebuild (npm run build)`);
+  return (match[1] ?? '').split(' ').filter((flag) => flag !== '');
+}
+
 export async function startStopd(options: { args?: readonly string[]; nodeArgs?: readonly string[]; cwd?: string } = {}): Promise<BenchStopd> {
   const storeDir = makeStoreDir();
   const child = spawn(
     process.execPath,
-    [...(options.nodeArgs ?? []), STOPD, '--listen', '127.0.0.1:0', '--store', storeDir, ...(options.args ?? [])],
+    [...daemonNodeFlags(), ...(options.nodeArgs ?? []), STOPD, '--listen', '127.0.0.1:0', '--store', storeDir, ...(options.args ?? [])],
     { stdio: ['ignore', 'ignore', 'pipe'], ...(options.cwd === undefined ? {} : { cwd: options.cwd }) },
   );
   let stderr = '';

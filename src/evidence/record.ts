@@ -8,7 +8,8 @@
  * anything about the contents (a requester could otherwise confirm a guess by hashing it).
  */
 import { randomBytes } from 'node:crypto';
-import { open, readFile, rename, unlink } from 'node:fs/promises';
+import { closeSync, fchmodSync, fdatasync, openSync, renameSync, writeFileSync } from 'node:fs';
+import { open, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gunzip } from 'node:zlib';
@@ -358,28 +359,40 @@ export async function writeRecord(recordsDir: string, bytes: Buffer, options: { 
   const token = hashToken(bytes, options.hash);
   const temporary = join(recordsDir, `.${token}.tmp-${randomBytes(6).toString('hex')}`);
   const final = join(recordsDir, `${token}.json`);
+  let fd: number | undefined;
   let created = false;
   try {
-    const handle = await open(temporary, 'wx', 0o600);
+    // The local system calls run synchronously: each takes microseconds, less than a round
+    // trip through libuv's thread pool. Only the two flushes to disk are waited for.
+    fd = openSync(temporary, 'wx', 0o600);
     created = true;
-    try {
-      // The umask may have narrowed the mode further; evidence is for root only (it names users and commands).
-      await handle.chmod(0o600);
-      await handle.writeFile(bytes);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(temporary, final);
+    // The umask may have narrowed the mode further; evidence is for root only (it names users and commands).
+    fchmodSync(fd, 0o600);
+    writeFileSync(fd, bytes);
+    await fdatasyncAsync(fd);
+    closeSync(fd);
+    fd = undefined;
+    renameSync(temporary, final);
     created = false;
-    await syncDirectory(recordsDir);
+    await directorySync(recordsDir);
   } catch (error) {
+    if (fd !== undefined) closeQuietly(fd);
     if (created) await unlink(temporary).catch(() => undefined);
     throw new StoreWriteError(`Cannot save evidence record ${token} in ${recordsDir}: ${(error as Error).message}`, {
       cause: error,
     });
   }
   return token;
+}
+
+const fdatasyncAsync = promisify(fdatasync);
+
+function closeQuietly(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // Already failing: the original error is the one to report.
+  }
 }
 
 /** fsyncs a directory, so a rename or unlink in it survives a crash. */
@@ -390,6 +403,34 @@ export async function syncDirectory(dir: string): Promise<void> {
   } finally {
     await handle.close();
   }
+}
+
+/** The directory flush each directory has in flight, and the one queued behind it. */
+const directoryFlushes = new Map<string, { running: Promise<void>; queued: Promise<void> | undefined }>();
+
+/**
+ * Group commit of directory flushes: resolves once an fsync of `dir` that STARTED after this
+ * call has completed, so every rename made before the call is durable. Concurrent callers
+ * share flushes: while one runs, all later callers wait for the single next one, so a burst
+ * of records costs two directory fsyncs, not one each.
+ */
+export function directorySync(dir: string): Promise<void> {
+  const current = directoryFlushes.get(dir);
+  if (current === undefined) {
+    const running = syncDirectory(dir).finally(() => {
+      const state = directoryFlushes.get(dir);
+      if (state?.queued === undefined) directoryFlushes.delete(dir);
+    });
+    directoryFlushes.set(dir, { running, queued: undefined });
+    return running;
+  }
+  current.queued ??= current.running
+    .catch(() => undefined)
+    .then(() => {
+      directoryFlushes.delete(dir);
+      return directorySync(dir);
+    });
+  return current.queued;
 }
 
 /** A record file as read back, whether or not it still matches its token. */

@@ -208,7 +208,7 @@ export function formatReport(results: BenchResults): string {
           `${fmt(s.floor.medianUs / 1000)} / ${fmt(s.floor.p90Us / 1000)}`,
           fmt(s.closure.ms.p50 / (s.floor.medianUs / 1000)),
           fmt(p50Of(s, 'SV') / (s.floor.medianUs / 1000)),
-          `${fmt(s.floor.scanMedianUs / 1000)} + ${fmt(s.floor.dumpMedianUs / 1000)}`,
+          `${fmt(s.floor.scanMedianUs / 1000)} + ${fmt(s.floor.lookupMedianUs / 1000)}`,
         ];
       });
     out.push(
@@ -223,7 +223,7 @@ export function formatReport(results: BenchResults): string {
           'C floor p50 / p90',
           'closure ÷ floor',
           'SV p50 ÷ floor',
-          'floor: /proc scan + netlink dumps',
+          'floor: /proc scan + socket lookups',
         ],
         rows,
       ),

@@ -30,7 +30,7 @@ export interface FloorResult {
   readonly p90Us: number;
   readonly minUs: number;
   readonly scanMedianUs: number;
-  readonly dumpMedianUs: number;
+  readonly lookupMedianUs: number;
   readonly processes: number;
   readonly upstream: number;
   readonly procsScanned: number;

@@ -17,6 +17,13 @@
  * The tcp fields mean what they mean in stopd_native.c's TcpEntry (addresses as the kernel
  * gives them, v4-mapped ones included); unixLookup's answer is one unixDump() entry.
  *
+ * Network namespaces: sock_diag sees the sockets of the caller's namespace only, which is the
+ * host view stopd promises (DESIGN.md, Host view). A descriptor, though, can hold a socket of
+ * another namespace (a process started by `ip netns exec`, or one handed over a UNIX socket),
+ * whose addresses mean nothing here; socketOf calls such a socket 'other', as a dump would
+ * not list it. The namespace is told by SO_NETNS_COOKIE (Linux 5.14), which needs no
+ * capability; before 5.14 socketOf throws ENOPROTOOPT and the caller reads the tables.
+ *
  * Side effect of borrowing a descriptor: the kernel treats it like one received over
  * SCM_RIGHTS (__receive_sock in net/core/sock.c) and re-tags the socket with the receiver's
  * cgroup v1 net_cls classid and net_prio index. Without a cgroup v1 net_cls or net_prio
@@ -53,6 +60,9 @@
 #endif
 #ifndef SYS_pidfd_getfd
 #define SYS_pidfd_getfd 438
+#endif
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71 /* asm-generic/socket.h; alpha, MIPS, PA-RISC and SPARC differ */
 #endif
 
 /* 2^53: inode numbers are passed as JS numbers, exact up to here. */
@@ -102,8 +112,9 @@ static void throw_errno(napi_env env, const char *what, int err) {
 /* ---------- socketOf: the socket behind a descriptor (no N-API in this section) ---------- */
 
 struct fd_socket {
-  int domain; /* AF_INET, AF_INET6, AF_UNIX or any other family */
-  bool tcp;   /* an AF_INET/AF_INET6 SOCK_STREAM socket of protocol IPPROTO_TCP */
+  int domain;   /* AF_INET, AF_INET6, AF_UNIX or any other family */
+  bool foreign; /* a socket of another network namespace (nothing else is read) */
+  bool tcp;     /* an AF_INET/AF_INET6 SOCK_STREAM socket of protocol IPPROTO_TCP */
   uint64_t inode;
   uint32_t uid;
   uint8_t state;
@@ -133,6 +144,30 @@ static int get_int_option(int fd, int level, int name, int *out) {
   return getsockopt(fd, level, name, out, &len) == 0 ? 0 : errno;
 }
 
+static int get_netns_cookie(int fd, uint64_t *out) {
+  socklen_t len = sizeof *out;
+  return getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, out, &len) == 0 ? 0 : errno;
+}
+
+static uint64_t own_cookie;
+static bool own_cookie_known;
+
+/* The cookie of this process's network namespace, read once from a socket of our own: only
+ * setns(2) could change it, and stopd never calls it. Returns 0 or an errno (ENOPROTOOPT
+ * before Linux 5.14). */
+static int own_netns_cookie(uint64_t *out) {
+  if (!own_cookie_known) {
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return errno;
+    int err = get_netns_cookie(fd, &own_cookie);
+    close(fd);
+    if (err != 0) return err;
+    own_cookie_known = true;
+  }
+  *out = own_cookie;
+  return 0;
+}
+
 /* Copies an inet socket address of `family` into 16 bytes (4 used for IPv4) and a port. */
 static int copy_inet(const struct sockaddr_storage *addr, int family, uint8_t *bytes, uint16_t *port) {
   if (addr->ss_family != family) return EAFNOSUPPORT;
@@ -152,7 +187,7 @@ static int copy_inet(const struct sockaddr_storage *addr, int family, uint8_t *b
  * Reads what our copy `fd` is. Returns 0, NOT_THIS_SOCKET when it is not the socket `inode`
  * (the process closed the number and reused it since /proc named it), or a positive errno.
  */
-static int read_socket(int fd, uint64_t inode, struct fd_socket *out) {
+static int read_socket(int fd, uint64_t inode, uint64_t own_netns, struct fd_socket *out) {
   struct stat st;
   if (fstat(fd, &st) != 0) return errno;
   if (!S_ISSOCK(st.st_mode) || (uint64_t)st.st_ino != inode) return NOT_THIS_SOCKET;
@@ -160,8 +195,15 @@ static int read_socket(int fd, uint64_t inode, struct fd_socket *out) {
   out->inode = (uint64_t)st.st_ino;
   /* The socket inode's owner: the value sock_diag reports as idiag_uid (sock_i_uid). */
   out->uid = (uint32_t)st.st_uid;
+  uint64_t netns = 0;
+  int err = get_netns_cookie(fd, &netns);
+  if (err != 0) return err;
+  if (netns != own_netns) {
+    out->foreign = true;
+    return 0;
+  }
   int domain = 0, type = 0, protocol = 0;
-  int err = get_int_option(fd, SOL_SOCKET, SO_DOMAIN, &domain);
+  err = get_int_option(fd, SOL_SOCKET, SO_DOMAIN, &domain);
   if (err == 0) err = get_int_option(fd, SOL_SOCKET, SO_TYPE, &type);
   if (err == 0) err = get_int_option(fd, SOL_SOCKET, SO_PROTOCOL, &protocol);
   if (err != 0) return err;
@@ -374,7 +416,7 @@ static napi_value make_socket(napi_env env, const struct fd_socket *s) {
   napi_value obj;
   CHECK_NAPI(env, napi_create_object(env, &obj));
   if (!s->tcp) {
-    CHECK_NAPI(env, set_string(env, obj, "domain", s->domain == AF_UNIX ? "unix" : "other"));
+    CHECK_NAPI(env, set_string(env, obj, "domain", !s->foreign && s->domain == AF_UNIX ? "unix" : "other"));
     CHECK_NAPI(env, set_number(env, obj, "inode", (double)s->inode));
     return obj;
   }
@@ -406,6 +448,12 @@ static napi_value socket_of(napi_env env, napi_callback_info info) {
       !get_integer(env, argv[2], "inode", 0, MAX_SAFE_INTEGER, &inode))
     return NULL;
   char what[96];
+  uint64_t own_netns = 0;
+  int err = own_netns_cookie(&own_netns);
+  if (err != 0) {
+    throw_errno(env, "Cannot read this process's network namespace", err);
+    return NULL;
+  }
   int copy = borrow_fd((int)pid, (int)fd);
   if (copy < 0) {
     if (is_gone(-copy)) return make_null(env);
@@ -414,7 +462,7 @@ static napi_value socket_of(napi_env env, napi_callback_info info) {
     return NULL;
   }
   struct fd_socket s;
-  int err = read_socket(copy, (uint64_t)inode, &s);
+  err = read_socket(copy, (uint64_t)inode, own_netns, &s);
   close(copy); /* ours only: the process keeps its own descriptor */
   if (err == NOT_THIS_SOCKET) return make_null(env);
   if (err != 0) {

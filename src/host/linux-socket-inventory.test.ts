@@ -81,13 +81,22 @@ interface Holder {
   inodeOf(name: string): number;
 }
 
-async function startHolder(socketPath: string): Promise<Holder> {
-  const uid = isRoot ? NOBODY : (process.getuid?.() ?? 0);
-  const child = spawn('/usr/bin/python3', ['-c', CHILD, socketPath], {
+/**
+ * Starts the child, as nobody when we are root (the uid reported must be the socket owner's,
+ * not ours), or with `ownNetns` as root in a network namespace of its own (loopback up), as
+ * `ip netns exec` would start it.
+ */
+async function startHolder(socketPath: string, options: { readonly ownNetns?: boolean } = {}): Promise<Holder> {
+  const asNobody = isRoot && options.ownNetns !== true;
+  const uid = asNobody ? NOBODY : (process.getuid?.() ?? 0);
+  const [command, ...args] =
+    options.ownNetns === true
+      ? ['unshare', '--net', 'sh', '-c', 'ip link set lo up && exec /usr/bin/python3 -c "$0" "$1"', CHILD, socketPath]
+      : ['/usr/bin/python3', '-c', CHILD, socketPath];
+  const child = spawn(command ?? 'false', args, {
     stdio: ['pipe', 'pipe', 'inherit'],
     cwd: '/',
-    // As nobody when we can: the uid reported must be the socket owner's, not ours.
-    ...(isRoot ? { uid: NOBODY, gid: NOBODY } : {}),
+    ...(asNobody ? { uid: NOBODY, gid: NOBODY } : {}),
   });
   const lines = createInterface({ input: child.stdout ?? assert.fail('no stdout') })[Symbol.asyncIterator]();
   const nextLine = async (what: string): Promise<string> => {
@@ -331,6 +340,26 @@ void describe('LinuxSocketTable.openInventory on sockets of a child process', ()
       name: 'HostLookupError',
       message: 'Cannot look up a socket descriptor: Cannot duplicate descriptor 3 of process 9: Too many open files',
     });
+  });
+
+  void test('socketOf is undefined for sockets of another network namespace, which the tables do not list either', {
+    skip: skipFast ?? (isRoot ? false : 'needs root: makes a network namespace'),
+  }, async () => {
+    const fast = createLinuxSocketTable({ log: () => undefined }).openInventory();
+    const slow = createLinuxSocketTable({ log: () => undefined, addon: { binding: withoutPerSocket(binding) } }).openInventory();
+    const foreign = await startHolder(join(dir, 'foreign.sock'), { ownNetns: true });
+    try {
+      assert.notEqual(readlinkSync(`/proc/${foreign.pid}/ns/net`), readlinkSync('/proc/self/ns/net'));
+      for (const name of ['client4', 'accepted4', 'listener6', 'pairA', 'unixServer']) {
+        const fd = foreign.fds[name] ?? assert.fail(`no socket ${name}`);
+        const raw = binding.socketOf?.(foreign.pid, fd, foreign.inodeOf(name));
+        assert.equal(raw?.domain, 'other', name);
+        assert.equal(fast.socketOf(foreign.pid, fd, foreign.inodeOf(name)), undefined, name);
+        assert.equal(slow.socketOf(foreign.pid, fd, foreign.inodeOf(name)), undefined, name);
+      }
+    } finally {
+      await stopHolder(foreign);
+    }
   });
 
   void test('socketOf is undefined for a process that has exited', { skip: skipFast }, async () => {

@@ -32,7 +32,7 @@ export interface LinuxSocketTable extends SocketTable {
   listUnix(): UnixSocket[];
   /**
    * Per-socket lookups for one request. Where the kernel cannot answer them one socket at a
-   * time (no addon, kernel older than 5.6, no ptrace access to a process), the inventory reads
+   * time (no addon, kernel older than 5.14, no ptrace access to a process), the inventory reads
    * each whole table once, on first need, and answers from that snapshot from then on: open
    * one per request and drop it with the request.
    */
@@ -303,12 +303,12 @@ class NetlinkInventory implements SocketInventory {
     } catch (err) {
       const code = errorCode(err);
       // EPERM: no ptrace access to this process (an LSM, Yama, another user namespace);
-      // ENOSYS: no pidfd_getfd (a kernel older than 5.6, or a seccomp filter) and there never
-      // will be, so stop asking. Either way the dumps still know the socket.
-      if (code !== 'EPERM' && code !== 'EACCES' && code !== 'ENOSYS') {
-        throw hostError('look up a socket descriptor', err);
-      }
-      if (code === 'ENOSYS') this.#shared.socketOf = undefined;
+      // ENOSYS or ENOPROTOOPT: no pidfd_getfd (a kernel older than 5.6, or a seccomp filter)
+      // or no SO_NETNS_COOKIE (older than 5.14), and there never will be, so stop asking.
+      // Either way the dumps still know the socket.
+      const permanent = code === 'ENOSYS' || code === 'ENOPROTOOPT';
+      if (!permanent && code !== 'EPERM' && code !== 'EACCES') throw hostError('look up a socket descriptor', err);
+      if (permanent) this.#shared.socketOf = undefined;
       return this.#dumps.socketOf(pid, fd, inode);
     }
     if (raw === null) return undefined;

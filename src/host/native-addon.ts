@@ -102,10 +102,12 @@ export interface NativeAddon {
   /**
    * What descriptor `fd` of process `pid` is, read from a duplicate that pidfd_getfd (Linux
    * 5.6) lends and that is closed before returning (native/socket_fd.c). `uid` is the socket
-   * inode's owner, the value sock_diag reports. Null when the process or descriptor is gone,
-   * or the descriptor is no longer the socket `inode` (its number was reused). Throws with
-   * `code` ENOSYS (older kernel, or a seccomp filter) or EPERM (no ptrace access to `pid`),
-   * among others. Absent in a build older than the function.
+   * inode's owner, the value sock_diag reports. A socket of another network namespace is
+   * `other`: sock_diag and the dumps do not see it either. Null when the process or
+   * descriptor is gone, or the descriptor is no longer the socket `inode` (its number was
+   * reused). Throws with `code` ENOSYS (no pidfd_getfd: older kernel, or a seccomp filter),
+   * ENOPROTOOPT (no SO_NETNS_COOKIE: older than Linux 5.14) or EPERM (no ptrace access to
+   * `pid`), among others. Absent in a build older than the function.
    */
   socketOf?(pid: number, fd: number, inode: number): RawFdSocket | null;
   /**

@@ -124,7 +124,8 @@ struct fd_socket {
   uint16_t remote_port;
 };
 
-/* Gone rather than failed: the process exited (ESRCH) or closed the descriptor (EBADF). */
+/* Gone rather than failed: the process exited (ESRCH) or closed the descriptor (EBADF);
+ * ENOENT, what /proc says of a vanished entry, is taken alike. */
 static bool is_gone(int err) { return err == ESRCH || err == EBADF || err == ENOENT; }
 
 /* Duplicates descriptor `fd` of process `pid` into this process (close-on-exec, as

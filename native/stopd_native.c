@@ -41,6 +41,8 @@
 
 #include <node_api.h>
 
+#include "socket_fd.h"
+
 /* Large enough for any datagram the kernel builds for a dump (netlink_dump caps its skb at
  * 32 KiB); a truncated datagram is still detected via MSG_TRUNC and reported as an error. */
 #define RECV_BUF_SIZE 65536
@@ -956,7 +958,8 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"unixDump", NULL, unix_dump, NULL, NULL, NULL, napi_enumerable, NULL},
       {"scanFds", NULL, scan_fds, NULL, NULL, NULL, napi_enumerable, NULL},
   };
-  if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) {
+  if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok ||
+      socket_fd_register(env, exports) != napi_ok) {
     throw_napi_failure(env);
     return NULL;
   }

@@ -202,3 +202,28 @@ test('FakeHost.addOtherSocket adds a socket no table knows', () => {
   assert.deepEqual(host.listTcp(), []);
   assert.deepEqual(host.listUnix(), []);
 });
+
+test('FakeHost.socketOf answers for the descriptor that holds the inode, like the Linux view', () => {
+  const host = twoProcesses();
+  const local = { address: ME, port: 40000 };
+  const remote = { address: THEM, port: 80 };
+  const tcp = host.addTcp({ pid: 10, local, remote });
+  const [a, b] = host.addUnixPair(10, 11, { path: '/run/app.sock' });
+  const other = host.addOtherSocket(10);
+  const fdOf = (pid: number, inode: number): number =>
+    host.getProcess(pid)?.fds.find((fd) => fd.inode === inode)?.fd ?? assert.fail(`no fd for ${inode}`);
+
+  assert.deepEqual(host.socketOf(10, fdOf(10, tcp), tcp), {
+    kind: 'tcp',
+    socket: { state: 'ESTABLISHED', uid: 1000, inode: tcp, local, remote },
+  });
+  assert.deepEqual(host.socketOf(11, fdOf(11, b), b), { kind: 'unix', socket: { inode: b, path: '/run/app.sock', peer: a, type: 'stream' } });
+  assert.deepEqual(host.findUnix(a), { inode: a, path: null, peer: b, type: 'stream' });
+  assert.equal(host.findUnix(tcp), undefined);
+  assert.equal(host.socketOf(10, fdOf(10, other), other), undefined, 'a socket no table knows');
+  assert.equal(host.socketOf(10, fdOf(10, tcp), a), undefined, 'the descriptor is another socket');
+  assert.equal(host.socketOf(11, fdOf(10, tcp), tcp), undefined, 'another process does not hold it');
+  const fdB = fdOf(11, b);
+  host.vanishProcess(11);
+  assert.equal(host.socketOf(11, fdB, b), undefined, 'a vanished process holds nothing');
+});

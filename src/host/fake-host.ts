@@ -5,6 +5,7 @@
  */
 import type {
   Endpoint,
+  FdSocket,
   HostView,
   OpenFd,
   ProcessInfo,
@@ -283,12 +284,30 @@ export class FakeHost implements HostView {
     return false;
   }
 
+  /** Every TCP socket with an inode (test convenience; not part of HostView). */
   listTcp(): TcpSocket[] {
     return [...this.#tcp.values()].map(copyTcp);
   }
 
+  /** Every UNIX socket (test convenience; not part of HostView). */
   listUnix(): UnixSocket[] {
     return [...this.#unix.values()].map((socket) => ({ ...socket }));
+  }
+
+  socketOf(pid: number, fd: number, inode: number): FdSocket | undefined {
+    // As on Linux: only a live process's descriptor that still is this inode answers.
+    const process = this.#processes.get(pid);
+    if (process === undefined || process.vanished) return undefined;
+    if (!process.fds.some((entry) => entry.fd === fd && entry.kind === 'socket' && entry.inode === inode)) return undefined;
+    const tcp = this.#tcp.get(inode);
+    if (tcp !== undefined) return { kind: 'tcp', socket: copyTcp(tcp) };
+    const unix = this.findUnix(inode);
+    return unix === undefined ? undefined : { kind: 'unix', socket: unix };
+  }
+
+  findUnix(inode: number): UnixSocket | undefined {
+    const socket = this.#unix.get(inode);
+    return socket === undefined ? undefined : { ...socket };
   }
 
   getProcess(pid: number): ProcessInfo | undefined {

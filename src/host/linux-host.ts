@@ -10,9 +10,10 @@ export interface LinuxHostView extends HostView {
 }
 
 /**
- * The Linux host view for one SV request: the shared socket table plus a fresh process table,
- * so the holder index (one `/proc/*\/fd` scan) is coherent within the request and never stale
- * across requests.
+ * The Linux host view for one SV request: the shared socket table plus a fresh process table
+ * and socket inventory, so the holder index (one `/proc/*\/fd` scan) and any whole-table
+ * fallback of the per-socket lookups are coherent within the request and never stale across
+ * requests.
  */
 export function createLinuxHostView(
   sockets: LinuxSocketTable,
@@ -22,11 +23,12 @@ export function createLinuxHostView(
     readCmdline: options.readCmdline ?? true,
     ...(options.onDenied === undefined ? {} : { onDenied: options.onDenied }),
   });
+  const inventory = sockets.openInventory();
   return {
     findTcp: (local, remote) => sockets.findTcp(local, remote),
     hasListener: (local) => sockets.hasListener(local),
-    listTcp: () => sockets.listTcp(),
-    listUnix: () => sockets.listUnix(),
+    socketOf: (pid, fd, inode) => inventory.socketOf(pid, fd, inode),
+    findUnix: (inode) => inventory.findUnix(inode),
     getProcess: (pid) => processes.getProcess(pid),
     findHolders: (inode, ownerUid) => processes.findHolders(inode, ownerUid),
     isLocalAddress: (address) => processes.isLocalAddress(address),

@@ -1,14 +1,42 @@
+import { readFileSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
 
 import { HostLookupError } from '../errors.js';
-import { loadNativeAddon, type NativeAddon, type NativeAddonLoad, type RawTcpEntry, type RawUnixEntry } from './native-addon.js';
+import {
+  loadNativeAddon,
+  type NativeAddon,
+  type NativeAddonLoad,
+  type RawFdSocket,
+  type RawTcpEntry,
+  type RawUnixEntry,
+} from './native-addon.js';
 import { readProcNetTcp, readProcNetUnix } from './proc-net.js';
-import { TCP_STATE_NAMES, type Endpoint, type SocketInventory, type SocketTable, type TcpSocket, type TcpState, type UnixSocket } from './types.js';
+import {
+  TCP_STATE_NAMES,
+  type Endpoint,
+  type FdSocket,
+  type SocketInventory,
+  type SocketTable,
+  type TcpSocket,
+  type TcpState,
+  type UnixSocket,
+} from './types.js';
 
 /** The Linux socket view, and which kernel interface answers it. */
-export interface LinuxSocketTable extends SocketTable, SocketInventory {
+export interface LinuxSocketTable extends SocketTable {
   /** `netlink`: sock_diag through the addon (constant-time lookups); `procfs`: /proc/net parsing. */
   readonly backend: 'netlink' | 'procfs';
+  /** Every TCP socket (IPv4 and IPv6) with a non-zero inode: a whole-table dump. */
+  listTcp(): TcpSocket[];
+  /** Every UNIX socket, with peers where the kernel can tell: a whole-table dump. */
+  listUnix(): UnixSocket[];
+  /**
+   * Per-socket lookups for one request. Where the kernel cannot answer them one socket at a
+   * time (no addon, kernel older than 5.14, no ptrace access to a process), the inventory reads
+   * each whole table once, on first need, and answers from that snapshot from then on: open
+   * one per request and drop it with the request.
+   */
+  openInventory(): SocketInventory;
 }
 
 /** Options of {@link createLinuxSocketTable}. */
@@ -30,6 +58,7 @@ export interface IpBytes {
 /** Kernel TCP state numbers, include/net/tcp_states.h (index = number). */
 const TCP_STATES: readonly (TcpState | undefined)[] = [undefined, ...TCP_STATE_NAMES];
 const TCP_LISTEN = 10;
+const TCP_SYN_SENT = 2;
 
 const UNIX_TYPES: Readonly<Record<number, UnixSocket['type']>> = { 1: 'stream', 2: 'dgram', 5: 'seqpacket' };
 
@@ -162,16 +191,188 @@ function hostError(what: string, err: unknown): HostLookupError {
   return new HostLookupError(`Cannot ${what}: ${why}`, { cause: err });
 }
 
+/** The errno name an addon error carries (`EPERM`, ...), or undefined. */
+function errorCode(err: unknown): string | undefined {
+  const code = err instanceof Error ? (err as Error & { code?: unknown }).code : undefined;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/**
+ * Whether `/proc/self/cgroup` text names a cgroup v1 hierarchy with the net_cls or net_prio
+ * controller (lines `ID:CONTROLLERS:PATH`; cgroup v2 is the one line `0::PATH`). There,
+ * borrowing a descriptor with pidfd_getfd would re-tag its socket with this process's classid
+ * and priority index (native/socket_fd.c), which changes how the host shapes that traffic.
+ */
+export function hasNetClassifierCgroup(text: string): boolean {
+  return text.split('\n').some((line) => {
+    const controllers = line.split(':')[1] ?? '';
+    return controllers.split(',').some((name) => name === 'net_cls' || name === 'net_prio');
+  });
+}
+
+function readOwnCgroups(): string {
+  try {
+    return readFileSync('/proc/self/cgroup', 'utf8');
+  } catch {
+    return ''; // no procfs: the lookups will fail loudly elsewhere
+  }
+}
+
+/**
+ * Whether `socketOf` can answer here, asked once on this process's own descriptor table
+ * (ptrace access to oneself is always granted, so EPERM means a seccomp filter or an LSM).
+ * Returns why not, or undefined when it can.
+ */
+function perSocketProblem(socketOf: NonNullable<NativeAddon['socketOf']>): string | undefined {
+  if (hasNetClassifierCgroup(readOwnCgroups())) {
+    return 'a cgroup v1 net_cls or net_prio hierarchy is mounted, and borrowing a descriptor would re-tag its socket';
+  }
+  try {
+    // No process has descriptor 2^31-1: a working kernel answers null (EBADF).
+    socketOf(process.pid, 0x7fffffff, 1);
+    return undefined;
+  } catch (err) {
+    return err instanceof Error ? err.message : String(err);
+  }
+}
+
+/**
+ * Whole tables indexed by inode, each read once, on first need: the per-socket view of
+ * /proc/net, and the fallback of the netlink one. It answers from its snapshot for its whole
+ * life, which is one request.
+ */
+class DumpInventory implements SocketInventory {
+  readonly #listTcp: () => TcpSocket[];
+  readonly #listUnix: () => UnixSocket[];
+  #tcp: Map<number, TcpSocket> | undefined;
+  #unix: Map<number, UnixSocket> | undefined;
+
+  constructor(listTcp: () => TcpSocket[], listUnix: () => UnixSocket[]) {
+    this.#listTcp = listTcp;
+    this.#listUnix = listUnix;
+  }
+
+  /** The socket by inode only: a dump cannot tell which process holds it. */
+  socketOf(_pid: number, _fd: number, inode: number): FdSocket | undefined {
+    const tcp = this.findTcpByInode(inode);
+    if (tcp !== undefined) return { kind: 'tcp', socket: tcp };
+    const unix = this.findUnix(inode);
+    return unix === undefined ? undefined : { kind: 'unix', socket: unix };
+  }
+
+  findUnix(inode: number): UnixSocket | undefined {
+    this.#unix ??= new Map(this.#listUnix().map((socket) => [socket.inode, socket]));
+    return this.#unix.get(inode);
+  }
+
+  findTcpByInode(inode: number): TcpSocket | undefined {
+    this.#tcp ??= new Map(this.#listTcp().map((socket) => [socket.inode, socket]));
+    return this.#tcp.get(inode);
+  }
+}
+
+/** What every inventory of one {@link NetlinkSockets} shares: the addon's per-socket functions while they work. */
+interface PerSocketFunctions {
+  /** Undefined when absent, refused at start, or once the kernel said ENOSYS. */
+  socketOf: NativeAddon['socketOf'];
+  unixLookup: NativeAddon['unixLookup'];
+}
+
+/**
+ * Per-socket lookups through the addon for one request: `socketOf` borrows the descriptor
+ * (pidfd_getfd) and `unixLookup` asks UNIX_DIAG for one inode, so an SV analysis costs what
+ * its closure holds. Whatever they cannot answer comes from the whole tables, read at most
+ * once per inventory, silently: the reason was logged once when the table was created.
+ */
+class NetlinkInventory implements SocketInventory {
+  readonly #shared: PerSocketFunctions;
+  readonly #dumps: DumpInventory;
+  #unixViaDumps = false;
+
+  constructor(shared: PerSocketFunctions, dumps: DumpInventory) {
+    this.#shared = shared;
+    this.#dumps = dumps;
+  }
+
+  socketOf(pid: number, fd: number, inode: number): FdSocket | undefined {
+    const socketOf = this.#shared.socketOf;
+    if (socketOf === undefined) return this.#dumps.socketOf(pid, fd, inode);
+    let raw: RawFdSocket | null;
+    try {
+      raw = socketOf(pid, fd, inode);
+    } catch (err) {
+      const code = errorCode(err);
+      // EPERM: no ptrace access to this process (an LSM, Yama, another user namespace);
+      // ENOSYS or ENOPROTOOPT: no pidfd_getfd (a kernel older than 5.6, or a seccomp filter)
+      // or no SO_NETNS_COOKIE (older than 5.14), and there never will be, so stop asking.
+      // Either way the dumps still know the socket.
+      const permanent = code === 'ENOSYS' || code === 'ENOPROTOOPT';
+      if (!permanent && code !== 'EPERM' && code !== 'EACCES') throw hostError('look up a socket descriptor', err);
+      if (permanent) this.#shared.socketOf = undefined;
+      return this.#dumps.socketOf(pid, fd, inode);
+    }
+    if (raw === null) return undefined;
+    if (raw.domain === 'unix') {
+      // Null when the socket closed meanwhile, or when the kernel has no unix_diag
+      // (CONFIG_UNIX_DIAG), which the dump path handles (/proc/net/unix, once and loudly).
+      const socket = this.findUnix(raw.inode) ?? this.#dumps.findUnix(raw.inode);
+      return socket === undefined ? undefined : { kind: 'unix', socket };
+    }
+    if (raw.domain !== 'tcp') return undefined;
+    // Before the handshake completes the kernel names no peer (getpeername: ENOTCONN), but
+    // sock_diag shows the address being dialled.
+    const socket =
+      raw.state === TCP_SYN_SENT && raw.remotePort === 0 && raw.remoteAddr.every((byte) => byte === 0)
+        ? this.#dumps.findTcpByInode(raw.inode)
+        : toTcpSocket(raw);
+    return socket === undefined ? undefined : { kind: 'tcp', socket };
+  }
+
+  findUnix(inode: number): UnixSocket | undefined {
+    const unixLookup = this.#shared.unixLookup;
+    if (unixLookup === undefined || this.#unixViaDumps) return this.#dumps.findUnix(inode);
+    let raw: RawUnixEntry | null;
+    try {
+      raw = unixLookup(inode);
+    } catch {
+      // As listUnix does for the dump: the whole table (netlink, else /proc/net/unix) still
+      // answers; it says so once if it has to degrade.
+      this.#unixViaDumps = true;
+      return this.#dumps.findUnix(inode);
+    }
+    return raw === null ? undefined : toUnixSocket(raw);
+  }
+}
+
 /** sock_diag through the addon. */
 class NetlinkSockets implements LinuxSocketTable {
   readonly backend = 'netlink';
   readonly #addon: NativeAddon;
   readonly #log: (msg: string) => void;
+  readonly #perSocket: PerSocketFunctions;
   #unixFallback = false;
 
   constructor(addon: NativeAddon, log: (msg: string) => void) {
     this.#addon = addon;
     this.#log = log;
+    // Bound: the addon's functions are called without their object from the inventories.
+    let socketOf = addon.socketOf?.bind(addon);
+    const problem = socketOf === undefined ? undefined : perSocketProblem(socketOf);
+    if (problem !== undefined) {
+      socketOf = undefined;
+      log(`per-socket lookups unavailable (${problem.split('\n')[0] ?? problem}); SV analysis reads whole socket tables, which is slow on busy hosts`);
+    }
+    this.#perSocket = { socketOf, unixLookup: addon.unixLookup?.bind(addon) };
+  }
+
+  openInventory(): SocketInventory {
+    return new NetlinkInventory(
+      this.#perSocket,
+      new DumpInventory(
+        () => this.listTcp(),
+        () => this.listUnix(),
+      ),
+    );
   }
 
   findTcp(local: Endpoint, remote: Endpoint): TcpSocket | undefined {
@@ -234,6 +435,13 @@ class NetlinkSockets implements LinuxSocketTable {
 /** /proc/net parsing: every call reads the whole table. */
 class ProcfsSockets implements LinuxSocketTable {
   readonly backend = 'procfs';
+
+  openInventory(): SocketInventory {
+    return new DumpInventory(
+      () => this.listTcp(),
+      () => this.listUnix(),
+    );
+  }
 
   findTcp(local: Endpoint, remote: Endpoint): TcpSocket | undefined {
     const l = checkedEndpoint(local);

@@ -36,6 +36,17 @@ export interface RawUnixEntry {
 }
 
 /**
+ * What one socket descriptor of a process is, as `socketOf` reads it from the socket itself:
+ * a TCP socket with the fields of {@link RawTcpEntry} (for listeners, closed sockets and
+ * SYN_SENT ones the remote end is all zero, port 0: the kernel names no peer before the
+ * handshake completes), a UNIX socket, or another kind (UDP, netlink, raw, ...).
+ */
+export type RawFdSocket =
+  | ({ readonly domain: 'tcp' } & RawTcpEntry)
+  | { readonly domain: 'unix'; readonly inode: number }
+  | { readonly domain: 'other'; readonly inode: number };
+
+/**
  * Every socket and pipe descriptor under a proc root, from one native pass (`scanFds`).
  * Typed arrays rather than objects: one scan on a busy host is tens of thousands of
  * descriptors, and one object per descriptor would cost more than the system calls.
@@ -88,6 +99,23 @@ export interface NativeAddon {
    * then scan from JavaScript.
    */
   scanFds?(procRoot: string, options?: { readonly namedPipes?: boolean }): RawFdScan;
+  /**
+   * What descriptor `fd` of process `pid` is, read from a duplicate that pidfd_getfd (Linux
+   * 5.6) lends and that is closed before returning (native/socket_fd.c). `uid` is the socket
+   * inode's owner, the value sock_diag reports. A socket of another network namespace is
+   * `other`: sock_diag and the dumps do not see it either. Null when the process or
+   * descriptor is gone, or the descriptor is no longer the socket `inode` (its number was
+   * reused). Throws with `code` ENOSYS (no pidfd_getfd: older kernel, or a seccomp filter),
+   * ENOPROTOOPT (no SO_NETNS_COOKIE: older than Linux 5.14) or EPERM (no ptrace access to
+   * `pid`), among others. Absent in a build older than the function.
+   */
+  socketOf?(pid: number, fd: number, inode: number): RawFdSocket | null;
+  /**
+   * Exact UNIX_DIAG lookup of one UNIX socket by inode (no dump), the same record as one
+   * {@link NativeAddon.unixDump} entry, or null when there is no such socket. Absent in a
+   * build older than the function.
+   */
+  unixLookup?(inode: number): RawUnixEntry | null;
 }
 
 /** The outcome of loading the addon: the binding, or why there is none. */
@@ -137,10 +165,13 @@ function tryLoad(): NativeAddonLoad {
       return { binding: undefined, error: new Error(`Cannot use ${path}: missing ${missing.join(', ')}; rebuild it`) };
     }
     const binding = required as NativeAddon;
-    // scanFds is optional: a build without it still serves the netlink lookups, and the
-    // process view scans from JavaScript instead.
-    if (binding.scanFds !== undefined && typeof binding.scanFds !== 'function') {
-      return { binding: undefined, error: new Error(`Cannot use ${path}: scanFds is not a function; rebuild it`) };
+    // scanFds, socketOf and unixLookup are optional: a build without them still serves the
+    // netlink lookups; the process view then scans from JavaScript, and SV analysis reads
+    // whole socket tables.
+    for (const name of ['scanFds', 'socketOf', 'unixLookup'] as const) {
+      if (binding[name] !== undefined && typeof binding[name] !== 'function') {
+        return { binding: undefined, error: new Error(`Cannot use ${path}: ${name} is not a function; rebuild it`) };
+      }
     }
     return { binding };
   } catch (err) {

@@ -57,12 +57,25 @@ export interface UnixSocket {
   readonly type: 'stream' | 'dgram' | 'seqpacket';
 }
 
-/** Whole-table views, used when analysing processes (SV requests), never for a plain ID. */
+/** What a socket descriptor of a process is ({@link SocketInventory.socketOf}). */
+export type FdSocket =
+  | { readonly kind: 'tcp'; readonly socket: TcpSocket }
+  | { readonly kind: 'unix'; readonly socket: UnixSocket };
+
+/**
+ * Per-socket views, used when analysing processes (SV requests), never for a plain ID. On
+ * Linux each answer costs a few system calls for the socket asked about, whatever the size of
+ * the host's socket tables (pidfd_getfd and exact sock_diag lookups).
+ */
 export interface SocketInventory {
-  /** Every TCP socket (IPv4 and IPv6) with a non-zero inode. */
-  listTcp(): TcpSocket[];
-  /** Every UNIX socket, with peers where the kernel can tell. */
-  listUnix(): UnixSocket[];
+  /**
+   * What descriptor `fd` of process `pid` is, given the socket inode its `/proc` link named:
+   * a TCP or UNIX socket, or undefined for any other kind (UDP, netlink, ...), and when the
+   * process or descriptor is gone or the descriptor no longer is socket `inode`.
+   */
+  socketOf(pid: number, fd: number, inode: number): FdSocket | undefined;
+  /** The UNIX socket with this inode (e.g. a peer that a UNIX socket names), or undefined. */
+  findUnix(inode: number): UnixSocket | undefined;
 }
 
 /** One open file descriptor of interest: sockets and pipes (paper Table II: open sockets and pipes). */

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeHost } from '../host/fake-host.js';
-import type { TcpSocket } from '../host/types.js';
+import type { HostView, TcpSocket } from '../host/types.js';
 import { resolveClosure } from './closure.js';
 import {
   FIGURE_11_PIPES,
@@ -557,4 +557,71 @@ test('resolveClosure follows a pipe to its other end only, not to co-writers of 
   const withReader = resolveClosure(host, { socket: fixture.socket });
   assert.ok(withReader.processes.some((process) => process.pid === reader), 'the reader is at the other end');
   assert.ok(withReader.links.some((l) => l.kind === 'pipe' && l.from === pids.telnet && l.to === reader));
+});
+
+/** `host` as a plain HostView whose per-socket lookups can be replaced (to count or to fail them). */
+function withSocketLookups(host: FakeHost, lookups: Partial<Pick<HostView, 'socketOf' | 'findUnix'>>): HostView {
+  return {
+    findTcp: (local, remote) => host.findTcp(local, remote),
+    hasListener: (local) => host.hasListener(local),
+    socketOf: lookups.socketOf ?? ((pid, fd, inode) => host.socketOf(pid, fd, inode)),
+    findUnix: lookups.findUnix ?? ((inode) => host.findUnix(inode)),
+    getProcess: (pid) => host.getProcess(pid),
+    findHolders: (inode, ownerUid) => host.findHolders(inode, ownerUid),
+    isLocalAddress: (address) => host.isLocalAddress(address),
+  };
+}
+
+test('resolveClosure asks the host about each closure socket once, per descriptor, and never about the rest', () => {
+  const fixture = buildFigure7();
+  const noise = addNoiseProcesses(fixture.host, 100);
+  const asked: string[] = [];
+  const peersAsked: number[] = [];
+  const host = fixture.host;
+  const counting = withSocketLookups(host, {
+    socketOf: (pid, fd, inode) => {
+      asked.push(`${pid}:${fd}:${inode}`);
+      return host.socketOf(pid, fd, inode);
+    },
+    findUnix: (inode) => {
+      peersAsked.push(inode);
+      return host.findUnix(inode);
+    },
+  });
+  const closure = resolveClosure(counting, { socket: fixture.socket });
+  const members = new Set(closure.processes.map((process) => process.pid));
+  const memberSockets = closure.processes.flatMap((process) => process.sockets.filter((socket) => !('queried' in socket) || !socket.queried));
+  assert.ok(asked.length > 0);
+  assert.equal(new Set(asked).size, asked.length, 'no descriptor asked twice');
+  assert.ok(asked.every((entry) => members.has(Number(entry.split(':')[0]))), 'only closure members are asked about');
+  assert.ok(!asked.some((entry) => noise.includes(Number(entry.split(':')[0]))));
+  assert.ok(asked.length <= memberSockets.length, `${asked.length} lookups for ${memberSockets.length} sockets`);
+  assert.equal(new Set(peersAsked).size, peersAsked.length, 'no peer asked twice');
+});
+
+test('resolveClosure still sees a shared socket when one of its holders closed it meanwhile', () => {
+  // Two processes share the queried socket and one UNIX socket; the first one asked about
+  // the UNIX socket (the server, first in the closure) no longer holds it: the second
+  // holder's descriptor still tells what the socket is.
+  const host = new FakeHost()
+    .addProcess({ pid: 1, ppid: 0, name: 'init' })
+    .addProcess({ pid: 10, ppid: 1, name: 'server' })
+    .addProcess({ pid: 11, ppid: 10, name: 'worker' })
+    .addProcess({ pid: 12, ppid: 1, name: 'client' });
+  const queried = host.addTcp({ pid: 10, local: { address: THIS_HOST, port: 22 }, remote: { address: PREVIOUS_HOST, port: 40000 } });
+  host.shareFd(11, queried);
+  const [shared] = host.addUnixPair(10, 12);
+  host.shareFd(11, shared);
+  const socket = host.findTcp({ address: THIS_HOST, port: 22 }, { address: PREVIOUS_HOST, port: 40000 });
+  assert.ok(socket !== undefined && socket.inode === queried);
+  const gone = withSocketLookups(host, {
+    socketOf: (pid, fd, inode) => (pid === 10 ? undefined : host.socketOf(pid, fd, inode)),
+  });
+  const closure = resolveClosure(gone, { socket });
+  assert.deepEqual(closure.processes.slice(0, 3).map((process) => process.pid), [10, 1, 11]);
+  for (const pid of [10, 11]) {
+    const holder = closure.processes.find((process) => process.pid === pid);
+    assert.deepEqual(holder?.sockets.filter((entry) => entry.kind === 'unix').map((entry) => entry.inode), [shared], `pid ${pid}`);
+  }
+  assert.ok(closure.processes.some((process) => process.pid === 12), 'the peer is reached through the other holder');
 });

@@ -5,7 +5,7 @@
  * connections of all of them that lead to a previous host. Pure: it only calls the
  * {@link HostView} interface, so the paper's figures are unit tests (figures.ts).
  */
-import type { Endpoint, HostView, OpenFd, ProcessInfo, TcpSocket, UnixSocket } from '../host/types.js';
+import type { Endpoint, FdSocket, HostView, OpenFd, ProcessInfo, TcpSocket, UnixSocket } from '../host/types.js';
 import {
   DEFAULT_UNFOLLOWED_UNIX_PATHS,
   type Closure,
@@ -85,8 +85,12 @@ class ClosureAnalysis {
   readonly #resolvedChannels = new Set<string>();
   readonly #reversed = new Map<number, TcpSocket | null>();
   readonly #listeners = new Map<string, boolean>();
-  #tcpByInode: Map<number, TcpSocket> | undefined;
-  #unixByInode: Map<number, UnixSocket> | undefined;
+  /** What each socket inode is, as first found through a descriptor holding it. */
+  readonly #sockets = new Map<number, FdSocket>();
+  /** Descriptors (`pid:fd`) found to be no TCP or UNIX socket (or gone), so each is asked once. */
+  readonly #notSockets = new Set<string>();
+  /** UNIX sockets looked up by inode alone (peers), null when there is none. */
+  readonly #unixByInode = new Map<number, UnixSocket | null>();
   #holderIndex: Map<string, number[]> | undefined;
 
   constructor(host: HostView, options: ResolveClosureOptions) {
@@ -202,16 +206,16 @@ class ClosureAnalysis {
     if (info === undefined) return 'truncated';
     if (info.ppid <= 0) return 'root';
     let count = 0;
-    for (const fd of info.fds) if (this.#isFollowable(fd)) count += 1;
+    for (const fd of info.fds) if (this.#isFollowable(pid, fd)) count += 1;
     return count > this.#maxIpc ? 'hub' : undefined;
   }
 
-  #isFollowable(fd: OpenFd): boolean {
+  #isFollowable(pid: number, fd: OpenFd): boolean {
     if (fd.kind === 'pipe') return true;
     if (fd.inode === this.#queried.inode) return false;
-    const tcp = this.#tcp(fd.inode);
+    const tcp = this.#tcp(pid, fd);
     if (tcp !== undefined) return this.#isLocalConnection(tcp);
-    const unix = this.#unix(fd.inode);
+    const unix = this.#unix(pid, fd);
     return unix !== undefined && !this.#isUnfollowedUnix(unix);
   }
 
@@ -222,7 +226,7 @@ class ClosureAnalysis {
    * is searched for"), and every holder it found is being added by whoever resolved it.
    */
   #connected(info: ProcessInfo, fd: OpenFd): number[] {
-    if (!this.#isFollowable(fd)) return [];
+    if (!this.#isFollowable(info.pid, fd)) return [];
     const uid = info.uid.effective;
     if (fd.kind === 'pipe') {
       // Paper 3.6: a pipe resolves to the processes at its *other* end (OpenBSD's remote pipe
@@ -234,7 +238,7 @@ class ClosureAnalysis {
         (pid) => pid !== info.pid && (wanted === undefined || this.#holdsPipeEnd(pid, fd.inode, wanted)),
       );
     }
-    const tcp = this.#tcp(fd.inode);
+    const tcp = this.#tcp(info.pid, fd);
     if (tcp !== undefined) {
       if (!this.#claim(`socket:${tcp.inode}`)) return [];
       const other = this.#reverse(tcp);
@@ -242,7 +246,7 @@ class ClosureAnalysis {
       this.#claim(`socket:${other.inode}`);
       return [...this.#holdersOf(tcp.inode, tcp.uid), ...this.#holdersOf(other.inode, other.uid)];
     }
-    const unix = this.#unix(fd.inode);
+    const unix = this.#unix(info.pid, fd);
     if (unix === undefined || !this.#claim(`socket:${unix.inode}`)) return [];
     if (unix.peer <= 0) return this.#holdersOf(unix.inode, uid);
     this.#claim(`socket:${unix.peer}`);
@@ -287,7 +291,7 @@ class ClosureAnalysis {
 
   #isUnfollowedUnix(unix: UnixSocket): boolean {
     const paths = [unix.path];
-    if (unix.peer > 0) paths.push(this.#unix(unix.peer)?.path ?? null);
+    if (unix.peer > 0) paths.push(this.#findUnix(unix.peer)?.path ?? null);
     return paths.some(
       (path) => path !== null && this.#unfollowedPaths.some((prefix) => path.startsWith(prefix)),
     );
@@ -315,22 +319,47 @@ class ClosureAnalysis {
     return other ?? undefined;
   }
 
-  #tcp(inode: number): TcpSocket | undefined {
-    if (inode === this.#queried.inode) return this.#queried;
-    if (this.#tcpByInode === undefined) {
-      // Whole-table views are for SV analysis only (host/types.ts): read once, lazily.
-      this.#tcpByInode = new Map();
-      for (const socket of this.#host.listTcp()) if (socket.inode > 0) this.#tcpByInode.set(socket.inode, socket);
-    }
-    return this.#tcpByInode.get(inode);
+  /** The TCP socket descriptor `fd` of `pid` is, or undefined. */
+  #tcp(pid: number, fd: OpenFd): TcpSocket | undefined {
+    if (fd.inode === this.#queried.inode) return this.#queried;
+    const found = this.#socketOf(pid, fd);
+    return found?.kind === 'tcp' ? found.socket : undefined;
   }
 
-  #unix(inode: number): UnixSocket | undefined {
-    if (this.#unixByInode === undefined) {
-      this.#unixByInode = new Map();
-      for (const socket of this.#host.listUnix()) this.#unixByInode.set(socket.inode, socket);
+  /** The UNIX socket descriptor `fd` of `pid` is, or undefined. */
+  #unix(pid: number, fd: OpenFd): UnixSocket | undefined {
+    const found = this.#socketOf(pid, fd);
+    return found?.kind === 'unix' ? found.socket : undefined;
+  }
+
+  /**
+   * What a socket descriptor is, asked of the host once per socket inode (per descriptor
+   * while nothing is found: a holder that exited or closed it does not hide the socket from
+   * the other holders). Per-socket lookups (host/types.ts) keep the cost proportional to the
+   * closure, not to the host's socket tables.
+   */
+  #socketOf(pid: number, fd: OpenFd): FdSocket | undefined {
+    if (fd.kind !== 'socket') return undefined;
+    const known = this.#sockets.get(fd.inode);
+    if (known !== undefined) return known;
+    const key = `${pid}:${fd.fd}`;
+    if (this.#notSockets.has(key)) return undefined;
+    const found = this.#host.socketOf(pid, fd.fd, fd.inode);
+    if (found === undefined) this.#notSockets.add(key);
+    else this.#sockets.set(fd.inode, found);
+    return found;
+  }
+
+  /** A UNIX socket by inode alone (a peer named by a UNIX socket), asked of the host once. */
+  #findUnix(inode: number): UnixSocket | undefined {
+    const known = this.#sockets.get(inode);
+    if (known !== undefined) return known.kind === 'unix' ? known.socket : undefined;
+    let found = this.#unixByInode.get(inode);
+    if (found === undefined) {
+      found = this.#host.findUnix(inode) ?? null;
+      this.#unixByInode.set(inode, found);
     }
-    return this.#unixByInode.get(inode);
+    return found ?? undefined;
   }
 
   #hasListener(local: Endpoint): boolean {
@@ -392,7 +421,7 @@ class ClosureAnalysis {
         continue;
       }
       const sharedWith = this.#closureHolders('socket', fd.inode).filter((other) => other !== pid);
-      const tcp = this.#tcp(fd.inode);
+      const tcp = this.#tcp(pid, fd);
       if (tcp !== undefined) {
         const other = this.#reversed.get(tcp.inode);
         sockets.push({
@@ -409,7 +438,7 @@ class ClosureAnalysis {
         });
         continue;
       }
-      const unix = this.#unix(fd.inode);
+      const unix = this.#unix(pid, fd);
       if (unix !== undefined) {
         sockets.push({
           kind: 'unix',
@@ -473,7 +502,7 @@ class ClosureAnalysis {
         if (first !== undefined) {
           for (const other of holders.slice(1)) add({ kind: 'shared', from: first, to: other, inodes: [fd.inode] });
         }
-        const tcp = this.#tcp(fd.inode);
+        const tcp = this.#tcp(pid, fd);
         const reversed = tcp === undefined ? undefined : this.#reversed.get(tcp.inode);
         if (tcp !== undefined && reversed) {
           done.add(`socket:${reversed.inode}`);
@@ -487,7 +516,7 @@ class ClosureAnalysis {
           }
           continue;
         }
-        const unix = tcp === undefined ? this.#unix(fd.inode) : undefined;
+        const unix = tcp === undefined ? this.#unix(pid, fd) : undefined;
         if (unix !== undefined && unix.peer > 0) {
           done.add(`socket:${unix.peer}`);
           for (const from of holders) {

@@ -1,0 +1,509 @@
+/*
+ * socket_fd: what one socket descriptor of a process is, without dumping a socket table.
+ *
+ * Why: SV analysis needs, for every socket descriptor of every closure member, to know whether
+ * it is a TCP connection (4-tuple, state, owner) or a UNIX socket (name, peer). A sock_diag
+ * dump answers that for every socket of the host at once, which costs hundreds of milliseconds
+ * with tens of thousands of connections even when the closure holds three sockets. Here the
+ * cost follows the closure: pidfd_getfd(2) (Linux 5.6) lends us the descriptor and the socket
+ * itself says what it is (getsockopt, getsockname, getpeername, TCP_INFO); a UNIX socket's
+ * name and peer come from one exact UNIX_DIAG lookup by inode.
+ *
+ * Exports (synchronous; failures are thrown as JS Errors with the errno text and a `code`):
+ *   socketOf(pid, fd, inode) -> { domain: 'tcp', family, state, uid, inode, localAddr, localPort,
+ *                                 remoteAddr, remotePort }
+ *                             | { domain: 'unix', inode } | { domain: 'other', inode } | null
+ *   unixLookup(inode) -> { inode, type, state, path, peer } | null
+ * The tcp fields mean what they mean in stopd_native.c's TcpEntry (addresses as the kernel
+ * gives them, v4-mapped ones included); unixLookup's answer is one unixDump() entry.
+ *
+ * Network namespaces: sock_diag sees the sockets of the caller's namespace only, which is the
+ * host view stopd promises (DESIGN.md, Host view). A descriptor, though, can hold a socket of
+ * another namespace (a process started by `ip netns exec`, or one handed over a UNIX socket),
+ * whose addresses mean nothing here; socketOf calls such a socket 'other', as a dump would
+ * not list it. The namespace is told by SO_NETNS_COOKIE (Linux 5.14), which needs no
+ * capability; before 5.14 socketOf throws ENOPROTOOPT and the caller reads the tables.
+ *
+ * Side effect of borrowing a descriptor: the kernel treats it like one received over
+ * SCM_RIGHTS (__receive_sock in net/core/sock.c) and re-tags the socket with the receiver's
+ * cgroup v1 net_cls classid and net_prio index. Without a cgroup v1 net_cls or net_prio
+ * hierarchy every process has the root's values and nothing changes; src/host/linux-sockets.ts
+ * does not call socketOf when such a hierarchy is mounted.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <linux/unix_diag.h>
+
+#include "socket_fd.h"
+
+/* C libraries older than Linux 5.6 lack the numbers. New system calls have had one number on
+ * every architecture since Linux 5.1 (asm-generic/unistd.h; alpha and MIPS add an offset, and
+ * their headers are new enough to define them). */
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_getfd
+#define SYS_pidfd_getfd 438
+#endif
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71 /* asm-generic/socket.h; alpha, MIPS, PA-RISC and SPARC differ */
+#endif
+
+/* 2^53: inode numbers are passed as JS numbers, exact up to here. */
+#define MAX_SAFE_INTEGER 9007199254740992LL
+
+/* One exact UNIX_DIAG answer is a unix_diag_msg and a few short attributes. */
+#define DIAG_BUF_SIZE 8192
+
+/* Upper bound on one recvmsg(); past it the call fails with EAGAIN instead of hanging. */
+#define RECV_TIMEOUT_SEC 5
+
+/* read_socket's answer when the descriptor no longer is the socket asked for. */
+#define NOT_THIS_SOCKET (-1)
+
+#define CHECK_NAPI(env, call)                                                                  \
+  do {                                                                                         \
+    if ((call) != napi_ok) {                                                                   \
+      throw_napi_failure(env);                                                                 \
+      return NULL;                                                                             \
+    }                                                                                          \
+  } while (0)
+
+/* Rethrows the pending N-API failure, if none is pending yet. */
+static void throw_napi_failure(napi_env env) {
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) == napi_ok && pending) return;
+  const napi_extended_error_info *info = NULL;
+  napi_get_last_error_info(env, &info);
+  const char *msg = info != NULL && info->error_message != NULL ? info->error_message : "N-API call failed";
+  napi_throw_error(env, "ERR_STOPD_NATIVE", msg);
+}
+
+/* Throws `Error(what: strerror(err))` with `code` set to the errno name (ENOSYS, EPERM, ...). */
+static void throw_errno(napi_env env, const char *what, int err) {
+  char text[128];
+  char msg[320];
+  const char *name = NULL;
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+  name = strerrorname_np(err);
+#endif
+  /* GNU strerror_r: thread-safe and returns the text (which may not be `text` itself). */
+  const char *why = strerror_r(err, text, sizeof text);
+  snprintf(msg, sizeof msg, "%s: %s", what, why);
+  napi_throw_error(env, name != NULL ? name : "ERR_SOCKET_FD", msg);
+}
+
+/* ---------- socketOf: the socket behind a descriptor (no N-API in this section) ---------- */
+
+struct fd_socket {
+  int domain;   /* AF_INET, AF_INET6, AF_UNIX or any other family */
+  bool foreign; /* a socket of another network namespace (nothing else is read) */
+  bool tcp;     /* an AF_INET/AF_INET6 SOCK_STREAM socket of protocol IPPROTO_TCP */
+  uint64_t inode;
+  uint32_t uid;
+  uint8_t state;
+  uint8_t local[16];
+  uint8_t remote[16];
+  uint16_t local_port;
+  uint16_t remote_port;
+};
+
+/* Gone rather than failed: the process exited (ESRCH) or closed the descriptor (EBADF);
+ * ENOENT, what /proc says of a vanished entry, is taken alike. */
+static bool is_gone(int err) { return err == ESRCH || err == EBADF || err == ENOENT; }
+
+/* Duplicates descriptor `fd` of process `pid` into this process (close-on-exec, as
+ * pidfd_getfd always makes it). Returns the copy, or a negative errno. The kernel checks
+ * ptrace access (PTRACE_MODE_ATTACH_REALCREDS): EPERM without it. */
+static int borrow_fd(int pid, int fd) {
+  int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (pidfd < 0) return -errno;
+  int copy = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+  int err = errno;
+  close(pidfd);
+  return copy >= 0 ? copy : -err;
+}
+
+static int get_int_option(int fd, int level, int name, int *out) {
+  socklen_t len = sizeof *out;
+  return getsockopt(fd, level, name, out, &len) == 0 ? 0 : errno;
+}
+
+static int get_netns_cookie(int fd, uint64_t *out) {
+  socklen_t len = sizeof *out;
+  return getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, out, &len) == 0 ? 0 : errno;
+}
+
+static uint64_t own_cookie;
+static bool own_cookie_known;
+
+/* The cookie of this process's network namespace, read once from a socket of our own: only
+ * setns(2) could change it, and stopd never calls it. Returns 0 or an errno (ENOPROTOOPT
+ * before Linux 5.14). */
+static int own_netns_cookie(uint64_t *out) {
+  if (!own_cookie_known) {
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return errno;
+    int err = get_netns_cookie(fd, &own_cookie);
+    close(fd);
+    if (err != 0) return err;
+    own_cookie_known = true;
+  }
+  *out = own_cookie;
+  return 0;
+}
+
+/* Copies an inet socket address of `family` into 16 bytes (4 used for IPv4) and a port. */
+static int copy_inet(const struct sockaddr_storage *addr, int family, uint8_t *bytes, uint16_t *port) {
+  if (addr->ss_family != family) return EAFNOSUPPORT;
+  if (family == AF_INET) {
+    const struct sockaddr_in *in = (const struct sockaddr_in *)addr;
+    memcpy(bytes, &in->sin_addr, 4);
+    *port = ntohs(in->sin_port);
+  } else {
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)addr;
+    memcpy(bytes, &in6->sin6_addr, 16);
+    *port = ntohs(in6->sin6_port);
+  }
+  return 0;
+}
+
+/*
+ * Reads what our copy `fd` is. Returns 0, NOT_THIS_SOCKET when it is not the socket `inode`
+ * (the process closed the number and reused it since /proc named it), or a positive errno.
+ */
+static int read_socket(int fd, uint64_t inode, uint64_t own_netns, struct fd_socket *out) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return errno;
+  if (!S_ISSOCK(st.st_mode) || (uint64_t)st.st_ino != inode) return NOT_THIS_SOCKET;
+  memset(out, 0, sizeof *out);
+  out->inode = (uint64_t)st.st_ino;
+  /* The socket inode's owner: the value sock_diag reports as idiag_uid (sock_i_uid). */
+  out->uid = (uint32_t)st.st_uid;
+  uint64_t netns = 0;
+  int err = get_netns_cookie(fd, &netns);
+  if (err != 0) return err;
+  if (netns != own_netns) {
+    out->foreign = true;
+    return 0;
+  }
+  int domain = 0, type = 0, protocol = 0;
+  err = get_int_option(fd, SOL_SOCKET, SO_DOMAIN, &domain);
+  if (err == 0) err = get_int_option(fd, SOL_SOCKET, SO_TYPE, &type);
+  if (err == 0) err = get_int_option(fd, SOL_SOCKET, SO_PROTOCOL, &protocol);
+  if (err != 0) return err;
+  out->domain = domain;
+  out->tcp = (domain == AF_INET || domain == AF_INET6) && type == SOCK_STREAM && protocol == IPPROTO_TCP;
+  if (!out->tcp) return 0;
+
+  struct sockaddr_storage addr;
+  socklen_t len = sizeof addr;
+  if (getsockname(fd, (struct sockaddr *)&addr, &len) != 0) return errno;
+  err = copy_inet(&addr, domain, out->local, &out->local_port);
+  if (err != 0) return err;
+  len = sizeof addr;
+  if (getpeername(fd, (struct sockaddr *)&addr, &len) == 0) {
+    err = copy_inet(&addr, domain, out->remote, &out->remote_port);
+    if (err != 0) return err;
+  } else if (errno != ENOTCONN) {
+    return errno;
+  }
+  /* ENOTCONN (listeners, closed sockets, and SYN_SENT ones: inet_getname refuses a peer
+   * before the handshake completes) leaves the remote end all zero, port 0, as sock_diag shows
+   * a listener; the caller asks sock_diag about SYN_SENT sockets. */
+  struct tcp_info info;
+  memset(&info, 0, sizeof info);
+  len = sizeof info;
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return errno;
+  out->state = info.tcpi_state;
+  return 0;
+}
+
+/* ---------- unixLookup: one exact UNIX_DIAG request (no N-API in this section) ---------- */
+
+struct unix_answer {
+  uint32_t inode;
+  uint32_t peer;
+  uint8_t type;
+  uint8_t state;
+  bool has_name;
+  uint16_t name_len;
+  char name[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
+};
+
+static uint32_t next_seq = 1;
+
+/*
+ * Sends one exact (non-dump) sock_diag request on a fresh socket and points `*answer` at the
+ * answer's SOCK_DIAG_BY_FAMILY message in `buf`. Returns 0, or a positive errno (ENOENT: the
+ * kernel has no such socket).
+ */
+static int diag_exact(struct nlmsghdr *req, unsigned char *buf, size_t size, const struct nlmsghdr **answer) {
+  *answer = NULL;
+  int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  if (fd < 0) return errno;
+  /* The kernel answers sock_diag synchronously; the timeout only guards the event loop. */
+  struct timeval timeout = {.tv_sec = RECV_TIMEOUT_SEC, .tv_usec = 0};
+  struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+  int err = 0;
+  req->nlmsg_seq = __atomic_fetch_add(&next_seq, 1, __ATOMIC_RELAXED);
+  req->nlmsg_pid = 0;
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout) != 0) err = errno;
+  while (err == 0) {
+    ssize_t n = sendto(fd, req, req->nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof kernel);
+    if (n >= 0) {
+      if ((size_t)n != req->nlmsg_len) err = EMSGSIZE;
+      break;
+    }
+    if (errno != EINTR) err = errno;
+  }
+  while (err == 0 && *answer == NULL) {
+    struct sockaddr_nl from;
+    struct iovec iov = {.iov_base = buf, .iov_len = size};
+    struct msghdr msg = {.msg_name = &from, .msg_namelen = sizeof from, .msg_iov = &iov, .msg_iovlen = 1};
+    ssize_t n = recvmsg(fd, &msg, 0);
+    if (n < 0) {
+      if (errno != EINTR) err = errno;
+      continue;
+    }
+    if (msg.msg_flags & MSG_TRUNC) err = EMSGSIZE;
+    if (err != 0 || msg.msg_namelen != sizeof from || from.nl_pid != 0) continue; /* only the kernel answers */
+    int len = (int)n; /* signed on purpose: NLMSG_NEXT may step past the end, NLMSG_OK then fails */
+    for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+      if (h->nlmsg_seq != req->nlmsg_seq) continue; /* stale or foreign: skip */
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        const struct nlmsgerr *e = NLMSG_DATA(h);
+        if (h->nlmsg_len < NLMSG_LENGTH(sizeof *e)) err = EBADMSG;
+        else err = e->error < 0 ? -e->error : ENOENT; /* a bare ACK carries no socket */
+      } else if (h->nlmsg_type == NLMSG_DONE) {
+        err = ENOENT;
+      } else if (h->nlmsg_type == SOCK_DIAG_BY_FAMILY) {
+        *answer = h;
+      }
+      if (err != 0 || *answer != NULL) break;
+    }
+  }
+  close(fd);
+  return err;
+}
+
+/* Decodes one unix_diag_msg and its UNIX_DIAG_NAME / UNIX_DIAG_PEER attributes. */
+static int parse_unix_answer(const struct nlmsghdr *h, struct unix_answer *out) {
+  if (h->nlmsg_len < NLMSG_LENGTH(sizeof(struct unix_diag_msg))) return EBADMSG;
+  const struct unix_diag_msg *m = NLMSG_DATA(h);
+  memset(out, 0, sizeof *out);
+  out->inode = m->udiag_ino;
+  out->type = m->udiag_type;
+  out->state = m->udiag_state;
+  size_t off = NLMSG_LENGTH(NLMSG_ALIGN(sizeof *m));
+  while (off + sizeof(struct nlattr) <= h->nlmsg_len) {
+    const struct nlattr *a = (const struct nlattr *)((const unsigned char *)h + off);
+    if (a->nla_len < sizeof *a || a->nla_len > h->nlmsg_len - off) return EBADMSG;
+    const unsigned char *payload = (const unsigned char *)a + NLA_HDRLEN;
+    size_t plen = a->nla_len - NLA_HDRLEN;
+    if ((a->nla_type & NLA_TYPE_MASK) == UNIX_DIAG_NAME) {
+      if (plen > sizeof out->name - 1) return EBADMSG;
+      size_t n = plen;
+      if (n > 0 && payload[0] != 0) n = strnlen((const char *)payload, n); /* path: drop the NUL */
+      memcpy(out->name, payload, n);
+      /* Abstract names (leading NUL): every NUL printed as '@', as /proc/net/unix and
+       * unixDump() do, so every view reports the same name. */
+      if (n > 0 && out->name[0] == 0)
+        for (size_t k = 0; k < n; k++)
+          if (out->name[k] == 0) out->name[k] = '@';
+      out->name_len = (uint16_t)n;
+      out->has_name = true;
+    } else if ((a->nla_type & NLA_TYPE_MASK) == UNIX_DIAG_PEER) {
+      if (plen < sizeof(uint32_t)) return EBADMSG;
+      memcpy(&out->peer, payload, sizeof(uint32_t));
+    }
+    off += NLA_ALIGN(a->nla_len);
+  }
+  return 0;
+}
+
+/* Looks up one UNIX socket by inode. Returns 0, ENOENT when there is none, or another errno. */
+static int lookup_unix(uint32_t inode, struct unix_answer *out) {
+  struct {
+    struct nlmsghdr nlh;
+    struct unix_diag_req r;
+  } req;
+  memset(&req, 0, sizeof req);
+  req.nlh.nlmsg_len = sizeof req;
+  req.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  req.nlh.nlmsg_flags = NLM_F_REQUEST; /* no NLM_F_DUMP: unix_diag_get_exact */
+  req.r.sdiag_family = AF_UNIX;
+  req.r.udiag_ino = inode;
+  req.r.udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER;
+  req.r.udiag_cookie[0] = INET_DIAG_NOCOOKIE;
+  req.r.udiag_cookie[1] = INET_DIAG_NOCOOKIE;
+  unsigned char buf[DIAG_BUF_SIZE] __attribute__((aligned(NLMSG_ALIGNTO)));
+  const struct nlmsghdr *answer = NULL;
+  int err = diag_exact(&req.nlh, buf, sizeof buf, &answer);
+  return err != 0 || answer == NULL ? err : parse_unix_answer(answer, out);
+}
+
+/* ---------- N-API bindings ---------- */
+
+/* Fetches exactly `want` arguments. Returns false with an exception pending. */
+static bool get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) {
+    throw_napi_failure(env);
+    return false;
+  }
+  if (argc < want) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_COUNT", "Wrong number of arguments");
+    return false;
+  }
+  return true;
+}
+
+/* Reads a whole number from `min` to `max`. Returns false with an exception pending. */
+static bool get_integer(napi_env env, napi_value v, const char *name, int64_t min, int64_t max, int64_t *out) {
+  char msg[96];
+  double d = 0;
+  if (napi_get_value_double(env, v, &d) != napi_ok) {
+    snprintf(msg, sizeof msg, "%s must be a number", name);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+    return false;
+  }
+  /* The range test comes first: it also rejects NaN, and makes the cast below defined. */
+  if (!(d >= (double)min && d <= (double)max) || (double)(int64_t)d != d) {
+    snprintf(msg, sizeof msg, "%s must be an integer from %lld to %lld", name, (long long)min, (long long)max);
+    napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", msg);
+    return false;
+  }
+  *out = (int64_t)d;
+  return true;
+}
+
+static napi_status set_number(napi_env env, napi_value obj, const char *key, double value) {
+  napi_value v;
+  napi_status s = napi_create_double(env, value, &v);
+  return s == napi_ok ? napi_set_named_property(env, obj, key, v) : s;
+}
+
+static napi_status set_string(napi_env env, napi_value obj, const char *key, const char *value) {
+  napi_value v;
+  napi_status s = napi_create_string_utf8(env, value, NAPI_AUTO_LENGTH, &v);
+  return s == napi_ok ? napi_set_named_property(env, obj, key, v) : s;
+}
+
+static napi_status set_buffer(napi_env env, napi_value obj, const char *key, const uint8_t *bytes, size_t len) {
+  napi_value v;
+  void *data = NULL;
+  napi_status s = napi_create_buffer_copy(env, len, bytes, &data, &v);
+  return s == napi_ok ? napi_set_named_property(env, obj, key, v) : s;
+}
+
+static napi_value make_socket(napi_env env, const struct fd_socket *s) {
+  napi_value obj;
+  CHECK_NAPI(env, napi_create_object(env, &obj));
+  if (!s->tcp) {
+    CHECK_NAPI(env, set_string(env, obj, "domain", !s->foreign && s->domain == AF_UNIX ? "unix" : "other"));
+    CHECK_NAPI(env, set_number(env, obj, "inode", (double)s->inode));
+    return obj;
+  }
+  size_t alen = s->domain == AF_INET ? 4 : 16;
+  CHECK_NAPI(env, set_string(env, obj, "domain", "tcp"));
+  CHECK_NAPI(env, set_number(env, obj, "family", s->domain == AF_INET ? 4 : 6));
+  CHECK_NAPI(env, set_number(env, obj, "state", s->state));
+  CHECK_NAPI(env, set_number(env, obj, "uid", s->uid));
+  CHECK_NAPI(env, set_number(env, obj, "inode", (double)s->inode));
+  CHECK_NAPI(env, set_buffer(env, obj, "localAddr", s->local, alen));
+  CHECK_NAPI(env, set_number(env, obj, "localPort", s->local_port));
+  CHECK_NAPI(env, set_buffer(env, obj, "remoteAddr", s->remote, alen));
+  CHECK_NAPI(env, set_number(env, obj, "remotePort", s->remote_port));
+  return obj;
+}
+
+static napi_value make_null(napi_env env) {
+  napi_value result;
+  CHECK_NAPI(env, napi_get_null(env, &result));
+  return result;
+}
+
+/* socketOf(pid: number, fd: number, inode: number) */
+static napi_value socket_of(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int64_t pid, fd, inode;
+  if (!get_args(env, info, 3, argv) || !get_integer(env, argv[0], "pid", 1, INT32_MAX, &pid) ||
+      !get_integer(env, argv[1], "fd", 0, INT32_MAX, &fd) ||
+      !get_integer(env, argv[2], "inode", 0, MAX_SAFE_INTEGER, &inode))
+    return NULL;
+  char what[96];
+  uint64_t own_netns = 0;
+  int err = own_netns_cookie(&own_netns);
+  if (err != 0) {
+    throw_errno(env, "Cannot read this process's network namespace", err);
+    return NULL;
+  }
+  int copy = borrow_fd((int)pid, (int)fd);
+  if (copy < 0) {
+    if (is_gone(-copy)) return make_null(env);
+    snprintf(what, sizeof what, "Cannot duplicate descriptor %d of process %d", (int)fd, (int)pid);
+    throw_errno(env, what, -copy);
+    return NULL;
+  }
+  struct fd_socket s;
+  err = read_socket(copy, (uint64_t)inode, own_netns, &s);
+  close(copy); /* ours only: the process keeps its own descriptor */
+  if (err == NOT_THIS_SOCKET) return make_null(env);
+  if (err != 0) {
+    snprintf(what, sizeof what, "Cannot read socket %lld of process %d", (long long)inode, (int)pid);
+    throw_errno(env, what, err);
+    return NULL;
+  }
+  return make_socket(env, &s);
+}
+
+/* unixLookup(inode: number) */
+static napi_value unix_lookup(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int64_t inode;
+  if (!get_args(env, info, 1, argv) || !get_integer(env, argv[0], "inode", 1, UINT32_MAX, &inode)) return NULL;
+  struct unix_answer u;
+  int err = lookup_unix((uint32_t)inode, &u);
+  if (err == ENOENT) return make_null(env);
+  if (err != 0) {
+    throw_errno(env, "Cannot look up the UNIX socket via sock_diag", err);
+    return NULL;
+  }
+  napi_value obj, path;
+  CHECK_NAPI(env, napi_create_object(env, &obj));
+  CHECK_NAPI(env, set_number(env, obj, "inode", u.inode));
+  CHECK_NAPI(env, set_number(env, obj, "type", u.type));
+  CHECK_NAPI(env, set_number(env, obj, "state", u.state));
+  if (u.has_name)
+    CHECK_NAPI(env, napi_create_string_utf8(env, u.name, u.name_len, &path));
+  else
+    CHECK_NAPI(env, napi_get_null(env, &path));
+  CHECK_NAPI(env, napi_set_named_property(env, obj, "path", path));
+  CHECK_NAPI(env, set_number(env, obj, "peer", u.peer));
+  return obj;
+}
+
+napi_status socket_fd_register(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"socketOf", NULL, socket_of, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"unixLookup", NULL, unix_lookup, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+}

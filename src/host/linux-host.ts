@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { createLinuxProcessTable } from './linux-processes.js';
 import type { LinuxSocketTable } from './linux-sockets.js';
+import type { PersistentFdIndex } from './persistent-fd-index.js';
 import type { HostView } from './types.js';
 
 /** A host view for one request, with what it could not see. */
@@ -11,16 +12,18 @@ export interface LinuxHostView extends HostView {
 
 /**
  * The Linux host view for one SV request: the shared socket table plus a fresh process table,
- * so the holder index (one `/proc/*\/fd` scan) is coherent within the request and never stale
- * across requests.
+ * so the holder index is coherent within the request and never stale across requests. The
+ * index is one `/proc/*\/fd` scan, or with `fdIndex` (shared by all requests) one incremental
+ * refresh of that index at the first holder question.
  */
 export function createLinuxHostView(
   sockets: LinuxSocketTable,
-  options: { readCmdline?: boolean; onDenied?: 'throw' | 'skip' } = {},
+  options: { readCmdline?: boolean; onDenied?: 'throw' | 'skip'; fdIndex?: PersistentFdIndex } = {},
 ): LinuxHostView {
   const processes = createLinuxProcessTable({
     readCmdline: options.readCmdline ?? true,
     ...(options.onDenied === undefined ? {} : { onDenied: options.onDenied }),
+    ...(options.fdIndex === undefined ? {} : { fdIndex: options.fdIndex }),
   });
   return {
     findTcp: (local, remote) => sockets.findTcp(local, remote),

@@ -1264,15 +1264,19 @@ static void drop_fds(struct fd_index *ix, struct tracked *t) {
   t->nfds = 0;
 }
 
+/* Closes a process's kept schedstat, if any. */
+static void drop_kept(struct fd_index *ix, struct tracked *t) {
+  if (t->kept < 0) return;
+  bits_remove(&ix->kept_fds, t->kept);
+  close(t->kept);
+  t->kept = -1;
+  ix->kept--;
+}
+
 /* Forgets a process: its descriptors and its kept schedstat. */
 static void release_tracked(struct fd_index *ix, struct tracked *t) {
   drop_fds(ix, t);
-  if (t->kept >= 0) {
-    bits_remove(&ix->kept_fds, t->kept);
-    close(t->kept);
-    ix->kept--;
-  }
-  t->kept = -1;
+  drop_kept(ix, t);
 }
 
 /* Replaces a process's descriptors with `fds` (sorted), updating the inode map only when they
@@ -1305,12 +1309,7 @@ static int set_fds(struct fd_index *ix, struct tracked *t, const struct fd_vec *
 static enum pid_outcome scan_tracked(struct fd_index *ix, struct tracked *t) {
   char name[16], rel[40];
   snprintf(name, sizeof name, "%d", (int)t->pid);
-  if (t->kept >= 0) {
-    bits_remove(&ix->kept_fds, t->kept);
-    close(t->kept);
-    t->kept = -1;
-    ix->kept--;
-  }
+  drop_kept(ix, t);
   int trusted = 0;
   /* Past the cap the process is rescanned at every refresh anyway: no need to judge it. */
   if (ix->schedstat_ok && ix->kept < ix->max_kept && t->pid != ix->self) {
@@ -1341,7 +1340,10 @@ static enum pid_outcome scan_tracked(struct fd_index *ix, struct tracked *t) {
     case PID_DENIED:
     case PID_FAILED:
       drop_fds(ix, t);
-      trusted = 0; /* the caller reads these again itself; keep asking the kernel too */
+      /* The caller reads these again itself; keep asking the kernel too, at every refresh, so
+       * a kept file would be wasted on them. */
+      trusted = 0;
+      drop_kept(ix, t);
       break;
     case PID_GONE:
     case PID_NOMEM:

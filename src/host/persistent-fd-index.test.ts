@@ -17,7 +17,8 @@ import { parseProcStat } from './proc-stat.js';
 import type { OpenFd } from './types.js';
 
 const python = findPython();
-const scanFds = loadNativeAddon().binding?.scanFds;
+const binding = loadNativeAddon().binding;
+const scanFds = binding?.scanFds?.bind(binding);
 const skip =
   nativeFdIndexFunctions() === undefined || scanFds === undefined
     ? 'the addon is not built with the fd index'

@@ -980,9 +980,14 @@ static int run_fd_scan(const char *root, int named_pipes, struct fd_scan *s) {
  *   - processes sharing one descriptor table without being threads (clone with CLONE_FILES but
  *     not CLONE_THREAD, as LinuxThreads did): a change made by one is seen in it, but in the
  *     others only once they run or are rescanned for another reason;
- *   - outside the initial pid namespace, a pid counter that wrapped around pid_max between two
- *     refreshes and stopped within INDEX_MAX_WINDOW of where it was: the processes created
- *     elsewhere are found at the next full listing;
+ *   - before Linux 5.12 io_uring's workers were kernel threads outside the thread group that
+ *     installed descriptors (IORING_OP_OPENAT, ACCEPT) into a process that may be asleep;
+ *   - outside the initial pid namespace (where the count check catches both), processes that
+ *     took no pid from the counter (clone3 with set_tid, as CRIU restores), and a counter that
+ *     wrapped around pid_max between two refreshes and stopped within INDEX_MAX_WINDOW of where
+ *     it was: those processes are found at the next full listing, within the list interval;
+ *   - a fork that stays in progress while more than INDEX_MAX_WINDOW other pids are allocated
+ *     around a full listing: likewise;
  *   - (shared with the full scan) a process whose main thread has exited while others run:
  *     /proc/PID/fd reads the leader's table, which is gone.
  * The holders a query returns are re-checked by readlink at query time (stillHolds in
@@ -1593,6 +1598,10 @@ static int index_refresh(struct fd_index *ix, int *was_full) {
   }
   if (err == 0 && full) {
     err = list_all(ix, now);
+    /* A fork in progress is not listed either. Forks still in progress now were given recent
+     * pids: probe the last INDEX_MAX_WINDOW pids once, so that they are remembered as pending. */
+    int ignored = 0;
+    if (err == 0 && last > 0) err = probe_new(ix, last > INDEX_MAX_WINDOW ? last - INDEX_MAX_WINDOW : 0, last, &ignored);
     long long nlink = ix->can_count && err == 0 ? root_nlink(ix) : -1;
     ix->nlink_known = nlink >= 0;
     ix->nlink_base = nlink - (long long)ix->count;

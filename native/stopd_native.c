@@ -11,7 +11,7 @@
  *   tcpDump(family) -> TcpEntry[]
  *   unixDump() -> UnixEntry[]
  *   scanFds(procRoot, { namedPipes }) -> FdScan (see the fd scan section below)
- *   fdIndexCreate(procRoot, { namedPipes, maxKeptFiles, listIntervalMs }) -> index handle
+ *   fdIndexCreate(procRoot, { namedPipes, maxKeptFiles, listIntervalMs, rescanIntervalMs }) -> index handle
  *   fdIndexRefresh(index) -> { full, tracked, kept, rescanned: Int32Array }
  *   fdIndexHolders(index, inode) -> Int32Array of (pid, fd, kind) triples
  *   fdIndexFds(index, pid) -> Float64Array in the FdScan `entries` layout, or null
@@ -990,7 +990,10 @@ static int run_fd_scan(const char *root, int named_pipes, struct fd_scan *s) {
  *     around a full listing: likewise;
  *   - (shared with the full scan) a process whose main thread has exited while others run:
  *     /proc/PID/fd reads the leader's table, which is gone.
- * The holders a query returns are re-checked by readlink at query time (stillHolds in
+ * As a second safety net every process is read again at least once per rescan interval (60 s
+ * by default), changed or not, which bounds how long the first two can last (the list interval
+ * bounds the next two); and the holders a
+ * query returns are re-checked by readlink at query time (stillHolds in
  * src/host/linux-processes.ts), so a descriptor closed since the refresh is never reported.
  *
  * Cost: one pread() of a kept schedstat per process per refresh. Each open seq_file pins a
@@ -1005,6 +1008,7 @@ static int run_fd_scan(const char *root, int named_pipes, struct fd_scan *s) {
 #define INDEX_MAX_PENDING 256
 #define INDEX_DEFAULT_MAX_KEPT 4096
 #define INDEX_DEFAULT_LIST_INTERVAL_MS 10000
+#define INDEX_DEFAULT_RESCAN_INTERVAL_MS 60000
 /* The inode of the initial pid namespace (include/linux/proc_ns.h, PROC_PID_INIT_INO). */
 #define PID_NS_INIT_INO 0xEFFFFFFCU
 /* /proc/PID/stat fits easily: 52 numeric fields and a comm of at most 64 bytes. */
@@ -1039,6 +1043,7 @@ struct tracked {
   uint8_t outcome;        /* PID_OK, PID_DENIED or PID_FAILED at its last scan */
   uint8_t trusted;        /* not volatile: unchanged schedstat means unchanged descriptors */
   uint64_t stats[3];      /* sum_exec_runtime, run_delay, pcount, read before the descriptors */
+  int64_t due_ns;         /* rescanned at the first refresh after this, changed or not */
   struct fd_entry *fds;   /* ascending fd; NULL when none */
   uint32_t nfds;
 };
@@ -1051,6 +1056,8 @@ struct fd_index {
   size_t kept;
   struct fd_set_bits kept_fds; /* the kept schedstat descriptors, skipped when reading our own table */
   int64_t list_interval_ns;
+  int64_t rescan_interval_ns; /* 0: trusted processes are never rescanned unless they change */
+  int64_t now_ns;             /* when the current refresh started */
   int64_t last_list_ns;
   long long last_pid;  /* /proc/loadavg's last pid at the last refresh; -1: list at the next */
   int schedstat_ok;    /* the kernel counts switch-ins (CONFIG_SCHED_INFO) */
@@ -1356,6 +1363,10 @@ static enum pid_outcome scan_tracked(struct fd_index *ix, struct tracked *t) {
   }
   t->outcome = (uint8_t)outcome;
   t->trusted = (uint8_t)trusted;
+  /* Somewhere in the second half of the interval, by pid, so that processes scanned together
+   * (all of them at the first refresh) do not all come due at the same refresh again. */
+  int64_t half = ix->rescan_interval_ns / 2;
+  t->due_ns = ix->now_ns + half + (half > 0 ? (int64_t)(mix64((uint64_t)t->pid ^ (uint64_t)ix->now_ns) % (uint64_t)half) : 0);
   return i32_push(&ix->rescanned, t->pid) == 0 ? outcome : PID_NOMEM;
 }
 
@@ -1379,7 +1390,7 @@ static int validate_tracked(struct fd_index *ix) {
     struct tracked t = ix->procs[i];
     enum pid_outcome outcome = PID_OK;
     int rescan = 1;
-    if (t.trusted && t.kept >= 0) {
+    if (t.trusted && t.kept >= 0 && (ix->rescan_interval_ns == 0 || ix->now_ns < t.due_ns)) {
       uint64_t now[3];
       int read_err = read_stats(t.kept, now);
       if (read_err == ESRCH) {
@@ -1578,6 +1589,7 @@ static long long root_nlink(const struct fd_index *ix) {
 static int index_refresh(struct fd_index *ix, int *was_full) {
   ix->rescanned.count = 0;
   int64_t now = monotonic_ns();
+  ix->now_ns = now;
   /* Read before anything else: a process created from here on has a larger pid, which the next
    * refresh probes. */
   long long last = ix->can_probe ? read_last_pid(ix->root_fd) : -1;
@@ -1616,13 +1628,15 @@ static int index_refresh(struct fd_index *ix, int *was_full) {
 }
 
 /* Opens an index over `root`. Returns 0 or an errno (the root cannot be opened). */
-static int index_open(struct fd_index *ix, const char *root, int named_pipes, size_t max_kept, int64_t list_interval_ns) {
+static int index_open(struct fd_index *ix, const char *root, int named_pipes, size_t max_kept, int64_t list_interval_ns,
+                      int64_t rescan_interval_ns) {
   memset(ix, 0, sizeof *ix);
   ix->root_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (ix->root_fd < 0) return errno;
   ix->named_pipes = named_pipes;
   ix->self = (int32_t)getpid();
   ix->list_interval_ns = list_interval_ns;
+  ix->rescan_interval_ns = rescan_interval_ns;
   ix->last_pid = -1;
   /* Kept files share the descriptor limit with everything else stopd opens: use half at most. */
   struct rlimit limit;
@@ -1863,20 +1877,23 @@ static struct fd_index *get_index(napi_env env, napi_value value) {
   return ix;
 }
 
-/* fdIndexCreate(procRoot: string, options?: { namedPipes?, maxKeptFiles?, listIntervalMs? }) */
+/* fdIndexCreate(procRoot: string, options?: { namedPipes?, maxKeptFiles?, listIntervalMs?, rescanIntervalMs? }) */
 static napi_value fd_index_create(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   if (!get_some_args(env, info, 1, 2, argv)) return NULL;
   int named_pipes = 1;
-  double max_kept = INDEX_DEFAULT_MAX_KEPT, interval_ms = INDEX_DEFAULT_LIST_INTERVAL_MS;
+  double max_kept = INDEX_DEFAULT_MAX_KEPT, interval_ms = INDEX_DEFAULT_LIST_INTERVAL_MS,
+         rescan_ms = INDEX_DEFAULT_RESCAN_INTERVAL_MS;
   if (!get_named_pipes(env, argv[1], &named_pipes) ||
       !get_count_option(env, argv[1], "maxKeptFiles", 1048576, &max_kept) ||
-      !get_count_option(env, argv[1], "listIntervalMs", 86400000, &interval_ms))
+      !get_count_option(env, argv[1], "listIntervalMs", 86400000, &interval_ms) ||
+      !get_count_option(env, argv[1], "rescanIntervalMs", 86400000, &rescan_ms))
     return NULL;
   char *root = get_proc_root(env, argv[0]);
   if (root == NULL) return NULL;
   struct fd_index *ix = malloc(sizeof *ix);
-  int err = ix == NULL ? ENOMEM : index_open(ix, root, named_pipes, (size_t)max_kept, (int64_t)interval_ms * 1000000);
+  int err = ix == NULL ? ENOMEM : index_open(ix, root, named_pipes, (size_t)max_kept, (int64_t)interval_ms * 1000000,
+                                              (int64_t)rescan_ms * 1000000);
   free(root);
   if (err != 0) {
     free(ix);

@@ -84,6 +84,8 @@ export interface RawFdIndexOptions {
   readonly maxKeptFiles?: number;
   /** A full listing of the proc root at least this often, as a safety net; default 10 000 ms. */
   readonly listIntervalMs?: number;
+  /** Every process read again at least this often, changed or not, as a safety net; 0 never; default 60 000 ms. */
+  readonly rescanIntervalMs?: number;
 }
 
 /** One descriptor in the `entries` layout shared by `scanFds` and `fdIndexFds`. */

@@ -303,6 +303,26 @@ for (const variant of variants) {
   });
 }
 
+void test('PersistentFdIndex reads a sleeping process again within its rescan interval although it did not run', { skip }, async () => {
+  const index = openIndex({ rescanIntervalMs: 400 });
+  const helper = await startHelper(IDLE);
+  index.refresh();
+  await waitQuiet(index, helper.pid);
+  const schedstat = readFileSync(`/proc/${helper.pid}/schedstat`, 'utf8');
+  const quietSince = Date.now();
+  let rescannedAfter: number | undefined;
+  while (rescannedAfter === undefined && Date.now() - quietSince < 5_000) {
+    if (index.refresh().rescanned.includes(helper.pid)) rescannedAfter = Date.now() - quietSince;
+    await delay(10);
+  }
+  assert.equal(readFileSync(`/proc/${helper.pid}/schedstat`, 'utf8'), schedstat, 'the helper did not run meanwhile');
+  assert.ok(rescannedAfter !== undefined, 'never read again');
+  // Due somewhere in the second half of the interval after its last scan, which was at most
+  // one refresh before it was found quiet.
+  assert.ok(rescannedAfter <= 450, `read again only after ${rescannedAfter} ms`);
+  await helper.kill();
+});
+
 void test('PersistentFdIndex rescans a busy-looping process at every refresh and sees what it opens', { skip }, async () => {
   const index = openIndex();
   const flag = join(dir, 'go');

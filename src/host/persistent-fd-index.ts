@@ -30,6 +30,12 @@ export interface PersistentFdIndexOptions {
   readonly maxKeptFiles?: number;
   /** List the whole proc root at least this often, whatever else says nothing is new; default 10 000 ms. */
   readonly listIntervalMs?: number;
+  /**
+   * Read every process again at least this often, even when nothing says it changed: bounds
+   * how long the index's known blind spots can last; 0 never; default 60 000 ms. Spread over
+   * the second half of the interval, so this costs a few processes per refresh, not a spike.
+   */
+  readonly rescanIntervalMs?: number;
 }
 
 /** One descriptor holding an inode. */
@@ -91,6 +97,7 @@ export function createPersistentFdIndex(options: PersistentFdIndexOptions = {}):
       namedPipes,
       ...(options.maxKeptFiles === undefined ? {} : { maxKeptFiles: options.maxKeptFiles }),
       ...(options.listIntervalMs === undefined ? {} : { listIntervalMs: options.listIntervalMs }),
+      ...(options.rescanIntervalMs === undefined ? {} : { rescanIntervalMs: options.rescanIntervalMs }),
     });
   } catch (error) {
     throw new HostLookupError(`Cannot index the descriptors in ${procRoot}: ${describe(error)}`, { cause: error });

@@ -58,6 +58,11 @@ export interface DaemonOptions {
   readonly storeLockWaitMs?: number;
   /** Replaces the Linux socket table (tests). */
   readonly sockets?: LinuxSocketTable;
+  /**
+   * Keep a descriptor index between SV analyses (default true): its first refresh costs more
+   * than one full scan, which a process serving a single connection (inetd mode) never earns back.
+   */
+  readonly keepFdIndex?: boolean;
 }
 
 /** Built-in defaults; `stopd --help` prints them. */
@@ -135,7 +140,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     // One descriptor index for the daemon's lifetime: each SV analysis refreshes it, which
     // re-reads only the processes that may have changed since the previous one, instead of
     // every /proc/PID/fd. Without the addon's index each analysis scans every process.
-    fdIndex = createPersistentFdIndex();
+    if (options.keepFdIndex ?? true) fdIndex = createPersistentFdIndex();
     // With the privileges to read every process's descriptors, a refusal is the kernel's policy
     // (an LSM, an outer sandbox's init): note the pid in the record and go on. Without them,
     // SV requests fail with a clear log line rather than silently saving less.

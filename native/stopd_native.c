@@ -33,6 +33,10 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1048,13 +1052,18 @@ struct tracked {
   uint32_t nfds;
 };
 
+enum keeper_state { KEEPER_STARTING, KEEPER_FAILED, KEEPER_IDLE, KEEPER_BUSY, KEEPER_STOP };
+
 struct fd_index {
-  int root_fd; /* the proc root, open for the index's lifetime; -1 once closed */
+  char *root;
+  int root_fd; /* the proc root, open for the index's lifetime (in the keeper's table if any) */
+  bool closed;
   int named_pipes;
   int32_t self;
   size_t max_kept;
   size_t kept;
-  struct fd_set_bits kept_fds; /* the kept schedstat descriptors, skipped when reading our own table */
+  struct fd_set_bits kept_fds; /* the kept schedstat descriptors, skipped when reading our own table
+                                * (only without a keeper: its numbers are not our table's then) */
   int64_t list_interval_ns;
   int64_t rescan_interval_ns; /* 0: trusted processes are never rescanned unless they change */
   int64_t now_ns;             /* when the current refresh started */
@@ -1072,6 +1081,15 @@ struct fd_index {
   struct i32_vec pending;   /* pids whose fork was in progress when probed */
   struct i32_vec rescanned; /* pids (re)scanned by the last refresh */
   struct fd_vec scratch;
+  int last_full; /* what the last refresh reported */
+  /* The keeper thread (see keeper_main) and the job it runs for the caller. */
+  bool has_keeper;
+  pthread_t keeper;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  enum keeper_state keeper_state;
+  int (*job)(struct fd_index *ix);
+  int job_result;
 };
 
 static uint64_t mix64(uint64_t x) {
@@ -1342,7 +1360,7 @@ static enum pid_outcome scan_tracked(struct fd_index *ix, struct tracked *t) {
   }
   ix->scratch.count = 0;
   enum pid_outcome outcome =
-      scan_pid(ix->root_fd, name, ix->named_pipes, t->pid == ix->self ? &ix->kept_fds : NULL, &ix->scratch);
+      scan_pid(ix->root_fd, name, ix->named_pipes, t->pid == ix->self && !ix->has_keeper ? &ix->kept_fds : NULL, &ix->scratch);
   switch (outcome) {
     case PID_OK:
       /* procfs lists descriptors in ascending order already; a fake root may not. */
@@ -1627,22 +1645,11 @@ static int index_refresh(struct fd_index *ix, int *was_full) {
   return 0;
 }
 
-/* Opens an index over `root`. Returns 0 or an errno (the root cannot be opened). */
-static int index_open(struct fd_index *ix, const char *root, int named_pipes, size_t max_kept, int64_t list_interval_ns,
-                      int64_t rescan_interval_ns) {
-  memset(ix, 0, sizeof *ix);
-  ix->root_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+/* What the index learns about the kernel and the proc root once, at open (run where the
+ * index's descriptors live: in the keeper when there is one). */
+static int job_open(struct fd_index *ix) {
+  ix->root_fd = open(ix->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (ix->root_fd < 0) return errno;
-  ix->named_pipes = named_pipes;
-  ix->self = (int32_t)getpid();
-  ix->list_interval_ns = list_interval_ns;
-  ix->rescan_interval_ns = rescan_interval_ns;
-  ix->last_pid = -1;
-  /* Kept files share the descriptor limit with everything else stopd opens: use half at most. */
-  struct rlimit limit;
-  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY && max_kept > limit.rlim_cur / 2)
-    max_kept = (size_t)(limit.rlim_cur / 2);
-  ix->max_kept = max_kept;
   /* Without CONFIG_SCHED_INFO every schedstat reads "0 0 0", even ours, though we are running:
    * then nothing is trusted and every refresh rescans every process. */
   char buf[128];
@@ -1664,9 +1671,142 @@ static int index_open(struct fd_index *ix, const char *root, int named_pipes, si
   return 0;
 }
 
-/* Releases everything the index holds; idempotent. */
-static void index_close(struct fd_index *ix) {
+static int job_refresh(struct fd_index *ix) { return index_refresh(ix, &ix->last_full); }
+
+/* Closes every descriptor the index holds (in the keeper's table when there is one). */
+static int job_release(struct fd_index *ix) {
   index_reset(ix);
+  if (ix->root_fd >= 0) close(ix->root_fd);
+  ix->root_fd = -1;
+  return 0;
+}
+
+/*
+ * The keeper: a thread with a descriptor table of its own (unshare(CLONE_FILES)), where the
+ * index keeps its schedstat files and does all its reading. In stopd's own table a thousand
+ * kept files would make every refresh read a thousand-entry /proc/self/fd (stopd is
+ * multi-threaded, so it is rescanned every time), and would show up in every other tool that
+ * lists stopd's descriptors. /proc/PID/fd shows the thread-group leader's table, which stays
+ * stopd's real one. Without the keeper (unshare refused) the work runs in the caller's thread
+ * and the kept files are skipped by number when stopd reads its own table.
+ */
+static void *keeper_main(void *arg) {
+  struct fd_index *ix = arg;
+  /* The copy of the caller's table holds a reference to every file stopd had open (sockets
+   * too, which would then never close): drop them all before anything else. */
+  int err = unshare(CLONE_FILES) == 0 ? 0 : errno;
+#ifdef SYS_close_range
+  if (err == 0 && syscall(SYS_close_range, 0U, ~0U, 0U) != 0) err = errno;
+#else
+  if (err == 0) err = ENOSYS;
+#endif
+  pthread_mutex_lock(&ix->lock);
+  ix->keeper_state = err == 0 ? KEEPER_IDLE : KEEPER_FAILED;
+  pthread_cond_broadcast(&ix->cond);
+  while (err == 0) {
+    while (ix->keeper_state == KEEPER_IDLE) pthread_cond_wait(&ix->cond, &ix->lock);
+    if (ix->keeper_state == KEEPER_STOP) break;
+    /* KEEPER_BUSY: the caller waits for the job with the lock released. */
+    pthread_mutex_unlock(&ix->lock);
+    int result = ix->job(ix);
+    pthread_mutex_lock(&ix->lock);
+    ix->job_result = result;
+    ix->keeper_state = KEEPER_IDLE;
+    pthread_cond_broadcast(&ix->cond);
+  }
+  pthread_mutex_unlock(&ix->lock);
+  return NULL;
+}
+
+/* Starts the keeper; returns whether it runs (otherwise jobs run in the caller's thread). */
+static bool keeper_start(struct fd_index *ix) {
+  if (pthread_mutex_init(&ix->lock, NULL) != 0) return false;
+  if (pthread_cond_init(&ix->cond, NULL) != 0) {
+    pthread_mutex_destroy(&ix->lock);
+    return false;
+  }
+  pthread_attr_t attr;
+  bool started = pthread_attr_init(&attr) == 0;
+  if (started) {
+    pthread_attr_setstacksize(&attr, 256 * 1024); /* it needs a few KiB; the default is 8 MiB */
+    /* Node handles signals in its main thread: the keeper must never take one. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    ix->keeper_state = KEEPER_STARTING;
+    started = pthread_create(&ix->keeper, &attr, keeper_main, ix) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+  }
+  if (started) {
+    pthread_mutex_lock(&ix->lock);
+    while (ix->keeper_state == KEEPER_STARTING) pthread_cond_wait(&ix->cond, &ix->lock);
+    started = ix->keeper_state == KEEPER_IDLE;
+    pthread_mutex_unlock(&ix->lock);
+    if (!started) pthread_join(ix->keeper, NULL);
+  }
+  if (!started) {
+    pthread_cond_destroy(&ix->cond);
+    pthread_mutex_destroy(&ix->lock);
+  }
+  ix->has_keeper = started;
+  return started;
+}
+
+/* Runs `job` where the index's descriptors live, and returns its result. */
+static int index_call(struct fd_index *ix, int (*job)(struct fd_index *)) {
+  if (!ix->has_keeper) return job(ix);
+  pthread_mutex_lock(&ix->lock);
+  ix->job = job;
+  ix->keeper_state = KEEPER_BUSY;
+  pthread_cond_broadcast(&ix->cond);
+  while (ix->keeper_state == KEEPER_BUSY) pthread_cond_wait(&ix->cond, &ix->lock);
+  int result = ix->job_result;
+  pthread_mutex_unlock(&ix->lock);
+  return result;
+}
+
+static void index_close(struct fd_index *ix);
+
+/* Opens an index over `root`. Returns 0 or an errno (the root cannot be opened). */
+static int index_open(struct fd_index *ix, const char *root, int named_pipes, size_t max_kept, int64_t list_interval_ns,
+                      int64_t rescan_interval_ns) {
+  memset(ix, 0, sizeof *ix);
+  ix->root_fd = -1;
+  ix->root = strdup(root);
+  if (ix->root == NULL) return ENOMEM;
+  ix->named_pipes = named_pipes;
+  ix->self = (int32_t)getpid();
+  ix->list_interval_ns = list_interval_ns;
+  ix->rescan_interval_ns = rescan_interval_ns;
+  ix->last_pid = -1;
+  /* Kept files count against the descriptor limit (per table) and the system's file-max: use
+   * half the limit at most. */
+  struct rlimit limit;
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY && max_kept > limit.rlim_cur / 2)
+    max_kept = (size_t)(limit.rlim_cur / 2);
+  ix->max_kept = max_kept;
+  keeper_start(ix);
+  int err = index_call(ix, job_open);
+  if (err != 0) index_close(ix);
+  return err;
+}
+
+/* Releases everything the index holds and stops the keeper; idempotent. */
+static void index_close(struct fd_index *ix) {
+  if (ix->closed) return;
+  ix->closed = true;
+  index_call(ix, job_release);
+  if (ix->has_keeper) {
+    pthread_mutex_lock(&ix->lock);
+    ix->keeper_state = KEEPER_STOP;
+    pthread_cond_broadcast(&ix->cond);
+    pthread_mutex_unlock(&ix->lock);
+    pthread_join(ix->keeper, NULL);
+    pthread_cond_destroy(&ix->cond);
+    pthread_mutex_destroy(&ix->lock);
+    ix->has_keeper = false;
+  }
   free(ix->procs);
   ix->procs = NULL;
   ix->cap = 0;
@@ -1674,12 +1814,12 @@ static void index_close(struct fd_index *ix) {
   free(ix->rescanned.items);
   free(ix->scratch.items);
   free(ix->kept_fds.words);
+  free(ix->root);
+  ix->root = NULL;
   memset(&ix->kept_fds, 0, sizeof ix->kept_fds);
   memset(&ix->pending, 0, sizeof ix->pending);
   memset(&ix->rescanned, 0, sizeof ix->rescanned);
   memset(&ix->scratch, 0, sizeof ix->scratch);
-  if (ix->root_fd >= 0) close(ix->root_fd);
-  ix->root_fd = -1;
 }
 
 /* ---------- /proc fd scan and index bindings ---------- */
@@ -1870,7 +2010,7 @@ static struct fd_index *get_index(napi_env env, napi_value value) {
     return NULL;
   }
   struct fd_index *ix = data;
-  if (ix->root_fd < 0) {
+  if (ix->closed) {
     napi_throw_error(env, "ERR_STOPD_INDEX_CLOSED", "The descriptor index is closed");
     return NULL;
   }
@@ -1917,8 +2057,8 @@ static napi_value fd_index_refresh(napi_env env, napi_callback_info info) {
   if (!get_args(env, info, 1, argv)) return NULL;
   struct fd_index *ix = get_index(env, argv[0]);
   if (ix == NULL) return NULL;
-  int full = 0;
-  int err = index_refresh(ix, &full);
+  int err = index_call(ix, job_refresh);
+  int full = ix->last_full;
   if (err != 0) {
     throw_errno(env, "Cannot refresh the descriptor index", err);
     return NULL;

@@ -11,7 +11,8 @@
  *   tcpDump(family) -> TcpEntry[]
  *   unixDump() -> UnixEntry[]
  *   scanFds(procRoot, { namedPipes }) -> FdScan (see the fd scan section below)
- *   fdIndexCreate(procRoot, { namedPipes, maxKeptFiles, listIntervalMs, rescanIntervalMs }) -> index handle
+ *   fdIndexCreate(procRoot, { namedPipes, maxKeptFiles, listIntervalMs, rescanIntervalMs, separateTable })
+ *     -> index handle
  *   fdIndexRefresh(index) -> { full, tracked, kept, rescanned: Int32Array }
  *   fdIndexHolders(index, inode) -> Int32Array of (pid, fd, kind) triples
  *   fdIndexFds(index, pid) -> Float64Array in the FdScan `entries` layout, or null
@@ -1770,7 +1771,7 @@ static void index_close(struct fd_index *ix);
 
 /* Opens an index over `root`. Returns 0 or an errno (the root cannot be opened). */
 static int index_open(struct fd_index *ix, const char *root, int named_pipes, size_t max_kept, int64_t list_interval_ns,
-                      int64_t rescan_interval_ns) {
+                      int64_t rescan_interval_ns, bool separate_table) {
   memset(ix, 0, sizeof *ix);
   ix->root_fd = -1;
   ix->root = strdup(root);
@@ -1786,7 +1787,7 @@ static int index_open(struct fd_index *ix, const char *root, int named_pipes, si
   if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY && max_kept > limit.rlim_cur / 2)
     max_kept = (size_t)(limit.rlim_cur / 2);
   ix->max_kept = max_kept;
-  keeper_start(ix);
+  if (separate_table) keeper_start(ix);
   int err = index_call(ix, job_open);
   if (err != 0) index_close(ix);
   return err;
@@ -1853,24 +1854,31 @@ static bool check_options(napi_env env, napi_value options, bool *present) {
   return true;
 }
 
-/* Reads `options.namedPipes` (default true). Returns false with an exception pending. */
-static bool get_named_pipes(napi_env env, napi_value options, int *out) {
-  *out = 1;
+/* Reads a boolean option (kept as is when absent). Returns false with an exception pending. */
+static bool get_bool_option(napi_env env, napi_value options, const char *key, bool *out) {
   bool present;
   if (!check_options(env, options, &present)) return false;
   if (!present) return true;
   napi_value v;
   napi_valuetype type;
-  if (napi_get_named_property(env, options, "namedPipes", &v) != napi_ok || napi_typeof(env, v, &type) != napi_ok) {
+  if (napi_get_named_property(env, options, key, &v) != napi_ok || napi_typeof(env, v, &type) != napi_ok) {
     throw_napi_failure(env);
     return false;
   }
   if (type == napi_undefined) return true;
-  bool flag = true;
-  if (type != napi_boolean || napi_get_value_bool(env, v, &flag) != napi_ok) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "options.namedPipes must be a boolean");
+  if (type != napi_boolean || napi_get_value_bool(env, v, out) != napi_ok) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "options.%s must be a boolean", key);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
     return false;
   }
+  return true;
+}
+
+/* Reads `options.namedPipes` (default true). Returns false with an exception pending. */
+static bool get_named_pipes(napi_env env, napi_value options, int *out) {
+  bool flag = true;
+  if (!get_bool_option(env, options, "namedPipes", &flag)) return false;
   *out = flag ? 1 : 0;
   return true;
 }
@@ -2017,23 +2025,26 @@ static struct fd_index *get_index(napi_env env, napi_value value) {
   return ix;
 }
 
-/* fdIndexCreate(procRoot: string, options?: { namedPipes?, maxKeptFiles?, listIntervalMs?, rescanIntervalMs? }) */
+/* fdIndexCreate(procRoot: string, options?: { namedPipes?, maxKeptFiles?, listIntervalMs?, rescanIntervalMs?,
+ *                                             separateTable? }) */
 static napi_value fd_index_create(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   if (!get_some_args(env, info, 1, 2, argv)) return NULL;
   int named_pipes = 1;
   double max_kept = INDEX_DEFAULT_MAX_KEPT, interval_ms = INDEX_DEFAULT_LIST_INTERVAL_MS,
          rescan_ms = INDEX_DEFAULT_RESCAN_INTERVAL_MS;
+  bool separate_table = true;
   if (!get_named_pipes(env, argv[1], &named_pipes) ||
       !get_count_option(env, argv[1], "maxKeptFiles", 1048576, &max_kept) ||
       !get_count_option(env, argv[1], "listIntervalMs", 86400000, &interval_ms) ||
-      !get_count_option(env, argv[1], "rescanIntervalMs", 86400000, &rescan_ms))
+      !get_count_option(env, argv[1], "rescanIntervalMs", 86400000, &rescan_ms) ||
+      !get_bool_option(env, argv[1], "separateTable", &separate_table))
     return NULL;
   char *root = get_proc_root(env, argv[0]);
   if (root == NULL) return NULL;
   struct fd_index *ix = malloc(sizeof *ix);
   int err = ix == NULL ? ENOMEM : index_open(ix, root, named_pipes, (size_t)max_kept, (int64_t)interval_ms * 1000000,
-                                              (int64_t)rescan_ms * 1000000);
+                                              (int64_t)rescan_ms * 1000000, separate_table);
   free(root);
   if (err != 0) {
     free(ix);

@@ -86,6 +86,8 @@ export interface RawFdIndexOptions {
   readonly listIntervalMs?: number;
   /** Every process read again at least this often, changed or not, as a safety net; 0 never; default 60 000 ms. */
   readonly rescanIntervalMs?: number;
+  /** Keep the files in a thread with a descriptor table of its own (default true; see keeper_main). */
+  readonly separateTable?: boolean;
 }
 
 /** One descriptor in the `entries` layout shared by `scanFds` and `fdIndexFds`. */

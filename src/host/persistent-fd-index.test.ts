@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as delay } from 'node:timers/promises';
-import { after, test, type TestContext } from 'node:test';
+import { after, afterEach, test, type TestContext } from 'node:test';
 import { createLinuxProcessTable, listPids } from './linux-processes.js';
 import { findPackageRoot, loadNativeAddon, nativeFdIndexFunctions, type RawFdScan } from './native-addon.js';
 import { createPersistentFdIndex, type FdHolder, type PersistentFdIndex, type PersistentFdIndexOptions } from './persistent-fd-index.js';
@@ -30,8 +30,12 @@ const dir = mkdtempSync(join(tmpdir(), 'stopd-fd-index-'));
 const started: ChildProcess[] = [];
 const indexes: PersistentFdIndex[] = [];
 
+// Each test's indexes end with it: their keeper threads and kept files would blur the next.
+afterEach(() => {
+  for (const index of indexes.splice(0)) index.close();
+});
+
 after(() => {
-  for (const index of indexes) index.close();
   for (const child of started) {
     if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) continue;
     // Started detached: each leads its own process group; end the group (theirs only).
@@ -200,6 +204,7 @@ function fullScan(): RawFdScan {
 const variants: { name: string; options: PersistentFdIndexOptions }[] = [
   { name: 'default', options: {} },
   { name: 'maxKeptFiles 2', options: { maxKeptFiles: 2 } },
+  { name: 'files in this process\'s own table', options: { separateTable: false } },
 ];
 for (const variant of variants) {
   const tiny = variant.options.maxKeptFiles !== undefined;
@@ -324,7 +329,8 @@ void test('PersistentFdIndex reads a sleeping process again within its rescan in
   await helper.kill();
 });
 
-void test('PersistentFdIndex keeps its files out of this process\'s descriptor table and holds none of its sockets', { skip }, async () => {
+for (const separateTable of [true, false]) {
+void test(`PersistentFdIndex ${separateTable ? 'keeps its files out of' : 'skips its files in'} this process's descriptor table and holds none of its sockets`, { skip }, async () => {
   // A connection open before the index exists: the index must not keep it alive.
   const server = createServer((socket) => socket.resume());
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -336,7 +342,7 @@ void test('PersistentFdIndex keeps its files out of this process\'s descriptor t
   const peer = await accepted;
   try {
     const before = readdirSync('/proc/self/fd').length;
-    const index = openIndex();
+    const index = openIndex({ separateTable });
     const { kept } = index.refresh();
     assert.ok(kept > 10, `only ${kept} files kept`);
     // The kept schedstat files live in a thread of the index's own (when the kernel allows it;
@@ -347,6 +353,8 @@ void test('PersistentFdIndex keeps its files out of this process\'s descriptor t
       const count = readdirSync(`/proc/self/task/${tid}/fd`).length;
       return count >= kept && count !== after;
     });
+    // Without the option, or where unshare(CLONE_FILES) is refused, they are in this table.
+    assert.equal(keeper, separateTable && !(after >= before + kept), 'where the kept files are');
     if (keeper) assert.ok(after <= before + 2, `${after - before} more descriptors after indexing`);
     else assert.ok(after >= before + kept, 'the kept files are neither in a thread of their own nor here');
     // This process's own table is read like any other (not the keeper's): its sockets are there.
@@ -368,6 +376,7 @@ void test('PersistentFdIndex keeps its files out of this process\'s descriptor t
     await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 });
+}
 
 void test('PersistentFdIndex rescans a busy-looping process at every refresh and sees what it opens', { skip }, async () => {
   const index = openIndex();

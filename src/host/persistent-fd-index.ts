@@ -36,6 +36,13 @@ export interface PersistentFdIndexOptions {
    * the second half of the interval, so this costs a few processes per refresh, not a spike.
    */
   readonly rescanIntervalMs?: number;
+  /**
+   * Keep the schedstat files in a thread of the addon's with a descriptor table of its own
+   * (default true), so that they neither appear in this process's `/proc/PID/fd` nor make every
+   * refresh read them there. When the kernel refuses that thread its table (unshare), or with
+   * false, they stay in this process's table and are skipped by number when it is read.
+   */
+  readonly separateTable?: boolean;
 }
 
 /** One descriptor holding an inode. */
@@ -98,6 +105,7 @@ export function createPersistentFdIndex(options: PersistentFdIndexOptions = {}):
       ...(options.maxKeptFiles === undefined ? {} : { maxKeptFiles: options.maxKeptFiles }),
       ...(options.listIntervalMs === undefined ? {} : { listIntervalMs: options.listIntervalMs }),
       ...(options.rescanIntervalMs === undefined ? {} : { rescanIntervalMs: options.rescanIntervalMs }),
+      ...(options.separateTable === undefined ? {} : { separateTable: options.separateTable }),
     });
   } catch (error) {
     throw new HostLookupError(`Cannot index the descriptors in ${procRoot}: ${describe(error)}`, { cause: error });

@@ -1003,7 +1003,8 @@ static int run_fd_scan(const char *root, int named_pipes, struct fd_scan *s) {
  *
  * Cost: one pread() of a kept schedstat per process per refresh. Each open seq_file pins a
  * page of kernel memory, so at most maxKeptFiles stay open (and never more than half the
- * descriptor limit); processes beyond are rescanned at every refresh.
+ * descriptor limit); processes beyond are rescanned at every refresh. The files live in the
+ * descriptor table of a thread of their own (see keeper_main), not in stopd's.
  */
 
 /* Most pids probed one by one before a full listing is cheaper (a listing of 1 000 processes

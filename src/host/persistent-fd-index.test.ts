@@ -221,7 +221,8 @@ for (const variant of variants) {
     let probed = 0;
     // Another process on this machine may make a refresh list /proc (a jump of more than 256
     // pids, a count that changed meanwhile): try a few times for a refresh that did not.
-    for (let attempt = 0; attempt < 5 && probed === 0; attempt++) {
+    for (let attempt = 0; attempt < 10 && probed === 0; attempt++) {
+      index.refresh(); // what was there before the helper
       const helper = await startHelper(IDLE);
       const [r, w, inode] = await helper.ask('pipe');
       assert.ok(r !== undefined && w !== undefined && inode !== undefined);

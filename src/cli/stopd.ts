@@ -80,8 +80,9 @@ async function main(argv: string[]): Promise<number> {
     const file = loadConfigFile(configFile, DAEMON_OPTIONS, { required: typeof values.config === 'string' });
     return readSettings({ file, flags, configFile, log, listen });
   };
-  // inetd mode starts a process per connection: they take turns on the store's lock.
-  const options: DaemonOptions = inetd ? { ...read(), storeLockWaitMs: 30_000 } : read();
+  // inetd mode starts a process per connection: they take turns on the store's lock, and there
+  // is no later request to keep a descriptor index for.
+  const options: DaemonOptions = inetd ? { ...read(), storeLockWaitMs: 30_000, keepFdIndex: false } : read();
   if (values['check-config'] === true) {
     process.stdout.write(`stopd: configuration is valid (${describeSources(configFile, values.config !== undefined)})\n`);
     return 0;

@@ -3,6 +3,7 @@ import { AccountDirectory } from '../host/users.js';
 import { missingCapabilities, PROCESS_VIEW_CAPABILITIES, readEffectiveCapabilities } from '../host/capabilities.js';
 import { createLinuxHostView } from '../host/linux-host.js';
 import { createLinuxSocketTable, type LinuxSocketTable } from '../host/linux-sockets.js';
+import { createPersistentFdIndex, type PersistentFdIndex } from '../host/persistent-fd-index.js';
 import type { Endpoint } from '../host/types.js';
 import { ALL_SAVE_CATEGORIES, type SaveCategory } from '../evidence/record.js';
 import { openStore, storePaths } from '../evidence/store.js';
@@ -57,6 +58,11 @@ export interface DaemonOptions {
   readonly storeLockWaitMs?: number;
   /** Replaces the Linux socket table (tests). */
   readonly sockets?: LinuxSocketTable;
+  /**
+   * Keep a descriptor index between SV analyses (default true): its first refresh costs more
+   * than one full scan, which a process serving a single connection (inetd mode) never earns back.
+   */
+  readonly keepFdIndex?: boolean;
 }
 
 /** Built-in defaults; `stopd --help` prints them. */
@@ -128,8 +134,13 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
         }
       : {}),
   });
+  let fdIndex: PersistentFdIndex | undefined;
   try {
     const sockets = options.sockets ?? createLinuxSocketTable({ log: (message) => options.log.warn(message) });
+    // One descriptor index for the daemon's lifetime: each SV analysis refreshes it, which
+    // re-reads only the processes that may have changed since the previous one, instead of
+    // every /proc/PID/fd. Without the addon's index each analysis scans every process.
+    if (options.keepFdIndex ?? true) fdIndex = createPersistentFdIndex();
     // With the privileges to read every process's descriptors, a refusal is the kernel's policy
     // (an LSM, an outer sandbox's init): note the pid in the record and go on. Without them,
     // SV requests fail with a clear log line rather than silently saving less.
@@ -155,7 +166,12 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       log: options.log,
     });
     const evidence = new EvidenceCollector({
-      hostView: () => createLinuxHostView(sockets, { readCmdline: current.save.includes('cmdline'), onDenied }),
+      hostView: () =>
+        createLinuxHostView(sockets, {
+          readCmdline: current.save.includes('cmdline'),
+          onDenied,
+          ...(fdIndex === undefined ? {} : { fdIndex }),
+        }),
       accounts,
       recordsDir: storePaths(options.storeDir).records,
       save: options.save,
@@ -218,11 +234,13 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
         closing ??= server
           .close()
           .then(() => upstream.close())
-          .then(() => store.close());
+          .then(() => store.close())
+          .finally(() => fdIndex?.close());
         return closing;
       },
     };
   } catch (error) {
+    fdIndex?.close();
     await store.close();
     throw error;
   }

@@ -12,7 +12,11 @@ import { resolveClosure, type Closure, type UpstreamCandidate } from '../trace/i
 
 /** What the collector needs. */
 export interface EvidenceCollectorOptions {
-  /** A fresh host view for each request (its process table indexes `/proc` once). */
+  /**
+   * A fresh host view for each request: its process table indexes `/proc` once (a full scan,
+   * or a refresh of the daemon's persistent descriptor index), so every question within one
+   * analysis sees one snapshot. Analyses run one at a time (the daemon's analysis semaphore).
+   */
   readonly hostView: () => LinuxHostView;
   readonly accounts: AccountDirectory;
   readonly recordsDir: string;

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { createLinuxProcessTable } from './linux-processes.js';
 import type { LinuxSocketTable } from './linux-sockets.js';
+import type { PersistentFdIndex } from './persistent-fd-index.js';
 import type { HostView } from './types.js';
 
 /** A host view for one request, with what it could not see. */
@@ -11,17 +12,19 @@ export interface LinuxHostView extends HostView {
 
 /**
  * The Linux host view for one SV request: the shared socket table plus a fresh process table
- * and socket inventory, so the holder index (one `/proc/*\/fd` scan) and any whole-table
- * fallback of the per-socket lookups are coherent within the request and never stale across
- * requests.
+ * and socket inventory, so the holder index and any whole-table fallback of the per-socket
+ * lookups are coherent within the request and never stale across requests. The holder index
+ * is one `/proc/*\/fd` scan, or with `fdIndex` (shared by all requests) one incremental
+ * refresh of that index at the first holder question.
  */
 export function createLinuxHostView(
   sockets: LinuxSocketTable,
-  options: { readCmdline?: boolean; onDenied?: 'throw' | 'skip' } = {},
+  options: { readCmdline?: boolean; onDenied?: 'throw' | 'skip'; fdIndex?: PersistentFdIndex } = {},
 ): LinuxHostView {
   const processes = createLinuxProcessTable({
     readCmdline: options.readCmdline ?? true,
     ...(options.onDenied === undefined ? {} : { onDenied: options.onDenied }),
+    ...(options.fdIndex === undefined ? {} : { fdIndex: options.fdIndex }),
   });
   const inventory = sockets.openInventory();
   return {

@@ -4,10 +4,12 @@ import { mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, unlinkSync, writ
 import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { createLinuxProcessTable, listPids } from './linux-processes.js';
-import { loadNativeAddon } from './native-addon.js';
+import { createLinuxProcessTable, listPids, type LinuxProcessTableOptions } from './linux-processes.js';
+import { loadNativeAddon, nativeFdIndexFunctions } from './native-addon.js';
+import { createPersistentFdIndex } from './persistent-fd-index.js';
 
 const hasScanFds = loadNativeAddon().binding?.scanFds !== undefined;
+const hasFdIndex = nativeFdIndexFunctions() !== undefined;
 
 // A fake procfs: the same files and links the kernel shows, so parsing, the holder index and
 // its re-validation are tested without depending on what runs on this host. Pipe ends need
@@ -117,13 +119,28 @@ void test('createLinuxProcessTable defaults clock ticks to 100 when auxv is unre
   assert.equal(table.getProcess(100)?.startTime, new Date(BTIME * 1000 + 2500).toISOString());
 });
 
-// Both holder scans on the same fake procfs: the JavaScript one and the addon's scanFds.
-for (const nativeScan of [false, true]) {
-  const scanner = nativeScan ? 'native scan' : 'JavaScript scan';
-  const skipNative = { skip: nativeScan && !hasScanFds ? 'the addon is not built with scanFds' : false };
+// Every way of indexing holders on the same fake procfs: the JavaScript scan, the addon's
+// scanFds, and its persistent index (which, without schedstat files in the fake, rescans every
+// process at every refresh: the fallback must still be right).
+const scanners: { name: string; skip: string | false; options: () => LinuxProcessTableOptions }[] = [
+  { name: 'JavaScript scan', skip: false, options: () => ({ procRoot: root, nativeScan: false }) },
+  { name: 'native scan', skip: hasScanFds ? false : 'the addon is not built with scanFds', options: () => ({ procRoot: root, nativeScan: true }) },
+  {
+    name: 'persistent index',
+    skip: hasFdIndex ? false : 'the addon is not built with the fd index',
+    options: () => {
+      const fdIndex = createPersistentFdIndex({ procRoot: root });
+      assert.ok(fdIndex);
+      after(() => fdIndex.close());
+      return { fdIndex };
+    },
+  },
+];
+for (const { name: scanner, skip, options } of scanners) {
+  const skipNative = { skip };
 
   void test(`findHolders reports every holder of a socket and both holders of a pipe (${scanner})`, skipNative, () => {
-    const table = createLinuxProcessTable({ procRoot: root, nativeScan });
+    const table = createLinuxProcessTable(options());
     assert.deepEqual(table.findHolders(5001), [100, 200, 300]);
     assert.deepEqual(table.findHolders(6001), [100, 200]);
     assert.deepEqual(table.findHolders(424242), []);
@@ -131,7 +148,7 @@ for (const nativeScan of [false, true]) {
   });
 
   void test(`findHolders puts processes of ownerUid first and still reports the others (${scanner})`, skipNative, () => {
-    const table = createLinuxProcessTable({ procRoot: root, nativeScan });
+    const table = createLinuxProcessTable(options());
     // Effective uid counts: pid 300 has real 1000 but effective 0.
     assert.deepEqual(table.findHolders(5001, 1000), [200, 100, 300]);
     assert.deepEqual(table.findHolders(5001, 0), [100, 300, 200]);
@@ -139,7 +156,7 @@ for (const nativeScan of [false, true]) {
   });
 
   void test(`findHolders drops holders whose descriptor changed since the scan until refresh rescans (${scanner})`, skipNative, () => {
-    const table = createLinuxProcessTable({ procRoot: root, nativeScan });
+    const table = createLinuxProcessTable(options());
     assert.deepEqual(table.findHolders(5001), [100, 200, 300]);
     const link = join(root, '300', 'fd', '3');
     unlinkSync(link);
@@ -157,46 +174,82 @@ for (const nativeScan of [false, true]) {
   });
 }
 
-void test('getProcess with nativeScan answers descriptors from the scan until refresh', { skip: hasScanFds ? false : 'the addon is not built with scanFds' }, () => {
-  const table = createLinuxProcessTable({ procRoot: root, nativeScan: true });
-  assert.deepEqual(table.findHolders(5001), [100, 200, 300]);
-  const link = join(root, '300', 'fd', '3');
-  unlinkSync(link);
-  symlinkSync('socket:[5002]', link);
-  try {
-    // One snapshot: the scan already read pid 300's descriptors, so they are not read again.
-    assert.deepEqual(table.getProcess(300)?.fds, [{ fd: 3, kind: 'socket', inode: 5001 }]);
-    table.refresh();
-    assert.deepEqual(table.getProcess(300)?.fds, [{ fd: 3, kind: 'socket', inode: 5002 }]);
-    assert.deepEqual(table.findHolders(5002), [300]);
-    assert.deepEqual(table.getProcess(300)?.fds, [{ fd: 3, kind: 'socket', inode: 5002 }]);
-  } finally {
+for (const { name: scanner, skip, options } of scanners.slice(1)) {
+  void test(`getProcess answers descriptors from the ${scanner} until refresh`, { skip }, () => {
+    const table = createLinuxProcessTable(options());
+    assert.deepEqual(table.findHolders(5001), [100, 200, 300]);
+    const link = join(root, '300', 'fd', '3');
     unlinkSync(link);
-    symlinkSync('socket:[5001]', link);
+    symlinkSync('socket:[5002]', link);
+    try {
+      // One snapshot: the scan already read pid 300's descriptors, so they are not read again.
+      assert.deepEqual(table.getProcess(300)?.fds, [{ fd: 3, kind: 'socket', inode: 5001 }]);
+      table.refresh();
+      assert.deepEqual(table.getProcess(300)?.fds, [{ fd: 3, kind: 'socket', inode: 5002 }]);
+      assert.deepEqual(table.findHolders(5002), [300]);
+      assert.deepEqual(table.getProcess(300)?.fds, [{ fd: 3, kind: 'socket', inode: 5002 }]);
+    } finally {
+      unlinkSync(link);
+      symlinkSync('socket:[5001]', link);
+    }
+  });
+
+  void test(`findHolders with the ${scanner} re-validates a named pipe holder by the FIFO inode`, { skip }, () => {
+    const table = createLinuxProcessTable(options());
+    const inode = statSync(fifo).ino;
+    assert.deepEqual(table.findHolders(inode), [200]);
+    assert.deepEqual(table.findHolders(inode), [200]);
+    const link = join(root, '200', 'fd', '8');
+    unlinkSync(link);
+    symlinkSync('/dev/null', link);
+    try {
+      assert.deepEqual(table.findHolders(inode), []);
+    } finally {
+      unlinkSync(link);
+      symlinkSync(fifo, link);
+    }
+  });
+
+  void test(`getProcess after findHolders returns the same descriptors with the ${scanner} as with the JavaScript scan`, { skip }, () => {
+    const js = createLinuxProcessTable({ procRoot: root, nativeScan: false, clockTicks: 100 });
+    const native = createLinuxProcessTable({ ...options(), clockTicks: 100 });
+    assert.deepEqual(native.findHolders(6001), js.findHolders(6001));
+    for (const pid of [100, 200, 300, 400]) assert.deepEqual(native.getProcess(pid), js.getProcess(pid));
+  });
+}
+
+void test('createLinuxProcessTable refuses an index of another proc root', { skip: hasFdIndex ? false : 'the addon is not built with the fd index' }, () => {
+  const fdIndex = createPersistentFdIndex({ procRoot: root });
+  assert.ok(fdIndex);
+  try {
+    assert.throws(() => createLinuxProcessTable({ procRoot: '/proc', fdIndex }), {
+      name: 'HostLookupError',
+      message: `Cannot use a descriptor index of ${root} for processes in /proc`,
+    });
+  } finally {
+    fdIndex.close();
   }
 });
 
-void test('findHolders with nativeScan re-validates a named pipe holder by the FIFO inode', { skip: hasScanFds ? false : 'the addon is not built with scanFds' }, () => {
-  const table = createLinuxProcessTable({ procRoot: root, nativeScan: true });
-  const inode = statSync(fifo).ino;
-  assert.deepEqual(table.findHolders(inode), [200]);
-  assert.deepEqual(table.findHolders(inode), [200]);
-  const link = join(root, '200', 'fd', '8');
-  unlinkSync(link);
-  symlinkSync('/dev/null', link);
-  try {
-    assert.deepEqual(table.findHolders(inode), []);
-  } finally {
-    unlinkSync(link);
-    symlinkSync(fifo, link);
-  }
+void test('a closed persistent index throws HostLookupError and closing again is harmless', { skip: hasFdIndex ? false : 'the addon is not built with the fd index' }, () => {
+  const fdIndex = createPersistentFdIndex({ procRoot: root });
+  assert.ok(fdIndex);
+  fdIndex.refresh();
+  assert.deepEqual(
+    fdIndex.holders(5001).map((holder) => holder.pid),
+    [100, 200, 300],
+  );
+  fdIndex.close();
+  fdIndex.close();
+  assert.throws(() => fdIndex.refresh(), { name: 'HostLookupError', message: `Cannot use the descriptor index of ${root}: it is closed` });
+  assert.throws(() => fdIndex.holders(5001), { name: 'HostLookupError' });
 });
 
-void test('getProcess after findHolders returns the same descriptors with either scan', { skip: hasScanFds ? false : 'the addon is not built with scanFds' }, () => {
-  const js = createLinuxProcessTable({ procRoot: root, nativeScan: false, clockTicks: 100 });
-  const native = createLinuxProcessTable({ procRoot: root, nativeScan: true, clockTicks: 100 });
-  assert.deepEqual(native.findHolders(6001), js.findHolders(6001));
-  for (const pid of [100, 200, 300, 400]) assert.deepEqual(native.getProcess(pid), js.getProcess(pid));
+void test('createPersistentFdIndex throws HostLookupError for a missing proc root', { skip: hasFdIndex ? false : 'the addon is not built with the fd index' }, () => {
+  assert.throws(() => createPersistentFdIndex({ procRoot: join(root, 'missing') }), {
+    name: 'HostLookupError',
+    message: `Cannot index the descriptors in ${join(root, 'missing')}: ENOENT`,
+  });
 });
 
 void test('isLocalAddress accepts loopback, this host\'s interface addresses and their mapped forms', () => {

@@ -7,7 +7,8 @@ import { lstatSync, readdirSync, readFileSync, readlinkSync, statSync } from 'no
 import { BlockList, isIPv4, isIPv6 } from 'node:net';
 import { endianness, networkInterfaces } from 'node:os';
 import { HostLookupError } from '../errors.js';
-import { FD_SCAN_ENTRY_WIDTH, loadNativeAddon, type NativeAddon } from './native-addon.js';
+import { decodeFdEntry, FD_SCAN_ENTRY_WIDTH, loadNativeAddon, type NativeAddon } from './native-addon.js';
+import type { PersistentFdIndex } from './persistent-fd-index.js';
 import type { OpenFd, ProcessInfo, ProcessTable } from './types.js';
 import {
   decodeTtyNr,
@@ -47,6 +48,13 @@ export interface LinuxProcessTableOptions {
    * Without the addon the JavaScript scan is used whatever this says.
    */
   readonly nativeScan?: boolean;
+  /**
+   * Answer descriptor questions from a {@link PersistentFdIndex} kept between requests instead
+   * of scanning every process: the table refreshes it (incrementally) at its first
+   * `findHolders` and after each {@link LinuxProcessTable.refresh}. Its proc root and
+   * `namedPipes` apply; `nativeScan` is then ignored. The table never closes it.
+   */
+  readonly fdIndex?: PersistentFdIndex;
 }
 
 /**
@@ -63,6 +71,10 @@ export interface LinuxProcessTableOptions {
  * keeps each process's descriptors: `getProcess` then answers `fds` from it for processes the
  * scan read (stat, status and cmdline are still read fresh), so a request reads each
  * `/proc/PID/fd` once.
+ *
+ * With a persistent index ({@link LinuxProcessTableOptions.fdIndex}) the snapshot rule is the
+ * same, but "scan" means "refresh the index", which re-reads only the processes that may have
+ * changed since the previous request.
  */
 export interface LinuxProcessTable extends ProcessTable {
   /**
@@ -70,7 +82,10 @@ export interface LinuxProcessTable extends ProcessTable {
    * 'skip'`), ascending: the caller records them so the evidence says what could not be seen.
    */
   deniedPids(): number[];
-  /** Forgets the holder index, denied pids, boot time and local addresses; the next calls read them again. */
+  /**
+   * Forgets the holder index, denied pids, boot time and local addresses; the next calls read
+   * them again. A persistent index is not discarded: the next `findHolders` refreshes it.
+   */
   refresh(): void;
 }
 
@@ -83,6 +98,19 @@ interface Holder {
    * native scan, which reports inodes, not link text: those are re-validated by inode.
    */
   readonly link: string | undefined;
+}
+
+/** What a table read around its persistent index in one snapshot. */
+interface IndexedSnapshot {
+  /** Processes the index could not read, read again from JavaScript (see retryUnreadable). */
+  readonly retried: ReadonlyMap<number, readonly { fd: OpenFd; link: string }[]>;
+  /** The same descriptors by inode. */
+  readonly retriedHolders: ReadonlyMap<number, readonly Holder[]>;
+}
+
+/** The link text a native descriptor is re-validated against: sockets by text, pipes by inode (undefined). */
+function nativeLink(fd: OpenFd): string | undefined {
+  return fd.kind === 'socket' ? `socket:[${fd.inode}]` : undefined;
 }
 
 /** The native scanner, when the addon has one. */
@@ -110,18 +138,24 @@ export function listPids(procRoot = '/proc'): number[] {
 
 /** Creates the /proc-backed process view; see {@link LinuxProcessTable} for its snapshot rule. */
 export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}): LinuxProcessTable {
-  const procRoot = options.procRoot ?? '/proc';
+  const fdIndex = options.fdIndex;
+  const procRoot = fdIndex?.procRoot ?? options.procRoot ?? '/proc';
   const readCmdline = options.readCmdline ?? true;
-  const namedPipes = options.namedPipes ?? true;
+  const namedPipes = fdIndex?.namedPipes ?? options.namedPipes ?? true;
   const onDenied = options.onDenied ?? (process.geteuid?.() === 0 ? 'skip' : 'throw');
   const clockTicks = options.clockTicks ?? readClockTicks(procRoot);
-  const scanFds = (options.nativeScan ?? procRoot === '/proc') ? nativeScanner() : undefined;
+  const scanFds = fdIndex === undefined && (options.nativeScan ?? procRoot === '/proc') ? nativeScanner() : undefined;
   if (!(clockTicks > 0)) throw new HostLookupError(`Cannot use clock ticks ${clockTicks}: must be positive`);
+  if (options.procRoot !== undefined && options.procRoot !== procRoot) {
+    throw new HostLookupError(`Cannot use a descriptor index of ${procRoot} for processes in ${options.procRoot}`);
+  }
 
   let bootTimeMs: number | undefined;
   let index: Map<number, Holder[]> | undefined;
   /** The descriptors of each process the native scan read, so getProcess need not read them again. */
   let scannedFds: Map<number, OpenFd[]> | undefined;
+  /** With a persistent index: set once it was refreshed for this snapshot. */
+  let indexed: IndexedSnapshot | undefined;
   let localAddresses: BlockList | undefined;
   const denied = new Set<number>();
 
@@ -232,28 +266,50 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
     };
     for (const pid of raw.pids) perPid.set(pid, []);
     const { entries } = raw;
-    for (let i = 0; i + FD_SCAN_ENTRY_WIDTH <= entries.length; i += FD_SCAN_ENTRY_WIDTH) {
-      const pid = entries[i] ?? 0;
-      const fd = entries[i + 1] ?? 0;
-      const inode = entries[i + 3] ?? 0;
-      if (entries[i + 2] === 0) {
-        add(pid, { fd, kind: 'socket', inode }, `socket:[${inode}]`);
-      } else {
-        const endCode = entries[i + 4];
-        const end = endCode === 2 ? 'both' : endCode === 1 ? 'write' : 'read';
-        add(pid, { fd, kind: 'pipe', inode, end }, undefined);
-      }
+    for (let i = 0; i < entries.length / FD_SCAN_ENTRY_WIDTH; i++) {
+      const { pid, fd } = decodeFdEntry(entries, i);
+      add(pid, fd, nativeLink(fd));
     }
-    const retry = [...raw.denied, ...raw.failed].sort((a, b) => a - b);
-    for (const pid of retry) {
-      const fds = readFds(pid);
-      if (fds === undefined) continue;
+    for (const [pid, fds] of retryUnreadable([...raw.denied, ...raw.failed])) {
       perPid.set(pid, []);
       for (const { fd, link } of fds) add(pid, fd, link);
     }
     for (const fds of perPid.values()) fds.sort((a, b) => a.fd - b.fd);
     scannedFds = perPid;
     return built;
+  };
+
+  /**
+   * Processes the native code could not read (refused, or another error), read again from
+   * JavaScript so that they end exactly as in the JavaScript scan: a HostLookupError, or with
+   * `onDenied: 'skip'` no descriptors and a place in deniedPids. Gone ones are left out.
+   */
+  const retryUnreadable = (pids: number[]): Map<number, { fd: OpenFd; link: string }[]> => {
+    const out = new Map<number, { fd: OpenFd; link: string }[]>();
+    for (const pid of [...pids].sort((a, b) => a - b)) {
+      const fds = readFds(pid);
+      if (fds !== undefined) out.set(pid, fds);
+    }
+    return out;
+  };
+
+  /** Refreshes the persistent index once per snapshot, and retries what it could not read. */
+  const indexSnapshot = (persistent: PersistentFdIndex): IndexedSnapshot => {
+    if (indexed !== undefined) return indexed;
+    persistent.refresh();
+    const { denied: refused, failed } = persistent.unreadable();
+    const retried = retryUnreadable([...refused, ...failed]);
+    const retriedHolders = new Map<number, Holder[]>();
+    for (const [pid, fds] of retried) {
+      for (const { fd, link } of fds) {
+        const list = retriedHolders.get(fd.inode);
+        const holder = { pid, fd: fd.fd, link };
+        if (list === undefined) retriedHolders.set(fd.inode, [holder]);
+        else list.push(holder);
+      }
+    }
+    indexed = { retried, retriedHolders };
+    return indexed;
   };
 
   /** Whether a descriptor link (or, for a FIFO, the file it opens) is still `inode`'s pipe. */
@@ -282,6 +338,12 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
     }
   };
 
+  /** A process's descriptors from the persistent index, once it was refreshed for this snapshot. */
+  const indexedFds = (pid: number): OpenFd[] | undefined => {
+    if (fdIndex === undefined || indexed === undefined) return undefined;
+    return indexed.retried.get(pid)?.map((entry) => entry.fd) ?? fdIndex.fds(pid);
+  };
+
   const effectiveUid = (pid: number): number | undefined => {
     const status = readText(pid, 'status', 'latin1');
     return status === undefined ? undefined : parseStatusUids(status).effective;
@@ -301,7 +363,7 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
         if (raw === undefined) return undefined;
         cmdline = splitCmdline(raw);
       }
-      const fds = scannedFds?.get(pid) ?? readFds(pid)?.map((entry) => entry.fd);
+      const fds = scannedFds?.get(pid) ?? indexedFds(pid) ?? readFds(pid)?.map((entry) => entry.fd);
       if (fds === undefined) return undefined;
       return {
         pid,
@@ -321,12 +383,23 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
 
     findHolders(inode: number, ownerUid?: number): number[] {
       if (!Number.isSafeInteger(inode) || inode <= 0) return [];
-      index ??= scanFds === undefined ? buildIndex() : buildNativeIndex(scanFds);
-      const remembered = index.get(inode);
-      if (remembered === undefined) return [];
-      const live = remembered.filter((holder) => stillHolds(holder, inode));
-      if (live.length === 0) index.delete(inode);
-      else index.set(inode, live);
+      let live: Holder[];
+      if (fdIndex !== undefined) {
+        const snapshot = indexSnapshot(fdIndex);
+        const remembered: Holder[] = fdIndex
+          .holders(inode)
+          .map(({ pid, fd, kind }) => ({ pid, fd, link: kind === 'socket' ? `socket:[${inode}]` : undefined }));
+        remembered.push(...(snapshot.retriedHolders.get(inode) ?? []));
+        // The index is shared with later requests: filter, never prune it.
+        live = remembered.filter((holder) => stillHolds(holder, inode));
+      } else {
+        index ??= scanFds === undefined ? buildIndex() : buildNativeIndex(scanFds);
+        const remembered = index.get(inode);
+        if (remembered === undefined) return [];
+        live = remembered.filter((holder) => stillHolds(holder, inode));
+        if (live.length === 0) index.delete(inode);
+        else index.set(inode, live);
+      }
       const pids = [...new Set(live.map((holder) => holder.pid))].sort((a, b) => a - b);
       if (ownerUid === undefined) return pids;
       // The owner's processes first (DESIGN.md: scan the socket owner's uid first); the scan
@@ -355,6 +428,7 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
       bootTimeMs = undefined;
       index = undefined;
       scannedFds = undefined;
+      indexed = undefined;
       localAddresses = undefined;
     },
   };

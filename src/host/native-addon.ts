@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { OpenFd } from './types.js';
 
 /**
  * One TCP socket as the kernel reports it (inet_diag_msg), before any normalisation. The
@@ -69,6 +70,54 @@ export interface RawFdScan {
 /** Numbers per descriptor in {@link RawFdScan.entries}. */
 export const FD_SCAN_ENTRY_WIDTH = 5;
 
+/** Numbers per holder in what `fdIndexHolders` returns: pid, fd, kind (0 socket, 1 pipe). */
+export const FD_INDEX_HOLDER_WIDTH = 3;
+
+/** An incremental descriptor index living in the addon (an opaque handle). */
+export type RawFdIndex = { readonly __brand: 'RawFdIndex' };
+
+/** What one `fdIndexRefresh` did. */
+export interface RawFdIndexRefresh {
+  /** Whether it listed the whole proc root (the first refresh, the safety interval, a big pid jump). */
+  readonly full: boolean;
+  /** Processes the index knows after the refresh. */
+  readonly tracked: number;
+  /** schedstat files it keeps open (at most `maxKeptFiles`). */
+  readonly kept: number;
+  /** Processes whose descriptors it read again: new, volatile, changed, beyond the cap, or unreadable. */
+  readonly rescanned: Int32Array;
+}
+
+/** Options of `fdIndexCreate`. */
+export interface RawFdIndexOptions {
+  readonly namedPipes?: boolean;
+  /** schedstat files kept open between refreshes at most (each pins a page of kernel memory); default 4096. */
+  readonly maxKeptFiles?: number;
+  /** A full listing of the proc root at least this often, as a safety net; default 10 000 ms. */
+  readonly listIntervalMs?: number;
+  /** Every process read again at least this often, changed or not, as a safety net; 0 never; default 60 000 ms. */
+  readonly rescanIntervalMs?: number;
+  /** Keep the files in a thread with a descriptor table of its own (default true; see keeper_main). */
+  readonly separateTable?: boolean;
+}
+
+/** One descriptor in the `entries` layout shared by `scanFds` and `fdIndexFds`. */
+export interface RawFdEntry {
+  readonly pid: number;
+  readonly fd: OpenFd;
+}
+
+/** Decodes entry `i` (counted in entries, not numbers) of a `scanFds`/`fdIndexFds` array. */
+export function decodeFdEntry(entries: Float64Array, i: number): RawFdEntry {
+  const at = i * FD_SCAN_ENTRY_WIDTH;
+  const pid = entries[at] ?? 0;
+  const fd = entries[at + 1] ?? 0;
+  const inode = entries[at + 3] ?? 0;
+  if (entries[at + 2] === 0) return { pid, fd: { fd, kind: 'socket', inode } };
+  const endCode = entries[at + 4];
+  return { pid, fd: { fd, kind: 'pipe', inode, end: endCode === 2 ? 'both' : endCode === 1 ? 'write' : 'read' } };
+}
+
 /**
  * The functions of `native/stopd_native.c`. All are synchronous (a sock_diag round trip is
  * microseconds) and throw an Error whose `code` is the errno name (`EPERM`, ...) on failure.
@@ -116,6 +165,37 @@ export interface NativeAddon {
    * build older than the function.
    */
   unixLookup?(inode: number): RawUnixEntry | null;
+  /**
+   * Opens an incremental index of the same descriptors over `procRoot` (see "incremental fd
+   * index" in native/stopd_native.c for why it stays exact). Empty until the first refresh.
+   * The functions below come all together or not at all (a build older than them).
+   */
+  fdIndexCreate?(procRoot: string, options?: RawFdIndexOptions): RawFdIndex;
+  /** Brings the index up to date, re-reading only processes that may have changed. */
+  fdIndexRefresh?(index: RawFdIndex): RawFdIndexRefresh;
+  /** Holders of `inode` at the last refresh: {@link FD_INDEX_HOLDER_WIDTH} numbers each, by pid then fd. */
+  fdIndexHolders?(index: RawFdIndex, inode: number): Int32Array;
+  /** The descriptors of `pid` at the last refresh, in the `entries` layout; null when untracked, refused or failed. */
+  fdIndexFds?(index: RawFdIndex, pid: number): Float64Array | null;
+  /** Processes whose descriptors were refused or failed at the last refresh, ascending. */
+  fdIndexDenied?(index: RawFdIndex): { readonly denied: Int32Array; readonly failed: Int32Array };
+  /** Closes the kept files and forgets everything; later calls but this one throw. Idempotent. */
+  fdIndexClose?(index: RawFdIndex): void;
+}
+
+/** The names of the incremental index functions, which a build has all or none of. */
+const FD_INDEX_FUNCTIONS = ['fdIndexCreate', 'fdIndexRefresh', 'fdIndexHolders', 'fdIndexFds', 'fdIndexDenied', 'fdIndexClose'] as const;
+
+/** The addon's incremental index functions, when the build has them. */
+export type NativeFdIndexFunctions = Required<Pick<NativeAddon, (typeof FD_INDEX_FUNCTIONS)[number]>>;
+
+/** The incremental index functions of the loaded addon, or undefined (no addon, or an older build). */
+export function nativeFdIndexFunctions(): NativeFdIndexFunctions | undefined {
+  const { binding } = loadNativeAddon();
+  if (binding === undefined) return undefined;
+  const record = binding as unknown as Record<string, unknown>;
+  if (!FD_INDEX_FUNCTIONS.every((name) => typeof record[name] === 'function')) return undefined;
+  return binding as NativeFdIndexFunctions;
 }
 
 /** The outcome of loading the addon: the binding, or why there is none. */

@@ -1,0 +1,560 @@
+// The persistent descriptor index on real processes: python3 helpers that open pipes and
+// sockets when told to (and go back to sleep), replace a descriptor with dup2, exit, spin, or
+// open from a second thread; every answer is compared with what the kernel shows, and with a
+// full scanFds pass. The last test measures a thousand idle processes (printed, not asserted).
+import assert from 'node:assert/strict';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { connect, createServer, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { setTimeout as delay } from 'node:timers/promises';
+import { after, afterEach, test, type TestContext } from 'node:test';
+import { createLinuxProcessTable, listPids } from './linux-processes.js';
+import { findPackageRoot, loadNativeAddon, nativeFdIndexFunctions, type RawFdScan } from './native-addon.js';
+import { createPersistentFdIndex, type FdHolder, type PersistentFdIndex, type PersistentFdIndexOptions } from './persistent-fd-index.js';
+import { parseProcStat } from './proc-stat.js';
+import type { OpenFd } from './types.js';
+
+const python = findPython();
+const binding = loadNativeAddon().binding;
+const scanFds = binding?.scanFds?.bind(binding);
+const skip =
+  nativeFdIndexFunctions() === undefined || scanFds === undefined
+    ? 'the addon is not built with the fd index'
+    : python === undefined
+      ? 'needs python3'
+      : false;
+const dir = mkdtempSync(join(tmpdir(), 'stopd-fd-index-'));
+const started: ChildProcess[] = [];
+const indexes: PersistentFdIndex[] = [];
+
+// Each test's indexes end with it: their keeper threads and kept files would blur the next.
+afterEach(() => {
+  for (const index of indexes.splice(0)) index.close();
+});
+
+after(() => {
+  for (const child of started) {
+    if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) continue;
+    // Started detached: each leads its own process group; end the group (theirs only).
+    try {
+      process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      child.kill('SIGKILL');
+    }
+  }
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function findPython(): string | undefined {
+  // The interpreter itself, not a version manager's shell wrapper: quicker to start.
+  const found = spawnSync('python3', ['-c', 'import sys; print(sys.executable)'], { encoding: 'utf8' });
+  return found.status === 0 ? found.stdout.trim() || undefined : undefined;
+}
+
+// A single-threaded helper that sleeps in read(0) and does what each line says, answering one line.
+const IDLE = `
+import os, socket, sys
+keep = []
+def say(*values):
+    sys.stdout.write(' '.join(str(v) for v in values) + '\\n')
+    sys.stdout.flush()
+say('ready')
+for line in iter(sys.stdin.readline, ''):
+    command = line.split()
+    if command[0] == 'pipe':
+        r, w = os.pipe()
+        keep += [r, w]
+        say(r, w, os.fstat(r).st_ino)
+    elif command[0] == 'socket':
+        a, b = socket.socketpair()
+        keep += [a, b]
+        say(a.fileno(), b.fileno(), os.fstat(a.fileno()).st_ino, os.fstat(b.fileno()).st_ino)
+    elif command[0] == 'dup2':
+        target = int(command[1])
+        r, w = os.pipe()
+        os.dup2(r, target)
+        os.close(r)
+        keep.append(w)
+        say(target, w, os.fstat(target).st_ino)
+`;
+
+// Spins (state R) until the flag file exists, opens a pipe, and spins on.
+const BUSY = `
+import os, sys
+print('ready', flush=True)
+while not os.path.exists(sys.argv[1]):
+    pass
+r, w = os.pipe()
+print(r, w, os.fstat(r).st_ino, flush=True)
+while True:
+    pass
+`;
+
+// The main thread sleeps in join(); a second thread opens a pipe when a line arrives.
+const THREADED = `
+import os, sys, threading
+def work():
+    sys.stdin.readline()
+    r, w = os.pipe()
+    print(r, w, os.fstat(r).st_ino, flush=True)
+    sys.stdin.readline()
+thread = threading.Thread(target=work)
+thread.start()
+print('ready', flush=True)
+thread.join()
+`;
+
+/** A python3 helper process talking one line per command. */
+interface Helper {
+  readonly pid: number;
+  readonly child: ChildProcess;
+  /** Writes `command` and resolves with the next line the helper prints, split into numbers. */
+  ask(command: string): Promise<number[]>;
+  /** The next line the helper prints. */
+  next(): Promise<string>;
+  /** Kills it and resolves once it is reaped. */
+  kill(): Promise<void>;
+}
+
+async function startHelper(script: string, args: string[] = []): Promise<Helper> {
+  const child = spawn(python ?? 'python3', ['-c', script, ...args], { stdio: ['pipe', 'pipe', 'inherit'], detached: true });
+  started.push(child);
+  const { pid } = child;
+  if (pid === undefined || child.stdout === null || child.stdin === null) throw new Error('Cannot start python3');
+  const stdin = child.stdin;
+  const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  const next = async (): Promise<string> => {
+    const line = await lines.next();
+    if (line.done === true) throw new Error(`Helper ${pid} ended`);
+    return line.value;
+  };
+  assert.equal(await next(), 'ready');
+  return {
+    pid,
+    child,
+    next,
+    async ask(command) {
+      stdin.write(`${command}\n`);
+      return (await next()).split(' ').map(Number);
+    },
+    async kill() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+function openIndex(options: PersistentFdIndexOptions = {}): PersistentFdIndex {
+  const index = createPersistentFdIndex(options);
+  assert.ok(index, 'the addon has the fd index');
+  indexes.push(index);
+  return index;
+}
+
+/**
+ * Refreshes until `pid` is no longer rescanned: it sleeps, and the index trusts its schedstat.
+ * A helper that just answered may need a refresh or two (its last switch-out is still in
+ * progress when the first one reads it). With a tiny maxKeptFiles nothing may be trusted.
+ */
+async function waitQuiet(index: PersistentFdIndex, pid: number): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    if (!index.refresh().rescanned.includes(pid)) return;
+    if (Date.now() > deadline) throw new Error(`Process ${pid} is rescanned at every refresh although it sleeps`);
+    await delay(5);
+  }
+}
+
+/** The holders of `inode` in a full scan, in the order the index uses. */
+function scanHolders(scan: RawFdScan, inode: number): FdHolder[] {
+  const out: FdHolder[] = [];
+  const { entries } = scan;
+  for (let i = 0; i < entries.length; i += 5) {
+    if (entries[i + 3] !== inode) continue;
+    out.push({ pid: entries[i] ?? 0, fd: entries[i + 1] ?? 0, kind: entries[i + 2] === 0 ? 'socket' : 'pipe' });
+  }
+  return out.sort((a, b) => a.pid - b.pid || a.fd - b.fd);
+}
+
+/** The descriptors of `pid` in a full scan, by fd. */
+function scanFdsOf(scan: RawFdScan, pid: number): OpenFd[] {
+  const out: OpenFd[] = [];
+  const { entries } = scan;
+  for (let i = 0; i < entries.length; i += 5) {
+    if (entries[i] !== pid) continue;
+    const fd = entries[i + 1] ?? 0;
+    const inode = entries[i + 3] ?? 0;
+    const end = entries[i + 4] === 2 ? 'both' : entries[i + 4] === 1 ? 'write' : 'read';
+    out.push(entries[i + 2] === 0 ? { fd, kind: 'socket', inode } : { fd, kind: 'pipe', inode, end });
+  }
+  return out.sort((a, b) => a.fd - b.fd);
+}
+
+function fullScan(): RawFdScan {
+  assert.ok(scanFds);
+  return scanFds('/proc');
+}
+
+// (h): everything that does not depend on kept files must hold when almost none are kept.
+const variants: { name: string; options: PersistentFdIndexOptions }[] = [
+  { name: 'default', options: {} },
+  { name: 'maxKeptFiles 2', options: { maxKeptFiles: 2 } },
+  { name: 'files in this process\'s own table', options: { separateTable: false } },
+];
+for (const variant of variants) {
+  const tiny = variant.options.maxKeptFiles !== undefined;
+  const check = (index: PersistentFdIndex): void => {
+    const { kept } = index.refresh();
+    if (tiny) assert.ok(kept <= 2, `${kept} schedstat files kept with maxKeptFiles 2`);
+  };
+
+  void test(`PersistentFdIndex finds a new process holding a pipe at the next refresh, without listing /proc (${variant.name})`, { skip }, async () => {
+    // A long list interval, so that a found process was found by probing the new pids.
+    const index = openIndex({ ...variant.options, listIntervalMs: 3_600_000 });
+    assert.equal(index.refresh().full, true, 'the first refresh lists /proc');
+    check(index);
+    let probed = 0;
+    // Another process on this machine may make a refresh list /proc (a jump of more than 256
+    // pids, a count that changed meanwhile): try a few times for a refresh that did not.
+    for (let attempt = 0; attempt < 10 && probed === 0; attempt++) {
+      index.refresh(); // what was there before the helper
+      const helper = await startHelper(IDLE);
+      const [r, w, inode] = await helper.ask('pipe');
+      assert.ok(r !== undefined && w !== undefined && inode !== undefined);
+      const { full, rescanned } = index.refresh();
+      assert.ok(rescanned.includes(helper.pid), 'a new process is scanned');
+      assert.deepEqual(index.holders(inode), [
+        { pid: helper.pid, fd: r, kind: 'pipe' },
+        { pid: helper.pid, fd: w, kind: 'pipe' },
+      ]);
+      assert.deepEqual(
+        index.fds(helper.pid)?.filter((fd) => fd.inode === inode),
+        [
+          { fd: r, kind: 'pipe', inode, end: 'read' },
+          { fd: w, kind: 'pipe', inode, end: 'write' },
+        ],
+      );
+      if (!full) probed++;
+      await helper.kill();
+    }
+    assert.ok(probed > 0, 'every refresh listed /proc: the pid probe was never used');
+  });
+
+  void test(`PersistentFdIndex finds a pipe and a socket that a sleeping process opens later (${variant.name})`, { skip }, async () => {
+    const index = openIndex(variant.options);
+    const helper = await startHelper(IDLE);
+    index.refresh();
+    if (!tiny) await waitQuiet(index, helper.pid);
+    const [r, w, pipe] = await helper.ask('pipe');
+    assert.ok(r !== undefined && w !== undefined && pipe !== undefined);
+    assert.ok(index.refresh().rescanned.includes(helper.pid), 'a process that ran is rescanned');
+    assert.deepEqual(index.holders(pipe), [
+      { pid: helper.pid, fd: r, kind: 'pipe' },
+      { pid: helper.pid, fd: w, kind: 'pipe' },
+    ]);
+    if (!tiny) await waitQuiet(index, helper.pid);
+    const [a, b, first, second] = await helper.ask('socket');
+    assert.ok(a !== undefined && b !== undefined && first !== undefined && second !== undefined);
+    check(index);
+    assert.deepEqual(index.holders(first), [{ pid: helper.pid, fd: a, kind: 'socket' }]);
+    assert.deepEqual(index.holders(second), [{ pid: helper.pid, fd: b, kind: 'socket' }]);
+    // And the process table over the index answers the same, for a new request.
+    const table = createLinuxProcessTable({ fdIndex: index });
+    assert.deepEqual(table.findHolders(second), [helper.pid]);
+    assert.deepEqual(
+      table.getProcess(helper.pid)?.fds.filter((fd) => fd.inode === first || fd.inode === pipe),
+      index.fds(helper.pid)?.filter((fd) => fd.inode === first || fd.inode === pipe),
+    );
+    await helper.kill();
+  });
+
+  void test(`PersistentFdIndex sees a pipe dup2()ed over an existing descriptor number (${variant.name})`, { skip }, async () => {
+    const index = openIndex(variant.options);
+    const helper = await startHelper(IDLE);
+    const [r, w, before] = await helper.ask('pipe');
+    assert.ok(r !== undefined && w !== undefined && before !== undefined);
+    index.refresh();
+    if (!tiny) await waitQuiet(index, helper.pid);
+    const [target, w2, afterwards] = await helper.ask(`dup2 ${r}`);
+    assert.ok(target === r && w2 !== undefined && afterwards !== undefined && afterwards !== before);
+    check(index);
+    assert.deepEqual(
+      index.fds(helper.pid)?.find((fd) => fd.fd === r),
+      { fd: r, kind: 'pipe', inode: afterwards, end: 'read' },
+    );
+    assert.deepEqual(index.holders(before), [{ pid: helper.pid, fd: w, kind: 'pipe' }]);
+    assert.deepEqual(index.holders(afterwards), [
+      { pid: helper.pid, fd: r, kind: 'pipe' },
+      { pid: helper.pid, fd: w2, kind: 'pipe' },
+    ]);
+    await helper.kill();
+  });
+
+  void test(`PersistentFdIndex forgets a process that exited (${variant.name})`, { skip }, async () => {
+    const index = openIndex(variant.options);
+    const helper = await startHelper(IDLE);
+    const [, , inode] = await helper.ask('pipe');
+    assert.ok(inode !== undefined);
+    index.refresh();
+    if (!tiny) await waitQuiet(index, helper.pid);
+    assert.equal(index.holders(inode).length, 2);
+    await helper.kill();
+    check(index);
+    assert.equal(index.fds(helper.pid), undefined);
+    assert.deepEqual(index.holders(inode), []);
+  });
+}
+
+void test('PersistentFdIndex reads a sleeping process again within its rescan interval although it did not run', { skip }, async () => {
+  const index = openIndex({ rescanIntervalMs: 400 });
+  const helper = await startHelper(IDLE);
+  index.refresh();
+  await waitQuiet(index, helper.pid);
+  const schedstat = readFileSync(`/proc/${helper.pid}/schedstat`, 'utf8');
+  const quietSince = Date.now();
+  let rescannedAfter: number | undefined;
+  while (rescannedAfter === undefined && Date.now() - quietSince < 5_000) {
+    if (index.refresh().rescanned.includes(helper.pid)) rescannedAfter = Date.now() - quietSince;
+    await delay(10);
+  }
+  assert.equal(readFileSync(`/proc/${helper.pid}/schedstat`, 'utf8'), schedstat, 'the helper did not run meanwhile');
+  assert.ok(rescannedAfter !== undefined, 'never read again');
+  // Due somewhere in the second half of the interval after its last scan, which was at most
+  // one refresh before it was found quiet.
+  assert.ok(rescannedAfter <= 450, `read again only after ${rescannedAfter} ms`);
+  await helper.kill();
+});
+
+for (const separateTable of [true, false]) {
+void test(`PersistentFdIndex ${separateTable ? 'keeps its files out of' : 'skips its files in'} this process's descriptor table and holds none of its sockets`, { skip }, async () => {
+  // A connection open before the index exists: the index must not keep it alive.
+  const server = createServer((socket) => socket.resume());
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  assert.ok(address !== null && typeof address === 'object');
+  const accepted = new Promise<Socket>((resolve) => server.once('connection', resolve));
+  const client = connect(address.port, '127.0.0.1');
+  await new Promise<void>((resolve, reject) => client.once('connect', resolve).once('error', reject));
+  const peer = await accepted;
+  try {
+    const before = readdirSync('/proc/self/fd').length;
+    const index = openIndex({ separateTable });
+    const { kept } = index.refresh();
+    assert.ok(kept > 10, `only ${kept} files kept`);
+    // The kept schedstat files live in a thread of the index's own (when the kernel allows it;
+    // otherwise they are in this table and skipped by number when it is read).
+    const after = readdirSync('/proc/self/fd').length;
+    // A thread with a table of its own (not ours, as all other threads share) holding them all.
+    const keeper = readdirSync('/proc/self/task').some((tid) => {
+      const count = readdirSync(`/proc/self/task/${tid}/fd`).length;
+      return count >= kept && count !== after;
+    });
+    // Without the option, or where unshare(CLONE_FILES) is refused, they are in this table.
+    assert.equal(keeper, separateTable && !(after >= before + kept), 'where the kept files are');
+    if (keeper) assert.ok(after <= before + 2, `${after - before} more descriptors after indexing`);
+    else assert.ok(after >= before + kept, 'the kept files are neither in a thread of their own nor here');
+    // This process's own table is read like any other (not the keeper's): its sockets are there.
+    const sockets = readdirSync('/proc/self/fd')
+      .map((fd) => /^socket:\[(\d+)\]$/.exec(readLink(`/proc/self/fd/${fd}`))?.[1])
+      .filter((inode) => inode !== undefined)
+      .map(Number);
+    assert.ok(sockets.length >= 3, 'a listener and both ends of a connection');
+    const indexed = new Set(index.fds(process.pid)?.filter((fd) => fd.kind === 'socket').map((fd) => fd.inode));
+    for (const inode of sockets) assert.ok(indexed.has(inode), `socket ${inode} of this process is not indexed`);
+    // Closing the client sends its FIN: nothing else holds the socket.
+    const ended = new Promise<void>((resolve) => peer.once('end', resolve));
+    client.end();
+    await ended;
+    index.close();
+  } finally {
+    client.destroy();
+    peer.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+});
+}
+
+void test('PersistentFdIndex rescans a busy-looping process at every refresh and sees what it opens', { skip }, async () => {
+  const index = openIndex();
+  const flag = join(dir, 'go');
+  const helper = await startHelper(BUSY, [flag]);
+  index.refresh();
+  for (let round = 0; round < 3; round++) assert.ok(index.refresh().rescanned.includes(helper.pid), `round ${round}`);
+  writeFileSync(flag, '');
+  const [r, w, inode] = (await helper.next()).split(' ').map(Number);
+  assert.ok(r !== undefined && w !== undefined && inode !== undefined);
+  assert.ok(index.refresh().rescanned.includes(helper.pid));
+  assert.deepEqual(index.holders(inode), [
+    { pid: helper.pid, fd: r, kind: 'pipe' },
+    { pid: helper.pid, fd: w, kind: 'pipe' },
+  ]);
+  await helper.kill();
+});
+
+void test('PersistentFdIndex finds a pipe opened by a second thread while the main thread sleeps', { skip }, async () => {
+  const index = openIndex();
+  const helper = await startHelper(THREADED);
+  index.refresh();
+  // The leader's schedstat does not move while the other thread works: never trusted.
+  for (let round = 0; round < 3; round++) assert.ok(index.refresh().rescanned.includes(helper.pid), `round ${round}`);
+  const [r, w, inode] = await helper.ask('open');
+  assert.ok(r !== undefined && w !== undefined && inode !== undefined);
+  index.refresh();
+  assert.deepEqual(index.holders(inode), [
+    { pid: helper.pid, fd: r, kind: 'pipe' },
+    { pid: helper.pid, fd: w, kind: 'pipe' },
+  ]);
+  await helper.kill();
+});
+
+void test('PersistentFdIndex answers what a full scanFds pass finds at the same moment', { skip }, async () => {
+  const index = openIndex();
+  index.refresh();
+  // Pipes, sockets and a pipe between two processes, made before and after the first refresh.
+  const early = await startHelper(IDLE);
+  const [, , earlyPipe] = await early.ask('pipe');
+  const pipeline = spawn('sh', ['-c', 'sleep 60 | cat'], { stdio: 'ignore', detached: true });
+  started.push(pipeline);
+  index.refresh();
+  const late = await startHelper(IDLE);
+  const [, , latePipe] = await late.ask('pipe');
+  const [, , lateSocket, latePeer] = await late.ask('socket');
+  const [, , earlySocket] = await early.ask('socket');
+  const threaded = await startHelper(THREADED);
+  const [, , threadPipe] = await threaded.ask('open');
+  const pids = [early.pid, late.pid, threaded.pid];
+  // The pipeline's sleep and cat, once both hold their end and the shell has closed its own.
+  const pipePids = await waitForValue('sleep | cat', () => {
+    const kids = listPids().filter((pid) => ppidOf(pid) === pipeline.pid);
+    const scan = fullScan();
+    const ends = kids.flatMap((pid) => scanFdsOf(scan, pid).filter((fd) => fd.kind === 'pipe' && (fd.fd === 0 || fd.fd === 1)));
+    return kids.length === 2 && ends.length === 2 && ends[0]?.inode === ends[1]?.inode ? { kids, inode: ends[0]?.inode ?? 0 } : undefined;
+  });
+  pids.push(...pipePids.kids);
+  for (const pid of pids) await waitQuiet(index, pid).catch(() => undefined); // settle; threaded never does
+
+  index.refresh();
+  const scan = fullScan();
+  const inodes = [earlyPipe, earlySocket, latePipe, lateSocket, latePeer, threadPipe, pipePids.inode];
+  for (const inode of inodes) {
+    assert.ok(inode !== undefined && inode > 0);
+    const holders = index.holders(inode);
+    assert.ok(holders.length > 0, `no holder of ${inode}`);
+    assert.deepEqual(holders, scanHolders(scan, inode), `holders of ${inode}`);
+  }
+  for (const pid of pids) assert.deepEqual(index.fds(pid), scanFdsOf(scan, pid), `descriptors of ${pid}`);
+  assert.deepEqual(index.unreadable().denied, [...scan.denied].sort((a, b) => a - b));
+  for (const helper of [early, late, threaded]) await helper.kill();
+});
+
+void test('PersistentFdIndex with 1 000 idle processes: refresh cost (printed) and the same answers as scanFds', { skip: skip || (hasCc() ? false : 'needs cc') }, async (t: TestContext) => {
+  const root = findPackageRoot();
+  assert.ok(root !== undefined);
+  const crowdBin = join(dir, 'crowd');
+  execFileSync('cc', ['-O2', '-o', crowdBin, join(root, 'bench', 'floor', 'crowd.c')]);
+  const file = join(dir, 'crowd-file');
+  writeFileSync(file, '');
+  const crowd = spawn(crowdBin, ['1000', file], { stdio: ['ignore', 'pipe', 'inherit'], detached: true });
+  started.push(crowd);
+  assert.ok(crowd.stdout !== null && crowd.pid !== undefined);
+  const crowdPid = crowd.pid;
+  const lines = createInterface({ input: crowd.stdout })[Symbol.asyncIterator]();
+  assert.equal((await lines.next()).value, 'ready 1000');
+  try {
+    const time = <T>(run: () => T): [number, T] => {
+      const begin = performance.now();
+      const value = run();
+      return [performance.now() - begin, value];
+    };
+    const index = openIndex();
+    const [firstMs, first] = time(() => index.refresh());
+    const incremental: number[] = [];
+    let rescanned = 0;
+    let full = 0;
+    for (let i = 0; i < 30; i++) {
+      const [ms, stats] = time(() => index.refresh());
+      incremental.push(ms);
+      rescanned += stats.rescanned.length;
+      if (stats.full) full++;
+    }
+    const scans: number[] = [];
+    for (let i = 0; i < 5; i++) scans.push(time(() => fullScan())[0]);
+    // One holder question as a request asks it: a fresh table, then findHolders.
+    const members = listPids().filter((pid) => ppidOf(pid) === crowdPid);
+    assert.equal(members.length, 1000);
+    const probe = index.fds(members[0] ?? 0)?.find((fd) => fd.kind === 'pipe')?.inode ?? 0;
+    const viaIndex: number[] = [];
+    const viaScan: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      viaIndex.push(time(() => createLinuxProcessTable({ fdIndex: index }).findHolders(probe))[0]);
+      viaScan.push(time(() => createLinuxProcessTable({ nativeScan: true }).findHolders(probe))[0]);
+    }
+    t.diagnostic(`processes tracked: ${first.tracked}, schedstat files kept: ${first.kept}`);
+    t.diagnostic(`first refresh (full listing, every process read): ${firstMs.toFixed(1)} ms`);
+    t.diagnostic(
+      `incremental refresh: median ${median(incremental).toFixed(2)} ms, min ${Math.min(...incremental).toFixed(2)} ms, ` +
+        `max ${Math.max(...incremental).toFixed(2)} ms; ${(rescanned / incremental.length).toFixed(1)} processes rescanned per refresh; ` +
+        `${full} of ${incremental.length} listed /proc`,
+    );
+    t.diagnostic(`scanFds (every /proc/PID/fd): median ${median(scans).toFixed(1)} ms`);
+    t.diagnostic(
+      `findHolders in a fresh table: over the index ${median(viaIndex).toFixed(2)} ms, with a full native scan ${median(viaScan).toFixed(1)} ms`,
+    );
+
+    // Same answers as a full pass for every pipe of the crowd, and every member's descriptors.
+    index.refresh();
+    const scan = fullScan();
+    for (const pid of members) {
+      const fds = index.fds(pid);
+      assert.deepEqual(fds, scanFdsOf(scan, pid), `descriptors of ${pid}`);
+      for (const fd of fds ?? []) assert.deepEqual(index.holders(fd.inode), scanHolders(scan, fd.inode), `holders of ${fd.inode}`);
+      // Besides what it inherited, each member holds both ends of a pipe of its own.
+      const own = (fds ?? []).filter((fd) => index.holders(fd.inode).every((holder) => holder.pid === pid));
+      assert.deepEqual(own.map((fd) => fd.kind === 'pipe' && fd.end), ['read', 'write'], `the own pipe of ${pid}`);
+    }
+  } finally {
+    process.kill(-crowdPid, 'SIGKILL');
+  }
+});
+
+/** Polls `probe` until it returns a value, for at most 10 s: readiness without fixed sleeps. */
+async function waitForValue<T>(what: string, probe: () => T | undefined): Promise<T> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const value = probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
+    await delay(10);
+  }
+}
+
+function ppidOf(pid: number): number | undefined {
+  try {
+    return parseProcStat(readFileSync(`/proc/${pid}/stat`, 'utf8')).ppid;
+  } catch {
+    return undefined; // exited meanwhile
+  }
+}
+
+/** A link's text, or '' when it is gone. */
+function readLink(path: string): string {
+  try {
+    return readlinkSync(path);
+  } catch {
+    return '';
+  }
+}
+
+function hasCc(): boolean {
+  return spawnSync('cc', ['--version'], { stdio: 'ignore' }).status === 0;
+}
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
+}

@@ -20,10 +20,15 @@ export interface ClosureTiming {
   readonly upstream: number;
 }
 
-/** Resolves the closure of the connection `local -> remote` `iterations` times (after 3 warm-up runs). */
-export function timeClosure(local: Endpoint, remote: Endpoint, iterations: number): ClosureTiming {
+/**
+ * Resolves the closure of the connection `local -> remote` `iterations` times (after 3 warm-up
+ * runs). `index: 'incremental'` is the daemon's way (one descriptor index refreshed at each
+ * resolution); `'full'` scans every `/proc/PID/fd` at each resolution, like the C floor, so
+ * that ratio compares the same work in JavaScript and in C.
+ */
+export function timeClosure(local: Endpoint, remote: Endpoint, iterations: number, index: 'incremental' | 'full'): ClosureTiming {
   const sockets = createLinuxSocketTable({ log: () => undefined });
-  const fdIndex = createPersistentFdIndex();
+  const fdIndex = index === 'incremental' ? createPersistentFdIndex() : undefined;
   const samples: number[] = [];
   let processes = 0;
   let upstream = 0;

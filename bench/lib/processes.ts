@@ -168,19 +168,6 @@ export async function countSockets(state: 'established' | 'time-wait'): Promise<
   return stdout.split('\n').filter((line) => line.trim().length > 0).length;
 }
 
-/**
- * Waits (at most `timeoutMs`) until fewer than `below` TIME_WAIT sockets are left: the kernel
- * keeps them 60 s, and whole-table socket dumps (SV requests) walk them. Returns the count left.
- */
-export async function drainTimeWait(below: number, timeoutMs = 65_000): Promise<number> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const left = await countSockets('time-wait');
-    if (left < below || Date.now() > deadline) return left;
-    await new Promise((resolveDelay) => setTimeout(resolveDelay, 1000));
-  }
-}
-
 /** Starts `count` established loopback connections 127.0.0.3 -> 127.0.0.4 in holder processes. */
 export async function startBackground(count: number): Promise<Stoppable[]> {
   const holders: Stoppable[] = [];

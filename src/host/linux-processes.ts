@@ -143,7 +143,7 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
   const readCmdline = options.readCmdline ?? true;
   const namedPipes = fdIndex?.namedPipes ?? options.namedPipes ?? true;
   const onDenied = options.onDenied ?? (process.geteuid?.() === 0 ? 'skip' : 'throw');
-  const clockTicks = options.clockTicks ?? readClockTicks(procRoot);
+  const clockTicks = options.clockTicks ?? recent(`clock ticks of ${procRoot}`, () => readClockTicks(procRoot), Number.POSITIVE_INFINITY);
   const scanFds = fdIndex === undefined && (options.nativeScan ?? procRoot === '/proc') ? nativeScanner() : undefined;
   if (!(clockTicks > 0)) throw new HostLookupError(`Cannot use clock ticks ${clockTicks}: must be positive`);
   if (options.procRoot !== undefined && options.procRoot !== procRoot) {
@@ -160,7 +160,7 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
   const denied = new Set<number>();
 
   const bootTime = (): number => {
-    if (bootTimeMs === undefined) {
+    bootTimeMs ??= recent(`boot time of ${procRoot}`, () => {
       const path = `${procRoot}/stat`;
       let text: string;
       try {
@@ -168,8 +168,8 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
       } catch (error) {
         throw new HostLookupError(`Cannot read ${path}: ${describe(error)}`, { cause: error });
       }
-      bootTimeMs = parseBootTime(text) * 1000;
-    }
+      return parseBootTime(text) * 1000;
+    });
     return bootTimeMs;
   };
 
@@ -344,8 +344,15 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
     return indexed.retried.get(pid)?.map((entry) => entry.fd) ?? fdIndex.fds(pid);
   };
 
+  /** `/proc/PID/status` as first read in this snapshot: the holder order and getProcess both need it. */
+  const statusTexts = new Map<number, string | undefined>();
+  const readStatus = (pid: number): string | undefined => {
+    if (!statusTexts.has(pid)) statusTexts.set(pid, readText(pid, 'status', 'latin1'));
+    return statusTexts.get(pid);
+  };
+
   const effectiveUid = (pid: number): number | undefined => {
-    const status = readText(pid, 'status', 'latin1');
+    const status = readStatus(pid);
     return status === undefined ? undefined : parseStatusUids(status).effective;
   };
 
@@ -355,7 +362,7 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
       const statText = readText(pid, 'stat', 'utf8');
       if (statText === undefined) return undefined;
       const stat = parseProcStat(statText);
-      const status = readText(pid, 'status', 'latin1');
+      const status = readStatus(pid);
       if (status === undefined) return undefined;
       let cmdline: string[] = [];
       if (readCmdline) {
@@ -411,7 +418,7 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
     },
 
     isLocalAddress(address: string): boolean {
-      localAddresses ??= buildLocalAddresses();
+      localAddresses ??= recent('local addresses', buildLocalAddresses);
       const bare = address.replace(/%.*$/, '');
       if (isIPv4(bare)) return localAddresses.check(bare, 'ipv4');
       // BlockList matches IPv4-mapped IPv6 (`::ffff:127.0.0.1`) against IPv4 rules.
@@ -425,6 +432,8 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
 
     refresh(): void {
       denied.clear();
+      statusTexts.clear();
+      forgetRecent();
       bootTimeMs = undefined;
       index = undefined;
       scannedFds = undefined;
@@ -466,6 +475,27 @@ function splitCmdline(raw: string): string[] {
   const parts = raw.split('\0');
   if (parts.at(-1) === '') parts.pop();
   return parts;
+}
+
+/**
+ * Values that rarely change, shared by the tables created within `maxAgeMs` (one per SV
+ * request): boot time (wall-clock based: it moves only when the clock is stepped), the
+ * host's interface addresses and CLK_TCK. Reading them costs more than a small closure.
+ */
+const recentValues = new Map<string, { readonly at: number; readonly value: unknown }>();
+
+function recent<T>(key: string, compute: () => T, maxAgeMs = 1000): T {
+  const now = performance.now();
+  const known = recentValues.get(key);
+  if (known !== undefined && now - known.at < maxAgeMs) return known.value as T;
+  const value = compute();
+  recentValues.set(key, { at: now, value });
+  return value;
+}
+
+/** Forgets the shared values (a table's `refresh()`: the caller wants everything read again). */
+function forgetRecent(): void {
+  recentValues.clear();
 }
 
 function buildLocalAddresses(): BlockList {

@@ -70,6 +70,17 @@ test('formatCanonicalJson gives identical text for objects built with different 
   assert.equal(formatCanonicalJson(a), '{"a":{"x":"s","y":[1,{"p":null,"q":true}]},"b":1}');
 });
 
+test('formatCanonicalJson writes strings, keys and numbers exactly as JSON.stringify does', () => {
+  const strings = ['plain', 'quote " and \\ backslash', 'tab\tnew\nline\u0000nul\u001f', 'lone \ud800 high', 'lone \udc00 low', 'pair \ud83d\ude00', 'é ü 中文', '\u2028\u2029', ''];
+  const numbers = [0, -0, 1, -1.5, 1e21, 1e-7, 123456789012345, Number.MAX_SAFE_INTEGER, 5e-324];
+  for (const text of strings) {
+    assert.equal(formatCanonicalJson(text), JSON.stringify(text));
+    assert.equal(formatCanonicalJson({ [text]: text }), `{${JSON.stringify(text)}:${JSON.stringify(text)}}`);
+  }
+  for (const number of numbers) assert.equal(formatCanonicalJson([number]), JSON.stringify([number]));
+  assert.equal(formatCanonicalJson([true, false, null]), '[true,false,null]');
+});
+
 test('formatCanonicalJson leaves out undefined properties like JSON', () => {
   assert.equal(formatCanonicalJson({ a: undefined, b: 2 }), '{"b":2}');
 });

@@ -284,49 +284,85 @@ function copySocket(socket: ClosureSocket): ClosureSocket {
  * Buffer, class instances) and cycles.
  */
 export function formatCanonicalJson(value: unknown): string {
-  return encode(value, '$', new Set());
+  const out: string[] = [];
+  encode(value, undefined, new Set(), out);
+  return out.join('');
 }
 
-function encode(value: unknown, path: string, ancestors: Set<object>): string {
+/**
+ * Where a value sits, as a linked list from the value up to the root; turned into text
+ * (`$.a[2].b`) only for an error message, so encoding builds no path strings.
+ */
+interface JsonPath {
+  readonly parent: JsonPath | undefined;
+  readonly key: string | number;
+}
+
+function pathText(path: JsonPath | undefined): string {
+  const parts: string[] = [];
+  for (let at = path; at !== undefined; at = at.parent) parts.push(typeof at.key === 'number' ? `[${at.key}]` : `.${at.key}`);
+  return `$${parts.reverse().join('')}`;
+}
+
+/** Characters JSON.stringify escapes: quote, backslash, controls, and (lone) surrogates. */
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
+
+/** Appends the canonical text of `value` to `out`. */
+function encode(value: unknown, path: JsonPath | undefined, ancestors: Set<object>, out: string[]): void {
   switch (typeof value) {
     case 'string':
+      // Most evidence strings need no escaping: skip the call into JSON.stringify for them.
+      out.push(NEEDS_ESCAPE.test(value) ? JSON.stringify(value) : `"${value}"`);
+      return;
     case 'boolean':
-      return JSON.stringify(value);
+      out.push(value ? 'true' : 'false');
+      return;
     case 'number':
-      if (!Number.isFinite(value)) throw new TypeError(`Cannot encode evidence as JSON: ${path} is ${value}`);
-      return JSON.stringify(value);
+      if (!Number.isFinite(value)) throw new TypeError(`Cannot encode evidence as JSON: ${pathText(path)} is ${value}`);
+      // Number-to-string is the same algorithm in String() and JSON.stringify (-0 gives "0" in both).
+      out.push(String(value));
+      return;
     case 'object':
       break;
     default:
-      throw new TypeError(`Cannot encode evidence as JSON: ${path} is ${describe(value)}`);
+      throw new TypeError(`Cannot encode evidence as JSON: ${pathText(path)} is ${describe(value)}`);
   }
-  if (value === null) return 'null';
-  if (ancestors.has(value)) throw new TypeError(`Cannot encode evidence as JSON: ${path} refers back to itself`);
+  if (value === null) {
+    out.push('null');
+    return;
+  }
+  if (ancestors.has(value)) throw new TypeError(`Cannot encode evidence as JSON: ${pathText(path)} refers back to itself`);
   ancestors.add(value);
   try {
     if (Array.isArray(value)) {
       // An index loop, not map(): map skips the holes of a sparse array, which would yield `[1,,2]`.
       const array = value as unknown[];
-      const items: string[] = [];
+      out.push('[');
       for (let index = 0; index < array.length; index += 1) {
         const item = array[index];
-        if (item === undefined) throw new TypeError(`Cannot encode evidence as JSON: ${path}[${index}] is undefined`);
-        items.push(encode(item, `${path}[${index}]`, ancestors));
+        if (item === undefined) throw new TypeError(`Cannot encode evidence as JSON: ${pathText({ parent: path, key: index })} is undefined`);
+        if (index > 0) out.push(',');
+        encode(item, { parent: path, key: index }, ancestors, out);
       }
-      return `[${items.join(',')}]`;
+      out.push(']');
+      return;
     }
     const prototype: unknown = Object.getPrototypeOf(value);
     if (prototype !== Object.prototype && prototype !== null) {
-      throw new TypeError(`Cannot encode evidence as JSON: ${path} is not a plain object (${describe(value)})`);
+      throw new TypeError(`Cannot encode evidence as JSON: ${pathText(path)} is not a plain object (${describe(value)})`);
     }
     const record = value as Record<string, unknown>;
-    const members: string[] = [];
+    out.push('{');
+    let first = true;
     for (const key of Object.keys(record).sort()) {
       const member = record[key];
       if (member === undefined) continue;
-      members.push(`${JSON.stringify(key)}:${encode(member, `${path}.${key}`, ancestors)}`);
+      if (!first) out.push(',');
+      first = false;
+      out.push(NEEDS_ESCAPE.test(key) ? JSON.stringify(key) : `"${key}"`, ':');
+      encode(member, { parent: path, key }, ancestors, out);
     }
-    return `{${members.join(',')}}`;
+    out.push('}');
   } finally {
     ancestors.delete(value);
   }

@@ -305,6 +305,7 @@ function pathText(path: JsonPath | undefined): string {
 }
 
 /** Characters JSON.stringify escapes: quote, backslash, controls, and (lone) surrogates. */
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
 const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
 
 /** Appends the canonical text of `value` to `out`. */

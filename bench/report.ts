@@ -177,16 +177,35 @@ export function formatReport(results: BenchResults): string {
           spread(ratio?.throughput),
           `${fmt(ours?.p50Ms.median ?? Number.NaN)} / ${fmt(ours?.p99Ms.median ?? Number.NaN)}`,
           `${fmt(theirs?.p50Ms.median ?? Number.NaN)} / ${fmt(theirs?.p99Ms.median ?? Number.NaN)}`,
+          `${fmt(ours?.cpuMsPerRequest.median ?? Number.NaN)} / ${fmt(theirs?.cpuMsPerRequest.median ?? Number.NaN)}`,
+          spread(ratio?.cpu),
         ]);
       }
     }
-    out.push(table(['background connections', 'concurrency', 'stopd req/s', 'oidentd req/s', 'ratio', 'stopd p50 / p99 ms', 'oidentd p50 / p99 ms'], rows));
+    out.push(
+      table(
+        [
+          'background connections',
+          'concurrency',
+          'stopd req/s',
+          'oidentd req/s',
+          'ratio',
+          'stopd p50 / p99 ms',
+          'oidentd p50 / p99 ms',
+          'daemon CPU ms per request, stopd / oidentd',
+          'CPU ratio (stopd ÷ oidentd)',
+        ],
+        rows,
+      ),
+    );
     out.push('');
     out.push(
       `${id.rounds} rounds of ${id.durationMs / 1000} s per cell, daemon order alternating; one new connection per query. ` +
         `TIME_WAIT sockets on the machine after each block: ${Object.entries(id.timeWaitAfter)
           .map(([k, v]) => `${k.replace('/', ' bg, c=')}: ${v}`)
-          .join('; ')}.`,
+          .join('; ')}. ` +
+        'Daemon CPU is user + system time from /proc/PID/stat over each run (oidentd\'s forked children included once reaped), ' +
+        'divided by the queries answered: it tells the daemons apart even when the load generator, sharing the CPUs, caps the request rate.',
     );
     const failed = id.cells.filter((c) => c.failed > 0);
     if (failed.length > 0) out.push(`Failed queries: ${failed.map((c) => `${c.daemon} ${c.background}/${c.concurrency}: ${c.failed} (${c.failures.join('; ')})`).join('; ')}.`);

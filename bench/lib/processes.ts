@@ -195,6 +195,20 @@ export function readMemory(pid: number): { vmHWMkB: number; vmRSSkB: number } {
   return { vmHWMkB: field('VmHWM'), vmRSSkB: field('VmRSS') };
 }
 
+/**
+ * CPU time a process has used, in milliseconds: user and system time of the process and of
+ * the children it has waited for (`/proc/PID/stat` fields 14 to 17, in clock ticks of 10 ms).
+ * For a forking server (oidentd) the children count once they are reaped.
+ */
+export function cpuMs(pid: number): number {
+  const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name, which is in parentheses and may hold spaces.
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  // fields[0] is field 3 (state): field N is fields[N - 3].
+  const ticks = [14, 15, 16, 17].reduce((total, n) => total + Number(fields[n - 3]), 0);
+  return ticks * 10;
+}
+
 /** A stopd process of the bench. */
 export interface BenchStopd extends Stoppable {
   readonly host: string;

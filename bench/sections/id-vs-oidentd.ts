@@ -14,7 +14,7 @@
  * ident work.
  */
 import type { LoadResult } from '../lib/load-client.js';
-import { countSockets, hasProgram, readMemory, runLoad, startBackground, startOidentd, startQueriedConnection, startStopd, type BenchStopd, type Stoppable } from '../lib/processes.js';
+import { countSockets, cpuMs, hasProgram, readMemory, runLoad, startBackground, startOidentd, startQueriedConnection, startStopd, type BenchStopd, type Stoppable } from '../lib/processes.js';
 import { repeated, type Repeated } from '../lib/stats.js';
 
 export interface IdCell {
@@ -24,6 +24,8 @@ export interface IdCell {
   readonly perSecond: Repeated;
   readonly p50Ms: Repeated;
   readonly p99Ms: Repeated;
+  /** The daemon's CPU time per successful request (ms; its reaped children included). */
+  readonly cpuMsPerRequest: Repeated;
   readonly failed: number;
   readonly failures: readonly string[];
 }
@@ -35,7 +37,7 @@ export interface IdVsOidentdResult {
   readonly sampleReplies: Record<string, string>;
   readonly cells: readonly IdCell[];
   /** stopd / oidentd requests per second, median of the per-round ratios. */
-  readonly ratios: readonly { background: number; concurrency: number; throughput: Repeated; p99: Repeated }[];
+  readonly ratios: readonly { background: number; concurrency: number; throughput: Repeated; p99: Repeated; cpu: Repeated }[];
   readonly timeWaitAfter: Record<string, number>;
   /** Established TCP sockets on the machine with the background connections in place (both ends count). */
   readonly establishedWithBackground: Record<string, number>;
@@ -50,13 +52,13 @@ export async function benchIdVsOidentd(options: { durationMs: number; rounds: nu
     const line = await startQueriedConnection(started);
     const stopd: BenchStopd = await startStopd();
     started.push(stopd);
-    const daemons: { name: 'stopd' | 'oidentd'; host: string; port: number; expect: string }[] = [
-      { name: 'stopd', host: stopd.host, port: stopd.port, expect: '^\\d+,\\d+:USERID:OTHER:[0-9a-f]{64}$' },
+    const daemons: { name: 'stopd' | 'oidentd'; pid: number; host: string; port: number; expect: string }[] = [
+      { name: 'stopd', pid: stopd.pid, host: stopd.host, port: stopd.port, expect: '^\\d+,\\d+:USERID:OTHER:[0-9a-f]{64}$' },
     ];
     if (haveOidentd) {
       const oidentd = await startOidentd();
       started.push(oidentd);
-      daemons.push({ name: 'oidentd', host: oidentd.host, port: oidentd.port, expect: '^\\s*\\d+\\s*,\\s*\\d+\\s*:\\s*USERID\\s*:' });
+      daemons.push({ name: 'oidentd', pid: oidentd.pid, host: oidentd.host, port: oidentd.port, expect: '^\\s*\\d+\\s*,\\s*\\d+\\s*:\\s*USERID\\s*:' });
     }
     const sampleReplies: Record<string, string> = {};
     for (const daemon of daemons) {
@@ -68,6 +70,7 @@ export async function benchIdVsOidentd(options: { durationMs: number; rounds: nu
     }
 
     const raw = new Map<string, LoadResult[]>();
+    const cpu = new Map<string, number[]>();
     const timeWaitAfter: Record<string, number> = {};
     const backgroundSeen: Record<string, number> = {};
     // Rounds outermost: idle and loaded blocks alternate too (their order flips each round),
@@ -82,6 +85,7 @@ export async function benchIdVsOidentd(options: { durationMs: number; rounds: nu
             // ABAB: the first daemon alternates too.
             const order = round % 2 === 0 ? daemons : [...daemons].reverse();
             for (const daemon of order) {
+              const cpuBefore = cpuMs(daemon.pid);
               const result = await runLoad({
                 host: daemon.host,
                 port: daemon.port,
@@ -95,6 +99,9 @@ export async function benchIdVsOidentd(options: { durationMs: number; rounds: nu
               });
               const key = `${daemon.name}/${background}/${concurrency}`;
               raw.set(key, [...(raw.get(key) ?? []), result]);
+              // Includes the warm-up queries: counted in, since their CPU is in the difference too.
+              const served = result.ok + 20;
+              cpu.set(key, [...(cpu.get(key) ?? []), (cpuMs(daemon.pid) - cpuBefore) / served]);
             }
             timeWaitAfter[`${background}/${concurrency}`] = await countSockets('time-wait');
           }
@@ -115,6 +122,7 @@ export async function benchIdVsOidentd(options: { durationMs: number; rounds: nu
         perSecond: repeated(results.map((result) => result.perSecond)),
         p50Ms: repeated(results.map((result) => result.latency.p50)),
         p99Ms: repeated(results.map((result) => result.latency.p99)),
+        cpuMsPerRequest: repeated(cpu.get(key) ?? []),
         failed: results.reduce((total, result) => total + result.failed, 0),
         failures: [...new Set(results.flatMap((result) => result.failures))].slice(0, 5),
       });
@@ -130,6 +138,11 @@ export async function benchIdVsOidentd(options: { durationMs: number; rounds: nu
             concurrency,
             throughput: repeated(ours.map((result, i) => result.perSecond / (theirs[i]?.perSecond ?? Number.NaN))),
             p99: repeated(ours.map((result, i) => result.latency.p99 / (theirs[i]?.latency.p99 ?? Number.NaN))),
+            cpu: repeated(
+              (cpu.get(`stopd/${background}/${concurrency}`) ?? []).map(
+                (ms, i) => ms / (cpu.get(`oidentd/${background}/${concurrency}`)?.[i] ?? Number.NaN),
+              ),
+            ),
           });
         }
       }

@@ -289,13 +289,26 @@ static int visit_lookup(const struct nlmsghdr *h, void *ctx) {
 
 /* Opens a sock_diag socket, runs one request through `visit`, closes it. Returns 0 or an
  * errno; on failure *opened says whether the socket could be opened at all. */
+/*
+ * One netlink socket per thread, kept between requests: opening, configuring and closing a
+ * socket (and its receive buffer) cost more than the lookup itself, which an ID request makes
+ * twice. Each transaction takes a fresh seq, so a reply left over from an earlier one is
+ * skipped; after any failure but "no such socket" the socket is dropped and the next call
+ * opens a new one, so nothing half-read is ever carried over.
+ */
+static __thread struct nl_conn kept_conn = {.fd = -1, .seq = 0, .buf = NULL};
+
 static int nl_once(struct nlmsghdr *req, nl_visit_fn visit, void *ctx, bool *opened) {
-  struct nl_conn c;
-  int err = nl_open(&c);
-  *opened = err == 0;
-  if (err != 0) return err;
-  err = nl_transact(&c, req, visit, ctx);
-  nl_close(&c);
+  if (kept_conn.fd < 0) {
+    int err = nl_open(&kept_conn);
+    *opened = err == 0;
+    if (err != 0) return err;
+  } else {
+    *opened = true;
+    kept_conn.seq = __atomic_fetch_add(&next_seq, 1, __ATOMIC_RELAXED);
+  }
+  int err = nl_transact(&kept_conn, req, visit, ctx);
+  if (err != 0 && err != ENOENT) nl_close(&kept_conn);
   return err;
 }
 

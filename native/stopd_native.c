@@ -1045,9 +1045,18 @@ struct inode_map {
 };
 
 /* One process the index knows. */
+/* One other thread of a trusted multi-threaded process: its schedstat, kept open, and the
+ * numbers read from it before the process's descriptors. */
+struct kept_thread {
+  int fd;
+  uint64_t stats[3];
+};
+
 struct tracked {
   int32_t pid;
   int kept;               /* PROCROOT/PID/schedstat, open between refreshes; -1 when not kept */
+  struct kept_thread *threads; /* the other threads' schedstat (trusted multi-threaded only) */
+  uint32_t nthreads;
   uint8_t outcome;        /* PID_OK, PID_DENIED or PID_FAILED at its last scan */
   uint8_t trusted;        /* not volatile: unchanged schedstat means unchanged descriptors */
   uint64_t stats[3];      /* sum_exec_runtime, run_delay, pcount, read before the descriptors */
@@ -1256,19 +1265,22 @@ static long long read_last_pid(int root_fd) {
   return last == NULL ? -1 : parse_decimal(last + 1, INT32_MAX);
 }
 
-/* Steps 2 and 3 of the rule above: whether unchanged schedstat numbers will mean unchanged
- * descriptors, i.e. the process is blocked, single-threaded, or a zombie. */
-static int is_quiet(const struct fd_index *ix, const char *pid_name) {
-  char rel[40], buf[STAT_BUF_SIZE];
-  snprintf(rel, sizeof rel, "%s/wchan", pid_name);
+/* Steps 2 and 3 of the rule above for one task (`task` is "PID" or "PID/task/TID"): whether
+ * it was blocked, or is a zombie alone in its group. *threads gets num_threads (0 when stat
+ * could not be read). A zombie leader with other threads left is not quiet: they still run. */
+static int is_quiet(const struct fd_index *ix, const char *task, long *threads) {
+  char rel[64], buf[STAT_BUF_SIZE];
+  *threads = 0;
+  snprintf(rel, sizeof rel, "%s/wchan", task);
   ssize_t n = read_proc_file(ix->root_fd, rel, buf, 64); /* a symbol can be long; its start will do */
   int blocked = n > 0 && !(n == 1 && buf[0] == '0');
-  snprintf(rel, sizeof rel, "%s/stat", pid_name);
+  snprintf(rel, sizeof rel, "%s/stat", task);
   n = read_proc_file(ix->root_fd, rel, buf, sizeof buf);
   char state;
-  long threads;
-  if (n <= 0 || parse_stat(buf, &state, &threads) != 0 || threads != 1) return 0;
-  if (state == 'Z' || state == 'X') return 1;
+  long count;
+  if (n <= 0 || parse_stat(buf, &state, &count) != 0 || count < 1) return 0;
+  *threads = count;
+  if (state == 'Z' || state == 'X') return count == 1;
   return blocked && state != 'R';
 }
 
@@ -1298,8 +1310,21 @@ static void drop_fds(struct fd_index *ix, struct tracked *t) {
   t->nfds = 0;
 }
 
-/* Closes a process's kept schedstat, if any. */
+/* Closes the kept schedstat files of a process's other threads, if any. */
+static void drop_threads(struct fd_index *ix, struct tracked *t) {
+  for (uint32_t i = 0; i < t->nthreads; i++) {
+    bits_remove(&ix->kept_fds, t->threads[i].fd);
+    close(t->threads[i].fd);
+    ix->kept--;
+  }
+  free(t->threads);
+  t->threads = NULL;
+  t->nthreads = 0;
+}
+
+/* Closes a process's kept schedstat files (its own and its threads'), if any. */
 static void drop_kept(struct fd_index *ix, struct tracked *t) {
+  drop_threads(ix, t);
   if (t->kept < 0) return;
   bits_remove(&ix->kept_fds, t->kept);
   close(t->kept);
@@ -1336,6 +1361,88 @@ static int set_fds(struct fd_index *ix, struct tracked *t, const struct fd_vec *
   return 0;
 }
 
+/* The thread ids of a process (PROCROOT/PID/task), ascending, into `out`. Returns 0 or an
+ * errno. */
+static int list_tasks(const struct fd_index *ix, const char *pid_name, struct i32_vec *out) {
+  char rel[40];
+  snprintf(rel, sizeof rel, "%s/task", pid_name);
+  int dfd = openat(ix->root_fd, rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return errno;
+  DIR *dir = fdopendir(dfd);
+  if (dir == NULL) {
+    int err = errno;
+    close(dfd);
+    return err;
+  }
+  out->count = 0;
+  int err = 0;
+  for (;;) {
+    errno = 0;
+    struct dirent *e = readdir(dir);
+    if (e == NULL) {
+      err = errno;
+      break;
+    }
+    long long tid = parse_decimal(e->d_name, INT32_MAX);
+    if (tid > 0 && (err = i32_push(out, (int32_t)tid)) != 0) break;
+  }
+  closedir(dir);
+  if (err == 0) qsort(out->items, out->count, sizeof *out->items, compare_i32);
+  return err;
+}
+
+/*
+ * Steps 3a to 3c of the rule above, for a multi-threaded process whose leader is quiet: lists
+ * its threads, keeps each other thread's schedstat (read before its wchan is checked), and
+ * lists the threads again. Returns 1 when every thread was quiet and the list did not change
+ * (the files stay kept in t->threads), 0 when the process is not to be trusted (none kept),
+ * -1 when out of memory.
+ */
+static int keep_threads(struct fd_index *ix, struct tracked *t, const char *pid_name) {
+  struct i32_vec before = {0}, after = {0};
+  int quiet = 0, nomem = 0;
+  int err = list_tasks(ix, pid_name, &before);
+  if (err == ENOMEM) nomem = 1;
+  if (err == 0 && before.count > 1 && before.count - 1 <= ix->max_kept - ix->kept) {
+    t->threads = calloc(before.count - 1, sizeof *t->threads);
+    if (t->threads == NULL) nomem = 1;
+    quiet = t->threads != NULL;
+    for (size_t i = 0; i < before.count && quiet; i++) {
+      int32_t tid = before.items[i];
+      if (tid == t->pid) continue; /* the leader: already read and checked, through PID/ */
+      char task[48], rel[64];
+      snprintf(task, sizeof task, "%s/task/%d", pid_name, (int)tid);
+      snprintf(rel, sizeof rel, "%s/schedstat", task);
+      struct kept_thread *k = &t->threads[t->nthreads];
+      k->fd = openat(ix->root_fd, rel, O_RDONLY | O_CLOEXEC);
+      if (k->fd < 0) {
+        quiet = 0;
+        break;
+      }
+      if (read_stats(k->fd, k->stats) != 0 || bits_add(&ix->kept_fds, k->fd) != 0) {
+        close(k->fd);
+        quiet = 0;
+        break;
+      }
+      t->nthreads++;
+      ix->kept++;
+      long threads;
+      quiet = is_quiet(ix, task, &threads);
+    }
+    if (quiet) {
+      err = list_tasks(ix, pid_name, &after);
+      if (err == ENOMEM) nomem = 1;
+      quiet = err == 0 && after.count == before.count &&
+              memcmp(after.items, before.items, before.count * sizeof *before.items) == 0 &&
+              t->nthreads == before.count - 1;
+    }
+  }
+  free(before.items);
+  free(after.items);
+  if (!quiet) drop_threads(ix, t);
+  return nomem ? -1 : quiet;
+}
+
 /*
  * (Re)scans one process in the order of the rule above and updates `t` (pid set, kept closed
  * or open). PID_GONE: the caller releases `t`. PID_NOMEM: the caller resets the index.
@@ -1355,7 +1462,13 @@ static enum pid_outcome scan_tracked(struct fd_index *ix, struct tracked *t) {
       if (err == 0 && bits_add(&ix->kept_fds, fd) == 0) {
         t->kept = fd;
         ix->kept++;
-        trusted = is_quiet(ix, name);
+        long threads;
+        trusted = is_quiet(ix, name, &threads);
+        if (trusted && threads > 1) {
+          int keep = keep_threads(ix, t, name);
+          if (keep < 0) return PID_NOMEM;
+          trusted = keep;
+        }
       } else {
         close(fd);
         if (err == ESRCH) return PID_GONE;
@@ -1420,6 +1533,9 @@ static int validate_tracked(struct fd_index *ix) {
         rescan = 0;
       } else if (read_err == 0 && memcmp(now, t.stats, sizeof now) == 0) {
         rescan = 0;
+        /* Every other thread too: one that ran, or exited (ESRCH), means a rescan. */
+        for (uint32_t k = 0; k < t.nthreads && !rescan; k++)
+          rescan = read_stats(t.threads[k].fd, now) != 0 || memcmp(now, t.threads[k].stats, sizeof now) != 0;
       }
       /* Any other failure: rescan by path, which finds out whether the process is gone. */
     }

@@ -950,22 +950,51 @@ static int run_fd_scan(const char *root, int named_pipes, struct fd_scan *s) {
  *   2. /proc/PID/wchan: a symbol only if the task is blocked AND off its run queue, which the
  *      kernel checks under the task's pi_lock (kernel/sched/core.c, get_wchan); "0" otherwise;
  *   3. /proc/PID/stat: state (field 3) and num_threads (field 20);
+ *      and when num_threads is more than 1 (keep_threads):
+ *      a. /proc/PID/task is listed: the set T;
+ *      b. for each thread of T but the leader, in turn, 1 and 2 on /proc/PID/task/TID: its
+ *         schedstat is read and kept open, then its wchan (and state) checked;
+ *      c. /proc/PID/task is listed again, and must be T;
  *   4. the descriptors (scan_pid).
- * If the task was blocked at 2 and alone in its thread group at 3, nothing can change the table
- * after 2 without a switch-in, and a switch-in changes pcount; so as long as a pread() of the
- * kept schedstat returns the values of 1, the descriptors of 4 are still the table. (Reading 1
- * first is what makes the comparison safe: anything that ran after 1 shows.) Otherwise the
- * process is volatile and rescanned at every refresh:
- *   - wchan "0": running, runnable, or between the two. The state field alone is not enough:
- *     a task marks itself S before it calls schedule() and may go on running if its wait
- *     condition is already met, and a task that runs without a break is charged in schedstat
- *     only at the next tick, so "S" and unchanged numbers can belong to a task on a CPU;
- *   - more than one thread: the others share the table and the leader's schedstat does not
- *     show them (io_uring's io-wq and SQPOLL workers are such threads too);
+ * A single-threaded process: if the task was blocked at 2 and alone in its thread group at 3,
+ * nothing can change the table after 2 without a switch-in, and a switch-in changes pcount; so
+ * as long as a pread() of the kept schedstat returns the values of 1, the descriptors of 4 are
+ * still the table. (Reading 1 first is what makes the comparison safe: anything that ran after
+ * 1 shows; a task running at 1 and blocked at 2 was switched out meanwhile, which charges its
+ * sum_exec_runtime.) A thread created later is created by clone, which the leader must run.
+ *
+ * A multi-threaded process: every thread shares the table, so every thread is held to the same
+ * rule, each with its own kept file, and the process is trusted only if each was blocked when
+ * checked (after its own schedstat was read) and the listings of a and c agree. Why that is
+ * enough: a change to the table after 4 is made by a thread that runs after 4. Call the tasks
+ * whose files were kept the kept ones. At c every live thread of the group is a kept one, or
+ * else a kept one exited between its check and c (two tasks never hold one TID at once, so a
+ * TID of c that is not the task kept for it means that task is gone) -- and a kept task that
+ * exits after its check fails every later pread() with ESRCH, which means a rescan. A thread
+ * created after a and gone before c made its changes before 4, which reads them. A thread
+ * created after c is created by clone(CLONE_THREAD), which only a thread of the group can call,
+ * and that thread runs to do it: following the creators back, some kept thread ran after c,
+ * hence after its check, and a thread that runs is switched in, so its pcount moves. So while
+ * every kept file reads as it did, no thread has run since it was checked, none exited, none
+ * was created, and the descriptors of 4 are still the table. The second listing must come
+ * before 4, not after: listed after 4, a thread created just after a (by a thread not yet read
+ * at b) could change the table after 4 and exit before the listing, invisible to both.
+ * io_uring's io-wq and SQPOLL workers are threads of the group since Linux 5.12 (in
+ * /proc/PID/task), so they are held to the rule like any other.
+ *
+ * Otherwise the process is volatile and rescanned at every refresh:
+ *   - wchan "0" for any of its threads: running, runnable, or between the two. The state field
+ *     alone is not enough: a task marks itself S before it calls schedule() and may go on
+ *     running if its wait condition is already met, and a task that runs without a break is
+ *     charged in schedstat only at the next tick, so "S" and unchanged numbers can belong to a
+ *     task on a CPU;
+ *   - a thread list that changed between a and c, a thread whose files could not be read, or
+ *     more threads than kept files remain (see Cost): none of its threads' files stays open;
  *   - stopd itself, a process whose schedstat, wchan or stat could not be read, and one whose
  *     descriptors were refused or failed (the caller retries those itself).
  * A zombie alone in its group is trusted whatever wchan says: do_exit has already dropped its
- * table (exit_files runs before exit_notify) and it never runs again.
+ * table (exit_files runs before exit_notify) and it never runs again. A zombie leader whose
+ * other threads still run is not trusted.
  *
  * Gone processes: a kept schedstat file belongs to the struct pid, not to the number, so once
  * the process is reaped every read fails with ESRCH, even if the number was reused.
@@ -1003,9 +1032,11 @@ static int run_fd_scan(const char *root, int named_pipes, struct fd_scan *s) {
  * query returns are re-checked by readlink at query time (stillHolds in
  * src/host/linux-processes.ts), so a descriptor closed since the refresh is never reported.
  *
- * Cost: one pread() of a kept schedstat per process per refresh. Each open seq_file pins a
- * page of kernel memory, so at most maxKeptFiles stay open (and never more than half the
- * descriptor limit); processes beyond are rescanned at every refresh. The files live in the
+ * Cost: one pread() of a kept schedstat per thread of a trusted process per refresh (one per
+ * process for the others). Each open seq_file pins a page of kernel memory, so at most
+ * maxKeptFiles stay open, a thread's counting like a process's (and never more than half the
+ * descriptor limit); processes beyond, and a multi-threaded process whose threads do not all
+ * fit, are rescanned at every refresh. The files live in the
  * descriptor table of a thread of their own (see keeper_main), not in stopd's.
  */
 
@@ -1804,8 +1835,8 @@ static int job_release(struct fd_index *ix) {
 /*
  * The keeper: a thread with a descriptor table of its own (unshare(CLONE_FILES)), where the
  * index keeps its schedstat files and does all its reading. In stopd's own table a thousand
- * kept files would make every refresh read a thousand-entry /proc/self/fd (stopd is
- * multi-threaded, so it is rescanned every time), and would show up in every other tool that
+ * kept files would make every refresh read a thousand-entry /proc/self/fd (stopd itself is
+ * rescanned every time), and would show up in every other tool that
  * lists stopd's descriptors. /proc/PID/fd shows the thread-group leader's table, which stays
  * stopd's real one. Without the keeper (unshare refused) the work runs in the caller's thread
  * and the kept files are skipped by number when stopd reads its own table.

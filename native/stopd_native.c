@@ -963,22 +963,51 @@ static int run_fd_scan(const char *root, int named_pipes, struct fd_scan *s) {
  *   2. /proc/PID/wchan: a symbol only if the task is blocked AND off its run queue, which the
  *      kernel checks under the task's pi_lock (kernel/sched/core.c, get_wchan); "0" otherwise;
  *   3. /proc/PID/stat: state (field 3) and num_threads (field 20);
+ *      and when num_threads is more than 1 (keep_threads):
+ *      a. /proc/PID/task is listed: the set T;
+ *      b. for each thread of T but the leader, in turn, 1 and 2 on /proc/PID/task/TID: its
+ *         schedstat is read and kept open, then its wchan (and state) checked;
+ *      c. /proc/PID/task is listed again, and must be T;
  *   4. the descriptors (scan_pid).
- * If the task was blocked at 2 and alone in its thread group at 3, nothing can change the table
- * after 2 without a switch-in, and a switch-in changes pcount; so as long as a pread() of the
- * kept schedstat returns the values of 1, the descriptors of 4 are still the table. (Reading 1
- * first is what makes the comparison safe: anything that ran after 1 shows.) Otherwise the
- * process is volatile and rescanned at every refresh:
- *   - wchan "0": running, runnable, or between the two. The state field alone is not enough:
- *     a task marks itself S before it calls schedule() and may go on running if its wait
- *     condition is already met, and a task that runs without a break is charged in schedstat
- *     only at the next tick, so "S" and unchanged numbers can belong to a task on a CPU;
- *   - more than one thread: the others share the table and the leader's schedstat does not
- *     show them (io_uring's io-wq and SQPOLL workers are such threads too);
+ * A single-threaded process: if the task was blocked at 2 and alone in its thread group at 3,
+ * nothing can change the table after 2 without a switch-in, and a switch-in changes pcount; so
+ * as long as a pread() of the kept schedstat returns the values of 1, the descriptors of 4 are
+ * still the table. (Reading 1 first is what makes the comparison safe: anything that ran after
+ * 1 shows; a task running at 1 and blocked at 2 was switched out meanwhile, which charges its
+ * sum_exec_runtime.) A thread created later is created by clone, which the leader must run.
+ *
+ * A multi-threaded process: every thread shares the table, so every thread is held to the same
+ * rule, each with its own kept file, and the process is trusted only if each was blocked when
+ * checked (after its own schedstat was read) and the listings of a and c agree. Why that is
+ * enough: a change to the table after 4 is made by a thread that runs after 4. Call the tasks
+ * whose files were kept the kept ones. At c every live thread of the group is a kept one, or
+ * else a kept one exited between its check and c (two tasks never hold one TID at once, so a
+ * TID of c that is not the task kept for it means that task is gone) -- and a kept task that
+ * exits after its check fails every later pread() with ESRCH, which means a rescan. A thread
+ * created after a and gone before c made its changes before 4, which reads them. A thread
+ * created after c is created by clone(CLONE_THREAD), which only a thread of the group can call,
+ * and that thread runs to do it: following the creators back, some kept thread ran after c,
+ * hence after its check, and a thread that runs is switched in, so its pcount moves. So while
+ * every kept file reads as it did, no thread has run since it was checked, none exited, none
+ * was created, and the descriptors of 4 are still the table. The second listing must come
+ * before 4, not after: listed after 4, a thread created just after a (by a thread not yet read
+ * at b) could change the table after 4 and exit before the listing, invisible to both.
+ * io_uring's io-wq and SQPOLL workers are threads of the group since Linux 5.12 (in
+ * /proc/PID/task), so they are held to the rule like any other.
+ *
+ * Otherwise the process is volatile and rescanned at every refresh:
+ *   - wchan "0" for any of its threads: running, runnable, or between the two. The state field
+ *     alone is not enough: a task marks itself S before it calls schedule() and may go on
+ *     running if its wait condition is already met, and a task that runs without a break is
+ *     charged in schedstat only at the next tick, so "S" and unchanged numbers can belong to a
+ *     task on a CPU;
+ *   - a thread list that changed between a and c, a thread whose files could not be read, or
+ *     more threads than kept files remain (see Cost): none of its threads' files stays open;
  *   - stopd itself, a process whose schedstat, wchan or stat could not be read, and one whose
  *     descriptors were refused or failed (the caller retries those itself).
  * A zombie alone in its group is trusted whatever wchan says: do_exit has already dropped its
- * table (exit_files runs before exit_notify) and it never runs again.
+ * table (exit_files runs before exit_notify) and it never runs again. A zombie leader whose
+ * other threads still run is not trusted.
  *
  * Gone processes: a kept schedstat file belongs to the struct pid, not to the number, so once
  * the process is reaped every read fails with ESRCH, even if the number was reused.
@@ -1016,9 +1045,11 @@ static int run_fd_scan(const char *root, int named_pipes, struct fd_scan *s) {
  * query returns are re-checked by readlink at query time (stillHolds in
  * src/host/linux-processes.ts), so a descriptor closed since the refresh is never reported.
  *
- * Cost: one pread() of a kept schedstat per process per refresh. Each open seq_file pins a
- * page of kernel memory, so at most maxKeptFiles stay open (and never more than half the
- * descriptor limit); processes beyond are rescanned at every refresh. The files live in the
+ * Cost: one pread() of a kept schedstat per thread of a trusted process per refresh (one per
+ * process for the others). Each open seq_file pins a page of kernel memory, so at most
+ * maxKeptFiles stay open, a thread's counting like a process's (and never more than half the
+ * descriptor limit); processes beyond, and a multi-threaded process whose threads do not all
+ * fit, are rescanned at every refresh. The files live in the
  * descriptor table of a thread of their own (see keeper_main), not in stopd's.
  */
 
@@ -1058,9 +1089,18 @@ struct inode_map {
 };
 
 /* One process the index knows. */
+/* One other thread of a trusted multi-threaded process: its schedstat, kept open, and the
+ * numbers read from it before the process's descriptors. */
+struct kept_thread {
+  int fd;
+  uint64_t stats[3];
+};
+
 struct tracked {
   int32_t pid;
   int kept;               /* PROCROOT/PID/schedstat, open between refreshes; -1 when not kept */
+  struct kept_thread *threads; /* the other threads' schedstat (trusted multi-threaded only) */
+  uint32_t nthreads;
   uint8_t outcome;        /* PID_OK, PID_DENIED or PID_FAILED at its last scan */
   uint8_t trusted;        /* not volatile: unchanged schedstat means unchanged descriptors */
   uint64_t stats[3];      /* sum_exec_runtime, run_delay, pcount, read before the descriptors */
@@ -1269,19 +1309,22 @@ static long long read_last_pid(int root_fd) {
   return last == NULL ? -1 : parse_decimal(last + 1, INT32_MAX);
 }
 
-/* Steps 2 and 3 of the rule above: whether unchanged schedstat numbers will mean unchanged
- * descriptors, i.e. the process is blocked, single-threaded, or a zombie. */
-static int is_quiet(const struct fd_index *ix, const char *pid_name) {
-  char rel[40], buf[STAT_BUF_SIZE];
-  snprintf(rel, sizeof rel, "%s/wchan", pid_name);
+/* Steps 2 and 3 of the rule above for one task (`task` is "PID" or "PID/task/TID"): whether
+ * it was blocked, or is a zombie alone in its group. *threads gets num_threads (0 when stat
+ * could not be read). A zombie leader with other threads left is not quiet: they still run. */
+static int is_quiet(const struct fd_index *ix, const char *task, long *threads) {
+  char rel[64], buf[STAT_BUF_SIZE];
+  *threads = 0;
+  snprintf(rel, sizeof rel, "%s/wchan", task);
   ssize_t n = read_proc_file(ix->root_fd, rel, buf, 64); /* a symbol can be long; its start will do */
   int blocked = n > 0 && !(n == 1 && buf[0] == '0');
-  snprintf(rel, sizeof rel, "%s/stat", pid_name);
+  snprintf(rel, sizeof rel, "%s/stat", task);
   n = read_proc_file(ix->root_fd, rel, buf, sizeof buf);
   char state;
-  long threads;
-  if (n <= 0 || parse_stat(buf, &state, &threads) != 0 || threads != 1) return 0;
-  if (state == 'Z' || state == 'X') return 1;
+  long count;
+  if (n <= 0 || parse_stat(buf, &state, &count) != 0 || count < 1) return 0;
+  *threads = count;
+  if (state == 'Z' || state == 'X') return count == 1;
   return blocked && state != 'R';
 }
 
@@ -1311,8 +1354,21 @@ static void drop_fds(struct fd_index *ix, struct tracked *t) {
   t->nfds = 0;
 }
 
-/* Closes a process's kept schedstat, if any. */
+/* Closes the kept schedstat files of a process's other threads, if any. */
+static void drop_threads(struct fd_index *ix, struct tracked *t) {
+  for (uint32_t i = 0; i < t->nthreads; i++) {
+    bits_remove(&ix->kept_fds, t->threads[i].fd);
+    close(t->threads[i].fd);
+    ix->kept--;
+  }
+  free(t->threads);
+  t->threads = NULL;
+  t->nthreads = 0;
+}
+
+/* Closes a process's kept schedstat files (its own and its threads'), if any. */
 static void drop_kept(struct fd_index *ix, struct tracked *t) {
+  drop_threads(ix, t);
   if (t->kept < 0) return;
   bits_remove(&ix->kept_fds, t->kept);
   close(t->kept);
@@ -1349,6 +1405,88 @@ static int set_fds(struct fd_index *ix, struct tracked *t, const struct fd_vec *
   return 0;
 }
 
+/* The thread ids of a process (PROCROOT/PID/task), ascending, into `out`. Returns 0 or an
+ * errno. */
+static int list_tasks(const struct fd_index *ix, const char *pid_name, struct i32_vec *out) {
+  char rel[40];
+  snprintf(rel, sizeof rel, "%s/task", pid_name);
+  int dfd = openat(ix->root_fd, rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return errno;
+  DIR *dir = fdopendir(dfd);
+  if (dir == NULL) {
+    int err = errno;
+    close(dfd);
+    return err;
+  }
+  out->count = 0;
+  int err = 0;
+  for (;;) {
+    errno = 0;
+    struct dirent *e = readdir(dir);
+    if (e == NULL) {
+      err = errno;
+      break;
+    }
+    long long tid = parse_decimal(e->d_name, INT32_MAX);
+    if (tid > 0 && (err = i32_push(out, (int32_t)tid)) != 0) break;
+  }
+  closedir(dir);
+  if (err == 0) qsort(out->items, out->count, sizeof *out->items, compare_i32);
+  return err;
+}
+
+/*
+ * Steps 3a to 3c of the rule above, for a multi-threaded process whose leader is quiet: lists
+ * its threads, keeps each other thread's schedstat (read before its wchan is checked), and
+ * lists the threads again. Returns 1 when every thread was quiet and the list did not change
+ * (the files stay kept in t->threads), 0 when the process is not to be trusted (none kept),
+ * -1 when out of memory.
+ */
+static int keep_threads(struct fd_index *ix, struct tracked *t, const char *pid_name) {
+  struct i32_vec before = {0}, after = {0};
+  int quiet = 0, nomem = 0;
+  int err = list_tasks(ix, pid_name, &before);
+  if (err == ENOMEM) nomem = 1;
+  if (err == 0 && before.count > 1 && before.count - 1 <= ix->max_kept - ix->kept) {
+    t->threads = calloc(before.count - 1, sizeof *t->threads);
+    if (t->threads == NULL) nomem = 1;
+    quiet = t->threads != NULL;
+    for (size_t i = 0; i < before.count && quiet; i++) {
+      int32_t tid = before.items[i];
+      if (tid == t->pid) continue; /* the leader: already read and checked, through PID/ */
+      char task[48], rel[64];
+      snprintf(task, sizeof task, "%s/task/%d", pid_name, (int)tid);
+      snprintf(rel, sizeof rel, "%s/schedstat", task);
+      struct kept_thread *k = &t->threads[t->nthreads];
+      k->fd = openat(ix->root_fd, rel, O_RDONLY | O_CLOEXEC);
+      if (k->fd < 0) {
+        quiet = 0;
+        break;
+      }
+      if (read_stats(k->fd, k->stats) != 0 || bits_add(&ix->kept_fds, k->fd) != 0) {
+        close(k->fd);
+        quiet = 0;
+        break;
+      }
+      t->nthreads++;
+      ix->kept++;
+      long threads;
+      quiet = is_quiet(ix, task, &threads);
+    }
+    if (quiet) {
+      err = list_tasks(ix, pid_name, &after);
+      if (err == ENOMEM) nomem = 1;
+      quiet = err == 0 && after.count == before.count &&
+              memcmp(after.items, before.items, before.count * sizeof *before.items) == 0 &&
+              t->nthreads == before.count - 1;
+    }
+  }
+  free(before.items);
+  free(after.items);
+  if (!quiet) drop_threads(ix, t);
+  return nomem ? -1 : quiet;
+}
+
 /*
  * (Re)scans one process in the order of the rule above and updates `t` (pid set, kept closed
  * or open). PID_GONE: the caller releases `t`. PID_NOMEM: the caller resets the index.
@@ -1368,7 +1506,13 @@ static enum pid_outcome scan_tracked(struct fd_index *ix, struct tracked *t) {
       if (err == 0 && bits_add(&ix->kept_fds, fd) == 0) {
         t->kept = fd;
         ix->kept++;
-        trusted = is_quiet(ix, name);
+        long threads;
+        trusted = is_quiet(ix, name, &threads);
+        if (trusted && threads > 1) {
+          int keep = keep_threads(ix, t, name);
+          if (keep < 0) return PID_NOMEM;
+          trusted = keep;
+        }
       } else {
         close(fd);
         if (err == ESRCH) return PID_GONE;
@@ -1433,6 +1577,9 @@ static int validate_tracked(struct fd_index *ix) {
         rescan = 0;
       } else if (read_err == 0 && memcmp(now, t.stats, sizeof now) == 0) {
         rescan = 0;
+        /* Every other thread too: one that ran, or exited (ESRCH), means a rescan. */
+        for (uint32_t k = 0; k < t.nthreads && !rescan; k++)
+          rescan = read_stats(t.threads[k].fd, now) != 0 || memcmp(now, t.threads[k].stats, sizeof now) != 0;
       }
       /* Any other failure: rescan by path, which finds out whether the process is gone. */
     }
@@ -1701,8 +1848,8 @@ static int job_release(struct fd_index *ix) {
 /*
  * The keeper: a thread with a descriptor table of its own (unshare(CLONE_FILES)), where the
  * index keeps its schedstat files and does all its reading. In stopd's own table a thousand
- * kept files would make every refresh read a thousand-entry /proc/self/fd (stopd is
- * multi-threaded, so it is rescanned every time), and would show up in every other tool that
+ * kept files would make every refresh read a thousand-entry /proc/self/fd (stopd itself is
+ * rescanned every time), and would show up in every other tool that
  * lists stopd's descriptors. /proc/PID/fd shows the thread-group leader's table, which stays
  * stopd's real one. Without the keeper (unshare refused) the work runs in the caller's thread
  * and the kept files are skipped by number when stopd reads its own table.

@@ -91,7 +91,7 @@ export interface RawFdIndexRefresh {
 /** Options of `fdIndexCreate`. */
 export interface RawFdIndexOptions {
   readonly namedPipes?: boolean;
-  /** schedstat files kept open between refreshes at most (each pins a page of kernel memory); default 4096. */
+  /** schedstat files (one per thread) kept open between refreshes at most (each pins a page of kernel memory); default 4096. */
   readonly maxKeptFiles?: number;
   /** A full listing of the proc root at least this often, as a safety net; default 10 000 ms. */
   readonly listIntervalMs?: number;

@@ -1,10 +1,11 @@
 // The persistent descriptor index on real processes: python3 helpers that open pipes and
-// sockets when told to (and go back to sleep), replace a descriptor with dup2, exit, spin, or
-// open from a second thread; every answer is compared with what the kernel shows, and with a
-// full scanFds pass. The last test measures a thousand idle processes (printed, not asserted).
+// sockets when told to (and go back to sleep), replace a descriptor with dup2, exit, spin, open
+// from a second or a new thread, or end a thread; every answer is compared with what the kernel
+// shows, and with a full scanFds pass. The last test measures a thousand idle processes
+// (printed, not asserted).
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -105,6 +106,42 @@ thread = threading.Thread(target=work)
 thread.start()
 print('ready', flush=True)
 thread.join()
+`;
+
+// The leader sleeps, a reader thread waits on stdin, argv[1] more (2 by default) wait on an event.
+// "thread" starts one more, which opens a pipe, answers, and waits; "end" makes that one close
+// its pipe and exit (the reader answers 0 once it has).
+const THREADS = `
+import os, sys, threading, time
+def say(*values):
+    sys.stdout.write(' '.join(str(v) for v in values) + '\\n')
+    sys.stdout.flush()
+never = threading.Event()
+for _ in range(int(sys.argv[1]) if len(sys.argv) > 1 else 2):
+    threading.Thread(target=never.wait, daemon=True).start()
+stop = threading.Event()
+opener = None
+def open_pipe():
+    r, w = os.pipe()
+    say(r, w, os.fstat(r).st_ino)
+    stop.wait()
+    os.close(r)
+    os.close(w)
+def read_commands():
+    global opener
+    for line in iter(sys.stdin.readline, ''):
+        command = line.split()
+        if command[0] == 'thread':
+            opener = threading.Thread(target=open_pipe, daemon=True)
+            opener.start()
+        elif command[0] == 'end':
+            stop.set()
+            opener.join()
+            say(0)
+threading.Thread(target=read_commands, daemon=True).start()
+say('ready')
+while True:
+    time.sleep(3600)
 `;
 
 /** A python3 helper process talking one line per command. */
@@ -396,19 +433,101 @@ void test('PersistentFdIndex rescans a busy-looping process at every refresh and
   await helper.kill();
 });
 
-void test('PersistentFdIndex finds a pipe opened by a second thread while the main thread sleeps', { skip }, async () => {
+void test('PersistentFdIndex trusts an idle multi-threaded process and finds a pipe its second thread opens later', { skip }, async () => {
   const index = openIndex();
   const helper = await startHelper(THREADED);
   index.refresh();
-  // The leader's schedstat does not move while the other thread works: never trusted.
-  for (let round = 0; round < 3; round++) assert.ok(index.refresh().rescanned.includes(helper.pid), `round ${round}`);
+  // Every thread sleeps: the process is trusted like a single-threaded one, not read again.
+  await waitQuiet(index, helper.pid);
+  for (let round = 0; round < 3; round++) assert.ok(!index.refresh().rescanned.includes(helper.pid), `round ${round}`);
+  // Only the second thread runs (it reads stdin); the leader's schedstat stays as it was.
+  const leader = readFileSync(`/proc/${helper.pid}/schedstat`, 'utf8');
   const [r, w, inode] = await helper.ask('open');
   assert.ok(r !== undefined && w !== undefined && inode !== undefined);
-  index.refresh();
+  assert.equal(readFileSync(`/proc/${helper.pid}/schedstat`, 'utf8'), leader, 'the leader did not run');
+  assert.ok(index.refresh().rescanned.includes(helper.pid), 'a process whose second thread ran is rescanned');
   assert.deepEqual(index.holders(inode), [
     { pid: helper.pid, fd: r, kind: 'pipe' },
     { pid: helper.pid, fd: w, kind: 'pipe' },
   ]);
+  await helper.kill();
+});
+
+void test('PersistentFdIndex finds a pipe opened by a thread started after the process was trusted', { skip }, async () => {
+  const index = openIndex();
+  const helper = await startHelper(THREADS);
+  index.refresh();
+  await waitQuiet(index, helper.pid);
+  const tasks = readdirSync(`/proc/${helper.pid}/task`).length;
+  // The reader thread starts a new thread, which opens a pipe and sleeps in its own wait.
+  const [r, w, inode] = await helper.ask('thread');
+  assert.ok(r !== undefined && w !== undefined && inode !== undefined);
+  assert.equal(readdirSync(`/proc/${helper.pid}/task`).length, tasks + 1, 'one more thread');
+  assert.ok(index.refresh().rescanned.includes(helper.pid), 'rescanned after a thread was created');
+  assert.deepEqual(index.holders(inode), [
+    { pid: helper.pid, fd: r, kind: 'pipe' },
+    { pid: helper.pid, fd: w, kind: 'pipe' },
+  ]);
+  // The new thread is tracked too: once all sleep again the process is trusted again.
+  await waitQuiet(index, helper.pid);
+  assert.ok(!index.refresh().rescanned.includes(helper.pid));
+  assert.deepEqual(index.fds(helper.pid), scanFdsOf(fullScan(), helper.pid));
+  await helper.kill();
+});
+
+void test('PersistentFdIndex rescans a trusted multi-threaded process when one of its threads exits', { skip }, async () => {
+  const index = openIndex();
+  const helper = await startHelper(THREADS);
+  const [r, w, inode] = await helper.ask('thread');
+  assert.ok(r !== undefined && w !== undefined && inode !== undefined);
+  index.refresh();
+  await waitQuiet(index, helper.pid);
+  assert.equal(index.holders(inode).length, 2);
+  const tasks = readdirSync(`/proc/${helper.pid}/task`).length;
+  // The opener thread closes its pipe and ends; the others go back to sleep.
+  assert.deepEqual(await helper.ask('end'), [0]);
+  await waitForValue('the thread to exit', () => (readdirSync(`/proc/${helper.pid}/task`).length === tasks - 1 ? true : undefined));
+  assert.ok(index.refresh().rescanned.includes(helper.pid), 'rescanned after a thread exited');
+  assert.deepEqual(index.holders(inode), []);
+  await waitQuiet(index, helper.pid);
+  assert.deepEqual(index.fds(helper.pid), scanFdsOf(fullScan(), helper.pid));
+  await helper.kill();
+});
+
+void test('PersistentFdIndex rescans a multi-threaded process at every refresh when its threads\' files would pass maxKeptFiles', { skip }, async () => {
+  const helper = await startHelper(THREADS, ['40']);
+  const threads = readdirSync(`/proc/${helper.pid}/task`).length;
+  assert.equal(threads, 42);
+  // A proc root that shows the helper alone (and self, which the index reads at open), so that
+  // no other process takes a kept file: with one file fewer than the helper has threads its
+  // leader's file is kept but not all its threads'; with exactly enough, it is trusted.
+  const root = join(dir, 'helper-only-proc');
+  mkdirSync(root);
+  symlinkSync(`/proc/${helper.pid}`, join(root, String(helper.pid)));
+  symlinkSync('/proc/self', join(root, 'self'));
+  for (const maxKeptFiles of [threads - 1, 2]) {
+    const index = openIndex({ procRoot: root, maxKeptFiles });
+    for (let round = 0; round < 5; round++) {
+      const { rescanned, kept } = index.refresh();
+      assert.equal(kept, 1, `only the leader's file is kept with maxKeptFiles ${maxKeptFiles}`);
+      assert.ok(rescanned.includes(helper.pid), `round ${round} with maxKeptFiles ${maxKeptFiles}`);
+      await delay(5);
+    }
+  }
+  const index = openIndex({ procRoot: root, maxKeptFiles: threads - 1 });
+  const [r, w, inode] = await helper.ask('thread');
+  assert.ok(r !== undefined && w !== undefined && inode !== undefined);
+  assert.ok(index.refresh().rescanned.includes(helper.pid));
+  assert.deepEqual(index.holders(inode), [
+    { pid: helper.pid, fd: r, kind: 'pipe' },
+    { pid: helper.pid, fd: w, kind: 'pipe' },
+  ]);
+  assert.deepEqual(index.fds(helper.pid), scanFdsOf(fullScan(), helper.pid));
+  // With a file for every thread (one more now) the same process is trusted.
+  const roomy = openIndex({ procRoot: root, maxKeptFiles: threads + 1 });
+  roomy.refresh();
+  await waitQuiet(roomy, helper.pid);
+  assert.equal(roomy.refresh().kept, threads + 1);
   await helper.kill();
 });
 
@@ -436,7 +555,7 @@ void test('PersistentFdIndex answers what a full scanFds pass finds at the same 
     return kids.length === 2 && ends.length === 2 && ends[0]?.inode === ends[1]?.inode ? { kids, inode: ends[0]?.inode ?? 0 } : undefined;
   });
   pids.push(...pipePids.kids);
-  for (const pid of pids) await waitQuiet(index, pid).catch(() => undefined); // settle; threaded never does
+  for (const pid of pids) await waitQuiet(index, pid).catch(() => undefined); // settle
 
   index.refresh();
   const scan = fullScan();

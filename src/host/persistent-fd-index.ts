@@ -23,9 +23,10 @@ export interface PersistentFdIndexOptions {
   /** Resolve path descriptors to find named pipes (see LinuxProcessTableOptions.namedPipes); default true. */
   readonly namedPipes?: boolean;
   /**
-   * `/proc/PID/schedstat` files kept open between refreshes at most; default 4096 (and never
-   * more than half the descriptor limit). Each pins a page of kernel memory; processes beyond
-   * the cap are read again at every refresh.
+   * schedstat files kept open between refreshes at most, one per thread of a multi-threaded
+   * process; default 4096 (and never more than half the descriptor limit). Each pins a page of
+   * kernel memory; processes beyond the cap, and multi-threaded ones whose threads do not all
+   * fit, are read again at every refresh.
    */
   readonly maxKeptFiles?: number;
   /** List the whole proc root at least this often, whatever else says nothing is new; default 10 000 ms. */

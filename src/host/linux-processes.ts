@@ -83,8 +83,9 @@ export interface LinuxProcessTable extends ProcessTable {
    */
   deniedPids(): number[];
   /**
-   * Forgets the holder index, denied pids, boot time and local addresses; the next calls read
-   * them again. A persistent index is not discarded: the next `findHolders` refreshes it.
+   * Forgets the holder index, denied pids, status texts, boot time and local addresses (also
+   * the copies shared by the tables of the last second); the next calls read them again. A
+   * persistent index is not discarded: the next `findHolders` refreshes it.
    */
   refresh(): void;
 }

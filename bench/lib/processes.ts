@@ -10,6 +10,7 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { STOPD } from '../../test/support/daemon.js';
 import type { LoadConfig, LoadResult } from './load-client.js';
+import { summarize } from './stats.js';
 
 const run = promisify(execFile);
 
@@ -160,6 +161,38 @@ export function startLoad(config: LoadConfig, options: { cpus?: string } = {}): 
   const child = spawn(command[0] ?? '', command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
   const budget = (config.durationMs ?? 0) + (config.count ?? 0) * (config.timeoutMs ?? 10_000) + 120_000;
   return { result: firstJsonLine<LoadResult>(child, 'load generator', budget), stop: () => child.kill('SIGTERM') };
+}
+
+/**
+ * Closed-loop ID load from the C generator (`floor/idload.c`): the same queries as
+ * {@link runLoad} in closed mode, at a fraction of the Node client's CPU per query, so that on
+ * a small machine the daemon, not the client, sets the rate. IPv4 only. `expect` may use `\d`
+ * and `\s`, which become POSIX classes.
+ */
+export async function runIdLoad(
+  config: Required<Pick<LoadConfig, 'host' | 'port' | 'localAddress' | 'line' | 'expect' | 'concurrency' | 'durationMs'>> & { warmup?: number },
+): Promise<LoadResult> {
+  const binary = await compileC('idload');
+  const ere = config.expect.replaceAll('\\d', '[0-9]').replaceAll('\\s', '[[:space:]]');
+  const raw = await runJson<{ ok: number; failed: number; elapsedMs: number; latenciesMs: number[]; failures: string[] }>([
+    binary,
+    config.host,
+    String(config.port),
+    config.localAddress,
+    config.line,
+    ere,
+    String(config.concurrency),
+    String(config.durationMs),
+    String(config.warmup ?? 0),
+  ]);
+  return {
+    ok: raw.ok,
+    failed: raw.failed,
+    elapsedMs: raw.elapsedMs,
+    perSecond: (raw.ok * 1000) / raw.elapsedMs,
+    latency: summarize(raw.latenciesMs),
+    failures: raw.failures,
+  };
 }
 
 /** TCP sockets on the machine (this network namespace) in `state` (an `ss` state filter). */

@@ -14,7 +14,7 @@
  * ident work.
  */
 import type { LoadResult } from '../lib/load-client.js';
-import { countSockets, cpuMs, hasProgram, readMemory, runLoad, startBackground, startOidentd, startQueriedConnection, startStopd, type BenchStopd, type Stoppable } from '../lib/processes.js';
+import { countSockets, cpuMs, hasProgram, readMemory, runIdLoad, runLoad, startBackground, startOidentd, startQueriedConnection, startStopd, type BenchStopd, type Stoppable } from '../lib/processes.js';
 import { repeated, type Repeated } from '../lib/stats.js';
 
 export interface IdCell {
@@ -86,13 +86,12 @@ export async function benchIdVsOidentd(options: { durationMs: number; rounds: nu
             const order = round % 2 === 0 ? daemons : [...daemons].reverse();
             for (const daemon of order) {
               const cpuBefore = cpuMs(daemon.pid);
-              const result = await runLoad({
+              const result = await runIdLoad({
                 host: daemon.host,
                 port: daemon.port,
                 localAddress: '127.0.0.1',
                 line,
                 expect: daemon.expect,
-                mode: 'closed',
                 concurrency,
                 durationMs: options.durationMs,
                 warmup: 20,

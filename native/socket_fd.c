@@ -7,15 +7,15 @@
  * with tens of thousands of connections even when the closure holds three sockets. Here the
  * cost follows the closure: pidfd_getfd(2) (Linux 5.6) lends us the descriptor and the socket
  * itself says what it is (getsockopt, getsockname, getpeername, TCP_INFO); a UNIX socket's
- * name and peer come from one exact UNIX_DIAG lookup by inode.
+ * name and peer come from one exact UNIX_DIAG lookup by inode (unixLookup, in stopd_native.c
+ * with the other sock_diag requests).
  *
  * Exports (synchronous; failures are thrown as JS Errors with the errno text and a `code`):
  *   socketOf(pid, fd, inode) -> { domain: 'tcp', family, state, uid, inode, localAddr, localPort,
  *                                 remoteAddr, remotePort }
  *                             | { domain: 'unix', inode } | { domain: 'other', inode } | null
- *   unixLookup(inode) -> { inode, type, state, path, peer } | null
  * The tcp fields mean what they mean in stopd_native.c's TcpEntry (addresses as the kernel
- * gives them, v4-mapped ones included); unixLookup's answer is one unixDump() entry.
+ * gives them, v4-mapped ones included).
  *
  * Network namespaces: sock_diag sees the sockets of the caller's namespace only, which is the
  * host view stopd promises (DESIGN.md, Host view). A descriptor, though, can hold a socket of
@@ -41,15 +41,9 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/time.h>
-#include <sys/un.h>
 #include <unistd.h>
 
-#include <linux/inet_diag.h>
-#include <linux/netlink.h>
-#include <linux/sock_diag.h>
-#include <linux/unix_diag.h>
-
+#include "napi_common.h"
 #include "socket_fd.h"
 
 /* C libraries older than Linux 5.6 lack the numbers. New system calls have had one number on
@@ -68,46 +62,8 @@
 /* 2^53: inode numbers are passed as JS numbers, exact up to here. */
 #define MAX_SAFE_INTEGER 9007199254740992LL
 
-/* One exact UNIX_DIAG answer is a unix_diag_msg and a few short attributes. */
-#define DIAG_BUF_SIZE 8192
-
-/* Upper bound on one recvmsg(); past it the call fails with EAGAIN instead of hanging. */
-#define RECV_TIMEOUT_SEC 5
-
 /* read_socket's answer when the descriptor no longer is the socket asked for. */
 #define NOT_THIS_SOCKET (-1)
-
-#define CHECK_NAPI(env, call)                                                                  \
-  do {                                                                                         \
-    if ((call) != napi_ok) {                                                                   \
-      throw_napi_failure(env);                                                                 \
-      return NULL;                                                                             \
-    }                                                                                          \
-  } while (0)
-
-/* Rethrows the pending N-API failure, if none is pending yet. */
-static void throw_napi_failure(napi_env env) {
-  bool pending = false;
-  if (napi_is_exception_pending(env, &pending) == napi_ok && pending) return;
-  const napi_extended_error_info *info = NULL;
-  napi_get_last_error_info(env, &info);
-  const char *msg = info != NULL && info->error_message != NULL ? info->error_message : "N-API call failed";
-  napi_throw_error(env, "ERR_STOPD_NATIVE", msg);
-}
-
-/* Throws `Error(what: strerror(err))` with `code` set to the errno name (ENOSYS, EPERM, ...). */
-static void throw_errno(napi_env env, const char *what, int err) {
-  char text[128];
-  char msg[320];
-  const char *name = NULL;
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
-  name = strerrorname_np(err);
-#endif
-  /* GNU strerror_r: thread-safe and returns the text (which may not be `text` itself). */
-  const char *why = strerror_r(err, text, sizeof text);
-  snprintf(msg, sizeof msg, "%s: %s", what, why);
-  napi_throw_error(env, name != NULL ? name : "ERR_SOCKET_FD", msg);
-}
 
 /* ---------- socketOf: the socket behind a descriptor (no N-API in this section) ---------- */
 
@@ -235,145 +191,7 @@ static int read_socket(int fd, uint64_t inode, uint64_t own_netns, struct fd_soc
   return 0;
 }
 
-/* ---------- unixLookup: one exact UNIX_DIAG request (no N-API in this section) ---------- */
-
-struct unix_answer {
-  uint32_t inode;
-  uint32_t peer;
-  uint8_t type;
-  uint8_t state;
-  bool has_name;
-  uint16_t name_len;
-  char name[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
-};
-
-static uint32_t next_seq = 1;
-
-/*
- * Sends one exact (non-dump) sock_diag request on a fresh socket and points `*answer` at the
- * answer's SOCK_DIAG_BY_FAMILY message in `buf`. Returns 0, or a positive errno (ENOENT: the
- * kernel has no such socket).
- */
-static int diag_exact(struct nlmsghdr *req, unsigned char *buf, size_t size, const struct nlmsghdr **answer) {
-  *answer = NULL;
-  int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-  if (fd < 0) return errno;
-  /* The kernel answers sock_diag synchronously; the timeout only guards the event loop. */
-  struct timeval timeout = {.tv_sec = RECV_TIMEOUT_SEC, .tv_usec = 0};
-  struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
-  int err = 0;
-  req->nlmsg_seq = __atomic_fetch_add(&next_seq, 1, __ATOMIC_RELAXED);
-  req->nlmsg_pid = 0;
-  if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout) != 0) err = errno;
-  while (err == 0) {
-    ssize_t n = sendto(fd, req, req->nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof kernel);
-    if (n >= 0) {
-      if ((size_t)n != req->nlmsg_len) err = EMSGSIZE;
-      break;
-    }
-    if (errno != EINTR) err = errno;
-  }
-  while (err == 0 && *answer == NULL) {
-    struct sockaddr_nl from;
-    struct iovec iov = {.iov_base = buf, .iov_len = size};
-    struct msghdr msg = {.msg_name = &from, .msg_namelen = sizeof from, .msg_iov = &iov, .msg_iovlen = 1};
-    ssize_t n = recvmsg(fd, &msg, 0);
-    if (n < 0) {
-      if (errno != EINTR) err = errno;
-      continue;
-    }
-    if (msg.msg_flags & MSG_TRUNC) err = EMSGSIZE;
-    if (err != 0 || msg.msg_namelen != sizeof from || from.nl_pid != 0) continue; /* only the kernel answers */
-    int len = (int)n; /* signed on purpose: NLMSG_NEXT may step past the end, NLMSG_OK then fails */
-    for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
-      if (h->nlmsg_seq != req->nlmsg_seq) continue; /* stale or foreign: skip */
-      if (h->nlmsg_type == NLMSG_ERROR) {
-        const struct nlmsgerr *e = NLMSG_DATA(h);
-        if (h->nlmsg_len < NLMSG_LENGTH(sizeof *e)) err = EBADMSG;
-        else err = e->error < 0 ? -e->error : ENOENT; /* a bare ACK carries no socket */
-      } else if (h->nlmsg_type == NLMSG_DONE) {
-        err = ENOENT;
-      } else if (h->nlmsg_type == SOCK_DIAG_BY_FAMILY) {
-        *answer = h;
-      }
-      if (err != 0 || *answer != NULL) break;
-    }
-  }
-  close(fd);
-  return err;
-}
-
-/* Decodes one unix_diag_msg and its UNIX_DIAG_NAME / UNIX_DIAG_PEER attributes. */
-static int parse_unix_answer(const struct nlmsghdr *h, struct unix_answer *out) {
-  if (h->nlmsg_len < NLMSG_LENGTH(sizeof(struct unix_diag_msg))) return EBADMSG;
-  const struct unix_diag_msg *m = NLMSG_DATA(h);
-  memset(out, 0, sizeof *out);
-  out->inode = m->udiag_ino;
-  out->type = m->udiag_type;
-  out->state = m->udiag_state;
-  size_t off = NLMSG_LENGTH(NLMSG_ALIGN(sizeof *m));
-  while (off + sizeof(struct nlattr) <= h->nlmsg_len) {
-    const struct nlattr *a = (const struct nlattr *)((const unsigned char *)h + off);
-    if (a->nla_len < sizeof *a || a->nla_len > h->nlmsg_len - off) return EBADMSG;
-    const unsigned char *payload = (const unsigned char *)a + NLA_HDRLEN;
-    size_t plen = a->nla_len - NLA_HDRLEN;
-    if ((a->nla_type & NLA_TYPE_MASK) == UNIX_DIAG_NAME) {
-      if (plen > sizeof out->name - 1) return EBADMSG;
-      size_t n = plen;
-      if (n > 0 && payload[0] != 0) n = strnlen((const char *)payload, n); /* path: drop the NUL */
-      memcpy(out->name, payload, n);
-      /* Abstract names (leading NUL): every NUL printed as '@', as /proc/net/unix and
-       * unixDump() do, so every view reports the same name. */
-      if (n > 0 && out->name[0] == 0)
-        for (size_t k = 0; k < n; k++)
-          if (out->name[k] == 0) out->name[k] = '@';
-      out->name_len = (uint16_t)n;
-      out->has_name = true;
-    } else if ((a->nla_type & NLA_TYPE_MASK) == UNIX_DIAG_PEER) {
-      if (plen < sizeof(uint32_t)) return EBADMSG;
-      memcpy(&out->peer, payload, sizeof(uint32_t));
-    }
-    off += NLA_ALIGN(a->nla_len);
-  }
-  return 0;
-}
-
-/* Looks up one UNIX socket by inode. Returns 0, ENOENT when there is none, or another errno. */
-static int lookup_unix(uint32_t inode, struct unix_answer *out) {
-  struct {
-    struct nlmsghdr nlh;
-    struct unix_diag_req r;
-  } req;
-  memset(&req, 0, sizeof req);
-  req.nlh.nlmsg_len = sizeof req;
-  req.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-  req.nlh.nlmsg_flags = NLM_F_REQUEST; /* no NLM_F_DUMP: unix_diag_get_exact */
-  req.r.sdiag_family = AF_UNIX;
-  req.r.udiag_ino = inode;
-  req.r.udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER;
-  req.r.udiag_cookie[0] = INET_DIAG_NOCOOKIE;
-  req.r.udiag_cookie[1] = INET_DIAG_NOCOOKIE;
-  unsigned char buf[DIAG_BUF_SIZE] __attribute__((aligned(NLMSG_ALIGNTO)));
-  const struct nlmsghdr *answer = NULL;
-  int err = diag_exact(&req.nlh, buf, sizeof buf, &answer);
-  return err != 0 || answer == NULL ? err : parse_unix_answer(answer, out);
-}
-
 /* ---------- N-API bindings ---------- */
-
-/* Fetches exactly `want` arguments. Returns false with an exception pending. */
-static bool get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
-  size_t argc = want;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) {
-    throw_napi_failure(env);
-    return false;
-  }
-  if (argc < want) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_COUNT", "Wrong number of arguments");
-    return false;
-  }
-  return true;
-}
 
 /* Reads a whole number from `min` to `max`. Returns false with an exception pending. */
 static bool get_integer(napi_env env, napi_value v, const char *name, int64_t min, int64_t max, int64_t *out) {
@@ -403,13 +221,6 @@ static napi_status set_number(napi_env env, napi_value obj, const char *key, dou
 static napi_status set_string(napi_env env, napi_value obj, const char *key, const char *value) {
   napi_value v;
   napi_status s = napi_create_string_utf8(env, value, NAPI_AUTO_LENGTH, &v);
-  return s == napi_ok ? napi_set_named_property(env, obj, key, v) : s;
-}
-
-static napi_status set_buffer(napi_env env, napi_value obj, const char *key, const uint8_t *bytes, size_t len) {
-  napi_value v;
-  void *data = NULL;
-  napi_status s = napi_create_buffer_copy(env, len, bytes, &data, &v);
   return s == napi_ok ? napi_set_named_property(env, obj, key, v) : s;
 }
 
@@ -474,36 +285,9 @@ static napi_value socket_of(napi_env env, napi_callback_info info) {
   return make_socket(env, &s);
 }
 
-/* unixLookup(inode: number) */
-static napi_value unix_lookup(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  int64_t inode;
-  if (!get_args(env, info, 1, argv) || !get_integer(env, argv[0], "inode", 1, UINT32_MAX, &inode)) return NULL;
-  struct unix_answer u;
-  int err = lookup_unix((uint32_t)inode, &u);
-  if (err == ENOENT) return make_null(env);
-  if (err != 0) {
-    throw_errno(env, "Cannot look up the UNIX socket via sock_diag", err);
-    return NULL;
-  }
-  napi_value obj, path;
-  CHECK_NAPI(env, napi_create_object(env, &obj));
-  CHECK_NAPI(env, set_number(env, obj, "inode", u.inode));
-  CHECK_NAPI(env, set_number(env, obj, "type", u.type));
-  CHECK_NAPI(env, set_number(env, obj, "state", u.state));
-  if (u.has_name)
-    CHECK_NAPI(env, napi_create_string_utf8(env, u.name, u.name_len, &path));
-  else
-    CHECK_NAPI(env, napi_get_null(env, &path));
-  CHECK_NAPI(env, napi_set_named_property(env, obj, "path", path));
-  CHECK_NAPI(env, set_number(env, obj, "peer", u.peer));
-  return obj;
-}
-
 napi_status socket_fd_register(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"socketOf", NULL, socket_of, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"unixLookup", NULL, unix_lookup, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

@@ -58,6 +58,7 @@
 
 #include <node_api.h>
 
+#include "napi_common.h"
 #include "socket_fd.h"
 
 /* Large enough for any datagram the kernel builds for a dump (netlink_dump caps its skb at
@@ -67,16 +68,7 @@
 /* Upper bound on one recvmsg(); past it the call fails with EAGAIN instead of hanging. */
 #define RECV_TIMEOUT_SEC 5
 
-#define CHECK_NAPI(env, call)                                                                  \
-  do {                                                                                         \
-    if ((call) != napi_ok) {                                                                   \
-      throw_napi_failure(env);                                                                 \
-      return NULL;                                                                             \
-    }                                                                                          \
-  } while (0)
-
-/* Rethrows the pending N-API failure, if none is pending yet. */
-static void throw_napi_failure(napi_env env) {
+void throw_napi_failure(napi_env env) {
   bool pending = false;
   if (napi_is_exception_pending(env, &pending) == napi_ok && pending) return;
   const napi_extended_error_info *info = NULL;
@@ -85,8 +77,7 @@ static void throw_napi_failure(napi_env env) {
   napi_throw_error(env, "ERR_STOPD_NATIVE", msg);
 }
 
-/* Throws `Error(what: strerror(err))` with `code` set to the errno name (ENOENT, EPERM, ...). */
-static void throw_errno(napi_env env, const char *what, int err) {
+void throw_errno(napi_env env, const char *what, int err) {
   char text[128];
   char msg[320];
   const char *name = NULL;
@@ -96,7 +87,7 @@ static void throw_errno(napi_env env, const char *what, int err) {
   /* GNU strerror_r: thread-safe and returns the text (which may not be `text` itself). */
   const char *why = strerror_r(err, text, sizeof text);
   snprintf(msg, sizeof msg, "%s: %s", what, why);
-  napi_throw_error(env, name != NULL ? name : "ERR_NETLINK", msg);
+  napi_throw_error(env, name != NULL ? name : "ERR_STOPD_NATIVE", msg);
 }
 
 /* ---------- netlink plumbing (no N-API below this line until the bindings) ---------- */
@@ -407,8 +398,7 @@ static int visit_unix(const struct nlmsghdr *h, void *ctx) {
 
 /* ---------- N-API bindings ---------- */
 
-/* Fetches exactly `want` arguments. Returns false with an exception pending. */
-static bool get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+bool get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
   size_t argc = want;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) {
     throw_napi_failure(env);
@@ -468,7 +458,7 @@ static napi_status set_u32(napi_env env, napi_value obj, const char *key, uint32
   return s == napi_ok ? napi_set_named_property(env, obj, key, v) : s;
 }
 
-static napi_status set_buffer(napi_env env, napi_value obj, const char *key, const uint8_t *bytes, size_t len) {
+napi_status set_buffer(napi_env env, napi_value obj, const char *key, const uint8_t *bytes, size_t len) {
   napi_value v;
   void *data = NULL;
   napi_status s = napi_create_buffer_copy(env, len, bytes, &data, &v);
@@ -589,21 +579,34 @@ static napi_value make_unix(napi_env env, const struct unix_entry *e) {
 
 static napi_value make_unix_item(napi_env env, const void *item) { return make_unix(env, item); }
 
+/* A UNIX_DIAG request with names and peers: a dump of every socket, or (dump false) the one
+ * with inode `inode` (unix_diag_get_exact; the cookie is not checked). */
+struct unix_request {
+  struct nlmsghdr nlh;
+  struct unix_diag_req r;
+};
+
+static void init_unix_request(struct unix_request *req, bool dump, uint32_t inode) {
+  memset(req, 0, sizeof *req);
+  req->nlh.nlmsg_len = sizeof *req;
+  req->nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  req->nlh.nlmsg_flags = NLM_F_REQUEST | (dump ? NLM_F_DUMP : 0);
+  req->r.sdiag_family = AF_UNIX;
+  req->r.udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER;
+  if (dump) {
+    req->r.udiag_states = ~0U;
+  } else {
+    req->r.udiag_ino = inode;
+    req->r.udiag_cookie[0] = INET_DIAG_NOCOOKIE;
+    req->r.udiag_cookie[1] = INET_DIAG_NOCOOKIE;
+  }
+}
+
 /* unixDump() */
 static napi_value unix_dump(napi_env env, napi_callback_info info) {
   (void)info;
-  struct {
-    struct nlmsghdr nlh;
-    struct unix_diag_req r;
-  } req;
-  memset(&req, 0, sizeof req);
-  req.nlh.nlmsg_len = sizeof req;
-  req.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-  req.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  req.r.sdiag_family = AF_UNIX;
-  req.r.udiag_states = ~0U;
-  req.r.udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER;
-
+  struct unix_request req;
+  init_unix_request(&req, true, 0);
   struct unix_ctx ctx = {0};
   bool opened;
   int err = nl_once(&req.nlh, visit_unix, &ctx, &opened);
@@ -615,6 +618,36 @@ static napi_value unix_dump(napi_env env, napi_callback_info info) {
   napi_value arr = make_array(env, ctx.items, ctx.count, sizeof ctx.items[0], make_unix_item);
   free(ctx.items);
   return arr;
+}
+
+/* unixLookup(inode) -> one unixDump() entry, or null when there is no such UNIX socket */
+static napi_value unix_lookup(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  double value = 0;
+  if (napi_get_value_double(env, argv[0], &value) != napi_ok || !(value >= 1 && value <= UINT32_MAX) || value != (double)(uint32_t)value) {
+    napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", "inode must be an integer from 1 to 4294967295");
+    return NULL;
+  }
+  struct unix_request req;
+  init_unix_request(&req, false, (uint32_t)value);
+  struct unix_ctx ctx = {0};
+  bool opened;
+  int err = nl_once(&req.nlh, visit_unix, &ctx, &opened);
+  napi_value result = NULL;
+  if (err == ENOENT || (err == 0 && ctx.count == 0)) {
+    free(ctx.items);
+    CHECK_NAPI(env, napi_get_null(env, &result));
+    return result;
+  }
+  if (err != 0) {
+    free(ctx.items);
+    throw_errno(env, opened ? "Cannot look up the UNIX socket via sock_diag" : "Cannot open a NETLINK_SOCK_DIAG socket", err);
+    return NULL;
+  }
+  result = make_unix(env, &ctx.items[0]);
+  free(ctx.items);
+  return result;
 }
 
 /* ---------- /proc fd scan ---------- */
@@ -2378,6 +2411,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"tcpLookup", NULL, tcp_lookup, NULL, NULL, NULL, napi_enumerable, NULL},
       {"tcpDump", NULL, tcp_dump, NULL, NULL, NULL, napi_enumerable, NULL},
       {"unixDump", NULL, unix_dump, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"unixLookup", NULL, unix_lookup, NULL, NULL, NULL, napi_enumerable, NULL},
       {"scanFds", NULL, scan_fds, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fdIndexCreate", NULL, fd_index_create, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fdIndexRefresh", NULL, fd_index_refresh, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -1,6 +1,7 @@
 import { readHostFacts } from '../host/host-facts.js';
 import { readEphemeralPorts, type LinuxHostView } from '../host/linux-host.js';
-import type { Endpoint, HostFacts, TcpSocket } from '../host/types.js';
+import { recent } from '../host/recent.js';
+import type { Endpoint, TcpSocket } from '../host/types.js';
 import type { AccountDirectory } from '../host/users.js';
 import { readUtmp } from '../host/utmp.js';
 import { buildRecord, formatRecordBytes, writeRecord, type SaveCategory } from '../evidence/record.js';
@@ -50,8 +51,6 @@ export interface CollectedEvidence {
 export class EvidenceCollector {
   #o: EvidenceCollectorOptions;
   #quotaReached = false;
-  /** Host facts as last read, reused for a second: /proc/stat alone costs ~80 us to read. */
-  #hostFacts: { readonly at: number; readonly facts: HostFacts } | undefined;
 
   constructor(options: EvidenceCollectorOptions) {
     this.#o = options;
@@ -66,19 +65,6 @@ export class EvidenceCollector {
   analyse(socket: TcpSocket): { processCount: number; upstream: readonly UpstreamCandidate[] } {
     const closure = this.#resolve(this.#o.hostView(), socket);
     return { processCount: closure.processes.length, upstream: closure.upstream };
-  }
-
-  /**
-   * The host facts, read at most once a second. They change only when the administrator
-   * renames the host, upgrades the OS or steps the clock (boot time is wall-clock based);
-   * a record made within a second of that may show the earlier value.
-   */
-  #currentHostFacts(): HostFacts {
-    const now = Date.now();
-    if (this.#hostFacts === undefined || now - this.#hostFacts.at >= 1000 || now < this.#hostFacts.at) {
-      this.#hostFacts = { at: now, facts: readHostFacts() };
-    }
-    return this.#hostFacts.facts;
   }
 
   #resolve(view: LinuxHostView, socket: TcpSocket): Closure {
@@ -100,7 +86,8 @@ export class EvidenceCollector {
         ...(request.clientIp === undefined ? {} : { clientIp: request.clientIp }),
       },
       userName: (uid) => this.#o.accounts.lookup(uid)?.name ?? null,
-      host: this.#currentHostFacts(),
+      // At most once a second (host/recent.ts): /proc/stat alone costs ~80 us to read.
+      host: recent('host facts', readHostFacts),
       utmp: this.#o.save.includes('utmp') ? readUtmp(this.#o.utmpPath) : [],
       denied: view.deniedPids(),
       save: this.#o.save,

@@ -8,6 +8,7 @@ import { BlockList, isIPv4, isIPv6 } from 'node:net';
 import { endianness, networkInterfaces } from 'node:os';
 import { HostLookupError } from '../errors.js';
 import { decodeFdEntry, FD_SCAN_ENTRY_WIDTH, loadNativeAddon, type NativeAddon } from './native-addon.js';
+import { forgetRecent, recent } from './recent.js';
 import type { PersistentFdIndex } from './persistent-fd-index.js';
 import type { OpenFd, ProcessInfo, ProcessTable } from './types.js';
 import {
@@ -476,27 +477,6 @@ function splitCmdline(raw: string): string[] {
   const parts = raw.split('\0');
   if (parts.at(-1) === '') parts.pop();
   return parts;
-}
-
-/**
- * Values that rarely change, shared by the tables created within `maxAgeMs` (one per SV
- * request): boot time (wall-clock based: it moves only when the clock is stepped), the
- * host's interface addresses and CLK_TCK. Reading them costs more than a small closure.
- */
-const recentValues = new Map<string, { readonly at: number; readonly value: unknown }>();
-
-function recent<T>(key: string, compute: () => T, maxAgeMs = 1000): T {
-  const now = performance.now();
-  const known = recentValues.get(key);
-  if (known !== undefined && now - known.at < maxAgeMs) return known.value as T;
-  const value = compute();
-  recentValues.set(key, { at: now, value });
-  return value;
-}
-
-/** Forgets the shared values (a table's `refresh()`: the caller wants everything read again). */
-function forgetRecent(): void {
-  recentValues.clear();
 }
 
 function buildLocalAddresses(): BlockList {

@@ -11,8 +11,8 @@
  *   tcpDump(family) -> TcpEntry[]
  *   unixDump() -> UnixEntry[]
  *   scanFds(procRoot, { namedPipes }) -> FdScan (see the fd scan section below)
- *   fdIndexCreate(procRoot, { namedPipes, maxKeptFiles, listIntervalMs, rescanIntervalMs, separateTable })
- *     -> index handle
+ *   fdIndexCreate(procRoot, { namedPipes, maxKeptFiles, listIntervalMs, rescanIntervalMs, separateTable,
+ *                             skipSelf }) -> index handle
  *   fdIndexRefresh(index) -> { full, tracked, kept, rescanned: Int32Array }
  *   fdIndexHolders(index, inode) -> Int32Array of (pid, fd, kind) triples
  *   fdIndexFds(index, pid) -> Float64Array in the FdScan `entries` layout, or null
@@ -1038,6 +1038,9 @@ static int run_fd_scan(const char *root, int named_pipes, struct fd_scan *s) {
  *     more threads than kept files remain (see Cost): none of its threads' files stays open;
  *   - stopd itself, a process whose schedstat, wchan or stat could not be read, and one whose
  *     descriptors were refused or failed (the caller retries those itself).
+ *     (With skipSelf, as the daemon opens it, the index leaves stopd out altogether: stopd is
+ *     never part of a closure, see src/host/linux-processes.ts, and its own table, busy with
+ *     every request, would otherwise be read again at every refresh.)
  * A zombie alone in its group is trusted whatever wchan says: do_exit has already dropped its
  * table (exit_files runs before exit_notify) and it never runs again. A zombie leader whose
  * other threads still run is not trusted.
@@ -1150,6 +1153,8 @@ struct fd_index {
   bool closed;
   int named_pipes;
   int32_t self;
+  bool skip_self;   /* leave out the process that opens the index (see fdIndexCreate) */
+  int32_t skip_pid; /* ... its pid as the proc root numbers it; -1: none */
   size_t max_kept;
   size_t kept;
   struct fd_set_bits kept_fds; /* the kept schedstat descriptors, skipped when reading our own table
@@ -1682,7 +1687,7 @@ static int list_all(struct fd_index *ix, int64_t now) {
       break;
     }
     long long pid = parse_decimal(e->d_name, INT32_MAX);
-    if (pid > 0 && (err = i32_push(&listed, (int32_t)pid)) != 0) break;
+    if (pid > 0 && pid != ix->skip_pid && (err = i32_push(&listed, (int32_t)pid)) != 0) break;
   }
   closedir(dir);
   if (err != 0) {
@@ -1759,7 +1764,7 @@ static int probe_new(struct fd_index *ix, long long from, long long to, int *ful
   size_t old = ix->pending.count;
   for (size_t k = 0; k < old + (size_t)(to - from) && err == 0 && !*full; k++) {
     int32_t pid = k < old ? ix->pending.items[k] : (int32_t)(from + 1 + (long long)(k - old));
-    if (find_tracked(ix, pid) != NULL) continue;
+    if (pid == ix->skip_pid || find_tracked(ix, pid) != NULL) continue;
     switch (probe_pid(ix, pid)) {
       case PROBE_PROCESS:
         err = i32_push(&found, pid);
@@ -1847,9 +1852,20 @@ static int index_refresh(struct fd_index *ix, int *was_full) {
 static int job_open(struct fd_index *ix) {
   ix->root_fd = open(ix->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (ix->root_fd < 0) return errno;
+  char buf[128];
+  ix->skip_pid = -1;
+  if (ix->skip_self) {
+    /* Our pid as this proc root numbers it (another pid namespace numbers us otherwise); a root
+     * without "self" (a fake one) does not list us. */
+    ssize_t len = readlinkat(ix->root_fd, "self", buf, sizeof buf - 1);
+    if (len > 0) {
+      buf[len] = 0;
+      long long pid = parse_decimal(buf, INT32_MAX);
+      if (pid > 0) ix->skip_pid = (int32_t)pid;
+    }
+  }
   /* Without CONFIG_SCHED_INFO every schedstat reads "0 0 0", even ours, though we are running:
    * then nothing is trusted and every refresh rescans every process. */
-  char buf[128];
   uint64_t stats[3];
   ix->schedstat_ok = read_proc_file(ix->root_fd, "self/schedstat", buf, sizeof buf) > 0 &&
                      parse_schedstat(buf, stats) == 0 && stats[2] > 0;
@@ -1967,13 +1983,14 @@ static void index_close(struct fd_index *ix);
 
 /* Opens an index over `root`. Returns 0 or an errno (the root cannot be opened). */
 static int index_open(struct fd_index *ix, const char *root, int named_pipes, size_t max_kept, int64_t list_interval_ns,
-                      int64_t rescan_interval_ns, bool separate_table) {
+                      int64_t rescan_interval_ns, bool separate_table, bool skip_self) {
   memset(ix, 0, sizeof *ix);
   ix->root_fd = -1;
   ix->root = strdup(root);
   if (ix->root == NULL) return ENOMEM;
   ix->named_pipes = named_pipes;
   ix->self = (int32_t)getpid();
+  ix->skip_self = skip_self;
   ix->list_interval_ns = list_interval_ns;
   ix->rescan_interval_ns = rescan_interval_ns;
   ix->last_pid = -1;
@@ -2229,18 +2246,19 @@ static napi_value fd_index_create(napi_env env, napi_callback_info info) {
   int named_pipes = 1;
   double max_kept = INDEX_DEFAULT_MAX_KEPT, interval_ms = INDEX_DEFAULT_LIST_INTERVAL_MS,
          rescan_ms = INDEX_DEFAULT_RESCAN_INTERVAL_MS;
-  bool separate_table = true;
+  bool separate_table = true, skip_self = false;
   if (!get_named_pipes(env, argv[1], &named_pipes) ||
       !get_count_option(env, argv[1], "maxKeptFiles", 1048576, &max_kept) ||
       !get_count_option(env, argv[1], "listIntervalMs", 86400000, &interval_ms) ||
       !get_count_option(env, argv[1], "rescanIntervalMs", 86400000, &rescan_ms) ||
-      !get_bool_option(env, argv[1], "separateTable", &separate_table))
+      !get_bool_option(env, argv[1], "separateTable", &separate_table) ||
+      !get_bool_option(env, argv[1], "skipSelf", &skip_self))
     return NULL;
   char *root = get_proc_root(env, argv[0]);
   if (root == NULL) return NULL;
   struct fd_index *ix = malloc(sizeof *ix);
   int err = ix == NULL ? ENOMEM : index_open(ix, root, named_pipes, (size_t)max_kept, (int64_t)interval_ms * 1000000,
-                                              (int64_t)rescan_ms * 1000000, separate_table);
+                                              (int64_t)rescan_ms * 1000000, separate_table, skip_self);
   free(root);
   if (err != 0) {
     free(ix);

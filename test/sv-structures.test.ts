@@ -260,6 +260,36 @@ describe('stopd SV requests about real process structures', { skip: isRoot ? fal
     }
   });
 
+  test('SV leaves stopd itself out of the closure when a member holds a connection to it', async () => {
+    const next = await listen('127.0.0.2');
+    const started: DetachedProcess[] = [];
+    try {
+      // A relay holding a loopback connection to stopd (a local ident query left open) and the
+      // queried connection: following the first would make stopd, and every host asking it at
+      // that moment, part of the session.
+      const relay = await startDetached(['socat', `TCP4:127.0.0.1:${daemon.port}`, `TCP4:127.0.0.2:${next.port}`]);
+      started.push(relay);
+      const accepted = await next.nextAccepted(10_000);
+      const ports = portsOf(accepted, next);
+      // socat dials stopd first: its connection is established before the queried one is.
+      assert.ok(findHeldConnection([relay.pid], (row) => row.remote.port === daemon.port), 'the relay holds a connection to stopd');
+
+      const record = await redeemVerified(daemon.storeDir, await requestSv(daemon, ports));
+
+      assert.ok(!pidsOf(record).includes(daemon.process.pid ?? 0), `stopd is not a member: ${describePids(record)}`);
+      assert.deepEqual(pidsOf(record), sorted([1, relay.pid]), describePids(record));
+      const toStopd = processOf(record, relay.pid).sockets.find(
+        (socket) => socket.kind === 'tcp' && socket.remote.port === daemon.port,
+      );
+      assert.ok(toStopd?.kind === 'tcp', 'the relay\'s connection to stopd is in its record');
+      assert.deepEqual(toStopd.peerPids, []);
+      assert.deepEqual(record.upstream, []);
+    } finally {
+      for (const one of started) one.kill();
+      await next.close();
+    }
+  });
+
   test('SV about P4 of the complex structure resolves all of figure 9 and names only P1 upstream (paper 3.6)', async () => {
     const ports: [number, number, number] = [await freeFixedPort(), await freeFixedPort(), await freeFixedPort()];
     const next = await listen('127.0.0.2');

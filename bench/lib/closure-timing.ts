@@ -28,7 +28,8 @@ export interface ClosureTiming {
  */
 export function timeClosure(local: Endpoint, remote: Endpoint, iterations: number, index: 'incremental' | 'full'): ClosureTiming {
   const sockets = createLinuxSocketTable({ log: () => undefined });
-  const fdIndex = index === 'incremental' ? createPersistentFdIndex() : undefined;
+  // As the daemon opens them: leaving this process out, as stopd leaves itself out.
+  const fdIndex = index === 'incremental' ? createPersistentFdIndex({ skipSelf: true }) : undefined;
   const samples: number[] = [];
   let processes = 0;
   let upstream = 0;
@@ -37,7 +38,7 @@ export function timeClosure(local: Endpoint, remote: Endpoint, iterations: numbe
       const started = performance.now();
       const socket = sockets.findTcp(local, remote);
       if (socket === undefined) throw new Error(`No connection ${local.address}:${local.port} -> ${remote.address}:${remote.port}`);
-      const view = createLinuxHostView(sockets, fdIndex === undefined ? {} : { fdIndex });
+      const view = createLinuxHostView(sockets, { hideSelf: true, ...(fdIndex === undefined ? {} : { fdIndex }) });
       const ephemeralPorts = readEphemeralPorts();
       const closure = resolveClosure(view, { socket, ...(ephemeralPorts === undefined ? {} : { ephemeralPorts }) });
       const elapsed = performance.now() - started;

@@ -140,7 +140,9 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     // One descriptor index for the daemon's lifetime: each SV analysis refreshes it, which
     // re-reads only the processes that may have changed since the previous one, instead of
     // every /proc/PID/fd. Without the addon's index each analysis scans every process.
-    if (options.keepFdIndex ?? true) fdIndex = createPersistentFdIndex();
+    // stopd leaves itself out of every closure (LinuxProcessTableOptions.hideSelf), so the
+    // index need not read its own, busy, descriptor table at every refresh either.
+    if (options.keepFdIndex ?? true) fdIndex = createPersistentFdIndex({ skipSelf: true });
     // With the privileges to read every process's descriptors, a refusal is the kernel's policy
     // (an LSM, an outer sandbox's init): note the pid in the record and go on. Without them,
     // SV requests fail with a clear log line rather than silently saving less.
@@ -170,6 +172,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
         createLinuxHostView(sockets, {
           readCmdline: current.save.includes('cmdline'),
           onDenied,
+          hideSelf: true,
           ...(fdIndex === undefined ? {} : { fdIndex }),
         }),
       accounts,

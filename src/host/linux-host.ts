@@ -19,12 +19,13 @@ export interface LinuxHostView extends HostView {
  */
 export function createLinuxHostView(
   sockets: LinuxSocketTable,
-  options: { readCmdline?: boolean; onDenied?: 'throw' | 'skip'; fdIndex?: PersistentFdIndex } = {},
+  options: { readCmdline?: boolean; onDenied?: 'throw' | 'skip'; fdIndex?: PersistentFdIndex; hideSelf?: boolean } = {},
 ): LinuxHostView {
   const processes = createLinuxProcessTable({
     readCmdline: options.readCmdline ?? true,
     ...(options.onDenied === undefined ? {} : { onDenied: options.onDenied }),
     ...(options.fdIndex === undefined ? {} : { fdIndex: options.fdIndex }),
+    ...(options.hideSelf === undefined ? {} : { hideSelf: options.hideSelf }),
   });
   const inventory = sockets.openInventory();
   return {

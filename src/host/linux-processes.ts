@@ -3,7 +3,7 @@
  * a given socket or pipe inode, read from /proc with synchronous calls (DESIGN.md, Host
  * view) so one request sees one coherent snapshot and never interleaves with another.
  */
-import { lstatSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { closeSync, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, statSync } from 'node:fs';
 import { BlockList, isIPv4, isIPv6 } from 'node:net';
 import { endianness, networkInterfaces } from 'node:os';
 import { HostLookupError } from '../errors.js';
@@ -56,6 +56,15 @@ export interface LinuxProcessTableOptions {
    * `namedPipes` apply; `nativeScan` is then ignored. The table never closes it.
    */
   readonly fdIndex?: PersistentFdIndex;
+  /**
+   * Leave the calling process (the one the proc root's `self` names) out of `findHolders`, so
+   * it never joins a closure; default false. stopd sets it for itself: its sockets are
+   * requesters', collectors' and upstream hosts', never part of a session, and a closure
+   * member connected to it (a local ident query) would otherwise make every host asking stopd
+   * at that moment look like an upstream hop. Its descriptors are then not read at all. Set
+   * for a {@link PersistentFdIndex} opened with `skipSelf`.
+   */
+  readonly hideSelf?: boolean;
 }
 
 /**
@@ -104,7 +113,7 @@ interface Holder {
 
 /** What a table read around its persistent index in one snapshot. */
 interface IndexedSnapshot {
-  /** Processes the index could not read, read again from JavaScript (see retryUnreadable). */
+  /** Processes the index could not read, as retryUnreadable ends them. */
   readonly retried: ReadonlyMap<number, readonly { fd: OpenFd; link: string }[]>;
   /** The same descriptors by inode. */
   readonly retriedHolders: ReadonlyMap<number, readonly Holder[]>;
@@ -151,6 +160,12 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
   if (options.procRoot !== undefined && options.procRoot !== procRoot) {
     throw new HostLookupError(`Cannot use a descriptor index of ${procRoot} for processes in ${options.procRoot}`);
   }
+  const hideSelf = options.hideSelf ?? false;
+  if (fdIndex?.skipSelf === true && !hideSelf) {
+    throw new HostLookupError('Cannot use a descriptor index that skips this process without hideSelf');
+  }
+  /** This process as the proc root numbers it, when it is to be left out. */
+  const hiddenPid = hideSelf ? selfPid(procRoot) : undefined;
 
   let bootTimeMs: number | undefined;
   let index: Map<number, Holder[]> | undefined;
@@ -219,7 +234,7 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
 
   const readText = (pid: number, file: string, encoding: BufferEncoding): string | undefined => {
     try {
-      return readFileSync(`${procRoot}/${pid}/${file}`, encoding);
+      return readSmallFile(`${procRoot}/${pid}/${file}`, encoding);
     } catch (error) {
       if (isGone(error)) return undefined;
       throw new HostLookupError(`Cannot read ${procRoot}/${pid}/${file}: ${describe(error)}`, {
@@ -231,6 +246,7 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
   const buildIndex = (): Map<number, Holder[]> => {
     const built = new Map<number, Holder[]>();
     for (const pid of listPids(procRoot)) {
+      if (pid === hiddenPid) continue;
       for (const { fd, link } of readFds(pid) ?? []) {
         const list = built.get(fd.inode);
         const holder = { pid, fd: fd.fd, link };
@@ -272,7 +288,7 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
       const { pid, fd } = decodeFdEntry(entries, i);
       add(pid, fd, nativeLink(fd));
     }
-    for (const [pid, fds] of retryUnreadable([...raw.denied, ...raw.failed])) {
+    for (const [pid, fds] of retryUnreadable(raw.denied, raw.failed)) {
       perPid.set(pid, []);
       for (const { fd, link } of fds) add(pid, fd, link);
     }
@@ -282,13 +298,22 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
   };
 
   /**
-   * Processes the native code could not read (refused, or another error), read again from
-   * JavaScript so that they end exactly as in the JavaScript scan: a HostLookupError, or with
-   * `onDenied: 'skip'` no descriptors and a place in deniedPids. Gone ones are left out.
+   * Processes the native code could not read, ending exactly as in the JavaScript scan: a
+   * HostLookupError, or with `onDenied: 'skip'` no descriptors and a place in deniedPids.
+   * Failures are read again from JavaScript (gone ones are left out). Refusals with 'skip'
+   * are taken as the native code saw them, without a second read: they repeat at every
+   * request (init in some containers) and a read costs as much as a whole descriptor table.
    */
-  const retryUnreadable = (pids: number[]): Map<number, { fd: OpenFd; link: string }[]> => {
+  const retryUnreadable = (refused: Iterable<number>, failed: Iterable<number>): Map<number, { fd: OpenFd; link: string }[]> => {
     const out = new Map<number, { fd: OpenFd; link: string }[]>();
-    for (const pid of [...pids].sort((a, b) => a - b)) {
+    const again = [...failed];
+    for (const pid of refused) {
+      if (onDenied === 'skip') {
+        denied.add(pid);
+        out.set(pid, []);
+      } else again.push(pid);
+    }
+    for (const pid of again.sort((a, b) => a - b)) {
       const fds = readFds(pid);
       if (fds !== undefined) out.set(pid, fds);
     }
@@ -300,7 +325,7 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
     if (indexed !== undefined) return indexed;
     persistent.refresh();
     const { denied: refused, failed } = persistent.unreadable();
-    const retried = retryUnreadable([...refused, ...failed]);
+    const retried = retryUnreadable(refused, failed);
     const retriedHolders = new Map<number, Holder[]>();
     for (const [pid, fds] of retried) {
       for (const { fd, link } of fds) {
@@ -409,7 +434,7 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
         if (live.length === 0) index.delete(inode);
         else index.set(inode, live);
       }
-      const pids = [...new Set(live.map((holder) => holder.pid))].sort((a, b) => a - b);
+      const pids = [...new Set(live.map((holder) => holder.pid))].filter((pid) => pid !== hiddenPid).sort((a, b) => a - b);
       if (ownerUid === undefined) return pids;
       // The owner's processes first (DESIGN.md: scan the socket owner's uid first); the scan
       // itself is always complete, so the hint only orders the answer.
@@ -505,6 +530,50 @@ function readClockTicks(procRoot: string): number {
 }
 
 /** The process (or descriptor) disappeared while being read. */
+/** The pid `PROCROOT/self` names (this process in the root's pid namespace), or undefined (a fake root). */
+function selfPid(procRoot: string): number | undefined {
+  try {
+    const pid = Number(readlinkSync(`${procRoot}/self`));
+    return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Reused by {@link readSmallFile}: the event loop runs one read at a time. */
+let readBuffer = Buffer.allocUnsafe(16 * 1024);
+const MAX_KEPT_READ_BUFFER = 64 * 1024;
+
+/**
+ * A whole file, as readFileSync would return it, for the small /proc files read for every
+ * closure member (stat, status, cmdline): one open, reads into a buffer kept between calls, one
+ * close. readFileSync also fstats and allocates per call, which costs more than the kernel's
+ * own work on these files. Throws what readFileSync would.
+ */
+function readSmallFile(path: string, encoding: BufferEncoding): string {
+  const fd = openSync(path, 'r');
+  try {
+    let buffer = readBuffer;
+    let length = 0;
+    for (;;) {
+      if (length === buffer.length) {
+        const grown = Buffer.allocUnsafe(buffer.length * 2);
+        buffer.copy(grown);
+        buffer = grown;
+      }
+      const read = readSync(fd, buffer, length, buffer.length - length, null);
+      if (read === 0) {
+        // A long command line grows the buffer for this call only.
+        if (buffer.length <= MAX_KEPT_READ_BUFFER) readBuffer = buffer;
+        return buffer.toString(encoding, 0, length);
+      }
+      length += read;
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
 function isGone(error: unknown): boolean {
   const code = errorCode(error);
   return code === 'ENOENT' || code === 'ESRCH';

@@ -99,6 +99,8 @@ export interface RawFdIndexOptions {
   readonly rescanIntervalMs?: number;
   /** Keep the files in a thread with a descriptor table of its own (default true; see keeper_main). */
   readonly separateTable?: boolean;
+  /** Leave out the calling process (as the proc root's `self` names it); default false. A build older than the option ignores it. */
+  readonly skipSelf?: boolean;
 }
 
 /** One descriptor in the `entries` layout shared by `scanFds` and `fdIndexFds`. */

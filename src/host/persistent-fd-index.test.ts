@@ -5,7 +5,7 @@
 // (printed, not asserted).
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -415,6 +415,44 @@ void test(`PersistentFdIndex ${separateTable ? 'keeps its files out of' : 'skips
   }
 });
 }
+
+void test('PersistentFdIndex with skipSelf leaves this process out, and a table hiding itself too', { skip }, async () => {
+  // A named pipe this process and a child (as its stdout) both hold.
+  const fifo = join(dir, 'skip-self.fifo');
+  execFileSync('mkfifo', [fifo]);
+  const fd = openSync(fifo, 'r+');
+  const child = spawn('sleep', ['30'], { stdio: ['ignore', fd, 'ignore'] });
+  started.push(child);
+  await new Promise<void>((resolve, reject) => child.once('spawn', resolve).once('error', reject));
+  const pid = child.pid ?? 0;
+  const inode = statSync(fifo).ino;
+  try {
+    const everyone = openIndex();
+    everyone.refresh();
+    assert.deepEqual(
+      everyone.holders(inode).map((holder) => holder.pid),
+      [process.pid, pid].sort((a, b) => a - b),
+      'both ends without skipSelf',
+    );
+    const skipping = openIndex({ skipSelf: true });
+    assert.equal(skipping.skipSelf, true);
+    skipping.refresh();
+    assert.deepEqual(skipping.holders(inode), [{ pid, fd: 1, kind: 'pipe' }]);
+    assert.equal(skipping.fds(process.pid), undefined, 'this process is not indexed');
+    assert.ok(everyone.fds(process.pid) !== undefined, 'but it is without skipSelf');
+    // The process table hides it whichever way it reads the descriptors.
+    assert.deepEqual(createLinuxProcessTable({ fdIndex: skipping, hideSelf: true }).findHolders(inode), [pid]);
+    assert.deepEqual(createLinuxProcessTable({ hideSelf: true }).findHolders(inode), [pid]);
+    assert.deepEqual(createLinuxProcessTable({ hideSelf: true, nativeScan: false }).findHolders(inode), [pid]);
+    assert.deepEqual(createLinuxProcessTable({ fdIndex: everyone, hideSelf: true }).findHolders(inode), [pid]);
+    assert.deepEqual(createLinuxProcessTable().findHolders(inode), [process.pid, pid].sort((a, b) => a - b));
+    // A table that would show this process cannot use an index that never read it.
+    assert.throws(() => createLinuxProcessTable({ fdIndex: skipping }), { name: 'HostLookupError', message: /without hideSelf/ });
+  } finally {
+    child.kill('SIGKILL');
+    closeSync(fd);
+  }
+});
 
 void test('PersistentFdIndex rescans a busy-looping process at every refresh and sees what it opens', { skip }, async () => {
   const index = openIndex();

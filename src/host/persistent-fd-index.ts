@@ -44,6 +44,12 @@ export interface PersistentFdIndexOptions {
    * false, they stay in this process's table and are skipped by number when it is read.
    */
   readonly separateTable?: boolean;
+  /**
+   * Leave out this process (as the proc root's `self` names it); default false. Its own
+   * table, busy with every request it serves, would otherwise be read at every refresh. A
+   * process table over such an index must hide this process too (LinuxProcessTableOptions.hideSelf).
+   */
+  readonly skipSelf?: boolean;
 }
 
 /** One descriptor holding an inode. */
@@ -74,6 +80,8 @@ export interface FdIndexRefresh {
 export interface PersistentFdIndex {
   readonly procRoot: string;
   readonly namedPipes: boolean;
+  /** Whether it leaves this process out. */
+  readonly skipSelf: boolean;
   /** Brings the index up to date. Throws HostLookupError when the proc root cannot be read. */
   refresh(): FdIndexRefresh;
   /** The descriptors holding `inode` at the last refresh, by pid then fd. */
@@ -107,22 +115,27 @@ export function createPersistentFdIndex(options: PersistentFdIndexOptions = {}):
       ...(options.listIntervalMs === undefined ? {} : { listIntervalMs: options.listIntervalMs }),
       ...(options.rescanIntervalMs === undefined ? {} : { rescanIntervalMs: options.rescanIntervalMs }),
       ...(options.separateTable === undefined ? {} : { separateTable: options.separateTable }),
+      skipSelf: options.skipSelf ?? false,
     });
   } catch (error) {
     throw new HostLookupError(`Cannot index the descriptors in ${procRoot}: ${describe(error)}`, { cause: error });
   }
-  return wrapIndex(native, handle, procRoot, namedPipes);
+  return wrapIndex(native, handle, { procRoot, namedPipes, skipSelf: options.skipSelf ?? false });
 }
 
-function wrapIndex(native: NativeFdIndexFunctions, handle: RawFdIndex, procRoot: string, namedPipes: boolean): PersistentFdIndex {
+function wrapIndex(
+  native: NativeFdIndexFunctions,
+  handle: RawFdIndex,
+  settings: Pick<PersistentFdIndex, 'procRoot' | 'namedPipes' | 'skipSelf'>,
+): PersistentFdIndex {
+  const { procRoot } = settings;
   let closed = false;
   const use = (): RawFdIndex => {
     if (closed) throw new HostLookupError(`Cannot use the descriptor index of ${procRoot}: it is closed`);
     return handle;
   };
   return {
-    procRoot,
-    namedPipes,
+    ...settings,
     refresh() {
       let raw;
       try {

@@ -1045,6 +1045,16 @@ static int run_fd_scan(const char *root, int named_pipes, struct fd_scan *s) {
  * table (exit_files runs before exit_notify) and it never runs again. A zombie leader whose
  * other threads still run is not trusted.
  *
+ * Kernel threads (PF_KTHREAD in the flags of stat, field 9) hold no descriptors: they share
+ * the initial task's empty table (kthreadd is started with CLONE_FILES from it), and a kernel
+ * thread that becomes a user process does so by exec (kernel_execve; the usermode helpers of
+ * kernels before 5.17), which clears PF_KTHREAD. Many run all the time (kworkers, ksoftirqd),
+ * which would make them volatile, so one seen as a kernel thread at its last scan is read
+ * again only when it exits (ESRCH on its kept schedstat), when its stat no longer shows the
+ * flag, and at its periodic rescan; otherwise a refresh costs it a pread, plus a read of its
+ * stat when it ran. (A usermode helper of a kernel before 5.17 gets its pipe as descriptor 0
+ * just before its exec: a refresh in between sees it still holding nothing.)
+ *
  * Gone processes: a kept schedstat file belongs to the struct pid, not to the number, so once
  * the process is reaped every read fails with ESRCH, even if the number was reused.
  *
@@ -1082,11 +1092,18 @@ static int run_fd_scan(const char *root, int named_pipes, struct fd_scan *s) {
  * src/host/linux-processes.ts), so a descriptor closed since the refresh is never reported.
  *
  * Cost: one pread() of a kept schedstat per thread of a trusted process per refresh (one per
- * process for the others). Each open seq_file pins a page of kernel memory, so at most
+ * process for the others). Judging a multi-threaded process reads about ten files per thread,
+ * which for a busy one (found changed or volatile at two refreshes in a row) is wasted at
+ * every refresh; when those reads outnumber its descriptors (threads * 4 >= descriptors), it is
+ * judged again only after 1, 2, 4, ... up to 32 refreshes, and simply rescanned in between (a
+ * rescan without judging is always exact; it only costs reading the descriptors). One idle
+ * again is trusted at the next retry. Each open seq_file pins a page of kernel memory, so at most
  * maxKeptFiles stay open, a thread's counting like a process's (and never more than half the
  * descriptor limit); processes beyond, and a multi-threaded process whose threads do not all
- * fit, are rescanned at every refresh. The files live in the
- * descriptor table of a thread of their own (see keeper_main), not in stopd's.
+ * fit, are rescanned at every refresh. The files live in the descriptor table of a thread of
+ * their own (see keeper_main) unless separateTable is false, as the daemon opens the index:
+ * it leaves itself out (skipSelf), so its own table is never read, and the hand-over to the
+ * keeper and back costs more than the refresh itself on a busy virtual machine.
  */
 
 /* Most pids probed one by one before a full listing is cheaper (a listing of 1 000 processes
@@ -1139,6 +1156,10 @@ struct tracked {
   uint32_t nthreads;
   uint8_t outcome;        /* PID_OK, PID_DENIED or PID_FAILED at its last scan */
   uint8_t trusted;        /* not volatile: unchanged schedstat means unchanged descriptors */
+  uint8_t kthread;        /* a kernel thread at its last scan (see "Kernel threads" above) */
+  uint8_t misses;         /* refreshes in a row that found it changed or volatile */
+  uint32_t threads_seen;  /* num_threads when last judged */
+  uint32_t retry_at;      /* with backoff (see "Cost"): the refresh that may judge it next */
   uint64_t stats[3];      /* sum_exec_runtime, run_delay, pcount, read before the descriptors */
   int64_t due_ns;         /* rescanned at the first refresh after this, changed or not */
   struct fd_entry *fds;   /* ascending fd; NULL when none */
@@ -1177,6 +1198,7 @@ struct fd_index {
   struct i32_vec rescanned; /* pids (re)scanned by the last refresh */
   struct fd_vec scratch;
   int last_full; /* what the last refresh reported */
+  uint32_t refreshes; /* counts refreshes, for the backoff of busy multi-threaded processes */
   /* The keeper thread (see keeper_main) and the job it runs for the caller. */
   bool has_keeper;
   pthread_t keeper;
@@ -1318,9 +1340,13 @@ static int read_stats(int fd, uint64_t out[3]) {
   return parse_schedstat(buf, out) == 0 ? 0 : EINVAL;
 }
 
-/* State (field 3) and num_threads (field 20) of /proc/PID/stat; -1 when malformed. The comm
- * (field 2) may hold spaces and parentheses, so fields are counted from its last ')'. */
-static int parse_stat(const char *s, char *state, long *threads) {
+/* PF_KTHREAD in the flags of /proc/PID/stat (include/linux/sched.h): a kernel thread. */
+#define STAT_PF_KTHREAD 0x00200000UL
+
+/* State (field 3), flags (field 9) and num_threads (field 20) of /proc/PID/stat; -1 when
+ * malformed. The comm (field 2) may hold spaces and parentheses, so fields are counted from
+ * its last ')'. */
+static int parse_stat(const char *s, char *state, unsigned long *flags, long *threads) {
   const char *p = strrchr(s, ')');
   if (p == NULL || p[1] != ' ' || p[2] == 0) return -1;
   *state = p[2];
@@ -1329,6 +1355,10 @@ static int parse_stat(const char *s, char *state, long *threads) {
     p = strchr(p, ' ');
     if (p == NULL) return -1;
     p++;
+    if (field == 9) {
+      if (*p < '0' || *p > '9') return -1;
+      *flags = strtoul(p, NULL, 10);
+    }
   }
   if (*p < '0' || *p > '9') return -1;
   long n = 0;
@@ -1349,21 +1379,36 @@ static long long read_last_pid(int root_fd) {
 
 /* Steps 2 and 3 of the rule above for one task (`task` is "PID" or "PID/task/TID"): whether
  * it was blocked, or is a zombie alone in its group. *threads gets num_threads (0 when stat
- * could not be read). A zombie leader with other threads left is not quiet: they still run. */
-static int is_quiet(const struct fd_index *ix, const char *task, long *threads) {
+ * could not be read), *kthread whether it is a kernel thread. A zombie leader with other
+ * threads left is not quiet: they still run. */
+static int is_quiet(const struct fd_index *ix, const char *task, long *threads, bool *kthread) {
   char rel[64], buf[STAT_BUF_SIZE];
   *threads = 0;
+  *kthread = false;
   snprintf(rel, sizeof rel, "%s/wchan", task);
   ssize_t n = read_proc_file(ix->root_fd, rel, buf, 64); /* a symbol can be long; its start will do */
   int blocked = n > 0 && !(n == 1 && buf[0] == '0');
   snprintf(rel, sizeof rel, "%s/stat", task);
   n = read_proc_file(ix->root_fd, rel, buf, sizeof buf);
   char state;
+  unsigned long flags;
   long count;
-  if (n <= 0 || parse_stat(buf, &state, &count) != 0 || count < 1) return 0;
+  if (n <= 0 || parse_stat(buf, &state, &flags, &count) != 0 || count < 1) return 0;
   *threads = count;
+  *kthread = (flags & STAT_PF_KTHREAD) != 0;
   if (state == 'Z' || state == 'X') return count == 1;
   return blocked && state != 'R';
+}
+
+/* Whether the process is a kernel thread now (false when its stat cannot be read). */
+static bool is_kthread(const struct fd_index *ix, int32_t pid) {
+  char rel[32], buf[STAT_BUF_SIZE];
+  snprintf(rel, sizeof rel, "%d/stat", (int)pid);
+  char state;
+  unsigned long flags;
+  long threads;
+  return read_proc_file(ix->root_fd, rel, buf, sizeof buf) > 0 && parse_stat(buf, &state, &flags, &threads) == 0 &&
+         (flags & STAT_PF_KTHREAD) != 0;
 }
 
 static int compare_fd(const void *a, const void *b) {
@@ -1509,7 +1554,8 @@ static int keep_threads(struct fd_index *ix, struct tracked *t, const char *pid_
       t->nthreads++;
       ix->kept++;
       long threads;
-      quiet = is_quiet(ix, task, &threads);
+      bool kthread;
+      quiet = is_quiet(ix, task, &threads, &kthread);
     }
     if (quiet) {
       err = list_tasks(ix, pid_name, &after);
@@ -1534,8 +1580,17 @@ static enum pid_outcome scan_tracked(struct fd_index *ix, struct tracked *t) {
   snprintf(name, sizeof name, "%d", (int)t->pid);
   drop_kept(ix, t);
   int trusted = 0;
-  /* Past the cap the process is rescanned at every refresh anyway: no need to judge it. */
-  if (ix->schedstat_ok && ix->kept < ix->max_kept && t->pid != ix->self) {
+  bool kthread = false;
+  /* Past the cap the process is rescanned at every refresh anyway: no need to judge it. Nor
+   * one refused or failed at its last scan: it is read again at every refresh (below), and if
+   * it is readable now, the next refresh judges it. Nor, between retries, a busy
+   * multi-threaded process (see "Cost"). */
+  int judge = ix->schedstat_ok && ix->kept < ix->max_kept && t->pid != ix->self && t->outcome == PID_OK;
+  if (judge && t->misses >= 2 && t->threads_seen > 1 && (uint64_t)t->threads_seen * 4 >= t->nfds) {
+    judge = ix->refreshes >= t->retry_at;
+    if (judge) t->retry_at = ix->refreshes + (1U << (t->misses - 2 < 5 ? t->misses - 2 : 5));
+  }
+  if (judge) {
     snprintf(rel, sizeof rel, "%s/schedstat", name);
     int fd = openat(ix->root_fd, rel, O_RDONLY | O_CLOEXEC);
     if (fd < 0 && is_gone(errno)) return PID_GONE;
@@ -1545,7 +1600,8 @@ static enum pid_outcome scan_tracked(struct fd_index *ix, struct tracked *t) {
         t->kept = fd;
         ix->kept++;
         long threads;
-        trusted = is_quiet(ix, name, &threads);
+        trusted = is_quiet(ix, name, &threads, &kthread);
+        t->threads_seen = threads > 0 && threads < INT32_MAX ? (uint32_t)threads : 0;
         if (trusted && threads > 1) {
           int keep = keep_threads(ix, t, name);
           if (keep < 0) return PID_NOMEM;
@@ -1580,6 +1636,8 @@ static enum pid_outcome scan_tracked(struct fd_index *ix, struct tracked *t) {
   }
   t->outcome = (uint8_t)outcome;
   t->trusted = (uint8_t)trusted;
+  /* Only with its schedstat kept: that file is what tells the thread is still there. */
+  t->kthread = kthread && t->kept >= 0 && outcome == PID_OK;
   /* Somewhere in the second half of the interval, by pid, so that processes scanned together
    * (all of them at the first refresh) do not all come due at the same refresh again. */
   int64_t half = ix->rescan_interval_ns / 2;
@@ -1607,7 +1665,23 @@ static int validate_tracked(struct fd_index *ix) {
     struct tracked t = ix->procs[i];
     enum pid_outcome outcome = PID_OK;
     int rescan = 1;
-    if (t.trusted && t.kept >= 0 && (ix->rescan_interval_ns == 0 || ix->now_ns < t.due_ns)) {
+    int due = ix->rescan_interval_ns != 0 && ix->now_ns >= t.due_ns;
+    if (t.kthread && !due) {
+      /* A kernel thread may run all the time: while it stays one, it holds nothing new. */
+      uint64_t now[3];
+      int read_err = read_stats(t.kept, now);
+      if (read_err == 0 && memcmp(now, t.stats, sizeof now) != 0) {
+        /* By path first, then the kept file: a task still alive at the second read is the one
+         * the path named (the number cannot have been reused while it lived). */
+        int still = is_kthread(ix, t.pid);
+        read_err = read_stats(t.kept, now);
+        if (read_err == 0 && !still) read_err = EAGAIN;
+        if (read_err == 0) memcpy(t.stats, now, sizeof now);
+      }
+      if (read_err == ESRCH) outcome = PID_GONE;
+      if (read_err == 0 || read_err == ESRCH) rescan = 0;
+      /* Any other failure, or no longer a kernel thread: rescan by path. */
+    } else if (t.trusted && t.kept >= 0 && !due) {
       uint64_t now[3];
       int read_err = read_stats(t.kept, now);
       if (read_err == ESRCH) {
@@ -1621,6 +1695,8 @@ static int validate_tracked(struct fd_index *ix) {
       }
       /* Any other failure: rescan by path, which finds out whether the process is gone. */
     }
+    if (rescan && !due && t.misses < UINT8_MAX) t.misses++;
+    if (!rescan) t.misses = 0;
     if (rescan) outcome = scan_tracked(ix, &t);
     if (outcome == PID_GONE) {
       release_tracked(ix, &t);
@@ -1808,6 +1884,7 @@ static long long root_nlink(const struct fd_index *ix) {
  * the next refresh starts over. */
 static int index_refresh(struct fd_index *ix, int *was_full) {
   ix->rescanned.count = 0;
+  ix->refreshes++;
   int64_t now = monotonic_ns();
   ix->now_ns = now;
   /* Read before anything else: a process created from here on has a larger pid, which the next
@@ -1896,10 +1973,10 @@ static int job_release(struct fd_index *ix) {
 
 /*
  * The keeper: a thread with a descriptor table of its own (unshare(CLONE_FILES)), where the
- * index keeps its schedstat files and does all its reading. In stopd's own table a thousand
- * kept files would make every refresh read a thousand-entry /proc/self/fd (stopd itself is
- * rescanned every time), and would show up in every other tool that
- * lists stopd's descriptors. /proc/PID/fd shows the thread-group leader's table, which stays
+ * index keeps its schedstat files and does all its reading. In the caller's own table a
+ * thousand kept files would make every refresh read a thousand-entry /proc/self/fd (the caller
+ * is rescanned every time, unless skipSelf), and would show up in every other tool that
+ * lists the caller's descriptors. /proc/PID/fd shows the thread-group leader's table, which stays
  * stopd's real one. Without the keeper (unshare refused) the work runs in the caller's thread
  * and the kept files are skipped by number when stopd reads its own table.
  */

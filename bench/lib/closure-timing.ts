@@ -29,7 +29,7 @@ export interface ClosureTiming {
 export function timeClosure(local: Endpoint, remote: Endpoint, iterations: number, index: 'incremental' | 'full'): ClosureTiming {
   const sockets = createLinuxSocketTable({ log: () => undefined });
   // As the daemon opens them: leaving this process out, as stopd leaves itself out.
-  const fdIndex = index === 'incremental' ? createPersistentFdIndex({ skipSelf: true }) : undefined;
+  const fdIndex = index === 'incremental' ? createPersistentFdIndex({ skipSelf: true, separateTable: false }) : undefined;
   const samples: number[] = [];
   let processes = 0;
   let upstream = 0;

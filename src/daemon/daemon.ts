@@ -141,8 +141,10 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     // re-reads only the processes that may have changed since the previous one, instead of
     // every /proc/PID/fd. Without the addon's index each analysis scans every process.
     // stopd leaves itself out of every closure (LinuxProcessTableOptions.hideSelf), so the
-    // index need not read its own, busy, descriptor table at every refresh either.
-    if (options.keepFdIndex ?? true) fdIndex = createPersistentFdIndex({ skipSelf: true });
+    // index need not read its own, busy, descriptor table at every refresh either; its kept
+    // files can then live in that table, which spares every refresh a hand-over to another
+    // thread (they show in `ls /proc/PID/fd` of stopd as schedstat files).
+    if (options.keepFdIndex ?? true) fdIndex = createPersistentFdIndex({ skipSelf: true, separateTable: false });
     // With the privileges to read every process's descriptors, a refusal is the kernel's policy
     // (an LSM, an outer sandbox's init): note the pid in the record and go on. Without them,
     // SV requests fail with a clear log line rather than silently saving less.

@@ -47,15 +47,29 @@ async function timed<T>(name: string, work: () => Promise<T>): Promise<T | undef
   }
 }
 
+/** A mistake on the command line: reported in one sentence, exit status 2. */
+class UsageError extends Error {}
+
+function parseOptions(): { quick: boolean; profile: boolean; only: Set<Section> } {
+  let values;
+  try {
+    ({ values } = parseArgs({ options: { quick: { type: 'boolean' }, only: { type: 'string' }, profile: { type: 'boolean' } } }));
+  } catch (error) {
+    throw new UsageError(`${(error as Error).message}; the options are --quick, --only=LIST and --profile`);
+  }
+  const only = new Set<Section>(
+    (values.only?.split(',') ?? [...SECTIONS]).map((name) => {
+      if (!(SECTIONS as readonly string[]).includes(name)) {
+        throw new UsageError(`Unknown section "${name}" in --only: use a comma-separated list of ${SECTIONS.join(', ')}`);
+      }
+      return name as Section;
+    }),
+  );
+  return { quick: values.quick === true, profile: values.profile === true, only };
+}
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: { quick: { type: 'boolean' }, only: { type: 'string' }, profile: { type: 'boolean' } },
-  });
-  const quick = values.quick === true;
-  const only = new Set<Section>((values.only?.split(',') ?? [...SECTIONS]).map((name) => {
-    if (!(SECTIONS as readonly string[]).includes(name)) throw new Error(`Unknown section ${name}; known: ${SECTIONS.join(', ')}`);
-    return name as Section;
-  }));
+  const { quick, profile: profiling, only } = parseOptions();
   if (process.getuid?.() !== 0) log('not root: the structure, impact and recursion sections will be skipped');
   for (const program of ['cc', 'python3', 'socat', 'taskset', 'prlimit', 'ss']) {
     if (!(await hasProgram(program))) log(`${program} is missing: sections that need it will fail`);
@@ -96,7 +110,7 @@ async function main(): Promise<void> {
   if (impact !== undefined && 'stopdMemory' in impact) memory['Table V (6000 SV per minute)'] = impact.stopdMemory.vmHWMkB;
 
   const recursion = only.has('recursion') ? await timed('recursion over 4 hosts', () => benchRecursion({ runs: quick ? 3 : 10 })) : undefined;
-  const profile = values.profile === true ? await timed('profile', () => benchProfile({ durationMs: quick ? 2000 : 5000, svCount: quick ? 20 : 100 })) : undefined;
+  const profile = profiling ? await timed('profile', () => benchProfile({ durationMs: quick ? 2000 : 5000, svCount: quick ? 20 : 100 })) : undefined;
 
   const partial = {
     startedAt,
@@ -124,6 +138,10 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
+  if (error instanceof UsageError) {
+    process.stderr.write(`bench: ${error.message}\n`);
+    process.exit(2);
+  }
   process.stderr.write(`bench: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
   process.exit(1);
 });

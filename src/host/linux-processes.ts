@@ -174,6 +174,8 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
   /** With a persistent index: set once it was refreshed for this snapshot. */
   let indexed: IndexedSnapshot | undefined;
   let localAddresses: BlockList | undefined;
+  /** isLocalAddress's answers in this snapshot. */
+  const localAnswers = new Map<string, boolean>();
   const denied = new Set<number>();
 
   const bootTime = (): number => {
@@ -445,12 +447,17 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
     },
 
     isLocalAddress(address: string): boolean {
-      localAddresses ??= recent('local addresses', buildLocalAddresses);
-      const bare = address.replace(/%.*$/, '');
-      if (isIPv4(bare)) return localAddresses.check(bare, 'ipv4');
-      // BlockList matches IPv4-mapped IPv6 (`::ffff:127.0.0.1`) against IPv4 rules.
-      if (isIPv6(bare)) return localAddresses.check(bare, 'ipv6');
-      return false;
+      // A closure asks about the same few addresses again and again; BlockList.check builds
+      // objects at every call.
+      let answer = localAnswers.get(address);
+      if (answer === undefined) {
+        localAddresses ??= recent('local addresses', buildLocalAddresses);
+        const bare = address.replace(/%.*$/, '');
+        // BlockList matches IPv4-mapped IPv6 (`::ffff:127.0.0.1`) against IPv4 rules.
+        answer = isIPv4(bare) ? localAddresses.check(bare, 'ipv4') : isIPv6(bare) && localAddresses.check(bare, 'ipv6');
+        localAnswers.set(address, answer);
+      }
+      return answer;
     },
 
     deniedPids(): number[] {
@@ -466,6 +473,7 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
       scannedFds = undefined;
       indexed = undefined;
       localAddresses = undefined;
+      localAnswers.clear();
     },
   };
 }

@@ -828,10 +828,11 @@ enum pid_outcome { PID_OK, PID_GONE, PID_DENIED, PID_FAILED, PID_NOMEM };
  * to where it was, so a process is either complete or absent. Shared by the full scan
  * (scanFds) and the incremental index (fdIndexRefresh), which passes `skip`: descriptors of
  * this very process that it knows are not sockets or pipes (its kept schedstat files, which
- * would otherwise make reading our own table cost a readlink each).
+ * would otherwise make reading our own table cost a readlink each). `*seen` (when not NULL)
+ * gets the number of descriptors read, of any kind: what reading the table cost.
  */
 static enum pid_outcome scan_pid(int proc_fd, const char *pid_name, int named_pipes, const struct fd_set_bits *skip,
-                                 struct fd_vec *out) {
+                                 struct fd_vec *out, uint32_t *seen) {
   char rel[32];
   int n = snprintf(rel, sizeof rel, "%s/fd", pid_name);
   if (n < 0 || (size_t)n >= sizeof rel) return PID_FAILED;
@@ -862,6 +863,7 @@ static enum pid_outcome scan_pid(int proc_fd, const char *pid_name, int named_pi
     long long fd = parse_decimal(e->d_name, INT32_MAX);
     if (fd < 0) continue; /* "." and ".." */
     if (skip != NULL && bits_has(skip, fd)) continue;
+    if (seen != NULL && *seen < UINT32_MAX) (*seen)++;
     ssize_t len = readlinkat(dfd, e->d_name, link, sizeof link - 1);
     if (len < 0) {
       int err = errno;
@@ -953,7 +955,7 @@ static int run_fd_scan(const char *root, int named_pipes, struct fd_scan *s) {
     long long pid = parse_decimal(e->d_name, INT32_MAX);
     if (pid <= 0) continue; /* not a process (self, sys, ...) */
     fds.count = 0;
-    switch (scan_pid(proc_fd, e->d_name, named_pipes, NULL, &fds)) {
+    switch (scan_pid(proc_fd, e->d_name, named_pipes, NULL, &fds, NULL)) {
       case PID_OK:
         err = append_entries(&s->entries, (int32_t)pid, fds.items, fds.count);
         if (err == 0) err = i32_push(&s->pids, (int32_t)pid);
@@ -1159,6 +1161,7 @@ struct tracked {
   uint8_t kthread;        /* a kernel thread at its last scan (see "Kernel threads" above) */
   uint8_t misses;         /* refreshes in a row that found it changed or volatile */
   uint32_t threads_seen;  /* num_threads when last judged */
+  uint32_t fds_seen;      /* descriptors of any kind at its last scan */
   uint32_t retry_at;      /* with backoff (see "Cost"): the refresh that may judge it next */
   uint64_t stats[3];      /* sum_exec_runtime, run_delay, pcount, read before the descriptors */
   int64_t due_ns;         /* rescanned at the first refresh after this, changed or not */
@@ -1586,7 +1589,7 @@ static enum pid_outcome scan_tracked(struct fd_index *ix, struct tracked *t) {
    * it is readable now, the next refresh judges it. Nor, between retries, a busy
    * multi-threaded process (see "Cost"). */
   int judge = ix->schedstat_ok && ix->kept < ix->max_kept && t->pid != ix->self && t->outcome == PID_OK;
-  if (judge && t->misses >= 2 && t->threads_seen > 1 && (uint64_t)t->threads_seen * 4 >= t->nfds) {
+  if (judge && t->misses >= 2 && t->threads_seen > 1 && (uint64_t)t->threads_seen * 4 >= t->fds_seen) {
     judge = ix->refreshes >= t->retry_at;
     if (judge) t->retry_at = ix->refreshes + (1U << (t->misses - 2 < 5 ? t->misses - 2 : 5));
   }
@@ -1614,8 +1617,10 @@ static enum pid_outcome scan_tracked(struct fd_index *ix, struct tracked *t) {
     }
   }
   ix->scratch.count = 0;
-  enum pid_outcome outcome =
-      scan_pid(ix->root_fd, name, ix->named_pipes, t->pid == ix->self && !ix->has_keeper ? &ix->kept_fds : NULL, &ix->scratch);
+  uint32_t seen = 0;
+  enum pid_outcome outcome = scan_pid(ix->root_fd, name, ix->named_pipes,
+                                      t->pid == ix->self && !ix->has_keeper ? &ix->kept_fds : NULL, &ix->scratch, &seen);
+  t->fds_seen = seen;
   switch (outcome) {
     case PID_OK:
       /* procfs lists descriptors in ascending order already; a fake root may not. */

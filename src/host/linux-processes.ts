@@ -537,7 +537,6 @@ function readClockTicks(procRoot: string): number {
   }
 }
 
-/** The process (or descriptor) disappeared while being read. */
 /** The pid `PROCROOT/self` names (this process in the root's pid namespace), or undefined (a fake root). */
 function selfPid(procRoot: string): number | undefined {
   try {
@@ -571,7 +570,7 @@ function readSmallFile(path: string, encoding: BufferEncoding): string {
       }
       const read = readSync(fd, buffer, length, buffer.length - length, null);
       if (read === 0) {
-        // A long command line grows the buffer for this call only.
+        // Grown for a long command line: kept up to 64 KiB, beyond that for this call only.
         if (buffer.length <= MAX_KEPT_READ_BUFFER) readBuffer = buffer;
         return buffer.toString(encoding, 0, length);
       }
@@ -582,6 +581,7 @@ function readSmallFile(path: string, encoding: BufferEncoding): string {
   }
 }
 
+/** The process (or descriptor) disappeared while being read. */
 function isGone(error: unknown): boolean {
   const code = errorCode(error);
   return code === 'ENOENT' || code === 'ESRCH';

@@ -1162,7 +1162,7 @@ struct tracked {
   uint8_t misses;         /* refreshes in a row that found it changed or volatile */
   uint32_t threads_seen;  /* num_threads when last judged */
   uint32_t fds_seen;      /* descriptors of any kind at its last scan */
-  uint32_t retry_at;      /* with backoff (see "Cost"): the refresh that may judge it next */
+  uint64_t retry_at;      /* with backoff (see "Cost"): the refresh that may judge it next */
   uint64_t stats[3];      /* sum_exec_runtime, run_delay, pcount, read before the descriptors */
   int64_t due_ns;         /* rescanned at the first refresh after this, changed or not */
   struct fd_entry *fds;   /* ascending fd; NULL when none */
@@ -1201,7 +1201,7 @@ struct fd_index {
   struct i32_vec rescanned; /* pids (re)scanned by the last refresh */
   struct fd_vec scratch;
   int last_full; /* what the last refresh reported */
-  uint32_t refreshes; /* counts refreshes, for the backoff of busy multi-threaded processes */
+  uint64_t refreshes; /* counts refreshes, for the backoff of busy multi-threaded processes */
   /* The keeper thread (see keeper_main) and the job it runs for the caller. */
   bool has_keeper;
   pthread_t keeper;
@@ -1582,6 +1582,7 @@ static enum pid_outcome scan_tracked(struct fd_index *ix, struct tracked *t) {
   char name[16], rel[40];
   snprintf(name, sizeof name, "%d", (int)t->pid);
   drop_kept(ix, t);
+  t->kthread = 0; /* set again below, once its schedstat is kept */
   int trusted = 0;
   bool kthread = false;
   /* Past the cap the process is rescanned at every refresh anyway: no need to judge it. Nor
@@ -1591,7 +1592,7 @@ static enum pid_outcome scan_tracked(struct fd_index *ix, struct tracked *t) {
   int judge = ix->schedstat_ok && ix->kept < ix->max_kept && t->pid != ix->self && t->outcome == PID_OK;
   if (judge && t->misses >= 2 && t->threads_seen > 1 && (uint64_t)t->threads_seen * 4 >= t->fds_seen) {
     judge = ix->refreshes >= t->retry_at;
-    if (judge) t->retry_at = ix->refreshes + (1U << (t->misses - 2 < 5 ? t->misses - 2 : 5));
+    if (judge) t->retry_at = ix->refreshes + (1ULL << (t->misses - 2 < 5 ? t->misses - 2 : 5));
   }
   if (judge) {
     snprintf(rel, sizeof rel, "%s/schedstat", name);

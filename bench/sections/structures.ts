@@ -81,7 +81,7 @@ function portsOf(accepted: Socket, next: TestListener): { cl: number; sv: number
   return { cl: accepted.remotePort ?? 0, sv: next.port };
 }
 
-export async function buildFigure7(previous: PreviousHost): Promise<LiveStructure> {
+async function buildFigure7(previous: PreviousHost): Promise<LiveStructure> {
   const next = await listen('127.0.0.2');
   const port = await freeFixedPort();
   const structure = await startFigure7({ bind: previous.hostAddress, port, next: { host: '127.0.0.2', port: next.port } });

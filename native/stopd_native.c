@@ -2302,8 +2302,8 @@ static void finalize_index(napi_env env, void *data, void *hint) {
   free(ix);
 }
 
-/* The index behind a handle. Returns NULL with an exception pending (not a handle, or closed). */
-static struct fd_index *get_index(napi_env env, napi_value value) {
+/* The index behind a handle, closed or not. Returns NULL with an exception pending (not a handle). */
+static struct fd_index *get_handle(napi_env env, napi_value value) {
   napi_valuetype type;
   bool tagged = false;
   void *data = NULL;
@@ -2313,7 +2313,13 @@ static struct fd_index *get_index(napi_env env, napi_value value) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "index must be a handle from fdIndexCreate");
     return NULL;
   }
-  struct fd_index *ix = data;
+  return data;
+}
+
+/* The open index behind a handle. Returns NULL with an exception pending (not a handle, or closed). */
+static struct fd_index *get_index(napi_env env, napi_value value) {
+  struct fd_index *ix = get_handle(env, value);
+  if (ix == NULL) return NULL;
   if (ix->closed) {
     napi_throw_error(env, "ERR_STOPD_INDEX_CLOSED", "The descriptor index is closed");
     return NULL;
@@ -2322,7 +2328,7 @@ static struct fd_index *get_index(napi_env env, napi_value value) {
 }
 
 /* fdIndexCreate(procRoot: string, options?: { namedPipes?, maxKeptFiles?, listIntervalMs?, rescanIntervalMs?,
- *                                             separateTable? }) */
+ *                                             separateTable?, skipSelf? }) */
 static napi_value fd_index_create(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   if (!get_some_args(env, info, 1, 2, argv)) return NULL;
@@ -2494,16 +2500,8 @@ static napi_value fd_index_denied(napi_env env, napi_callback_info info) {
 static napi_value fd_index_close(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!get_args(env, info, 1, argv)) return NULL;
-  napi_valuetype type;
-  bool tagged = false;
-  void *data = NULL;
-  if (napi_typeof(env, argv[0], &type) != napi_ok || type != napi_external ||
-      napi_check_object_type_tag(env, argv[0], &FD_INDEX_TAG, &tagged) != napi_ok || !tagged ||
-      napi_get_value_external(env, argv[0], &data) != napi_ok) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "index must be a handle from fdIndexCreate");
-    return NULL;
-  }
-  index_close(data);
+  struct fd_index *ix = get_handle(env, argv[0]);
+  if (ix != NULL) index_close(ix);
   return NULL;
 }
 

@@ -73,6 +73,12 @@ export class IntegrityError extends StopdError {
   }
 }
 
+/** The errno name (`ENOENT`, `EPERM`, ...) that a Node.js or native addon error carries, or undefined. */
+export function errnoCode(error: unknown): string | undefined {
+  if (typeof error === 'object' && error !== null && 'code' in error && typeof error.code === 'string') return error.code;
+  return undefined;
+}
+
 /** The OS view could not be read (netlink failure, /proc unreadable). */
 export class HostLookupError extends StopdError {
   constructor(message: string, options?: { cause?: unknown }) {

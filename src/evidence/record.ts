@@ -8,8 +8,8 @@
  * anything about the contents (a requester could otherwise confirm a guess by hashing it).
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, fchmodSync, fdatasync, openSync, renameSync, writeFileSync } from 'node:fs';
-import { open, readFile, unlink } from 'node:fs/promises';
+import { closeSync, fchmodSync, fdatasync, fsync, openSync, renameSync, writeFileSync } from 'node:fs';
+import { readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gunzip } from 'node:zlib';
@@ -432,13 +432,18 @@ function closeQuietly(fd: number): void {
   }
 }
 
-/** fsyncs a directory, so a rename or unlink in it survives a crash. */
+const fsyncAsync = promisify(fsync);
+
+/**
+ * fsyncs a directory, so a rename or unlink in it survives a crash. As in writeRecord, only
+ * the flush goes through the thread pool; opening and closing the directory take microseconds.
+ */
 export async function syncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
+  const fd = openSync(dir, 'r');
   try {
-    await handle.sync();
+    await fsyncAsync(fd);
   } finally {
-    await handle.close();
+    closeSync(fd);
   }
 }
 

@@ -6,7 +6,7 @@
 import { closeSync, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, statSync } from 'node:fs';
 import { BlockList, isIPv4, isIPv6 } from 'node:net';
 import { endianness, networkInterfaces } from 'node:os';
-import { HostLookupError } from '../errors.js';
+import { errnoCode, HostLookupError } from '../errors.js';
 import { decodeFdEntry, FD_SCAN_ENTRY_WIDTH, loadNativeAddon, type NativeAddon } from './native-addon.js';
 import { forgetRecent, recent } from './recent.js';
 import type { PersistentFdIndex } from './persistent-fd-index.js';
@@ -164,8 +164,8 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
   if (fdIndex?.skipSelf === true && !hideSelf) {
     throw new HostLookupError('Cannot use a descriptor index that skips this process without hideSelf');
   }
-  /** This process as the proc root numbers it, when it is to be left out. */
-  const hiddenPid = hideSelf ? selfPid(procRoot) : undefined;
+  /** This process as the proc root numbers it, when it is to be left out (read once: it never changes). */
+  const hiddenPid = hideSelf ? recent(`own pid in ${procRoot}`, () => selfPid(procRoot), Number.POSITIVE_INFINITY) : undefined;
 
   let bootTimeMs: number | undefined;
   let index: Map<number, Holder[]> | undefined;
@@ -249,12 +249,7 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
     const built = new Map<number, Holder[]>();
     for (const pid of listPids(procRoot)) {
       if (pid === hiddenPid) continue;
-      for (const { fd, link } of readFds(pid) ?? []) {
-        const list = built.get(fd.inode);
-        const holder = { pid, fd: fd.fd, link };
-        if (list === undefined) built.set(fd.inode, [holder]);
-        else list.push(holder);
-      }
+      for (const { fd, link } of readFds(pid) ?? []) pushTo(built, fd.inode, { pid, fd: fd.fd, link });
     }
     return built;
   };
@@ -276,13 +271,8 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
     const built = new Map<number, Holder[]>();
     const perPid = new Map<number, OpenFd[]>();
     const add = (pid: number, fd: OpenFd, link: string | undefined): void => {
-      const list = built.get(fd.inode);
-      const holder = { pid, fd: fd.fd, link };
-      if (list === undefined) built.set(fd.inode, [holder]);
-      else list.push(holder);
-      const fds = perPid.get(pid);
-      if (fds === undefined) perPid.set(pid, [fd]);
-      else fds.push(fd);
+      pushTo(built, fd.inode, { pid, fd: fd.fd, link });
+      pushTo(perPid, pid, fd);
     };
     for (const pid of raw.pids) perPid.set(pid, []);
     const { entries } = raw;
@@ -330,12 +320,7 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
     const retried = retryUnreadable(refused, failed);
     const retriedHolders = new Map<number, Holder[]>();
     for (const [pid, fds] of retried) {
-      for (const { fd, link } of fds) {
-        const list = retriedHolders.get(fd.inode);
-        const holder = { pid, fd: fd.fd, link };
-        if (list === undefined) retriedHolders.set(fd.inode, [holder]);
-        else list.push(holder);
-      }
+      for (const { fd, link } of fds) pushTo(retriedHolders, fd.inode, { pid, fd: fd.fd, link });
     }
     indexed = { retried, retriedHolders };
     return indexed;
@@ -537,6 +522,13 @@ function readClockTicks(procRoot: string): number {
   }
 }
 
+/** Appends `item` to the list `map` holds under `key`, starting the list if there is none. */
+function pushTo<K, V>(map: Map<K, V[]>, key: K, item: V): void {
+  const list = map.get(key);
+  if (list === undefined) map.set(key, [item]);
+  else list.push(item);
+}
+
 /** The pid `PROCROOT/self` names (this process in the root's pid namespace), or undefined (a fake root). */
 function selfPid(procRoot: string): number | undefined {
   try {
@@ -583,13 +575,13 @@ function readSmallFile(path: string, encoding: BufferEncoding): string {
 
 /** The process (or descriptor) disappeared while being read. */
 function isGone(error: unknown): boolean {
-  const code = errorCode(error);
+  const code = errnoCode(error);
   return code === 'ENOENT' || code === 'ESRCH';
 }
 
 /** The kernel refused access (file mode, or ptrace access mode for /proc/PID/fd links). */
 function isDenied(error: unknown): boolean {
-  const code = errorCode(error);
+  const code = errnoCode(error);
   return code === 'EACCES' || code === 'EPERM';
 }
 
@@ -603,15 +595,8 @@ function fdError(pid: number, error: unknown): HostLookupError {
   });
 }
 
-function errorCode(error: unknown): string | undefined {
-  if (typeof error === 'object' && error !== null && 'code' in error && typeof error.code === 'string') {
-    return error.code;
-  }
-  return undefined;
-}
-
 function describe(error: unknown): string {
-  const code = errorCode(error);
+  const code = errnoCode(error);
   if (code === 'EACCES' || code === 'EPERM') return 'permission denied';
   if (code !== undefined) return code;
   return error instanceof Error ? error.message : String(error);

@@ -141,6 +141,21 @@ function withoutPerSocket(binding: NativeAddon): NativeAddon {
   };
 }
 
+/**
+ * The addon with a socketOf that fails with `code` for every process but this one: our own
+ * descriptors (the start-up probe) are always ours to borrow.
+ */
+function failingForOthers(binding: NativeAddon, code: string, message: string): NativeAddon {
+  return {
+    ...withoutPerSocket(binding),
+    socketOf: (pid, fd, inode) => {
+      if (pid === process.pid) return binding.socketOf?.(pid, fd, inode) ?? null;
+      throw Object.assign(new Error(message), { code });
+    },
+    ...(binding.unixLookup === undefined ? {} : { unixLookup: binding.unixLookup.bind(binding) }),
+  };
+}
+
 /** Whether this kernel and process can borrow descriptors at all (else the fast path is not under test). */
 function perSocketSkipReason(): string | undefined {
   const { binding } = loadNativeAddon();
@@ -288,15 +303,7 @@ void describe('LinuxSocketTable.openInventory on sockets of a child process', ()
   });
 
   void test('socketOf answers from the tables when ptrace access is refused (EPERM)', { skip: skipFast }, () => {
-    const refused: NativeAddon = {
-      ...withoutPerSocket(binding),
-      socketOf: (pid, fd, inode) => {
-        // Our own descriptors (the start-up probe) are always ours to borrow.
-        if (pid === process.pid) return binding.socketOf?.(pid, fd, inode) ?? null;
-        throw Object.assign(new Error('Cannot duplicate descriptor: Operation not permitted'), { code: 'EPERM' });
-      },
-      ...(binding.unixLookup === undefined ? {} : { unixLookup: binding.unixLookup.bind(binding) }),
-    };
+    const refused = failingForOthers(binding, 'EPERM', 'Cannot duplicate descriptor: Operation not permitted');
     const logs: string[] = [];
     const slow = createLinuxSocketTable({ log: (msg) => logs.push(msg), addon: { binding: refused } }).openInventory();
     const fast = createLinuxSocketTable({ log: () => undefined }).openInventory();
@@ -328,13 +335,7 @@ void describe('LinuxSocketTable.openInventory on sockets of a child process', ()
   });
 
   void test('socketOf failing otherwise is a HostLookupError', { skip: skipFast }, () => {
-    const broken: NativeAddon = {
-      ...withoutPerSocket(binding),
-      socketOf: (pid, fd, inode) => {
-        if (pid === process.pid) return binding.socketOf?.(pid, fd, inode) ?? null;
-        throw Object.assign(new Error('Cannot duplicate descriptor 3 of process 9: Too many open files'), { code: 'EMFILE' });
-      },
-    };
+    const broken = failingForOthers(binding, 'EMFILE', 'Cannot duplicate descriptor 3 of process 9: Too many open files');
     const inventory = createLinuxSocketTable({ log: () => undefined, addon: { binding: broken } }).openInventory();
     assert.throws(() => ask(inventory, 'client4'), {
       name: 'HostLookupError',

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
 
-import { HostLookupError } from '../errors.js';
+import { errnoCode, HostLookupError } from '../errors.js';
 import {
   loadNativeAddon,
   type NativeAddon,
@@ -191,12 +191,6 @@ function hostError(what: string, err: unknown): HostLookupError {
   return new HostLookupError(`Cannot ${what}: ${why}`, { cause: err });
 }
 
-/** The errno name an addon error carries (`EPERM`, ...), or undefined. */
-function errorCode(err: unknown): string | undefined {
-  const code = err instanceof Error ? (err as Error & { code?: unknown }).code : undefined;
-  return typeof code === 'string' ? code : undefined;
-}
-
 /**
  * Whether `/proc/self/cgroup` text names a cgroup v1 hierarchy with the net_cls or net_prio
  * controller (lines `ID:CONTROLLERS:PATH`; cgroup v2 is the one line `0::PATH`). There,
@@ -301,7 +295,7 @@ class NetlinkInventory implements SocketInventory {
     try {
       raw = socketOf(pid, fd, inode);
     } catch (err) {
-      const code = errorCode(err);
+      const code = errnoCode(err);
       // EPERM: no ptrace access to this process (an LSM, Yama, another user namespace);
       // ENOSYS or ENOPROTOOPT: no pidfd_getfd (a kernel older than 5.6, or a seccomp filter)
       // or no SO_NETNS_COOKIE (older than 5.14), and there never will be, so stop asking.

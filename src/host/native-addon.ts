@@ -88,18 +88,41 @@ export interface RawFdIndexRefresh {
   readonly rescanned: Int32Array;
 }
 
-/** Options of `fdIndexCreate`. */
+/** Options of `fdIndexCreate` (and of createPersistentFdIndex, which adds `procRoot`). */
 export interface RawFdIndexOptions {
+  /** Resolve path descriptors to find named pipes (see LinuxProcessTableOptions.namedPipes); default true. */
   readonly namedPipes?: boolean;
-  /** schedstat files (one per thread) kept open between refreshes at most (each pins a page of kernel memory); default 4096. */
+  /**
+   * schedstat files kept open between refreshes at most, one per thread of a multi-threaded
+   * process; default 4096 (and never more than half the descriptor limit). Each pins a page of
+   * kernel memory; processes beyond the cap, and multi-threaded ones whose threads do not all
+   * fit, are read again at every refresh.
+   */
   readonly maxKeptFiles?: number;
-  /** A full listing of the proc root at least this often, as a safety net; default 10 000 ms. */
+  /** List the whole proc root at least this often, whatever else says nothing is new; default 10 000 ms. */
   readonly listIntervalMs?: number;
-  /** Every process read again at least this often, changed or not, as a safety net; 0 never; default 60 000 ms. */
+  /**
+   * Read every process again at least this often, even when nothing says it changed: bounds
+   * how long the index's known blind spots can last; 0 never; default 60 000 ms. Spread over
+   * the second half of the interval, so this costs a few processes per refresh, not a spike.
+   */
   readonly rescanIntervalMs?: number;
-  /** Keep the files in a thread with a descriptor table of its own (default true; see keeper_main). */
+  /**
+   * Keep the schedstat files in a thread of the addon's with a descriptor table of its own
+   * (default true), so that they neither appear in this process's `/proc/PID/fd` nor make every
+   * refresh read them there. When the kernel refuses that thread its table (unshare), or with
+   * false, they stay in this process's table and are skipped by number when it is read.
+   * The price is a hand-over to that thread and back at every refresh: on a busy virtual
+   * machine, where waking a thread on another CPU is slow, 100 to 170 us. With `skipSelf` this
+   * process's table is not read anyway, so the daemon turns it off.
+   */
   readonly separateTable?: boolean;
-  /** Leave out the calling process (as the proc root's `self` names it); default false. A build older than the option ignores it. */
+  /**
+   * Leave out this process (as the proc root's `self` names it); default false. Its own
+   * table, busy with every request it serves, would otherwise be read at every refresh. A
+   * process table over such an index must hide this process too (LinuxProcessTableOptions.hideSelf),
+   * which is also what leaves it out with a build older than the option (that ignores it).
+   */
   readonly skipSelf?: boolean;
 }
 

@@ -162,6 +162,14 @@ while True:
     time.sleep(3600)
 `;
 
+/** What `holders` answers for a pipe whose two ends are descriptors `r` and `w` of `pid`. */
+function pipeHeldBy(pid: number, r: number, w: number): FdHolder[] {
+  return [
+    { pid, fd: r, kind: 'pipe' },
+    { pid, fd: w, kind: 'pipe' },
+  ];
+}
+
 /** Whether `pid` is a kernel thread now (PF_KTHREAD in the flags of its stat). */
 function isKernelThread(pid: number): boolean {
   try {
@@ -294,10 +302,7 @@ for (const variant of variants) {
       assert.ok(r !== undefined && w !== undefined && inode !== undefined);
       const { full, rescanned } = index.refresh();
       assert.ok(rescanned.includes(helper.pid), 'a new process is scanned');
-      assert.deepEqual(index.holders(inode), [
-        { pid: helper.pid, fd: r, kind: 'pipe' },
-        { pid: helper.pid, fd: w, kind: 'pipe' },
-      ]);
+      assert.deepEqual(index.holders(inode), pipeHeldBy(helper.pid, r, w));
       assert.deepEqual(
         index.fds(helper.pid)?.filter((fd) => fd.inode === inode),
         [
@@ -319,10 +324,7 @@ for (const variant of variants) {
     const [r, w, pipe] = await helper.ask('pipe');
     assert.ok(r !== undefined && w !== undefined && pipe !== undefined);
     assert.ok(index.refresh().rescanned.includes(helper.pid), 'a process that ran is rescanned');
-    assert.deepEqual(index.holders(pipe), [
-      { pid: helper.pid, fd: r, kind: 'pipe' },
-      { pid: helper.pid, fd: w, kind: 'pipe' },
-    ]);
+    assert.deepEqual(index.holders(pipe), pipeHeldBy(helper.pid, r, w));
     if (!tiny) await waitQuiet(index, helper.pid);
     const [a, b, first, second] = await helper.ask('socket');
     assert.ok(a !== undefined && b !== undefined && first !== undefined && second !== undefined);
@@ -354,10 +356,7 @@ for (const variant of variants) {
       { fd: r, kind: 'pipe', inode: afterwards, end: 'read' },
     );
     assert.deepEqual(index.holders(before), [{ pid: helper.pid, fd: w, kind: 'pipe' }]);
-    assert.deepEqual(index.holders(afterwards), [
-      { pid: helper.pid, fd: r, kind: 'pipe' },
-      { pid: helper.pid, fd: w2, kind: 'pipe' },
-    ]);
+    assert.deepEqual(index.holders(afterwards), pipeHeldBy(helper.pid, r, w2));
     await helper.kill();
   });
 
@@ -493,10 +492,7 @@ void test('PersistentFdIndex rescans a busy-looping process at every refresh and
   const [r, w, inode] = (await helper.next()).split(' ').map(Number);
   assert.ok(r !== undefined && w !== undefined && inode !== undefined);
   assert.ok(index.refresh().rescanned.includes(helper.pid));
-  assert.deepEqual(index.holders(inode), [
-    { pid: helper.pid, fd: r, kind: 'pipe' },
-    { pid: helper.pid, fd: w, kind: 'pipe' },
-  ]);
+  assert.deepEqual(index.holders(inode), pipeHeldBy(helper.pid, r, w));
   await helper.kill();
 });
 
@@ -513,10 +509,7 @@ void test('PersistentFdIndex trusts an idle multi-threaded process and finds a p
   assert.ok(r !== undefined && w !== undefined && inode !== undefined);
   assert.equal(readFileSync(`/proc/${helper.pid}/schedstat`, 'utf8'), leader, 'the leader did not run');
   assert.ok(index.refresh().rescanned.includes(helper.pid), 'a process whose second thread ran is rescanned');
-  assert.deepEqual(index.holders(inode), [
-    { pid: helper.pid, fd: r, kind: 'pipe' },
-    { pid: helper.pid, fd: w, kind: 'pipe' },
-  ]);
+  assert.deepEqual(index.holders(inode), pipeHeldBy(helper.pid, r, w));
   await helper.kill();
 });
 
@@ -531,10 +524,7 @@ void test('PersistentFdIndex finds a pipe opened by a thread started after the p
   assert.ok(r !== undefined && w !== undefined && inode !== undefined);
   assert.equal(readdirSync(`/proc/${helper.pid}/task`).length, tasks + 1, 'one more thread');
   assert.ok(index.refresh().rescanned.includes(helper.pid), 'rescanned after a thread was created');
-  assert.deepEqual(index.holders(inode), [
-    { pid: helper.pid, fd: r, kind: 'pipe' },
-    { pid: helper.pid, fd: w, kind: 'pipe' },
-  ]);
+  assert.deepEqual(index.holders(inode), pipeHeldBy(helper.pid, r, w));
   // The new thread is tracked too: once all sleep again the process is trusted again.
   await waitQuiet(index, helper.pid);
   assert.ok(!index.refresh().rescanned.includes(helper.pid));
@@ -576,10 +566,7 @@ void test('PersistentFdIndex rescans a busy multi-threaded process at every refr
   assert.ok(r !== undefined && w !== undefined && inode !== undefined);
   // The pipe it opened is there at the next refresh ...
   index.refresh();
-  assert.deepEqual(index.holders(inode), [
-    { pid: helper.pid, fd: r, kind: 'pipe' },
-    { pid: helper.pid, fd: w, kind: 'pipe' },
-  ]);
+  assert.deepEqual(index.holders(inode), pipeHeldBy(helper.pid, r, w));
   // ... and, idle now, it is trusted again by the next retry (at most 32 refreshes on).
   let quiet = 0;
   for (let round = 0; round < 60 && quiet < 3; round++) {
@@ -633,10 +620,7 @@ void test('PersistentFdIndex rescans a multi-threaded process at every refresh w
   const [r, w, inode] = await helper.ask('thread');
   assert.ok(r !== undefined && w !== undefined && inode !== undefined);
   assert.ok(index.refresh().rescanned.includes(helper.pid));
-  assert.deepEqual(index.holders(inode), [
-    { pid: helper.pid, fd: r, kind: 'pipe' },
-    { pid: helper.pid, fd: w, kind: 'pipe' },
-  ]);
+  assert.deepEqual(index.holders(inode), pipeHeldBy(helper.pid, r, w));
   assert.deepEqual(index.fds(helper.pid), scanFdsOf(fullScan(), helper.pid));
   // With a file for every thread (one more now) the same process is trusted.
   const roomy = openIndex({ procRoot: root, maxKeptFiles: threads + 1 });

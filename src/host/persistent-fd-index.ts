@@ -5,7 +5,7 @@
  * instead of the tens a full `/proc/PID/fd` scan takes. Why that stays exact, and its known
  * blind spots, are described at "incremental fd index" in native/stopd_native.c.
  */
-import { HostLookupError } from '../errors.js';
+import { errnoCode, HostLookupError } from '../errors.js';
 import {
   decodeFdEntry,
   FD_INDEX_HOLDER_WIDTH,
@@ -13,46 +13,14 @@ import {
   nativeFdIndexFunctions,
   type NativeFdIndexFunctions,
   type RawFdIndex,
+  type RawFdIndexOptions,
 } from './native-addon.js';
 import type { OpenFd } from './types.js';
 
-/** Options of {@link createPersistentFdIndex}. */
-export interface PersistentFdIndexOptions {
+/** Options of {@link createPersistentFdIndex}: the addon's (native-addon.ts), and where procfs is. */
+export interface PersistentFdIndexOptions extends RawFdIndexOptions {
   /** Where procfs is mounted; default `/proc`. */
   readonly procRoot?: string;
-  /** Resolve path descriptors to find named pipes (see LinuxProcessTableOptions.namedPipes); default true. */
-  readonly namedPipes?: boolean;
-  /**
-   * schedstat files kept open between refreshes at most, one per thread of a multi-threaded
-   * process; default 4096 (and never more than half the descriptor limit). Each pins a page of
-   * kernel memory; processes beyond the cap, and multi-threaded ones whose threads do not all
-   * fit, are read again at every refresh.
-   */
-  readonly maxKeptFiles?: number;
-  /** List the whole proc root at least this often, whatever else says nothing is new; default 10 000 ms. */
-  readonly listIntervalMs?: number;
-  /**
-   * Read every process again at least this often, even when nothing says it changed: bounds
-   * how long the index's known blind spots can last; 0 never; default 60 000 ms. Spread over
-   * the second half of the interval, so this costs a few processes per refresh, not a spike.
-   */
-  readonly rescanIntervalMs?: number;
-  /**
-   * Keep the schedstat files in a thread of the addon's with a descriptor table of its own
-   * (default true), so that they neither appear in this process's `/proc/PID/fd` nor make every
-   * refresh read them there. When the kernel refuses that thread its table (unshare), or with
-   * false, they stay in this process's table and are skipped by number when it is read.
-   * The price is a hand-over to that thread and back at every refresh: on a busy virtual
-   * machine, where waking a thread on another CPU is slow, 100 to 170 us. With `skipSelf` this
-   * process's table is not read anyway, so the daemon turns it off.
-   */
-  readonly separateTable?: boolean;
-  /**
-   * Leave out this process (as the proc root's `self` names it); default false. Its own
-   * table, busy with every request it serves, would otherwise be read at every refresh. A
-   * process table over such an index must hide this process too (LinuxProcessTableOptions.hideSelf).
-   */
-  readonly skipSelf?: boolean;
 }
 
 /** One descriptor holding an inode. */
@@ -108,22 +76,15 @@ export interface PersistentFdIndex {
 export function createPersistentFdIndex(options: PersistentFdIndexOptions = {}): PersistentFdIndex | undefined {
   const native = nativeFdIndexFunctions();
   if (native === undefined) return undefined;
-  const procRoot = options.procRoot ?? '/proc';
-  const namedPipes = options.namedPipes ?? true;
+  const { procRoot = '/proc', ...raw } = options;
+  const namedPipes = raw.namedPipes ?? true;
   let handle: RawFdIndex;
   try {
-    handle = native.fdIndexCreate(procRoot, {
-      namedPipes,
-      ...(options.maxKeptFiles === undefined ? {} : { maxKeptFiles: options.maxKeptFiles }),
-      ...(options.listIntervalMs === undefined ? {} : { listIntervalMs: options.listIntervalMs }),
-      ...(options.rescanIntervalMs === undefined ? {} : { rescanIntervalMs: options.rescanIntervalMs }),
-      ...(options.separateTable === undefined ? {} : { separateTable: options.separateTable }),
-      skipSelf: options.skipSelf ?? false,
-    });
+    handle = native.fdIndexCreate(procRoot, raw);
   } catch (error) {
     throw new HostLookupError(`Cannot index the descriptors in ${procRoot}: ${describe(error)}`, { cause: error });
   }
-  return wrapIndex(native, handle, { procRoot, namedPipes, skipSelf: options.skipSelf ?? false });
+  return wrapIndex(native, handle, { procRoot, namedPipes, skipSelf: raw.skipSelf ?? false });
 }
 
 function wrapIndex(
@@ -179,6 +140,5 @@ function wrapIndex(
 }
 
 function describe(error: unknown): string {
-  if (typeof error === 'object' && error !== null && 'code' in error && typeof error.code === 'string') return error.code;
-  return error instanceof Error ? error.message : String(error);
+  return errnoCode(error) ?? (error instanceof Error ? error.message : String(error));
 }

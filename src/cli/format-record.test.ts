@@ -76,6 +76,20 @@ test('formatRecordText figure 7 lists telnet, csh, sshd, sshd and init as primar
   assert.ok(detailOf(text, 8337).includes('command: "sshd: alice [priv]"'));
 });
 
+test('formatRecordText shows each problem before the processes, escaped, and redeem JSON carries them', () => {
+  const record = { ...recordOf(buildFigure7()), problems: [{ code: 'no-visible-holder', message: 'No process holds it\u001b[2J.' }] };
+  const text = formatRecordText(TOKEN, record, { verified: true });
+  const line = text.split('\n').findIndex((each) => each.startsWith('PROBLEM     '));
+  assert.ok(line > 0 && line < text.split('\n').indexOf('Primary Processes'), text);
+  assert.ok(!text.includes('\u001b'), 'the escape character is shown escaped');
+  assert.ok(text.includes('(no-visible-holder)'));
+  assert.deepEqual(describeRecordJson(TOKEN, record, { verified: true, actualHash: TOKEN }).problems, record.problems);
+  const { problems, ...older } = record;
+  assert.equal(problems.length, 1);
+  assert.deepEqual(describeRecordJson(TOKEN, older, { verified: true, actualHash: TOKEN }).problems, []);
+  assert.ok(!formatRecordText(TOKEN, older, { verified: true }).includes('PROBLEM'));
+});
+
 test('formatRecordText figure 7 header names the token, request, type, connection and host', () => {
   const text = formatRecordText(TOKEN, recordOf(buildFigure7()), { verified: true });
   const lines = text.split('\n');

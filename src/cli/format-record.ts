@@ -13,7 +13,7 @@ import { tokenHashOf } from '../evidence/record.js';
 import type { TokenHash } from '../evidence/tokens.js';
 import type { Endpoint, HostFacts, ProcessFacts, TcpState, UtmpEntry } from '../host/types.js';
 import { quote, show, showEndpoint } from './show.js';
-import type { ClosureIpc, ClosureLink, ClosurePipe, ClosureSocket, ClosureTcpSocket, UpstreamCandidate } from '../trace/types.js';
+import type { AnalysisProblem, ClosureIpc, ClosureLink, ClosurePipe, ClosureSocket, ClosureTcpSocket, UpstreamCandidate } from '../trace/types.js';
 
 /** Options of {@link formatRecordText}. */
 export interface FormatRecordTextOptions {
@@ -44,6 +44,8 @@ export function formatRecordText(token: string, record: EvidenceRecord, options:
   );
   out.push(`Host        ${record.host === undefined ? 'not saved' : showHost(record.host)}`);
   out.push(`Saved       ${record.saved.length === 0 ? 'the minimum (request, connection, upstream)' : record.saved.join(', ')}`);
+  // Shown before the processes: an empty or cut list must not read as "nobody" (issue 13).
+  for (const problem of record.problems ?? []) out.push(`PROBLEM     ${show(problem.message)} (${show(problem.code)})`);
 
   if (record.processes === undefined) {
     out.push('', 'Processes: not saved');
@@ -144,6 +146,8 @@ export interface RecordDescription {
   readonly vanished: readonly number[];
   readonly denied: readonly number[];
   readonly truncated: boolean;
+  /** What the analysis could not see or cut short; empty for records made before problems existed. */
+  readonly problems: readonly AnalysisProblem[];
   /** Null when utmp entries were not saved. */
   readonly utmp: readonly UtmpEntry[] | null;
   readonly saved: readonly SaveCategory[];
@@ -178,6 +182,7 @@ export function describeRecordJson(
     vanished: record.vanished,
     denied: record.denied,
     truncated: record.truncated,
+    problems: record.problems ?? [],
     utmp: record.utmp ?? null,
     saved: record.saved,
   };

@@ -195,6 +195,21 @@ test('buildRecord copies the request without an absent clientIp and deduplicates
   assert.equal(withIp.request.clientIp, '192.0.2.9');
 });
 
+test('buildRecord lists the closure problems, then the extra ones, and parseRecord reads a record without problems', () => {
+  const input = figure7Input();
+  const closure = { ...input.closure, problems: [{ code: 'limit-processes', message: 'Stopped early.' }] };
+  const record = buildRecord({ ...input, closure, problems: [{ code: 'no-visible-holder', message: 'Nobody seen.' }] });
+  assert.deepEqual(
+    record.problems?.map((problem) => problem.code),
+    ['limit-processes', 'no-visible-holder'],
+  );
+  assert.deepEqual(parseRecord(formatRecordBytes(record)).problems, record.problems);
+  const { problems, ...older } = record;
+  assert.equal(problems?.length, 2);
+  assert.equal(parseRecord(formatRecordBytes(older)).problems, undefined);
+  assert.throws(() => parseRecord(formatRecordBytes({ ...record, problems: [{ code: 7 }] } as never)), /problems\[0\]\.code is not a string/);
+});
+
 test('writeRecord names the file by the sha256 of its bytes, mode 0600, no temp file left', async (t) => {
   const dir = temporaryDir(t);
   const bytes = formatRecordBytes(buildRecord(figure7Input()));

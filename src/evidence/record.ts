@@ -17,6 +17,7 @@ import { IntegrityError, StoreWriteError, UsageError } from '../errors.js';
 import { TCP_STATE_NAMES, type Endpoint, type HostFacts, type ProcessFacts, type TcpState, type UtmpEntry } from '../host/types.js';
 import { filterUtmpForUsers } from '../host/utmp.js';
 import type {
+  AnalysisProblem,
   Closure,
   ClosureIpc,
   ClosureLink,
@@ -133,6 +134,8 @@ export interface RecordRequest {
  * - `vanished`: pids that exited during the analysis; `denied`: pids whose descriptors could
  *   not be read (their IPC is missing from the record); `truncated`: the process limit cut the
  *   analysis short.
+ * - `problems`: what the analysis could not see or cut short (code and sentence); absent in
+ *   records made before it existed, which read as none.
  * - `saved`: the categories saved, in {@link ALL_SAVE_CATEGORIES} order.
  */
 export interface EvidenceRecord {
@@ -150,6 +153,7 @@ export interface EvidenceRecord {
   readonly vanished: readonly number[];
   readonly denied: readonly number[];
   readonly truncated: boolean;
+  readonly problems?: readonly AnalysisProblem[];
   readonly utmp?: readonly UtmpEntry[];
   readonly saved: readonly SaveCategory[];
 }
@@ -173,6 +177,8 @@ export interface BuildRecordInput {
   readonly sid?: string;
   /** The record's time; default now. */
   readonly now?: Date;
+  /** Problems found outside the closure (added after the closure's own `problems`). */
+  readonly problems?: readonly AnalysisProblem[];
 }
 
 /**
@@ -228,6 +234,7 @@ export function buildRecord(input: BuildRecordInput): EvidenceRecord {
     vanished: [...closure.vanished],
     denied: [...new Set(input.denied)],
     truncated: closure.truncated,
+    problems: [...closure.problems, ...(input.problems ?? [])].map((problem) => ({ code: problem.code, message: problem.message })),
     ...(save.has('utmp') ? { utmp: filterUtmpForUsers(input.utmp, [...reportUsers]).map((entry) => ({ ...entry })) } : {}),
     saved,
   };
@@ -700,10 +707,11 @@ const checkRecord = objectOf(
     vanished: pids,
     denied: pids,
     truncated: boolean,
+    problems: arrayOf(objectOf({ code: string, message: string })),
     utmp: arrayOf(
       objectOf({ type: string, pid: integer, line: string, user: string, host: string, time: string, address: nullable(string) }),
     ),
     saved: arrayOf(oneOf(...ALL_SAVE_CATEGORIES)),
   },
-  ['sid', 'host', 'processes', 'links', 'utmp'],
+  ['sid', 'host', 'processes', 'links', 'utmp', 'problems'],
 );

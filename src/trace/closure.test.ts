@@ -356,7 +356,7 @@ test('resolveClosure returns an empty closure for a socket without inode (TIME_W
     remote: { address: NEXT_HOST, port: 80 },
   };
   const closure = resolveClosure(host, { socket });
-  assert.deepEqual(closure, { queried: socket, processes: [], links: [], upstream: [], vanished: [], truncated: false });
+  assert.deepEqual(closure, { queried: socket, processes: [], links: [], upstream: [], vanished: [], truncated: false, problems: [] });
 });
 
 /** A host where `count` processes under one shell form a ring of pipes; the first holds the queried socket. */

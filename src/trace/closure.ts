@@ -131,6 +131,9 @@ class ClosureAnalysis {
       upstream: this.#upstream(processes),
       vanished: [...this.#vanished],
       truncated: this.#truncated,
+      problems: this.#truncated
+        ? [{ code: 'limit-processes', message: `The analysis stopped at ${this.#maxProcesses} processes; processes are missing from this record` }]
+        : [],
     };
   }
 

@@ -2,6 +2,7 @@
 export { resolveClosure, DEFAULT_MAX_PROCESSES, DEFAULT_MAX_IPC_PER_PROCESS } from './closure.js';
 export {
   DEFAULT_UNFOLLOWED_UNIX_PATHS,
+  type AnalysisProblem,
   type Closure,
   type ClosureIpc,
   type ClosureLink,

@@ -157,6 +157,19 @@ export interface Closure {
   readonly vanished: readonly number[];
   /** True when maxProcesses stopped the analysis. */
   readonly truncated: boolean;
+  /** What the analysis could not see or had to cut short, for the record's `problems`. */
+  readonly problems: readonly AnalysisProblem[];
+}
+
+/**
+ * Something an analysis could not see or had to cut short, said in the record so that an
+ * investigator can tell "nobody" from "not seen" (issue 13).
+ */
+export interface AnalysisProblem {
+  /** Stable kebab-case code for tools, e.g. `no-visible-holder`. */
+  readonly code: string;
+  /** One sentence for people. */
+  readonly message: string;
 }
 
 /**

@@ -12,7 +12,7 @@ export {
   type ReceivedErrorToken,
   type RequestSyntaxErrorOptions,
 } from './errors.js';
-export { canonicalizeIpv6, parseIpAddress, type IpAddress } from './ip-address.js';
+export { canonicalizeIpv6, formatRequesterGroup, parseIpAddress, REQUESTER_IPV6_PREFIX, type IpAddress } from './ip-address.js';
 export { LineSplitter, type LineEvent, type LineSplitterOptions } from './line-splitter.js';
 export {
   formatReply,

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { isIPv4, isIPv6 } from 'node:net';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { canonicalizeIpv6, formatIpv6Groups, parseIpAddress, parseIpv4Bytes, parseIpv6Groups } from './ip-address.js';
+import { canonicalizeIpv6, formatIpv6Groups, formatRequesterGroup, parseIpAddress, parseIpv4Bytes, parseIpv6Groups } from './ip-address.js';
 
 describe('parseIpv4Bytes', () => {
   test('parseIpv4Bytes reads dotted quads', () => {
@@ -111,5 +111,15 @@ describe('parseIpAddress', () => {
       }),
       { numRuns: 10000 },
     );
+  });
+
+  test('formatRequesterGroup groups IPv4 per address and IPv6 per /64', () => {
+    assert.equal(formatRequesterGroup('192.0.2.7'), '192.0.2.7');
+    assert.equal(formatRequesterGroup('::ffff:192.0.2.7'), '192.0.2.7');
+    assert.equal(formatRequesterGroup('2001:db8:1:2:aaaa::1'), '2001:db8:1:2::/64');
+    assert.equal(formatRequesterGroup('2001:DB8:1:2:ffff:ffff:ffff:ffff'), '2001:db8:1:2::/64');
+    assert.notEqual(formatRequesterGroup('2001:db8:1:3::1'), formatRequesterGroup('2001:db8:1:2::1'));
+    assert.equal(formatRequesterGroup('::1'), '::/64');
+    for (const text of ['localhost', '[::1]', '']) assert.equal(formatRequesterGroup(text), undefined, text);
   });
 });

@@ -143,3 +143,22 @@ export function parseIpAddress(text: string): IpAddress | undefined {
   }
   return parseIpv4Bytes(text) === undefined ? undefined : { family: 4, address: text };
 }
+
+/** Prefix length by which IPv6 requesters are grouped: one /64 is one LAN or one customer (RFC 6177). */
+export const REQUESTER_IPV6_PREFIX = 64;
+
+/**
+ * The requester group of an address: who shares one connection, rate and store allowance
+ * (issue 13). IPv4 (and IPv4-mapped IPv6) is grouped per address; IPv6 per /64, since a
+ * single host or customer is routinely handed a whole /64 (RFC 6177) and could otherwise
+ * take a fresh address for every connection. Returns `a.b.c.d` or `prefix::/64` text, or
+ * undefined when `text` is not an IP address.
+ */
+export function formatRequesterGroup(text: string): string | undefined {
+  const parsed = parseIpAddress(text);
+  if (parsed === undefined) return undefined;
+  if (parsed.family === 4) return parsed.address;
+  const groups = parseIpv6Groups(parsed.address) ?? [];
+  const kept = groups.map((group, index) => (index < REQUESTER_IPV6_PREFIX / 16 ? group : 0));
+  return `${formatIpv6Groups(kept)}/${REQUESTER_IPV6_PREFIX}`;
+}

@@ -17,6 +17,7 @@ import { Responder } from './responder.js';
 import { UpstreamDispatcher } from './upstream.js';
 import { Semaphore } from './semaphore.js';
 import { StopServer, type ListenAddress } from './server.js';
+import { describeRateLimitReport, RateLimiter, type RateLimits } from './rate-limiter.js';
 
 /** Everything the daemon can be told (the command line maps onto this one to one). */
 export interface DaemonOptions {
@@ -25,6 +26,13 @@ export interface DaemonOptions {
   readonly policy: ReplyPolicy;
   readonly optIn: boolean;
   readonly maxConnections: number;
+  /** Open connections of one requester group (IPv4 address, IPv6 /64) at most. */
+  readonly maxConnectionsPerRequester: number;
+  /**
+   * Token buckets per requester group: `analysis` for SV, SV_REC and ID_REC, `id` for ID (and
+   * lines that do not parse). A rate of 0 per minute lifts that limit.
+   */
+  readonly rateLimits: RateLimits;
   readonly maxLookups: number;
   readonly idleTimeoutMs: number;
   readonly maxLineLength: number;
@@ -70,6 +78,15 @@ export const DEFAULTS = {
   listen: [{ host: '::', port: 113 }] as const,
   storeDir: '/var/lib/stopd',
   maxConnections: 256,
+  maxConnectionsPerRequester: 8,
+  // One analysis a second per requester, after a burst of 20: an IDS or a gateway asking about
+  // each suspicious connection stays well inside it; a flood cannot take the analysis queue.
+  rateAnalysisPerMinute: 60,
+  rateAnalysisBurst: 20,
+  // ID costs a lookup and a ledger line: twenty a second, after a burst of 600 (a server with
+  // hundreds of users behind one host, all reconnecting at once).
+  rateIdPerMinute: 1200,
+  rateIdBurst: 600,
   maxLookups: 16,
   idleTimeoutSec: 60,
   maxLineLength: 512,
@@ -114,6 +131,9 @@ const RESTART_ONLY: readonly (readonly [string, keyof DaemonOptions])[] = [
   ['loop-window', 'loopWindowMs'],
   ['max-per-sid', 'maxPerSid'],
 ];
+
+/** How often the rate limiter's refusals are summed up in the ledger (one entry per requester and window). */
+const RATE_WINDOW_MS = 60_000;
 
 /** Opens the store, binds the listeners and starts answering. */
 export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon> {
@@ -183,6 +203,18 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       tokenHash: options.tokenHash,
       ...(store.quota === undefined ? {} : { quota: { limits: store.quota, ledger: store.ledger, log: options.log } }),
     });
+    const rates = new RateLimiter(options.rateLimits);
+    const reportRates = async (): Promise<void> => {
+      for (const report of rates.takeReports()) {
+        try {
+          await store.ledger.append(describeRateLimitReport(report, current.rateLimits));
+        } catch (error) {
+          options.log.error(`Cannot record rate limit refusals of ${report.requester} in the ledger: ${String(error)}`);
+        }
+      }
+    };
+    const rateTimer = setInterval(() => void reportRates(), RATE_WINDOW_MS);
+    rateTimer.unref();
     const responder = new Responder({
       sockets,
       ledger: store.ledger,
@@ -196,11 +228,13 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       analyses: new Semaphore(1, { maxWaiting: options.maxAnalysisQueue }),
       loops,
       upstream,
+      rates,
       log: options.log,
     });
     const server = new StopServer(responder, {
       listen: options.listen,
       maxConnections: options.maxConnections,
+      maxConnectionsPerRequester: options.maxConnectionsPerRequester,
       idleTimeoutMs: options.idleTimeoutMs,
       maxLineLength: options.maxLineLength,
       log: options.log,
@@ -209,6 +243,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     try {
       endpoints = await server.listen();
     } catch (error) {
+      clearInterval(rateTimer);
       await server.close();
       await upstream.close();
       throw error;
@@ -220,7 +255,13 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       reconfigure(next) {
         const changed = RESTART_ONLY.filter(([, key]) => JSON.stringify(next[key]) !== JSON.stringify(current[key]));
         responder.configure({ policy: next.policy, optIn: next.optIn });
-        server.configure({ maxConnections: next.maxConnections, idleTimeoutMs: next.idleTimeoutMs, maxLineLength: next.maxLineLength });
+        server.configure({
+          maxConnections: next.maxConnections,
+          maxConnectionsPerRequester: next.maxConnectionsPerRequester,
+          idleTimeoutMs: next.idleTimeoutMs,
+          maxLineLength: next.maxLineLength,
+        });
+        rates.configure(next.rateLimits);
         evidence.configure({ save: next.save });
         upstream.configure({
           port: next.upstreamPort,
@@ -236,8 +277,13 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       close() {
         // Drain clients, then let upstream exchanges finish (each is bounded by its
         // timeouts) so their outcomes reach the ledger, then close the store.
+        // The refusals of the last, unfinished window go to the ledger before it closes.
         closing ??= server
           .close()
+          .then(() => {
+            clearInterval(rateTimer);
+            return reportRates();
+          })
           .then(() => upstream.close())
           .then(() => store.close())
           .finally(() => fdIndex?.close());

@@ -4,13 +4,14 @@ import type { Endpoint, SocketTable, TcpSocket } from '../host/types.js';
 import { readOptInFile, type AccountDirectory } from '../host/users.js';
 import type { Ledger, LedgerEntryInput } from '../evidence/ledger.js';
 import { generateToken, type TokenHash } from '../evidence/tokens.js';
-import { formatReply, isRecursiveType, isValidUserId, mentionsClientIp, parseRequest, RequestSyntaxError, type IpAddress, type Reply, type Request } from '../protocol/index.js';
+import { formatReply, formatRequesterGroup, isRecursiveType, isValidUserId, mentionsClientIp, parseRequest, RequestSyntaxError, type IpAddress, type Reply, type Request } from '../protocol/index.js';
 import { optInAdmits } from './opt-in.js';
 import { decideConnection, decideError, type ConnectionFinding, type Decision, type ReplyPolicy } from './policy.js';
 import type { Semaphore } from './semaphore.js';
 import type { EvidenceCollector } from './evidence-collector.js';
 import type { Logger } from './logger.js';
 import type { LoopTable } from './loop-table.js';
+import type { RateClass, RateLimiter } from './rate-limiter.js';
 import type { UpstreamDispatcher } from './upstream.js';
 import type { UpstreamCandidate } from '../trace/index.js';
 
@@ -38,6 +39,8 @@ export interface ResponderOptions {
   readonly loops?: LoopTable;
   /** Asks upstream hosts for ID_REC/SV_REC; without it nothing is sent upstream. */
   readonly upstream?: UpstreamDispatcher;
+  /** Per-requester rate limits; without it nothing is limited. */
+  readonly rates?: RateLimiter;
   readonly log: Logger;
 }
 
@@ -68,6 +71,10 @@ export class Responder {
     } catch (error) {
       if (!(error instanceof RequestSyntaxError)) throw error;
       const ports = error.ports;
+      // Malformed lines cost a ledger entry each: they draw from the ID bucket.
+      if (!this.#admitRate(origin, 'id')) {
+        return ports === undefined ? undefined : this.#refuseRate(ports, mentionsClientIp(line));
+      }
       if (ports === undefined) {
         await this.#record({ kind: 'reply', request: line, requestError: error.message, requester: origin.requester, decision: 'close' });
         return undefined;
@@ -82,6 +89,9 @@ export class Responder {
     }
     const ports = { client: request.clientPort, server: request.serverPort };
     const clientIp = clientIpOf(request) !== undefined;
+    // CL_IP requests count against the requester that sent them, never the CL_IP: naming
+    // someone else's address must not spend (or escape) anyone else's allowance.
+    if (!this.#admitRate(origin, request.type === 'ID' ? 'id' : 'analysis')) return this.#refuseRate(ports, clientIp);
     let finding: ConnectionFinding;
     let socket: TcpSocket | undefined;
     try {
@@ -152,6 +162,41 @@ export class Responder {
       this.#o.upstream?.dispatch(reply.token, { type: request.type, sid: request.sid }, upstream);
     }
     return reply.line;
+  }
+
+  /**
+   * Takes a token from the requester's bucket. A refusal is counted by the limiter (its
+   * window's `rate-limited` ledger entry) and logged once per requester and window.
+   */
+  #admitRate(origin: QueryOrigin, rateClass: RateClass): boolean {
+    const rates = this.#o.rates;
+    if (rates === undefined) return true;
+    const group = formatRequesterGroup(origin.requester.address) ?? origin.requester.address;
+    const verdict = rates.admit(group, rateClass);
+    if (verdict.allowed) return true;
+    if (verdict.first) {
+      this.#o.log.warn(
+        `Rate limit: refusing ${rateClass === 'id' ? 'ID' : 'SV, SV_REC and ID_REC'} requests from ${group} beyond its allowance; ` +
+          'the count goes to the ledger (rate-limited) once a minute',
+      );
+    }
+    return false;
+  }
+
+  /**
+   * The reply to a rate-limited request: UNKNOWN-ERROR shaped by the reply policy like any
+   * other error (a token with CL_IP or --random-errors). It is not written to the ledger one
+   * by one, or the limiter would let a flood fill the ledger it protects: the window's
+   * `rate-limited` entry counts it, and such a token redeems to nothing.
+   */
+  #refuseRate(ports: { client: number; server: number }, clientIp: boolean): string {
+    const decision = decideError('UNKNOWN-ERROR', { policy: this.#o.policy, clientIp });
+    const { client: clientPort, server: serverPort } = ports;
+    return formatReply(
+      decision.reply === 'error'
+        ? { kind: 'error', clientPort, serverPort, error: decision.error }
+        : { kind: 'token', clientPort, serverPort, token: generateToken(this.#o.tokenHash) },
+    );
   }
 
   /**

@@ -1,7 +1,8 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { normaliseAddress } from '../host/addresses.js';
 import type { Endpoint } from '../host/types.js';
-import { LineSplitter } from '../protocol/index.js';
+import { formatRequesterGroup, LineSplitter } from '../protocol/index.js';
+import { ConnectionSlots } from './connection-slots.js';
 import type { Logger } from './logger.js';
 import type { QueryOrigin } from './responder.js';
 
@@ -18,8 +19,14 @@ export interface LineHandler {
 
 export interface ServerOptions {
   readonly listen: readonly ListenAddress[];
-  /** Connections beyond this are closed at once, without a reply (RFC 1413 allows it). */
+  /**
+   * Open connections at most. When full, a newcomer from a requester holding fewer slots
+   * evicts the oldest idle connection of the heaviest requester; otherwise it is closed at
+   * once, without a reply (RFC 1413 allows it).
+   */
   readonly maxConnections: number;
+  /** Open connections of one requester group (`formatRequesterGroup`) at most; more are closed at once. */
+  readonly maxConnectionsPerRequester: number;
   /** A connection that sends nothing for this long is closed (RFC 1413: 60 to 180 s). */
   readonly idleTimeoutMs: number;
   /** Hard cap on one request line, in bytes. */
@@ -39,11 +46,16 @@ export class StopServer {
   #options: ServerOptions;
   readonly #servers: Server[] = [];
   readonly #connections = new Set<Connection>();
+  readonly #slots: ConnectionSlots<Connection>;
+  /** Connections turned away or evicted since the last log line about them. */
+  readonly #turnedAway = { 'requester-limit': 0, 'table-full': 0, evicted: 0 };
+  #lastTurnedAwayLog = 0;
   #closing: Promise<void> | undefined;
 
   constructor(handler: LineHandler, options: ServerOptions) {
     this.#handler = handler;
     this.#options = options;
+    this.#slots = new ConnectionSlots(slotLimitsOf(options), (connection) => connection.idle);
   }
 
   /** Binds every listen address; resolves with the bound endpoints (port 0 becomes the real port). */
@@ -71,13 +83,15 @@ export class StopServer {
   }
 
   /** Changes the limits for connections accepted from now on (SIGHUP reload). */
-  configure(next: Pick<ServerOptions, 'maxConnections' | 'idleTimeoutMs' | 'maxLineLength'>): void {
+  configure(next: Pick<ServerOptions, 'maxConnections' | 'maxConnectionsPerRequester' | 'idleTimeoutMs' | 'maxLineLength'>): void {
     this.#options = {
       ...this.#options,
       maxConnections: next.maxConnections,
+      maxConnectionsPerRequester: next.maxConnectionsPerRequester,
       idleTimeoutMs: next.idleTimeoutMs,
       maxLineLength: next.maxLineLength,
     };
+    this.#slots.configure(slotLimitsOf(this.#options));
   }
 
   /** Number of open client connections. */
@@ -97,12 +111,49 @@ export class StopServer {
   }
 
   #accept(socket: Socket): void {
-    if (this.#closing !== undefined || this.#connections.size >= this.#options.maxConnections) {
+    if (this.#closing !== undefined) {
       socket.destroy();
       return;
     }
-    const connection = new Connection(socket, this.#handler, this.#options, () => this.#connections.delete(connection));
+    const address = socket.remoteAddress === undefined ? '' : normaliseAddress(socket.remoteAddress);
+    const group = formatRequesterGroup(address) ?? address;
+    const decision = this.#slots.decide(group);
+    if (decision.kind === 'refuse') {
+      socket.destroy();
+      this.#noteTurnedAway(decision.reason);
+      return;
+    }
+    if (decision.kind === 'evict') {
+      // Idle by construction: it has no request waiting for its reply (ConnectionSlots).
+      this.#slots.remove(decision.victimGroup, decision.victim);
+      decision.victim.destroy();
+      this.#noteTurnedAway('evicted');
+    }
+    const connection = new Connection(socket, this.#handler, this.#options, () => {
+      this.#connections.delete(connection);
+      this.#slots.remove(group, connection);
+    });
     this.#connections.add(connection);
+    this.#slots.add(group, connection);
+  }
+
+  /**
+   * Counts a connection refused or evicted, and says so in the log at most once a minute:
+   * under a connection flood a line per connection would flood the log instead.
+   */
+  #noteTurnedAway(reason: 'requester-limit' | 'table-full' | 'evicted'): void {
+    this.#turnedAway[reason] += 1;
+    const now = Date.now();
+    if (now - this.#lastTurnedAwayLog < 60_000) return;
+    this.#lastTurnedAwayLog = now;
+    const { 'requester-limit': overShare, 'table-full': full, evicted } = this.#turnedAway;
+    this.#options.log.warn(
+      `Connection slots: ${overShare} refused (requester over --max-connections-per-requester), ${full} refused (table full, nothing idle to evict), ` +
+        `${evicted} idle connections evicted for other requesters, since the last such line`,
+    );
+    this.#turnedAway['requester-limit'] = 0;
+    this.#turnedAway['table-full'] = 0;
+    this.#turnedAway.evicted = 0;
   }
 
   /** Stops accepting, answers what was already received, then closes. Idempotent. */
@@ -124,6 +175,7 @@ class Connection {
   readonly #splitter: LineSplitter;
   readonly #origin: QueryOrigin | undefined;
   #queue: Promise<void> = Promise.resolve();
+  /** Complete request lines received and not yet answered. */
   #pending = 0;
   #done: Promise<void>;
 
@@ -148,6 +200,16 @@ class Connection {
     socket.on('data', (chunk: Buffer) => this.#receive(chunk));
     socket.on('end', () => this.#finish());
     if (this.#origin === undefined) socket.destroy(); // already gone
+  }
+
+  /** No request waits for its reply: the connection may be evicted to make room. */
+  get idle(): boolean {
+    return this.#pending === 0;
+  }
+
+  /** Closes at once (eviction of an idle connection: nothing is owed to the client). */
+  destroy(): void {
+    this.#socket.destroy();
   }
 
   #receive(chunk: Buffer): void {
@@ -198,4 +260,8 @@ class Connection {
     await this.#done;
     clearTimeout(timer);
   }
+}
+
+function slotLimitsOf(options: ServerOptions): { maxConnections: number; maxPerRequester: number } {
+  return { maxConnections: options.maxConnections, maxPerRequester: options.maxConnectionsPerRequester };
 }

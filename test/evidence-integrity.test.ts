@@ -23,6 +23,8 @@ import { listen, spawnClient, type ClientProcess, type TestListener } from './su
 const isRoot = process.getuid?.() === 0;
 const TOKEN = /^(\d+),(\d+):USERID:OTHER:([0-9a-f]{64})$/;
 const REPLY = /^(\d+),(\d+):(USERID:OTHER:[0-9a-f]{64}|ERROR:[A-Z-]+)$/;
+/** Lifts the per-requester connection share and rate limits for tests that load the store from one address. */
+const UNLIMITED = ['--max-connections-per-requester', '256', '--rate-analysis', '0', '--rate-id', '0'];
 
 interface Finding {
   readonly kind: string;
@@ -274,7 +276,9 @@ describe('stopd store after SIGKILL in a burst of SV requests', { skip: isRoot ?
   test('a daemon killed mid-burst leaves a store that verifies after restart, with every replied token present', async (t) => {
     const storeDir = join(work, 'store');
     const { installFile, keptCopy } = await keygen(work);
-    let daemon: DaemonHandle = await startDaemon(['--ledger-key', installFile], { storeDir });
+    // 16 requests in flight from one address, SV back to back: the per-requester connection
+    // share and SV rate limit (test/fairness.test.ts) are lifted, this test is about the store.
+    let daemon: DaemonHandle = await startDaemon(['--ledger-key', installFile, ...UNLIMITED], { storeDir });
     const service = await listen('127.0.0.1');
     const clients = await Promise.all([1, 2, 3, 4].map(() => spawnClient('127.0.0.1', service.port)));
     const replied: string[] = [];
@@ -351,7 +355,8 @@ describe('stopd on a full disk', { skip: isRoot ? false : 'needs root: mounts a 
     const storeDir = join(mountPoint, 'store');
     mkdirSync(storeDir);
     const { installFile, keptCopy } = await keygen(work);
-    const daemon = await startDaemon(['--ledger-key', installFile], { storeDir });
+    // 24 requests at once from one address: the per-requester limits are lifted (see UNLIMITED).
+    const daemon = await startDaemon(['--ledger-key', installFile, ...UNLIMITED], { storeDir });
     const service = await listen('127.0.0.1');
     const client = await spawnClient('127.0.0.1', service.port);
     const filler = join(mountPoint, 'filler');

@@ -256,6 +256,14 @@ export interface BenchStopd extends Stoppable {
  * on that clean exit) and removes the store.
  */
 /**
+ * stopd arguments that lift its per-requester limits (issue 13: connection share, rate
+ * limits). Every bench load comes from one or two loopback addresses at rates no single
+ * requester may reach in real use, and the bench measures what the work costs, not how it is
+ * refused; each section passes these explicitly. test/fairness.test.ts covers the limits.
+ */
+export const LIFT_REQUESTER_LIMITS: readonly string[] = ['--max-connections-per-requester', '1000000', '--rate-analysis', '0', '--rate-id', '0'];
+
+/**
  * The node flags stopd's own `#!` line gives it (src/cli/stopd.ts: the V8 memory settings), so
  * the bench measures the daemon as `stopd` and `npm start` run it, with any extra `nodeArgs`.
  */

@@ -14,7 +14,7 @@
  * ident work.
  */
 import type { LoadResult } from '../lib/load-client.js';
-import { countSockets, cpuMs, hasProgram, readMemory, runIdLoad, runLoad, startBackground, startOidentd, startQueriedConnection, startStopd, type BenchStopd, type Stoppable } from '../lib/processes.js';
+import { countSockets, cpuMs, hasProgram, LIFT_REQUESTER_LIMITS, readMemory, runIdLoad, runLoad, startBackground, startOidentd, startQueriedConnection, startStopd, type BenchStopd, type Stoppable } from '../lib/processes.js';
 import { repeated, type Repeated } from '../lib/stats.js';
 
 export interface IdCell {
@@ -50,7 +50,7 @@ export async function benchIdVsOidentd(options: { durationMs: number; rounds: nu
   const started: Stoppable[] = [];
   try {
     const line = await startQueriedConnection(started);
-    const stopd: BenchStopd = await startStopd();
+    const stopd: BenchStopd = await startStopd({ args: LIFT_REQUESTER_LIMITS });
     started.push(stopd);
     const daemons: { name: 'stopd' | 'oidentd'; pid: number; host: string; port: number; expect: string }[] = [
       { name: 'stopd', pid: stopd.pid, host: stopd.host, port: stopd.port, expect: '^\\d+,\\d+:USERID:OTHER:[0-9a-f]{64}$' },

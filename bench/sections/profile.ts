@@ -8,7 +8,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createPreviousHost } from '../../test/support/previous-host.js';
-import { runLoad, startQueriedConnection, startStopd, type Stoppable } from '../lib/processes.js';
+import { LIFT_REQUESTER_LIMITS, runLoad, startQueriedConnection, startStopd, type Stoppable } from '../lib/processes.js';
 import { buildFigure9 } from './structures.js';
 
 export interface ProfileEntry {
@@ -52,7 +52,7 @@ export function summarizeProfile(path: string, limit = 15): ProfileEntry[] {
 async function profiled(work: (stopd: { host: string; port: number }) => Promise<void>): Promise<ProfileEntry[]> {
   const dir = mkdtempSync(join(tmpdir(), 'stopd-prof-'));
   try {
-    const stopd = await startStopd({ nodeArgs: ['--cpu-prof', '--cpu-prof-dir', dir], args: ['--max-fanout', '0'] });
+    const stopd = await startStopd({ nodeArgs: ['--cpu-prof', '--cpu-prof-dir', dir], args: ['--max-fanout', '0', ...LIFT_REQUESTER_LIMITS] });
     try {
       await work(stopd);
     } finally {

@@ -13,6 +13,7 @@ import { randomInt } from 'node:crypto';
 import { hopThrough, SHELL_PORT, shellConnectionPort, startShellService } from '../../test/support/chain.js';
 import { createTestNet, readLedger, type TestHost, type TestNet, type TestStopd } from '../../test/support/testnet.js';
 import { repeated, type Repeated } from '../lib/stats.js';
+import { LIFT_REQUESTER_LIMITS } from '../lib/processes.js';
 
 export interface RecursionResult {
   readonly skipped?: string;
@@ -59,7 +60,7 @@ export async function benchRecursion(options: { runs: number }): Promise<Recursi
     const hosts = net.hosts.slice();
     const [h1, h2, h3, h4] = hosts as [TestHost, TestHost, TestHost, TestHost];
     const stopd = new Map<string, TestStopd>();
-    for (const host of [h1, h2, h3]) stopd.set(host.name, await host.startStopd());
+    for (const host of [h1, h2, h3]) stopd.set(host.name, await host.startStopd(LIFT_REQUESTER_LIMITS));
     for (const host of [h2, h3, h4]) await startShellService(host);
     await hopThrough(h1, [h2, h3, h4]);
     const port = await shellConnectionPort(h4, h3.address);

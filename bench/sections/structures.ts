@@ -18,7 +18,7 @@ import { createPreviousHost, type PreviousHost } from '../../test/support/previo
 import { freeFixedPort } from '../../test/support/structures.js';
 import { timeClosure, type ClosureTiming } from '../lib/closure-timing.js';
 import { startFigure7 } from '../lib/figure7.js';
-import { compileC, countSockets, runJson, runLoad, startBackground, startReadyProgram, startStopd, type BenchStopd, type Stoppable } from '../lib/processes.js';
+import { compileC, countSockets, LIFT_REQUESTER_LIMITS, runJson, runLoad, startBackground, startReadyProgram, startStopd, type BenchStopd, type Stoppable } from '../lib/processes.js';
 import { repeated, type Repeated, type Summary } from '../lib/stats.js';
 
 const TOKEN = '^\\d+,\\d+:USERID:OTHER:[0-9a-f]{64}$';
@@ -208,7 +208,7 @@ export async function benchStructures(options: {
   const previous = await createPreviousHost();
   const started: Stoppable[] = [];
   try {
-    const stopd = await startStopd({ args: ['--max-fanout', '0'] });
+    const stopd = await startStopd({ args: ['--max-fanout', '0', ...LIFT_REQUESTER_LIMITS] });
     started.push(stopd);
 
     const figure7 = await buildFigure7(previous);

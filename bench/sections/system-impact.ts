@@ -12,7 +12,7 @@ import { createPreviousHost } from '../../test/support/previous-host.js';
 import { listen } from '../../test/support/peers.js';
 import { freeFixedPort } from '../../test/support/structures.js';
 import { startFigure7 } from '../lib/figure7.js';
-import { compileC, pin, readMemory, runJson, startLoad, startStopd } from '../lib/processes.js';
+import { compileC, LIFT_REQUESTER_LIMITS, pin, readMemory, runJson, startLoad, startStopd } from '../lib/processes.js';
 import { repeated, type Repeated } from '../lib/stats.js';
 
 export interface ImpactRow {
@@ -42,7 +42,7 @@ export async function benchSystemImpact(options: { rates: readonly number[]; rou
   const membench = await compileC('membench');
   const previous = await createPreviousHost();
   const next = await listen('127.0.0.2');
-  const stopd = await startStopd();
+  const stopd = await startStopd({ args: LIFT_REQUESTER_LIMITS });
   const port = await freeFixedPort();
   const structure = await startFigure7({ bind: previous.hostAddress, port, next: { host: '127.0.0.2', port: next.port } });
   try {

@@ -8,8 +8,10 @@
  * loopback, and each is a requester group of its own (IPv4: one group per address).
  */
 import assert from 'node:assert/strict';
-import { readFileSync, rmSync } from 'node:fs';
+import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { exchange, startDaemon, type DaemonHandle } from './support/daemon.js';
@@ -230,6 +232,57 @@ describe('per-requester rate limits', { skip: isRoot ? false : 'needs root: SV r
       await Promise.all(services.map((service) => service.close()));
       if (!stopped) await daemon.stop();
       rmSync(daemon.storeDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('fairness settings on SIGHUP', () => {
+  /** Resolves when the daemon's log has `pattern` after `from` characters; bounded. */
+  function logLine(daemon: DaemonHandle, pattern: RegExp, from: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const check = (): void => {
+        if (!pattern.test(daemon.stderr().slice(from))) return;
+        clearTimeout(timer);
+        daemon.process.stderr?.off('data', check);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        daemon.process.stderr?.off('data', check);
+        reject(new Error(`no ${pattern} in the log:\n${daemon.stderr()}`));
+      }, 10_000);
+      daemon.process.stderr?.on('data', check);
+      check();
+    });
+  }
+
+  test('the connection share and the ID rate limit change live', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'stopd-fair-config-'));
+    const config = join(dir, 'stopd.toml');
+    writeFileSync(config, 'max-connections-per-requester = 1\nrate-id = 1\nrate-id-burst = 1\n');
+    const daemon = await startDaemon(['--config', config]);
+    const held: Socket[] = [];
+    try {
+      const first = await askAndStay(daemon, '127.0.0.2');
+      held.push(first.socket);
+      assert.equal(first.reply, '1,2:ERROR:NO-USER');
+      // Over the share of one connection: closed without a reply.
+      assert.deepEqual((await exchange(daemon, '1,2\r\n', { localAddress: '127.0.0.2' })).lines, []);
+      // Over the ID allowance (one, then one a minute): refused with UNKNOWN-ERROR.
+      first.socket.write('1,2\r\n');
+      const [refusal] = (await once(first.socket, 'data')) as [string];
+      assert.equal(refusal, '1,2:ERROR:UNKNOWN-ERROR\r\n');
+
+      writeFileSync(config, 'max-connections-per-requester = 2\nrate-id = 0\n');
+      const logged = daemon.stderr().length;
+      daemon.process.kill('SIGHUP');
+      await logLine(daemon, /configuration reloaded/, logged);
+      const second = await askAndStay(daemon, '127.0.0.2');
+      held.push(second.socket);
+      assert.equal(second.reply, '1,2:ERROR:NO-USER', 'a second connection is admitted, and ID is no longer limited');
+    } finally {
+      for (const socket of held) socket.destroy();
+      await daemon.stop();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -344,6 +344,7 @@ function traceView(overrides: Partial<TraceView> = {}): TraceView {
         reply: `616,22:USERID:OTHER:${'cd'.repeat(32)}`,
         error: null,
         message: null,
+        elapsedMs: 12,
         time: '2024-01-02T10:00:01.000Z',
       },
       {
@@ -357,6 +358,7 @@ function traceView(overrides: Partial<TraceView> = {}): TraceView {
         reply: null,
         error: null,
         message: 'connect ECONNREFUSED',
+        elapsedMs: 12,
         time: '2024-01-02T10:00:01.000Z',
       },
       {
@@ -370,6 +372,7 @@ function traceView(overrides: Partial<TraceView> = {}): TraceView {
         reply: null,
         error: null,
         message: 'no reply in 10 s',
+        elapsedMs: 10000,
         time: '2024-01-02T10:00:11.000Z',
       },
     ],

@@ -249,6 +249,9 @@ const OUTCOME_STYLE: Record<TraceView['upstream'][number]['outcome'], { readonly
   timeout: { color: '#c62828', style: 'dotted' },
   unreachable: { color: '#c62828', style: 'dashed' },
   protocol: { color: '#6a1b9a', style: 'dashed' },
+  'line-too-long': { color: '#6a1b9a', style: 'dashed' },
+  'bad-token': { color: '#6a1b9a', style: 'dashed' },
+  'wrong-ports': { color: '#6a1b9a', style: 'dashed' },
   skipped: { color: '#9e9e9e', style: 'dotted' },
 };
 
@@ -316,7 +319,7 @@ function describeOutcome(u: TraceView['upstream'][number]): string {
     case 'token':
       return `token ${u.token === null ? '?' : shortToken(u.token)}`;
     case 'user':
-      return `user name: ${u.reply ?? ''}`;
+      return `user name: ${clip(u.reply ?? '', 40)}`;
     case 'error':
       return `error ${u.error ?? '?'}`;
     case 'refused':
@@ -327,11 +330,22 @@ function describeOutcome(u: TraceView['upstream'][number]): string {
       return `unreachable${u.message === null ? '' : `: ${u.message}`}`;
     case 'protocol':
       return 'not a STOP reply';
+    case 'line-too-long':
+      return 'reply line too long, not read';
+    case 'bad-token':
+      return 'not a plain token, not kept';
+    case 'wrong-ports':
+      return 'reply for another port pair, not kept';
     case 'skipped':
       return `not asked${u.message === null ? '' : `: ${u.message}`}`;
     default:
       return `outcome ${String(u.outcome)}`;
   }
+}
+
+/** Upstream text cut for a picture (the whole of it is in `stopctl trace`'s text and JSON). */
+function clip(text: string, max: number): string {
+  return text.length > max ? `${text.slice(0, max)}…` : text;
 }
 
 /** A token shortened for a picture: its first 12 digits and an ellipsis (the full token is in the text views). */

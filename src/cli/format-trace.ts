@@ -6,7 +6,7 @@
 import type { Redemption } from '../evidence/redeem.js';
 import { isReplyEntry, isUpstreamEntry, type UpstreamEntry } from '../evidence/entries.js';
 import type { Endpoint } from '../host/types.js';
-import { quote, show, showEndpoint } from './show.js';
+import { quote, quoteStored, show, showEndpoint, showStored } from './show.js';
 
 /** The JSON of `stopctl trace --json`. */
 export interface TraceView {
@@ -122,18 +122,20 @@ export function formatTraceText(view: TraceView): string {
 
 /**
  * One line on how an upstream question ended. Every field came from the ledger, and most of
- * them from the upstream host (which may be hostile): all go through {@link show}.
+ * them from the upstream host (which may be hostile): all go through {@link show} or
+ * {@link showStored}.
  */
 function describeOutcome(u: TraceView['upstream'][number]): string {
-  const message = show(u.message ?? '');
-  const reply = quote(u.reply ?? '');
+  // The daemon stores upstream text escaped (daemon/upstream.ts escapeUpstreamText).
+  const message = showStored(u.message ?? '');
+  const reply = quoteStored(u.reply ?? '');
   switch (u.outcome) {
     case 'token':
       return `token ${show(u.token ?? '?')}: take it to the administrator of ${show(u.host)}`;
     case 'user':
       return `answered a user name (a plain IDENT daemon?): ${reply}`;
     case 'error':
-      return `error ${show(u.error ?? '?')}: the host does not vouch for this connection`;
+      return `error ${showStored(u.error ?? '?')}: the host does not vouch for this connection`;
     case 'refused':
       return `refused: no STOP daemon listens there (partial deployment, paper 6.1); the trace stops here`;
     case 'timeout':

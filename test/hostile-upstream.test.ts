@@ -39,12 +39,20 @@ interface Case {
   readonly outcome: string;
   /** What `stopctl trace` says about it. */
   readonly says: RegExp;
+  /** What the ledger keeps of the reply, when it keeps one. */
+  readonly reply?: RegExp;
 }
 
 const CASES: readonly Case[] = [
   { name: 'drip', outcome: 'timeout', says: /no answer in time: No complete reply from .* within 1000 ms: \d+ bytes without an end of line/ },
   { name: 'flood', outcome: 'line-too-long', says: /answered a line too long to be a reply, not read further/ },
-  { name: 'controlToken', outcome: 'bad-token', says: /answered a token that is not a plain token, not kept/ },
+  {
+    name: 'controlToken',
+    outcome: 'bad-token',
+    says: /answered a token that is not a plain token, not kept: .*; reply "\d+,2222:USERID:OTHER:ok\\x1b\]0;owned\\x07\\x1b\[2J\\x9b31m\\x7fend"/,
+    // Escaped, not lost: the evidence still shows what the host sent.
+    reply: /^\d+,2222:USERID:OTHER:ok\\x1b\]0;owned\\x07\\x1b\[2J\\x9b31m\\x7fend$/,
+  },
   { name: 'longToken', outcome: 'line-too-long', says: /answered a line too long to be a reply/ },
   { name: 'silent', outcome: 'timeout', says: /no answer in time: No reply from .* within 1000 ms/ },
   { name: 'answerAndHold', outcome: 'token', says: new RegExp(`token ${FAKE_UPSTREAM_TOKEN}: take it to the administrator of`) },
@@ -109,11 +117,13 @@ describe('a hostile upstream host costs bounded time and ledger space and cannot
         const value = entry[field];
         if (typeof value === 'string') assert.doesNotMatch(value, RAW_CONTROL, `${field} stored raw`);
       }
+      if (c.reply !== undefined) assert.match(String(entry.reply), c.reply);
       // Only a plain token for the right port pair is kept as a token.
       if (c.outcome === 'token') assert.equal(entry.token, FAKE_UPSTREAM_TOKEN);
       else assert.equal(entry.token, undefined);
       // The daemon closed the connection: the fake saw it go, long before its own minute is up.
       await eventually(`the fake upstream to see SID ${sid} closed`, () => fake.events().includes(`${sid} closed`));
+      assert.deepEqual(fake.events().filter((e) => e.startsWith(`${sid} error`)), [], 'the fake upstream played its part');
 
       const trace = await stopctl(['trace', token, '--store', daemon.storeDir]);
       assert.match(trace, c.says);
@@ -127,17 +137,4 @@ describe('a hostile upstream host costs bounded time and ledger space and cannot
       assert.doesNotMatch(redeem, RAW_CONTROL);
     });
   }
-
-  test('the control characters of the hostile token are shown escaped, not lost', async () => {
-    const entry = readLedger(daemon.storeDir).find(
-      (e: Entry) => e.kind === 'upstream' && typeof e.request === 'string' && e.request.endsWith(`:SV_REC:${HOSTILE_CASES.controlToken}`),
-    );
-    assert.ok(entry, 'the control-token case ran first');
-    assert.match(String(entry.reply), /:USERID:OTHER:ok\\x1b\]0;owned\\x07\\x1b\[2J\\x9b31m\\x7fend$/);
-    assert.deepEqual(
-      fake.events().filter((e) => e.endsWith('still-open') || e.includes(' error ')),
-      [],
-      'no connection outlived the daemon\'s patience',
-    );
-  });
 });

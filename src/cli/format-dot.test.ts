@@ -331,6 +331,7 @@ function traceView(overrides: Partial<TraceView> = {}): TraceView {
       processes: 5,
       record: true,
       processed: true,
+      analysisProblems: [],
     },
     upstream: [
       {

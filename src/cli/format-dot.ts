@@ -90,8 +90,10 @@ export function formatRecordDot(token: string, record: EvidenceRecord, options: 
     `${record.host === undefined ? 'host not saved' : `host ${record.host.hostname}`}, ${record.time}`,
     ...(record.sid === undefined ? [] : [`SID ${record.sid}`]),
     ...problems.map((problem) => `INTEGRITY FAILURE: ${problem}`),
+    // What the analysis could not see, as prominent as in `stopctl redeem` (issue 13).
+    ...(record.problems ?? []).map((problem) => `PROBLEM: ${problem.message} (${problem.code}${problem.reason === undefined ? '' : `: ${problem.reason}`})`),
   ];
-  const warn = problems.length > 0 ? `, fontcolor="${STYLE.holderPen}"` : '';
+  const warn = problems.length > 0 || (record.problems ?? []).length > 0 ? `, fontcolor="${STYLE.holderPen}"` : '';
   out.push('digraph stop_record {');
   out.push(`  graph [label=${label(title)}${warn}, labelloc=t, pad=0.3, fontname="Helvetica", fontsize=12, newrank=true];`);
   // Graphviz sizes boxes with Helvetica's metrics; viewers without Helvetica substitute a wider

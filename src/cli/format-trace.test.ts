@@ -25,6 +25,7 @@ function view(upstream: Partial<TraceView['upstream'][number]>[]): TraceView {
       processes: 1,
       record: true,
       processed: true,
+      analysisProblems: [{ code: `no-visible-holder${EVIL}`, reason: `other-pid-namespace${EVIL}`, message: `No process visible${EVIL}` }],
     },
     upstream: upstream.map((u) => ({
       host: '192.0.2.66',
@@ -60,6 +61,7 @@ test('formatTraceText escapes every ledger field, even from an altered ledger', 
   assert.match(text, /answered a token that is not a plain token, not kept: bad\\x1b\]0;owned\\x07/);
   assert.match(text, /answered for another connection, not kept/);
   assert.match(text, /outcome "new-outcome\\x1b/);
+  assert.match(text, /\nPROBLEM {5}No process visible\\x1b.* \(no-visible-holder\\x1b.*: other-pid-namespace\\x1b/);
 });
 
 test('formatTraceText shows text the daemon stored escaped without doubling its backslashes', () => {

@@ -6,6 +6,8 @@
 import type { Redemption } from '../evidence/redeem.js';
 import { isReplyEntry, isUpstreamEntry, type UpstreamEntry } from '../evidence/entries.js';
 import type { Endpoint } from '../host/types.js';
+import type { AnalysisProblem } from '../trace/types.js';
+import { showProblem } from './format-record.js';
 import { quote, quoteStored, show, showEndpoint, showStored } from './show.js';
 
 /** The JSON of `stopctl trace --json`. */
@@ -25,6 +27,8 @@ export interface TraceView {
     readonly processes: number | null;
     readonly record: boolean;
     readonly processed: boolean;
+    /** What the record's analysis could not see (`redeem` shows them too). */
+    readonly analysisProblems: readonly AnalysisProblem[];
   } | null;
   readonly upstream: readonly {
     readonly host: string;
@@ -84,6 +88,7 @@ export function describeTrace(token: string, redemption: Redemption): TraceView 
             processes: record?.record?.processes?.length ?? entry.processes ?? null,
             record: record !== undefined,
             processed: entry.processed !== false,
+            analysisProblems: record?.record?.problems ?? [],
           },
     upstream,
     pending: Math.max(0, (entry?.upstream ?? 0) - upstream.length),
@@ -104,6 +109,7 @@ export function formatTraceText(view: TraceView): string {
     }
     if (local.uid !== null) out.push(`User        ${local.user === null ? '(no passwd entry)' : show(local.user)} (uid ${local.uid})`);
     if (local.processes !== null) out.push(`Processes   ${local.processes}${local.record ? ' (see stopctl redeem for the record)' : ''}`);
+    for (const problem of local.analysisProblems) out.push(`PROBLEM     ${showProblem(problem)}`);
     if (!local.processed) out.push('Processed   no: a repeated or over-budget recursive request (paper 3.1.4)');
   }
   if (view.upstream.length === 0 && view.pending === 0) {

@@ -149,8 +149,12 @@ export interface RecordDescription {
   readonly vanished: readonly number[];
   readonly denied: readonly number[];
   readonly truncated: boolean;
-  /** What the analysis could not see or cut short; empty for records made before problems existed. */
-  readonly problems: readonly AnalysisProblem[];
+  /**
+   * The record's `problems`: what the analysis could not see or cut short; empty for records
+   * made before problems existed. Named apart from redeem's `problems` (integrity problems, as
+   * sentences), which the JSON of `stopctl redeem` puts beside it.
+   */
+  readonly analysisProblems: readonly AnalysisProblem[];
   /** Null when utmp entries were not saved. */
   readonly utmp: readonly UtmpEntry[] | null;
   readonly saved: readonly SaveCategory[];
@@ -185,7 +189,7 @@ export function describeRecordJson(
     vanished: record.vanished,
     denied: record.denied,
     truncated: record.truncated,
-    problems: record.problems ?? [],
+    analysisProblems: record.problems ?? [],
     utmp: record.utmp ?? null,
     saved: record.saved,
   };

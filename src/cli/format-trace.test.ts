@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { formatTraceText, type TraceView } from './format-trace.js';
-import { formatTraceDot } from './format-dot.js';
 import { showStored } from './show.js';
 
 // eslint-disable-next-line no-control-regex -- matching control characters is the point
 const RAW_CONTROL = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/u;
 const EVIL = '\x1b]0;owned\x07\x1b[2J\x9b31m\u202e';
 
+/** A trace view whose local fields all carry `EVIL`, with these upstream outcomes. */
 function view(upstream: Partial<TraceView['upstream'][number]>[]): TraceView {
   return {
     token: 'ab'.repeat(32),
@@ -72,22 +72,6 @@ test('formatTraceText shows text the daemon stored escaped without doubling its 
 test('formatTraceText names line-too-long and the time each question took', () => {
   const text = formatTraceText(view([{ outcome: 'line-too-long', message: 'Reply from 192.0.2.66:113 is longer than 1024 bytes', elapsedMs: 8 }]));
   assert.match(text, /answered a line too long to be a reply, not read further: Reply from 192\.0\.2\.66:113 is longer than 1024 bytes \(8 ms\)/);
-});
-
-test('formatTraceDot escapes hostile upstream text and styles the new outcomes', () => {
-  const dot = formatTraceDot(
-    view([
-      { outcome: 'bad-token', reply: EVIL, message: EVIL },
-      { outcome: 'wrong-ports', reply: EVIL },
-      { outcome: 'line-too-long', message: EVIL },
-      { outcome: 'user', reply: `"];evil[label="${EVIL}` },
-    ]),
-  );
-  assert.doesNotMatch(dot, RAW_CONTROL);
-  assert.doesNotMatch(dot, /[^\\]"\];evil\[label=/);
-  assert.match(dot, /not a plain token, not kept/);
-  assert.match(dot, /reply for another port pair, not kept/);
-  assert.match(dot, /reply line too long, not read/);
 });
 
 test('showStored keeps stored escapes as they are and still escapes raw controls', () => {

@@ -45,6 +45,13 @@ export class PeerProtocolError extends StopdError {
   }
 }
 
+/** A peer sent a reply line longer than the client accepts (RFC 1413 lets a client give up after 1000 characters). */
+export class PeerReplyTooLongError extends StopdError {
+  constructor(message: string) {
+    super('ERR_PEER_REPLY_TOO_LONG', message);
+  }
+}
+
 /** The evidence store could not durably write; nothing that depends on the write is replied. */
 export class StoreWriteError extends StopdError {
   constructor(message: string, options?: { cause?: unknown }) {

@@ -3,4 +3,4 @@
  */
 export * from './protocol/index.js';
 export { queryStop, type QueryOptions, type QueryResult } from './daemon/client.js';
-export { StopdError, PeerTimeoutError, PeerUnreachableError, PeerProtocolError } from './errors.js';
+export { StopdError, PeerTimeoutError, PeerUnreachableError, PeerProtocolError, PeerReplyTooLongError } from './errors.js';

@@ -89,6 +89,46 @@ async function parseDot(dot: string): Promise<DotGraph> {
   return { nodes, edges, clusters, attributes: attributesOf(json) };
 }
 
+/** A verified SV_REC trace with one upstream host that answered a token. */
+function hostileTraceView(): TraceView {
+  return {
+    token: TOKEN,
+    verdict: 'verified',
+    problems: [],
+    local: {
+      type: 'SV_REC',
+      sid: '7',
+      time: '2024-01-02T10:00:00.000Z',
+      request: '968,23:SV_REC:7',
+      requester: { address: NEXT_HOST, port: 40123 },
+      connection: null,
+      user: 'alice',
+      uid: 1000,
+      processes: 5,
+      record: true,
+      processed: true,
+      analysisProblems: [],
+    },
+    upstream: [
+      {
+        host: '192.0.2.66',
+        port: 113,
+        request: '4000,22:SV_REC:7',
+        connection: { local: { address: '198.51.100.2', port: 22 }, remote: { address: '192.0.2.66', port: 4000 } },
+        direction: 'inbound',
+        outcome: 'token',
+        token: 'cd'.repeat(32),
+        reply: null,
+        error: null,
+        message: null,
+        elapsedMs: 5,
+        time: '2024-01-02T10:00:01.000Z',
+      },
+    ],
+    pending: 0,
+  };
+}
+
 function edgesOf(graph: DotGraph, tail: string, head: string): Record<string, string>[] {
   return graph.edges.filter((edge) => edge.tail === tail && edge.head === head).map((edge) => edge.attributes);
 }
@@ -331,6 +371,7 @@ function traceView(overrides: Partial<TraceView> = {}): TraceView {
       processes: 5,
       record: true,
       processed: true,
+      analysisProblems: [],
     },
     upstream: [
       {
@@ -344,6 +385,7 @@ function traceView(overrides: Partial<TraceView> = {}): TraceView {
         reply: `616,22:USERID:OTHER:${'cd'.repeat(32)}`,
         error: null,
         message: null,
+        elapsedMs: 12,
         time: '2024-01-02T10:00:01.000Z',
       },
       {
@@ -357,6 +399,7 @@ function traceView(overrides: Partial<TraceView> = {}): TraceView {
         reply: null,
         error: null,
         message: 'connect ECONNREFUSED',
+        elapsedMs: 12,
         time: '2024-01-02T10:00:01.000Z',
       },
       {
@@ -370,6 +413,7 @@ function traceView(overrides: Partial<TraceView> = {}): TraceView {
         reply: null,
         error: null,
         message: 'no reply in 10 s',
+        elapsedMs: 10000,
         time: '2024-01-02T10:00:11.000Z',
       },
     ],
@@ -438,4 +482,34 @@ test('formatRecordPicture and formatTracePicture give DOT as is or rendered SVG'
   const traceSvg = await formatTracePicture(traceView(), { format: 'svg' });
   assert.ok(traceSvg.includes('<title>upstream0&#45;&gt;this</title>'));
   assert.equal(await formatTracePicture(traceView(), { format: 'dot' }), formatTraceDot(traceView()));
+});
+
+test('formatTraceDot keeps hostile upstream text inside its labels and styles the new outcomes', async () => {
+  const evil = '\x1b]0;owned\x07\x9b31m';
+  const base = hostileTraceView();
+  const upstream = ['bad-token', 'wrong-ports', 'line-too-long', 'user'].map((outcome, i) => ({
+    ...(base.upstream[0] as TraceView['upstream'][number]),
+    request: `${4000 + i},22:SV_REC:7`,
+    outcome: outcome as TraceView['upstream'][number]['outcome'],
+    reply: `"];evil${i}[label="${evil}`,
+    message: `"];evil${i}[label="${evil}`,
+  }));
+  const dot = formatTraceDot({ ...base, upstream });
+  // eslint-disable-next-line no-control-regex -- matching control characters is the point
+  assert.doesNotMatch(dot, /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/u);
+  const graph = await parseDot(dot);
+  assert.deepEqual([...graph.nodes.keys()].sort(), ['requester', 'this', 'upstream0', 'upstream1', 'upstream2', 'upstream3']);
+  assert.match(graph.nodes.get('upstream0')?.label ?? '', /not a plain token, not kept/);
+  assert.match(graph.nodes.get('upstream1')?.label ?? '', /reply for another port pair, not kept/);
+  assert.match(graph.nodes.get('upstream2')?.label ?? '', /reply line too long, not read/);
+  assert.match(graph.nodes.get('upstream3')?.label ?? '', /user name: "\];evil3\[label="\\\\x1b/);
+  assert.equal(graph.nodes.get('upstream0')?.color, '#6a1b9a');
+});
+
+test('formatRecordDot puts the record problems into the title', async () => {
+  const fixture = buildFigure7();
+  fixture.host.closeFd(fixture.pids.telnet, fixture.socket.inode);
+  const record = { ...recordOf(fixture), problems: [{ code: 'no-visible-holder', reason: 'other-pid-namespace', message: 'No process visible to stopd holds the queried socket' }] };
+  const graph = await parseDot(formatRecordDot(TOKEN, record));
+  assert.match(graph.attributes.label ?? '', /PROBLEM: No process visible to stopd holds the queried socket \(no-visible-holder: other-pid-namespace\)/);
 });

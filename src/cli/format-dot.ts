@@ -90,8 +90,10 @@ export function formatRecordDot(token: string, record: EvidenceRecord, options: 
     `${record.host === undefined ? 'host not saved' : `host ${record.host.hostname}`}, ${record.time}`,
     ...(record.sid === undefined ? [] : [`SID ${record.sid}`]),
     ...problems.map((problem) => `INTEGRITY FAILURE: ${problem}`),
+    // What the analysis could not see, as prominent as in `stopctl redeem` (issue 13).
+    ...(record.problems ?? []).map((problem) => `PROBLEM: ${problem.message} (${problem.code}${problem.reason === undefined ? '' : `: ${problem.reason}`})`),
   ];
-  const warn = problems.length > 0 ? `, fontcolor="${STYLE.holderPen}"` : '';
+  const warn = problems.length > 0 || (record.problems ?? []).length > 0 ? `, fontcolor="${STYLE.holderPen}"` : '';
   out.push('digraph stop_record {');
   out.push(`  graph [label=${label(title)}${warn}, labelloc=t, pad=0.3, fontname="Helvetica", fontsize=12, newrank=true];`);
   // Graphviz sizes boxes with Helvetica's metrics; viewers without Helvetica substitute a wider
@@ -249,6 +251,9 @@ const OUTCOME_STYLE: Record<TraceView['upstream'][number]['outcome'], { readonly
   timeout: { color: '#c62828', style: 'dotted' },
   unreachable: { color: '#c62828', style: 'dashed' },
   protocol: { color: '#6a1b9a', style: 'dashed' },
+  'line-too-long': { color: '#6a1b9a', style: 'dashed' },
+  'bad-token': { color: '#6a1b9a', style: 'dashed' },
+  'wrong-ports': { color: '#6a1b9a', style: 'dashed' },
   skipped: { color: '#9e9e9e', style: 'dotted' },
 };
 
@@ -316,7 +321,7 @@ function describeOutcome(u: TraceView['upstream'][number]): string {
     case 'token':
       return `token ${u.token === null ? '?' : shortToken(u.token)}`;
     case 'user':
-      return `user name: ${u.reply ?? ''}`;
+      return `user name: ${clip(u.reply ?? '', 40)}`;
     case 'error':
       return `error ${u.error ?? '?'}`;
     case 'refused':
@@ -327,11 +332,22 @@ function describeOutcome(u: TraceView['upstream'][number]): string {
       return `unreachable${u.message === null ? '' : `: ${u.message}`}`;
     case 'protocol':
       return 'not a STOP reply';
+    case 'line-too-long':
+      return 'reply line too long, not read';
+    case 'bad-token':
+      return 'not a plain token, not kept';
+    case 'wrong-ports':
+      return 'reply for another port pair, not kept';
     case 'skipped':
       return `not asked${u.message === null ? '' : `: ${u.message}`}`;
     default:
       return `outcome ${String(u.outcome)}`;
   }
+}
+
+/** Upstream text cut for a picture (the whole of it is in `stopctl trace`'s text and JSON). */
+function clip(text: string, max: number): string {
+  return text.length > max ? `${text.slice(0, max)}…` : text;
 }
 
 /** A token shortened for a picture: its first 12 digits and an ellipsis (the full token is in the text views). */

@@ -83,11 +83,25 @@ test('formatRecordText shows each problem before the processes, escaped, and red
   assert.ok(line > 0 && line < text.split('\n').indexOf('Primary Processes'), text);
   assert.ok(!text.includes('\u001b'), 'the escape character is shown escaped');
   assert.ok(text.includes('(no-visible-holder)'));
-  assert.deepEqual(describeRecordJson(TOKEN, record, { verified: true, actualHash: TOKEN }).problems, record.problems);
+  assert.deepEqual(describeRecordJson(TOKEN, record, { verified: true, actualHash: TOKEN }).analysisProblems, record.problems);
   const { problems, ...older } = record;
   assert.equal(problems.length, 1);
-  assert.deepEqual(describeRecordJson(TOKEN, older, { verified: true, actualHash: TOKEN }).problems, []);
+  assert.deepEqual(describeRecordJson(TOKEN, older, { verified: true, actualHash: TOKEN }).analysisProblems, []);
   assert.ok(!formatRecordText(TOKEN, older, { verified: true }).includes('PROBLEM'));
+});
+
+test('formatRecordText shows the reason of a problem and says an empty holder list is what stopd could see', () => {
+  const fixture = buildFigure7();
+  fixture.host.closeFd(fixture.pids.telnet, fixture.socket.inode);
+  const problem = { code: 'no-visible-holder', reason: 'other-pid-namespace', message: 'No process visible to stopd holds the queried socket' };
+  const record = { ...recordOf(fixture), problems: [problem] };
+  const lines = formatRecordText(TOKEN, record, { verified: true }).split('\n');
+  assert.ok(lines.includes('PROBLEM     No process visible to stopd holds the queried socket (no-visible-holder: other-pid-namespace)'), lines.join('\n'));
+  assert.equal(lines[lines.indexOf('Primary Processes') + 1], '  (none visible to stopd: see PROBLEM above)');
+  const { problems, ...older } = record;
+  assert.equal(problems.length, 1);
+  const olderLines = formatRecordText(TOKEN, older, { verified: true }).split('\n');
+  assert.equal(olderLines[olderLines.indexOf('Primary Processes') + 1], '  (none: no process held the socket when it was scanned)');
 });
 
 test('formatRecordText figure 7 header names the token, request, type, connection and host', () => {

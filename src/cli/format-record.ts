@@ -45,7 +45,7 @@ export function formatRecordText(token: string, record: EvidenceRecord, options:
   out.push(`Host        ${record.host === undefined ? 'not saved' : showHost(record.host)}`);
   out.push(`Saved       ${record.saved.length === 0 ? 'the minimum (request, connection, upstream)' : record.saved.join(', ')}`);
   // Shown before the processes: an empty or cut list must not read as "nobody" (issue 13).
-  for (const problem of record.problems ?? []) out.push(`PROBLEM     ${show(problem.message)} (${show(problem.code)})`);
+  for (const problem of record.problems ?? []) out.push(`PROBLEM     ${showProblem(problem)}`);
 
   if (record.processes === undefined) {
     out.push('', 'Processes: not saved');
@@ -54,7 +54,10 @@ export function formatRecordText(token: string, record: EvidenceRecord, options:
     const resolved = record.processes.filter((process) => process.role === 'resolved');
     let number = 0;
     out.push('', 'Primary Processes');
-    if (primary.length === 0) out.push('  (none: the socket had no holder left)');
+    if (primary.length === 0) {
+      const unseen = (record.problems ?? []).some((problem) => problem.code === 'no-visible-holder');
+      out.push(unseen ? '  (none visible to stopd: see PROBLEM above)' : '  (none: no process held the socket when it was scanned)');
+    }
     for (const process of primary) out.push(...showProcess((number += 1), process));
     if (resolved.length > 0) {
       out.push('Resolved Processes');
@@ -146,8 +149,12 @@ export interface RecordDescription {
   readonly vanished: readonly number[];
   readonly denied: readonly number[];
   readonly truncated: boolean;
-  /** What the analysis could not see or cut short; empty for records made before problems existed. */
-  readonly problems: readonly AnalysisProblem[];
+  /**
+   * The record's `problems`: what the analysis could not see or cut short; empty for records
+   * made before problems existed. Named apart from redeem's `problems` (integrity problems, as
+   * sentences), which the JSON of `stopctl redeem` puts beside it.
+   */
+  readonly analysisProblems: readonly AnalysisProblem[];
   /** Null when utmp entries were not saved. */
   readonly utmp: readonly UtmpEntry[] | null;
   readonly saved: readonly SaveCategory[];
@@ -182,7 +189,7 @@ export function describeRecordJson(
     vanished: record.vanished,
     denied: record.denied,
     truncated: record.truncated,
-    problems: record.problems ?? [],
+    analysisProblems: record.problems ?? [],
     utmp: record.utmp ?? null,
     saved: record.saved,
   };
@@ -292,6 +299,12 @@ function showPipe(pipe: ClosurePipe): string {
   const [end, arrow] = pipe.end === 'write' ? ['write', '->'] : pipe.end === 'read' ? ['read', '<-'] : ['read/write', '<>'];
   const others = pipe.otherPids.length > 0 ? `pids ${showPids(pipe.otherPids)}` : 'no other process in this record';
   return `pipe:[${pipe.inode}] ${end} ${arrow} ${others}`;
+}
+
+/** `message (code: reason)`, escaped: the record may have been altered. */
+export function showProblem(problem: AnalysisProblem): string {
+  const why = problem.reason === undefined ? show(problem.code) : `${show(problem.code)}: ${show(problem.reason)}`;
+  return `${show(problem.message)} (${why})`;
 }
 
 function showUpstream(candidate: UpstreamCandidate): string {

@@ -6,7 +6,9 @@
 import type { Redemption } from '../evidence/redeem.js';
 import { isReplyEntry, isUpstreamEntry, type UpstreamEntry } from '../evidence/entries.js';
 import type { Endpoint } from '../host/types.js';
-import { quote, showEndpoint } from './show.js';
+import type { AnalysisProblem } from '../trace/types.js';
+import { showProblem } from './format-record.js';
+import { quote, quoteStored, show, showEndpoint, showStored } from './show.js';
 
 /** The JSON of `stopctl trace --json`. */
 export interface TraceView {
@@ -25,6 +27,8 @@ export interface TraceView {
     readonly processes: number | null;
     readonly record: boolean;
     readonly processed: boolean;
+    /** What the record's analysis could not see (`redeem` shows them too). */
+    readonly analysisProblems: readonly AnalysisProblem[];
   } | null;
   readonly upstream: readonly {
     readonly host: string;
@@ -38,6 +42,8 @@ export interface TraceView {
     readonly reply: string | null;
     readonly error: string | null;
     readonly message: string | null;
+    /** Milliseconds the question took (absent in entries written before it was recorded). */
+    readonly elapsedMs: number | null;
     readonly time: string;
   }[];
   /** Upstream hosts found whose outcome is not in the ledger (yet). */
@@ -59,6 +65,7 @@ export function describeTrace(token: string, redemption: Redemption): TraceView 
     reply: u.reply ?? null,
     error: u.error ?? null,
     message: u.message ?? null,
+    elapsedMs: typeof u.elapsedMs === 'number' ? u.elapsedMs : null,
     time: u.time,
   }));
   const verdict = redemption.status === 0 ? 'verified' : redemption.status === 2 ? 'unknown-token' : 'integrity-failure';
@@ -81,6 +88,7 @@ export function describeTrace(token: string, redemption: Redemption): TraceView 
             processes: record?.record?.processes?.length ?? entry.processes ?? null,
             record: record !== undefined,
             processed: entry.processed !== false,
+            analysisProblems: record?.record?.problems ?? [],
           },
     upstream,
     pending: Math.max(0, (entry?.upstream ?? 0) - upstream.length),
@@ -95,12 +103,13 @@ export function formatTraceText(view: TraceView): string {
     out.push('Local       not in this store');
   } else {
     out.push(`Request     ${quote(local.request)} from ${showEndpoint(local.requester)} at ${local.time}`);
-    out.push(`Type        ${local.type ?? 'unparsed'}${local.sid === null ? '' : `, SID ${local.sid}`}`);
+    out.push(`Type        ${show(local.type ?? 'unparsed')}${local.sid === null ? '' : `, SID ${show(local.sid)}`}`);
     if (local.connection !== null) {
       out.push(`Connection  ${showEndpoint(local.connection.local)} -> ${showEndpoint(local.connection.remote)}`);
     }
-    if (local.uid !== null) out.push(`User        ${local.user ?? '(no passwd entry)'} (uid ${local.uid})`);
+    if (local.uid !== null) out.push(`User        ${local.user === null ? '(no passwd entry)' : show(local.user)} (uid ${local.uid})`);
     if (local.processes !== null) out.push(`Processes   ${local.processes}${local.record ? ' (see stopctl redeem for the record)' : ''}`);
+    for (const problem of local.analysisProblems) out.push(`PROBLEM     ${showProblem(problem)}`);
     if (!local.processed) out.push('Processed   no: a repeated or over-budget recursive request (paper 3.1.4)');
   }
   if (view.upstream.length === 0 && view.pending === 0) {
@@ -109,32 +118,47 @@ export function formatTraceText(view: TraceView): string {
     out.push('', `Upstream hosts asked (${view.upstream.length}${view.pending > 0 ? `, ${view.pending} not answered yet` : ''}):`);
     for (const u of view.upstream) {
       out.push(`  ${showEndpoint({ address: u.host, port: u.port })}  asked ${quote(u.request)}`);
-      out.push(`      about ${showEndpoint(u.connection.remote)} -> ${showEndpoint(u.connection.local)} (${u.direction})`);
-      out.push(`      ${describeOutcome(u)}`);
+      out.push(`      about ${showEndpoint(u.connection.remote)} -> ${showEndpoint(u.connection.local)} (${show(u.direction)})`);
+      out.push(`      ${describeOutcome(u)}${u.elapsedMs === null ? '' : ` (${u.elapsedMs} ms)`}`);
     }
   }
   for (const problem of view.problems) out.push(`${view.verdict === 'unknown-token' ? 'Unknown' : 'INTEGRITY FAILURE'}: ${problem}`);
   return out.join('\n') + '\n';
 }
 
+/**
+ * One line on how an upstream question ended. Every field came from the ledger, and most of
+ * them from the upstream host (which may be hostile): all go through {@link show} or
+ * {@link showStored}.
+ */
 function describeOutcome(u: TraceView['upstream'][number]): string {
+  // The daemon stores upstream text escaped (daemon/upstream.ts escapeUpstreamText).
+  const message = showStored(u.message ?? '');
+  const reply = quoteStored(u.reply ?? '');
   switch (u.outcome) {
     case 'token':
-      return `token ${u.token ?? '?'}: take it to the administrator of ${u.host}`;
+      return `token ${show(u.token ?? '?')}: take it to the administrator of ${show(u.host)}`;
     case 'user':
-      return `answered a user name (a plain IDENT daemon?): ${quote(u.reply ?? '')}`;
+      return `answered a user name (a plain IDENT daemon?): ${reply}`;
     case 'error':
-      return `error ${u.error ?? '?'}: the host does not vouch for this connection`;
+      return `error ${showStored(u.error ?? '?')}: the host does not vouch for this connection`;
     case 'refused':
       return `refused: no STOP daemon listens there (partial deployment, paper 6.1); the trace stops here`;
     case 'timeout':
-      return `no answer in time: ${u.message ?? ''}`;
+      return `no answer in time: ${message}`;
     case 'unreachable':
-      return `unreachable: ${u.message ?? ''}`;
+      return `unreachable: ${message}`;
     case 'protocol':
-      return `answered something that is not a STOP reply: ${u.message ?? ''}`;
+      return `answered something that is not a STOP reply: ${message}`;
+    case 'line-too-long':
+      return `answered a line too long to be a reply, not read further: ${message}`;
+    case 'bad-token':
+      return `answered a token that is not a plain token, not kept: ${message}; reply ${reply}`;
+    case 'wrong-ports':
+      return `answered for another connection, not kept: ${message}; reply ${reply}`;
     case 'skipped':
-      return `not asked: ${u.message ?? ''}`;
+      return `not asked: ${message}`;
+    default:
+      return `outcome ${quote(String(u.outcome))}: ${message}`;
   }
 }
-

@@ -28,8 +28,22 @@ export function show(text: string): string {
   });
 }
 
+/**
+ * Text that stopd stored already escaped (upstream replies and messages, which it writes as
+ * printable ASCII with `\\` and `\xNN`): shown as stored, so a backslash is not doubled once
+ * more; anything a terminal could act on is still escaped, in case the ledger was altered.
+ */
+export function showStored(text: string): string {
+  return show(text).replaceAll('\\\\', '\\');
+}
+
 /** Text in double quotes, escaped by {@link show}, with `"` escaped too. */
 export function quote(text: string): string {
   return `"${show(text).replaceAll('"', '\\"')}"`;
 }
 
+
+/** Stored-escaped text ({@link showStored}) in double quotes, with `"` escaped too. */
+export function quoteStored(text: string): string {
+  return `"${showStored(text).replaceAll('"', '\\"')}"`;
+}

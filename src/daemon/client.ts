@@ -1,5 +1,5 @@
 import { connect } from 'node:net';
-import { PeerProtocolError, PeerTimeoutError, PeerUnreachableError } from '../errors.js';
+import { PeerProtocolError, PeerReplyTooLongError, PeerTimeoutError, PeerUnreachableError } from '../errors.js';
 import { formatRequest, LineSplitter, parseReply, ReplySyntaxError, type ReceivedReply, type Request } from '../protocol/index.js';
 
 /** Where and how to ask. */
@@ -15,8 +15,12 @@ export interface QueryOptions {
   readonly connectTimeoutMs?: number;
 }
 
-/** Longest reply line accepted: RFC 1413 allows 512 octets of user-id plus the rest. */
-const MAX_REPLY_LINE = 1024;
+/**
+ * Longest reply line accepted: RFC 1413 allows 512 octets of user-id plus the rest, and lets a
+ * client give up after 1000 characters without an end of line. At most this many bytes (plus
+ * one) are ever buffered, whatever the peer sends.
+ */
+export const MAX_REPLY_LINE = 1024;
 
 /** A reply as received: parsed, and the line exactly as it came. */
 export interface QueryResult {
@@ -27,7 +31,10 @@ export interface QueryResult {
 /**
  * Sends one request to a STOP (or plain IDENT) daemon and resolves with its parsed reply.
  * Fails with `PeerUnreachableError` (refused, reset, closed without a reply), `PeerTimeoutError`
- * or `PeerProtocolError` (a reply that is not a reply line).
+ * (also when a peer drips bytes: the deadline is for the whole exchange), `PeerReplyTooLongError`
+ * (more than {@link MAX_REPLY_LINE} bytes without an end of line) or `PeerProtocolError` (a reply
+ * that is not a reply line). The connection is closed as soon as the first line is read: a peer
+ * that keeps it open after answering costs nothing more.
  */
 export function queryStop(request: Request, options: QueryOptions): Promise<QueryResult> {
   const line = formatRequest(request);
@@ -41,6 +48,7 @@ export function queryStop(request: Request, options: QueryOptions): Promise<Quer
     });
     const splitter = new LineSplitter({ maxLineLength: MAX_REPLY_LINE });
     let settled = false;
+    let received = 0;
     const finish = (error: Error | undefined, reply?: QueryResult): void => {
       if (settled) return;
       settled = true;
@@ -51,7 +59,14 @@ export function queryStop(request: Request, options: QueryOptions): Promise<Quer
       else if (reply !== undefined) resolve(reply);
     };
     const timer = setTimeout(
-      () => finish(new PeerTimeoutError(`No reply from ${where} within ${timeoutMs} ms`)),
+      () =>
+        finish(
+          new PeerTimeoutError(
+            received === 0
+              ? `No reply from ${where} within ${timeoutMs} ms`
+              : `No complete reply from ${where} within ${timeoutMs} ms: ${received} bytes without an end of line`,
+          ),
+        ),
       timeoutMs,
     );
     const connectTimeoutMs = options.connectTimeoutMs;
@@ -65,9 +80,10 @@ export function queryStop(request: Request, options: QueryOptions): Promise<Quer
       socket.write(line + '\r\n');
     });
     socket.on('data', (chunk: Buffer) => {
+      received += chunk.length;
       for (const event of splitter.push(chunk)) {
         if (event.kind !== 'line') {
-          finish(new PeerProtocolError(`Reply from ${where} is longer than ${MAX_REPLY_LINE} bytes`));
+          finish(new PeerReplyTooLongError(`Reply from ${where} is longer than ${MAX_REPLY_LINE} bytes`));
           return;
         }
         try {

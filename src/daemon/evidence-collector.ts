@@ -1,4 +1,5 @@
 import { readHostFacts } from '../host/host-facts.js';
+import { readPidNamespaceView, type PidNamespaceView } from '../host/pid-namespace.js';
 import { readEphemeralPorts, type LinuxHostView } from '../host/linux-host.js';
 import { recent } from '../host/recent.js';
 import type { Endpoint, TcpSocket } from '../host/types.js';
@@ -9,7 +10,7 @@ import type { Ledger } from '../evidence/ledger.js';
 import { describeRecordNotKept, type StoreQuota } from '../evidence/quota.js';
 import { hashToken, type TokenHash } from '../evidence/tokens.js';
 import type { Logger } from './logger.js';
-import { resolveClosure, type Closure, type UpstreamCandidate } from '../trace/index.js';
+import { checkHolderVisibility, resolveClosure, type AnalysisProblem, type Closure, type UpstreamCandidate } from '../trace/index.js';
 
 /** What the collector needs. */
 export interface EvidenceCollectorOptions {
@@ -31,6 +32,8 @@ export interface EvidenceCollectorOptions {
    * hash of the record's bytes (the reply looks like any other).
    */
   readonly quota?: { readonly limits: StoreQuota; readonly ledger: Ledger; readonly log?: Logger };
+  /** Which processes `/proc` shows (default: read once from `/proc`); tells why a socket may have no visible holder. */
+  readonly pidNamespace?: PidNamespaceView;
 }
 
 /** The outcome of one SV/SV_REC analysis. */
@@ -51,6 +54,7 @@ export interface CollectedEvidence {
 export class EvidenceCollector {
   #o: EvidenceCollectorOptions;
   #quotaReached = false;
+  #pidNamespace: PidNamespaceView | undefined;
 
   constructor(options: EvidenceCollectorOptions) {
     this.#o = options;
@@ -72,12 +76,35 @@ export class EvidenceCollector {
     return resolveClosure(view, { socket, ...(ephemeralPorts === undefined ? {} : { ephemeralPorts }) });
   }
 
+  /** The `no-visible-holder` problem when no process the closure read holds the queried socket (issue 13). */
+  #checkHolders(
+    view: LinuxHostView,
+    facts: { socket: TcpSocket; closure: Closure; denied: readonly number[] },
+  ): AnalysisProblem | undefined {
+    const { socket, closure } = facts;
+    // The view indexed every descriptor once for the closure: asking again costs a lookup.
+    const holders = socket.inode > 0 ? view.findHolders(socket.inode, socket.uid) : [];
+    const read = new Set(closure.processes.map((process) => process.pid));
+    this.#pidNamespace ??= this.#o.pidNamespace ?? readPidNamespaceView();
+    return checkHolderVisibility({
+      socket,
+      holders,
+      readHolders: holders.filter((pid) => read.has(pid)),
+      denied: facts.denied,
+      pidNamespace: this.#pidNamespace,
+    });
+  }
+
   async collect(
     socket: TcpSocket,
     request: { line: string; requester: Endpoint; clientIp?: string; type: 'SV' | 'SV_REC'; sid?: string },
   ): Promise<CollectedEvidence> {
     const view = this.#o.hostView();
     const closure = this.#resolve(view, socket);
+    const denied = view.deniedPids();
+    const problems: AnalysisProblem[] = [];
+    const unseen = this.#checkHolders(view, { socket, closure, denied });
+    if (unseen !== undefined) problems.push(unseen);
     const record = buildRecord({
       closure,
       request: {
@@ -89,7 +116,8 @@ export class EvidenceCollector {
       // At most once a second (host/recent.ts): /proc/stat alone costs ~80 us to read.
       host: recent('host facts', readHostFacts),
       utmp: this.#o.save.includes('utmp') ? readUtmp(this.#o.utmpPath) : [],
-      denied: view.deniedPids(),
+      denied,
+      problems,
       save: this.#o.save,
       type: request.type,
       ...(request.sid === undefined ? {} : { sid: request.sid }),

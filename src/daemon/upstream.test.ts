@@ -3,13 +3,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { PeerTimeoutError, PeerUnreachableError } from '../errors.js';
+import { PeerProtocolError, PeerReplyTooLongError, PeerTimeoutError, PeerUnreachableError } from '../errors.js';
 import { Ledger, readLedger } from '../evidence/ledger.js';
-import { formatRequest, type Request } from '../protocol/index.js';
+import { formatRequest, parseReply, type Request } from '../protocol/index.js';
 import type { UpstreamCandidate } from '../trace/index.js';
 import type { QueryOptions, QueryResult } from './client.js';
 import { LoopTable } from './loop-table.js';
-import { UpstreamDispatcher } from './upstream.js';
+import { describeUpstreamFailure, describeUpstreamReply, escapeUpstreamText, UpstreamDispatcher } from './upstream.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'stopd-upstream-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -129,4 +129,62 @@ test('UpstreamDispatcher stops at the work budget of a SID', async () => {
   await ledger.close();
   assert.equal(asked, 4);
   assert.equal((await entries(path)).filter((e) => e.outcome === 'skipped').length, 2);
+});
+
+const ASKED = { clientPort: 4000, serverPort: 22 };
+
+test('describeUpstreamReply keeps a plain token for the port pair asked', () => {
+  const token = 'ab'.repeat(32);
+  const line = `4000,22:USERID:OTHER:${token}`;
+  assert.deepEqual(describeUpstreamReply(ASKED, { reply: parseReply(line), line }), { outcome: 'token', token, reply: line });
+});
+
+test('describeUpstreamReply names a reply for another port pair wrong-ports and keeps no token', () => {
+  const line = `4001,22:USERID:OTHER:${'cd'.repeat(32)}`;
+  const result = describeUpstreamReply(ASKED, { reply: parseReply(line), line });
+  assert.equal(result.outcome, 'wrong-ports');
+  assert.equal(result.token, undefined);
+  assert.match(result.message ?? '', /4001,22, not 4000,22/);
+});
+
+test('describeUpstreamReply names an OTHER id with control characters bad-token and stores it escaped', () => {
+  const line = '4000,22:USERID:OTHER:ok\x1b]0;owned\x07\x9b31m';
+  const result = describeUpstreamReply(ASKED, { reply: parseReply(line), line });
+  assert.equal(result.outcome, 'bad-token');
+  assert.equal(result.token, undefined);
+  assert.equal(result.reply, '4000,22:USERID:OTHER:ok\\x1b]0;owned\\x07\\x9b31m');
+});
+
+test('describeUpstreamReply names a printable token with shell metacharacters bad-token', () => {
+  const line = '4000,22:USERID:OTHER:$(touch${IFS}/tmp/x)';
+  const result = describeUpstreamReply(ASKED, { reply: parseReply(line), line });
+  assert.equal(result.outcome, 'bad-token');
+  assert.equal(result.token, undefined);
+});
+
+test('describeUpstreamReply names an OTHER id over 512 characters bad-token and bounds what it stores', () => {
+  const line = `4000,22:USERID:OTHER:${'a'.repeat(900)}`;
+  const result = describeUpstreamReply(ASKED, { reply: parseReply(line), line });
+  assert.equal(result.outcome, 'bad-token');
+  assert.ok((result.reply ?? '').length <= 603);
+  assert.equal(result.replyLength, line.length);
+});
+
+test('describeUpstreamReply keeps a user name of a plain IDENT daemon, escaped', () => {
+  const line = '4000,22:USERID:UNIX:j\u00f6rg\x1b[2J';
+  const result = describeUpstreamReply(ASKED, { reply: parseReply(line), line });
+  assert.equal(result.outcome, 'user');
+  assert.equal(result.user, 'j\\xf6rg\\x1b[2J');
+});
+
+test('describeUpstreamFailure names replies too long line-too-long and timeouts timeout', () => {
+  assert.equal(describeUpstreamFailure(new PeerReplyTooLongError('Reply from x is longer than 1024 bytes')).outcome, 'line-too-long');
+  assert.equal(describeUpstreamFailure(new PeerTimeoutError('No reply')).outcome, 'timeout');
+  assert.equal(describeUpstreamFailure(new PeerProtocolError('Reply from x is malformed: "\u009b"')).message, 'Reply from x is malformed: "\\x9b"');
+});
+
+test('escapeUpstreamText escapes reversibly and cuts at the bound', () => {
+  assert.equal(escapeUpstreamText('a\\b\n\u2028', 100), 'a\\\\b\\x0a\\u{2028}');
+  assert.equal(escapeUpstreamText('\x1b'.repeat(100), 10), '\\x1b\\x1b...');
+  assert.equal(escapeUpstreamText('plain', 5), 'plain');
 });

@@ -1,15 +1,15 @@
-import { PeerProtocolError, PeerTimeoutError, PeerUnreachableError } from '../errors.js';
+import { PeerProtocolError, PeerReplyTooLongError, PeerTimeoutError, PeerUnreachableError } from '../errors.js';
+import type { UpstreamOutcome } from '../evidence/entries.js';
 import type { Ledger } from '../evidence/ledger.js';
 import type { Endpoint } from '../host/types.js';
-import type { RecursiveRequestType, Request } from '../protocol/index.js';
+import { isPlainToken, type RecursiveRequestType, type Request } from '../protocol/index.js';
 import type { UpstreamCandidate } from '../trace/index.js';
 import { queryStop, type QueryOptions, type QueryResult } from './client.js';
 import type { Logger } from './logger.js';
 import type { LoopTable } from './loop-table.js';
 import { Semaphore } from './semaphore.js';
 
-/** How one upstream question ended (the `outcome` of an `upstream` ledger entry). */
-export type UpstreamOutcome = 'token' | 'user' | 'error' | 'refused' | 'timeout' | 'unreachable' | 'protocol' | 'skipped';
+export type { UpstreamOutcome } from '../evidence/entries.js';
 
 export interface UpstreamOptions {
   /** The STOP port of upstream hosts (`--upstream-port`, default 113). */
@@ -80,23 +80,23 @@ export class UpstreamDispatcher {
       sid: request.sid,
     };
     const release = await this.#slots.acquire();
-    let result: Partial<UpstreamEntryFields>;
+    const started = Date.now();
+    let result: UpstreamEntryFields;
     try {
-      const { reply, line } = await (this.#o.query ?? queryStop)(upstreamRequest, {
+      const received = await (this.#o.query ?? queryStop)(upstreamRequest, {
         host: candidate.remote.address,
         port: this.#o.port,
         localAddress: candidate.local.address,
         connectTimeoutMs: this.#o.connectTimeoutMs,
         timeoutMs: this.#o.replyTimeoutMs,
       });
-      if (reply.kind === 'token') result = { outcome: 'token', token: reply.token, reply: line };
-      else if (reply.kind === 'user') result = { outcome: 'user', user: reply.user, reply: line };
-      else result = { outcome: 'error', error: reply.error, reply: line };
+      result = describeUpstreamReply(upstreamRequest, received);
     } catch (error) {
-      result = { outcome: classify(error), message: error instanceof Error ? error.message : String(error) };
+      result = describeUpstreamFailure(error);
     } finally {
       release();
     }
+    result = { ...result, elapsedMs: Date.now() - started };
     await this.#record(parentToken, request, candidate, result);
   }
 
@@ -104,7 +104,7 @@ export class UpstreamDispatcher {
     parentToken: string,
     request: { type: RecursiveRequestType; sid: bigint },
     candidate: UpstreamCandidate,
-    result: Partial<UpstreamEntryFields>,
+    result: UpstreamEntryFields,
   ): Promise<void> {
     const peer: Endpoint = { address: candidate.remote.address, port: this.#o.port };
     const entry = {
@@ -132,17 +132,86 @@ export class UpstreamDispatcher {
   }
 }
 
-interface UpstreamEntryFields {
+/** The outcome fields of an `upstream` ledger entry (see `UpstreamEntry` in evidence/entries.ts). */
+export interface UpstreamEntryFields {
   readonly outcome: UpstreamOutcome;
-  readonly token: string;
-  readonly user: string;
-  readonly error: string;
-  readonly reply: string;
-  readonly message: string;
+  readonly token?: string;
+  readonly user?: string;
+  readonly error?: string;
+  readonly reply?: string;
+  readonly replyLength?: number;
+  readonly message?: string;
+  readonly elapsedMs?: number;
+}
+
+/** Longest upstream reply kept in a ledger entry, escaped: a 512-character token reply fits. */
+const MAX_STORED_REPLY = 600;
+/** Longest failure message kept in a ledger entry, escaped. */
+const MAX_STORED_MESSAGE = 300;
+
+/**
+ * What an upstream reply means (paper 3.1.3), judged as coming from a host the attacker may
+ * control: a token is kept only when it is a plain token and the reply is for the port pair
+ * asked (RFC 1413 section 6: a reply repeats the query's pair); an `OTHER` id that is not a
+ * plain token is `bad-token`. Upstream text is stored escaped and bounded
+ * ({@link escapeUpstreamText}), so a ledger entry stays small and holds no control characters.
+ */
+export function describeUpstreamReply(asked: Pick<Request, 'clientPort' | 'serverPort'>, received: QueryResult): UpstreamEntryFields {
+  const { reply, line } = received;
+  const stored = {
+    reply: escapeUpstreamText(line, MAX_STORED_REPLY),
+    ...(line.length > MAX_STORED_REPLY ? { replyLength: line.length } : {}),
+  };
+  if (reply.clientPort !== asked.clientPort || reply.serverPort !== asked.serverPort) {
+    return {
+      outcome: 'wrong-ports',
+      ...stored,
+      message: `The reply is for port pair ${reply.clientPort},${reply.serverPort}, not ${asked.clientPort},${asked.serverPort} as asked`,
+    };
+  }
+  switch (reply.kind) {
+    case 'token':
+      if (isPlainToken(reply.token)) return { outcome: 'token', token: reply.token, ...stored };
+      return { outcome: 'bad-token', ...stored, message: 'The token holds characters other than letters, digits and -._~+/=' };
+    case 'user':
+      if (reply.opsys.toUpperCase() === 'OTHER') {
+        return { outcome: 'bad-token', ...stored, message: `An OTHER id of ${reply.user.length} characters that is not a token (printable ASCII, no space or colon, at most 512)` };
+      }
+      return { outcome: 'user', user: escapeUpstreamText(reply.user, MAX_STORED_REPLY), ...stored };
+    case 'error':
+      return { outcome: 'error', error: escapeUpstreamText(reply.error, MAX_STORED_MESSAGE), ...stored };
+  }
+}
+
+/** The outcome of an upstream question that got no reply line. */
+export function describeUpstreamFailure(error: unknown): UpstreamEntryFields {
+  const message = escapeUpstreamText(error instanceof Error ? error.message : String(error), MAX_STORED_MESSAGE);
+  return { outcome: classify(error), message };
+}
+
+/**
+ * Upstream text made safe to store and print, reversibly: printable ASCII stays, a backslash
+ * becomes `\\`, every other character `\xNN` (lines are read as latin1, one character per
+ * byte) or `\u{NNNN}`; text that would escape to more than `max` characters is cut there and
+ * `...` appended.
+ */
+export function escapeUpstreamText(text: string, max: number): string {
+  let out = '';
+  for (const char of text) {
+    const code = char.codePointAt(0) ?? 0;
+    let piece: string;
+    if (char === '\\') piece = '\\\\';
+    else if (code >= 0x20 && code < 0x7f) piece = char;
+    else piece = code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u{${code.toString(16)}}`;
+    if (out.length + piece.length > max) return `${out}...`;
+    out += piece;
+  }
+  return out;
 }
 
 function classify(error: unknown): UpstreamOutcome {
   if (error instanceof PeerTimeoutError) return 'timeout';
+  if (error instanceof PeerReplyTooLongError) return 'line-too-long';
   if (error instanceof PeerProtocolError) return 'protocol';
   if (error instanceof PeerUnreachableError) {
     const cause = error.cause as NodeJS.ErrnoException | undefined;

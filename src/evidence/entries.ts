@@ -38,6 +38,27 @@ export interface ReplyEntry extends LedgerEntry {
   readonly evidenceError?: string;
 }
 
+/**
+ * How one upstream question ended (the `outcome` of an `upstream` entry). The upstream host may
+ * be hostile (it is whoever the attacker connected from), so everything but `token` says why
+ * nothing usable came back: `line-too-long` (more than 1024 bytes without an end of line),
+ * `bad-token` (an `OTHER` id that is not a plain token: control characters, quotes, over 512
+ * characters), `wrong-ports` (a well-formed reply for another port pair), `protocol` (any other
+ * line that is not a reply), `timeout` (no complete line in time, dripping bytes included).
+ */
+export type UpstreamOutcome =
+  | 'token'
+  | 'user'
+  | 'error'
+  | 'refused'
+  | 'timeout'
+  | 'unreachable'
+  | 'protocol'
+  | 'line-too-long'
+  | 'bad-token'
+  | 'wrong-ports'
+  | 'skipped';
+
 /** The ledger entry of one upstream question of a recursive request (`kind: "upstream"`). */
 export interface UpstreamEntry extends LedgerEntry {
   readonly kind: 'upstream';
@@ -53,12 +74,18 @@ export interface UpstreamEntry extends LedgerEntry {
   readonly pids: readonly number[];
   /** The request line sent. */
   readonly request: string;
-  readonly outcome: 'token' | 'user' | 'error' | 'refused' | 'timeout' | 'unreachable' | 'protocol' | 'skipped';
+  readonly outcome: UpstreamOutcome;
+  /** A plain token (letters, digits, `-._~+/=`), only for `token`. */
   readonly token?: string;
+  /** The rest are upstream text, stored escaped (printable ASCII, `\\` and `\xNN`) and bounded. */
   readonly user?: string;
   readonly error?: string;
+  /** The reply line as received, escaped, at most 600 characters (then `replyLength` says how long it was). */
   readonly reply?: string;
+  readonly replyLength?: number;
   readonly message?: string;
+  /** Milliseconds from the first connection attempt to the outcome. */
+  readonly elapsedMs?: number;
 }
 
 /** Narrows a ledger entry to an upstream entry. */

@@ -134,7 +134,8 @@ export interface RecordRequest {
  * - `vanished`: pids that exited during the analysis; `denied`: pids whose descriptors could
  *   not be read (their IPC is missing from the record); `truncated`: the process limit cut the
  *   analysis short.
- * - `problems`: what the analysis could not see or cut short (code and sentence); absent in
+ * - `problems`: what the analysis could not see or cut short (code, sentence, and for some
+ *   codes a `reason`); absent in
  *   records made before it existed, which read as none.
  * - `saved`: the categories saved, in {@link ALL_SAVE_CATEGORIES} order.
  */
@@ -234,7 +235,11 @@ export function buildRecord(input: BuildRecordInput): EvidenceRecord {
     vanished: [...closure.vanished],
     denied: [...new Set(input.denied)],
     truncated: closure.truncated,
-    problems: [...closure.problems, ...(input.problems ?? [])].map((problem) => ({ code: problem.code, message: problem.message })),
+    problems: [...closure.problems, ...(input.problems ?? [])].map((problem) => ({
+      code: problem.code,
+      message: problem.message,
+      ...(problem.reason === undefined ? {} : { reason: problem.reason }),
+    })),
     ...(save.has('utmp') ? { utmp: filterUtmpForUsers(input.utmp, [...reportUsers]).map((entry) => ({ ...entry })) } : {}),
     saved,
   };
@@ -707,7 +712,7 @@ const checkRecord = objectOf(
     vanished: pids,
     denied: pids,
     truncated: boolean,
-    problems: arrayOf(objectOf({ code: string, message: string })),
+    problems: arrayOf(objectOf({ code: string, message: string, reason: string }, ['reason'])),
     utmp: arrayOf(
       objectOf({ type: string, pid: integer, line: string, user: string, host: string, time: string, address: nullable(string) }),
     ),

@@ -16,6 +16,7 @@ export { canonicalizeIpv6, formatRequesterGroup, parseIpAddress, REQUESTER_IPV6_
 export { LineSplitter, type LineEvent, type LineSplitterOptions } from './line-splitter.js';
 export {
   formatReply,
+  isPlainToken,
   isValidToken,
   isValidUserId,
   MAX_USER_ID_LENGTH,
@@ -23,6 +24,7 @@ export {
   type ErrorReply,
   type ReceivedErrorReply,
   type ReceivedReply,
+  type ReceivedUserReply,
   type Reply,
   type TokenReply,
   type UserReply,

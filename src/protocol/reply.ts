@@ -54,8 +54,18 @@ export interface ReceivedErrorReply {
   readonly error: ReceivedErrorToken;
 }
 
-/** A reply as {@link parseReply} reads it; every {@link Reply} is one. */
-export type ReceivedReply = TokenReply | UserReply | ReceivedErrorReply;
+/**
+ * A user-id reply as a client may receive it, with the opsys it came with: `OTHER` announces
+ * an identifier that is not a user name (RFC 1413 section 6), so an `OTHER` id that is not a
+ * token is a broken token rather than a name.
+ */
+export interface ReceivedUserReply extends UserReply {
+  /** The opsys field as received, without white space (`UNIX`, `OTHER`, ...). */
+  readonly opsys: string;
+}
+
+/** A reply as {@link parseReply} reads it. */
+export type ReceivedReply = TokenReply | ReceivedUserReply | ReceivedErrorReply;
 
 /** Longest token or user id (paper Fig. 4 `1*512<token-characters>`; RFC 1413 section 6, note 3). */
 export const MAX_USER_ID_LENGTH = 512;
@@ -69,6 +79,17 @@ const MAX_TOKEN_LENGTH = 64;
  */
 export function isValidToken(text: string): boolean {
   return isTokenText(text, MAX_USER_ID_LENGTH);
+}
+
+/**
+ * True when `text` is a plain token: 1 to 512 letters, digits and `-._~+/=` (hexadecimal,
+ * base64 and base64url all are). Every token this daemon makes is one. The protocol allows
+ * any printable ASCII but space and colon ({@link isValidToken}); a recursive request keeps
+ * only plain tokens from upstream hosts, which may be hostile: quotes, `$`, `;`, backticks or
+ * backslashes in a token that an investigator copies into a shell or a report are an attack.
+ */
+export function isPlainToken(text: string): boolean {
+  return text.length > 0 && text.length <= MAX_USER_ID_LENGTH && /^[A-Za-z0-9._~+/=-]+$/.test(text);
 }
 
 /**
@@ -222,5 +243,5 @@ export function parseReply(line: string): ReceivedReply {
   if (opsys.toUpperCase() === 'OTHER' && isValidToken(id)) {
     return { kind: 'token', clientPort, serverPort, token: id };
   }
-  return { kind: 'user', clientPort, serverPort, user: id };
+  return { kind: 'user', clientPort, serverPort, user: id, opsys };
 }

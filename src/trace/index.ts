@@ -1,5 +1,6 @@
 /** The pure trace layer: from a host view, the process/IPC closure of a connection and its upstream candidates. */
 export { resolveClosure, DEFAULT_MAX_PROCESSES, DEFAULT_MAX_IPC_PER_PROCESS } from './closure.js';
+export { checkHolderVisibility, type HolderVisibilityFacts, type UnseenHolderReason } from './holder-visibility.js';
 export {
   DEFAULT_UNFOLLOWED_UNIX_PATHS,
   type AnalysisProblem,

@@ -170,6 +170,11 @@ export interface AnalysisProblem {
   readonly code: string;
   /** One sentence for people. */
   readonly message: string;
+  /**
+   * Why, when the code has reasons to tell apart (kebab-case): for `no-visible-holder`
+   * `other-pid-namespace`, `vanished`, `denied`, `closed` or `unknown`.
+   */
+  readonly reason?: string;
 }
 
 /**

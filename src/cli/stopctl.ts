@@ -1,12 +1,11 @@
 #!/usr/bin/env node
-import { accessSync, constants, existsSync } from 'node:fs';
 import { queryStop } from '../daemon/client.js';
 import { DEFAULTS } from '../daemon/daemon.js';
-import { storePaths } from '../evidence/store.js';
+import { requireStore } from '../evidence/store.js';
 import { redeemToken, type LedgerFinding } from '../evidence/redeem.js';
 import { isTokenShaped } from '../evidence/tokens.js';
 import { isReplyEntry } from '../evidence/entries.js';
-import { errnoCode, StopdError, StoreOpenError, UsageError } from '../errors.js';
+import { StopdError, UsageError } from '../errors.js';
 import { parseRequest, RequestSyntaxError, type Request } from '../protocol/index.js';
 import { formatCommandHelp, parseCommandLine, parseInteger } from './args.js';
 import { describeRecordJson, describeUnreadableRecordJson, formatRecordText, formatUnreadableRecordText } from './format-record.js';
@@ -197,27 +196,8 @@ function parseTokenCommand(
     throw new UsageError(`${JSON.stringify(token)} is not a token: tokens are 40 or 64 lowercase hex digits`);
   }
   const storeDir = values.store ?? DEFAULTS.storeDir;
-  requireLedger(storeDir);
+  requireStore(storeDir);
   return { token, storeDir, format: format as OutputFormat, json: format === 'json', help: false };
-}
-
-/**
- * Refuses, in one sentence naming the directory, a store whose ledger cannot be read: a local
- * failure (exit 1), like `verify` on the same store, not a bad command line.
- */
-function requireLedger(storeDir: string): void {
-  const ledger = storePaths(storeDir).ledger;
-  try {
-    accessSync(ledger, constants.R_OK);
-  } catch (error) {
-    const code = errnoCode(error);
-    let reason: string;
-    if (code === 'EACCES' || code === 'EPERM') reason = 'permission denied (a store is readable by root only)';
-    else if (code === 'ENOENT' && !existsSync(storeDir)) reason = 'the directory does not exist; give the daemon\'s store directory with --store';
-    else if (code === 'ENOENT' || code === 'ENOTDIR') reason = 'it holds no ledger; give the daemon\'s store directory with --store';
-    else reason = (error as Error).message;
-    throw new StoreOpenError(`Cannot read the store ${storeDir}: ${reason}`, { cause: error });
-  }
 }
 
 async function runRedeem(argv: string[]): Promise<number> {

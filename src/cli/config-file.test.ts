@@ -36,6 +36,10 @@ test('parseConfigText refuses a whole number written as a string, naming the lin
   assert.match(errorOf('max-lookups = "4"\n'), /^stopd\.toml:1: max-lookups must be a whole number from 1 to 10000 written without quotes, not "4"$/);
 });
 
+test('parseConfigText says only what is expected of a string that is no number at all', () => {
+  assert.equal(errorOf('max-lookups = "many"\n'), 'stopd.toml:1: max-lookups must be a whole number from 1 to 10000, not "many"');
+});
+
 test('parseConfigText reads a whole number written as a number', () => {
   const settings = parseConfigText('idle-timeout = 60\n', DAEMON_OPTIONS, 'stopd.toml');
   assert.deepEqual(settings.get('idle-timeout'), { value: 60, line: 1 });

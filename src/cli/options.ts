@@ -62,8 +62,10 @@ export function readOption(spec: OptionSpec, raw: unknown, origin: Origin): Opti
       const expected = `a whole number from ${min} to ${max}`;
       let value: number;
       if (typeof raw === 'number' || typeof raw === 'bigint') value = Number(raw);
-      else if (typeof raw === 'string' && origin.typed === true) return fail(`${expected} written without quotes`);
-      else if (typeof raw === 'string' && /^\d+$/.test(raw)) value = Number(raw);
+      else if (typeof raw === 'string' && /^\d+$/.test(raw)) {
+        if (origin.typed === true) return fail(`${expected} written without quotes`);
+        value = Number(raw);
+      }
       else return fail(expected);
       if (!Number.isSafeInteger(value) || value < min || value > max) return fail(expected);
       return value;

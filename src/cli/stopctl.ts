@@ -221,7 +221,7 @@ async function runRedeem(argv: string[]): Promise<number> {
     return status;
   }
   let text: string;
-  if (record === undefined) text = formatFinding(token, finding, problems);
+  if (record === undefined) text = formatFinding(token, finding, { status, problems });
   else if (record.record === undefined) {
     text = formatUnreadableRecordText(token, { parseError: record.parseError, verified: record.verified, actualHash: record.actualHash });
   } else text = formatRecordText(token, record.record, { verified: record.verified, actualHash: record.actualHash });
@@ -266,12 +266,14 @@ function describeFinding(token: string, finding: LedgerFinding, status: 0 | 2 | 
   };
 }
 
-function formatFinding(token: string, finding: LedgerFinding, problems: readonly string[]): string {
+function formatFinding(token: string, finding: LedgerFinding, verdict: { status: 0 | 2 | 3; problems: readonly string[] }): string {
   const out: string[] = [];
   const entry = finding.entry;
   if (entry === undefined) {
     out.push(`Token       ${token}`);
-    for (const problem of problems) out.push(`Unknown     ${problem}; ${UNKNOWN_TOKEN_HINT}`);
+    // Unknown: the one problem names the store read. Otherwise the integrity problems follow.
+    if (verdict.status === 2) for (const problem of verdict.problems) out.push(`Unknown     ${problem}; ${UNKNOWN_TOKEN_HINT}`);
+    else out.push('Ledger      no entry for this token');
   } else if (isReplyEntry(entry)) {
     out.push(`Token       ${token}`);
     out.push(`Issued      ${entry.time} (ledger line ${finding.lineNumber})`);

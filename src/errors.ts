@@ -66,6 +66,13 @@ export class StoreOpenError extends StopdError {
   }
 }
 
+/** A listening address could not be bound (in use, not an address of this host, a privileged port). */
+export class ListenError extends StopdError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_LISTEN', message, options);
+  }
+}
+
 /** A token is not known to this store. */
 export class UnknownTokenError extends StopdError {
   constructor(message: string) {

@@ -357,7 +357,7 @@ describe('stopd options', () => {
   });
 
   test('a second daemon on the same store refuses to start with a clear message', async () => {
-    const first = await startDaemon([], { keepStore: true });
+    const first = await startDaemon();
     try {
       await assert.rejects(startDaemon([], { storeDir: first.storeDir }), /held by running process/);
     } finally {

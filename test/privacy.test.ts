@@ -9,14 +9,44 @@ import { listen, spawnClient, type ClientProcess, type TestListener } from './su
 
 const isRoot = process.getuid?.() === 0;
 
-/** Every reply of this suite, for the invariants checked at the end. */
-const replies: { request: string; reply: string; kind: 'outbound' | 'inbound' | 'other' }[] = [];
+type Kind = 'outbound' | 'inbound' | 'other';
 
-async function ask(daemon: DaemonHandle, request: string, kind: 'outbound' | 'inbound' | 'other' = 'other'): Promise<string> {
+/** One request and its reply, with what the request was about, for {@link assertPrivate}. */
+interface Exchange {
+  readonly request: string;
+  readonly reply: string;
+  readonly kind: Kind;
+}
+
+async function ask(daemon: DaemonHandle, request: string, seen: Exchange[], kind: Kind = 'other'): Promise<string> {
   const { lines } = await exchange(daemon, `${request}\r\n`);
   const reply = lines[0] ?? '';
-  replies.push({ request, reply, kind });
+  seen.push({ request, reply, kind });
   return reply;
+}
+
+/**
+ * The privacy invariants (paper 3.1.2, DESIGN "Privacy"): every reply is well formed, no reply
+ * names a user of this host, every token has the same length (64 hex digits), an inbound
+ * connection never gets a token and an outbound one always does.
+ */
+function assertPrivate(seen: readonly Exchange[]): void {
+  assert.ok(seen.length > 0, 'nothing was asked');
+  const users = execFileSync('getent', ['passwd'], { encoding: 'utf8' })
+    .split('\n')
+    .map((line) => line.split(':')[0] ?? '')
+    .filter((name) => name.length > 2);
+  for (const { request, reply, kind } of seen) {
+    const [, , , tag, os, id] = /^(\d+),(\d+):(USERID|ERROR):(?:([^:]+):)?(.*)$/.exec(reply) ?? [];
+    assert.ok(tag !== undefined, `malformed reply ${reply} to ${request}`);
+    if (tag === 'USERID') {
+      assert.equal(os, 'OTHER', `${request} -> ${reply}`);
+      assert.match(id ?? '', /^[0-9a-f]{64}$/, `${request} -> ${reply}: every token has 64 hex digits`);
+      assert.ok(!users.includes(id ?? ''), `${reply} names a user`);
+    }
+    if (kind === 'inbound') assert.equal(tag, 'ERROR', `inbound ${request} got ${reply}`);
+    if (kind === 'outbound') assert.equal(tag, 'USERID', `outbound ${request} got ${reply}`);
+  }
 }
 
 describe('privacy invariants of ID replies', () => {
@@ -43,11 +73,14 @@ describe('privacy invariants of ID replies', () => {
   });
 
   test('CL_IP requests get a token for an existing connection', async () => {
-    const reply = await ask(daemon, `${toOther.localPort},${other.port}:ID:127.0.0.2`);
+    const seen: Exchange[] = [];
+    const reply = await ask(daemon, `${toOther.localPort},${other.port}:ID:127.0.0.2`, seen);
     assert.match(reply, /^\d+,\d+:USERID:OTHER:[0-9a-f]{64}$/);
+    assertPrivate(seen);
   });
 
   test('CL_IP requests get a token even where the answer would be an error', async () => {
+    const seen: Exchange[] = [];
     for (const request of [
       `1,2:ID:127.0.0.2`, // no such connection
       `${other.port},${toOther.localPort}:ID:127.0.0.1`, // not ours to answer... still a token
@@ -56,41 +89,24 @@ describe('privacy invariants of ID replies', () => {
       `70000,5:ID:[2001:db8::1]`, // invalid port, IPv6 CL_IP
       `5,6:SV_REC:99999999999999999999:192.0.2.1`, // SID out of range
     ]) {
-      const reply = await ask(daemon, request);
+      const reply = await ask(daemon, request, seen);
       assert.match(reply, /:USERID:OTHER:[0-9a-f]{64}$/, `${request} -> ${reply}`);
     }
+    assertPrivate(seen);
   });
 
-  test('outbound, inbound and unknown connections in all request forms', async () => {
+  test('outbound, inbound and unknown connections in all request forms: no reply names a user, every token has the same length, inbound never gets a token', async () => {
+    const seen: Exchange[] = [];
     for (const client of clients) {
       for (const suffix of ['', ':ID', ':SV', ':ID_REC:7', ':SV_REC:7']) {
-        await ask(daemon, `${client.localPort},${service.port}${suffix}`, 'outbound');
-        await ask(daemon, `${service.port},${client.localPort}${suffix}`, 'inbound');
+        await ask(daemon, `${client.localPort},${service.port}${suffix}`, seen, 'outbound');
+        await ask(daemon, `${service.port},${client.localPort}${suffix}`, seen, 'inbound');
       }
     }
-    await ask(daemon, '4,5');
-    await ask(daemon, '0,0');
-  });
-
-  test('no reply names a user, every token has the same length, inbound never gets a token', () => {
-    assert.ok(replies.length > 30);
-    const users = execFileSync('getent', ['passwd'], { encoding: 'utf8' })
-      .split('\n')
-      .map((line) => line.split(':')[0] ?? '')
-      .filter((name) => name.length > 2);
-    const lengths = new Set<number>();
-    for (const { request, reply, kind } of replies) {
-      const [, , , tag, os, id] = /^(\d+),(\d+):(USERID|ERROR):(?:([^:]+):)?(.*)$/.exec(reply) ?? [];
-      assert.ok(tag !== undefined, `malformed reply ${reply} to ${request}`);
-      if (tag === 'USERID') {
-        assert.equal(os, 'OTHER');
-        lengths.add((id ?? '').length);
-        assert.ok(!users.includes(id ?? ''), `${reply} names a user`);
-      }
-      if (kind === 'inbound') assert.equal(tag, 'ERROR', `inbound ${request} got ${reply}`);
-      if (kind === 'outbound') assert.equal(tag, 'USERID', `outbound ${request} got ${reply}`);
-    }
-    assert.deepEqual([...lengths], [64]);
+    await ask(daemon, '4,5', seen);
+    await ask(daemon, '0,0', seen);
+    assert.equal(seen.length, clients.length * 10 + 2);
+    assertPrivate(seen);
   });
 });
 

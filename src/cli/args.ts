@@ -15,6 +15,11 @@ export function parseCommandLine<T extends ParseArgsConfig & { strict?: true }>(
   }
 }
 
+/** `stopctl COMMAND --help`: that command's section of the whole help, as a usage line and its text. */
+export function formatCommandHelp(section: string): string {
+  return `Usage: stopctl ${section.trimStart()}`;
+}
+
 /** An integer option within bounds, or a UsageError naming the option. */
 export function parseInteger(text: string, options: { name: string; min: number; max: number }): number {
   if (!/^\d+$/.test(text) || Number(text) < options.min || Number(text) > options.max) {

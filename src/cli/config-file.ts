@@ -41,7 +41,10 @@ export function parseConfigText(text: string, specs: readonly OptionSpec[], path
   } catch (error) {
     if (error instanceof TomlError) {
       const first = error.message.split('\n')[0] ?? error.message;
-      throw new UsageError(`${path}:${error.line}: ${first.replace(/^Invalid TOML document: /, '')}; the file must be TOML (name = value)`);
+      let problem = first.replace(/^Invalid TOML document: /, '');
+      if (isUnterminatedString(text, error)) problem = `${UNTERMINATED}: end it with its quote on the same line`;
+      else if (problem === 'unfinished string') problem = `${UNTERMINATED}: add its closing quote`;
+      throw new UsageError(`${path}:${error.line}: ${problem}; the file must be TOML (name = value)`);
     }
     throw error;
   }
@@ -54,10 +57,24 @@ export function parseConfigText(text: string, specs: readonly OptionSpec[], path
       const hint = near === undefined ? 'see `stopd --help` for the settings' : `did you mean ${near.name}?`;
       throw new UsageError(`${path}:${line}: unknown setting ${JSON.stringify(key)}; ${hint}`);
     }
-    const value = readOption(spec, raw, { where: `${path}:${line}: ${key}` });
+    const value = readOption(spec, raw, { where: `${path}:${line}: ${key}`, typed: true });
     settings.set(key, { value, line });
   }
   return settings;
+}
+
+const UNTERMINATED = 'a quoted value is not closed';
+
+/**
+ * smol-toml reports a single-line string cut by the end of its line as "control characters
+ * are not allowed in strings" (the newline is one); the user's mistake is the missing quote.
+ */
+function isUnterminatedString(text: string, error: TomlError): boolean {
+  if (!/control characters are not allowed in strings/.test(error.message)) return false;
+  const line = text.split('\n')[error.line - 1] ?? '';
+  // The character smol-toml stopped at (column is 1-based): the line's end, or its CR.
+  const rest = line.slice(error.column - 1);
+  return rest === '' || rest === '\r';
 }
 
 /** The line where `key` is set (its first `key =` at the start of a line), for messages. */

@@ -95,23 +95,33 @@ export function describeTrace(token: string, redemption: Redemption): TraceView 
   };
 }
 
+/** Why a token may be unknown, said after the store that was read (`redeem` and `trace`). */
+export const UNKNOWN_TOKEN_HINT = 'a token is known only in the store of the daemon that issued it (name that store with --store)';
+
 /** The text of `stopctl trace`. */
 export function formatTraceText(view: TraceView): string {
   const out: string[] = [`Token       ${view.token}`];
   const local = view.local;
   if (local === null) {
-    out.push('Local       not in this store');
-  } else {
-    out.push(`Request     ${quote(local.request)} from ${showEndpoint(local.requester)} at ${local.time}`);
-    out.push(`Type        ${show(local.type ?? 'unparsed')}${local.sid === null ? '' : `, SID ${show(local.sid)}`}`);
-    if (local.connection !== null) {
-      out.push(`Connection  ${showEndpoint(local.connection.local)} -> ${showEndpoint(local.connection.remote)}`);
+    // Nothing local, so nothing upstream to report either: saying "the chain starts here"
+    // would claim what this store cannot know.
+    if (view.verdict === 'unknown-token') {
+      for (const problem of view.problems) out.push(`Unknown     ${problem}; ${UNKNOWN_TOKEN_HINT}`);
+    } else {
+      out.push("Local       not in this store's ledger");
+      for (const problem of view.problems) out.push(`INTEGRITY FAILURE: ${problem}`);
     }
-    if (local.uid !== null) out.push(`User        ${local.user === null ? '(no passwd entry)' : show(local.user)} (uid ${local.uid})`);
-    if (local.processes !== null) out.push(`Processes   ${local.processes}${local.record ? ' (see stopctl redeem for the record)' : ''}`);
-    for (const problem of local.analysisProblems) out.push(`PROBLEM     ${showProblem(problem)}`);
-    if (!local.processed) out.push('Processed   no: a repeated or over-budget recursive request (paper 3.1.4)');
+    return out.join('\n') + '\n';
   }
+  out.push(`Request     ${quote(local.request)} from ${showEndpoint(local.requester)} at ${local.time}`);
+  out.push(`Type        ${show(local.type ?? 'unparsed')}${local.sid === null ? '' : `, SID ${show(local.sid)}`}`);
+  if (local.connection !== null) {
+    out.push(`Connection  ${showEndpoint(local.connection.local)} -> ${showEndpoint(local.connection.remote)}`);
+  }
+  if (local.uid !== null) out.push(`User        ${local.user === null ? '(no passwd entry)' : show(local.user)} (uid ${local.uid})`);
+  if (local.processes !== null) out.push(`Processes   ${local.processes}${local.record ? ' (see stopctl redeem for the record)' : ''}`);
+  for (const problem of local.analysisProblems) out.push(`PROBLEM     ${showProblem(problem)}`);
+  if (!local.processed) out.push('Processed   no: a repeated or over-budget recursive request (paper 3.1.4)');
   if (view.upstream.length === 0 && view.pending === 0) {
     out.push('', 'Upstream    none: no inbound connection behind this one (the chain starts here, or was not recursive)');
   } else {
@@ -122,7 +132,7 @@ export function formatTraceText(view: TraceView): string {
       out.push(`      ${describeOutcome(u)}${u.elapsedMs === null ? '' : ` (${u.elapsedMs} ms)`}`);
     }
   }
-  for (const problem of view.problems) out.push(`${view.verdict === 'unknown-token' ? 'Unknown' : 'INTEGRITY FAILURE'}: ${problem}`);
+  for (const problem of view.problems) out.push(`INTEGRITY FAILURE: ${problem}`);
   return out.join('\n') + '\n';
 }
 

@@ -36,6 +36,12 @@ export type Settings = ReadonlyMap<string, OptionValue>;
 export interface Origin {
   /** `--name` or `FILE:LINE: name`. */
   readonly where: string;
+  /**
+   * A value from the TOML file has a type of its own: there a number must be written as a
+   * number (`idle-timeout = 60`), not as a string (`"60"`), as TOML and the example file do.
+   * On the command line every value is text.
+   */
+  readonly typed?: boolean;
 }
 
 /**
@@ -56,7 +62,10 @@ export function readOption(spec: OptionSpec, raw: unknown, origin: Origin): Opti
       const expected = `a whole number from ${min} to ${max}`;
       let value: number;
       if (typeof raw === 'number' || typeof raw === 'bigint') value = Number(raw);
-      else if (typeof raw === 'string' && /^\d+$/.test(raw)) value = Number(raw);
+      else if (typeof raw === 'string' && /^\d+$/.test(raw)) {
+        if (origin.typed === true) return fail(`${expected} written without quotes`);
+        value = Number(raw);
+      }
       else return fail(expected);
       if (!Number.isSafeInteger(value) || value < min || value > max) return fail(expected);
       return value;

@@ -1,7 +1,7 @@
 import { DEFAULTS } from '../daemon/daemon.js';
 import { pruneRecords } from '../evidence/prune.js';
 import { UsageError } from '../errors.js';
-import { parseCommandLine, parseInteger } from './args.js';
+import { formatCommandHelp, parseCommandLine, parseInteger } from './args.js';
 
 /** `stopctl --help` text of the prune command. */
 export const PRUNE_HELP = `  prune --older-than DAYS [--gzip] [--store DIR] [--json]
@@ -10,7 +10,8 @@ export const PRUNE_HELP = `  prune --older-than DAYS [--gzip] [--store DIR] [--j
       ledger, so that redeem later says "pruned" instead of reporting a missing record. The
       ledger itself is never pruned. Runs only while stopd is stopped: the daemon owns the
       ledger (and the store lock); stop it, prune, start it again.
-      Exit status: 0 done, 1 some records could not be pruned (listed on stderr).
+      Exit status: 0 done, 1 some records could not be pruned (listed on stderr), the daemon
+      holds the store, or the store is missing or unreadable.
 `;
 
 /** `stopctl prune`: returns the exit status. */
@@ -30,7 +31,7 @@ export async function runPrune(argv: string[]): Promise<number> {
     'stopctl prune',
   );
   if (values.help === true) {
-    process.stdout.write(`Usage: stopctl\n${PRUNE_HELP}`);
+    process.stdout.write(formatCommandHelp(PRUNE_HELP));
     return 0;
   }
   if (positionals.length > 0) throw new UsageError(`prune takes no arguments, only options; got ${JSON.stringify(positionals[0])}`);

@@ -1,25 +1,21 @@
 #!/usr/bin/env node
-import { existsSync } from 'node:fs';
 import { queryStop } from '../daemon/client.js';
 import { DEFAULTS } from '../daemon/daemon.js';
-import { storePaths } from '../evidence/store.js';
+import { requireStore } from '../evidence/store.js';
 import { redeemToken, type LedgerFinding } from '../evidence/redeem.js';
 import { isTokenShaped } from '../evidence/tokens.js';
 import { isReplyEntry } from '../evidence/entries.js';
 import { StopdError, UsageError } from '../errors.js';
 import { parseRequest, RequestSyntaxError, type Request } from '../protocol/index.js';
-import { parseCommandLine, parseInteger } from './args.js';
+import { formatCommandHelp, parseCommandLine, parseInteger } from './args.js';
 import { describeRecordJson, describeUnreadableRecordJson, formatRecordText, formatUnreadableRecordText } from './format-record.js';
-import { describeTrace, formatTraceText } from './format-trace.js';
-import { runKeygen, runVerify, VERIFY_HELP } from './verify-command.js';
+import { describeTrace, formatTraceText, UNKNOWN_TOKEN_HINT } from './format-trace.js';
+import { KEYGEN_HELP, runKeygen, runVerify, VERIFY_HELP } from './verify-command.js';
 import { PRUNE_HELP, runPrune } from './prune-command.js';
 import { formatRecordPicture, formatTracePicture } from './format-dot.js';
 import { quote, showEndpoint } from './show.js';
 
-const HELP = `Usage: stopctl <command> [options]
-
-Commands:
-  query HOST[:PORT] CL_PORT SV_PORT [--type T] [--sid N] [--ip ADDR] [--timeout SEC] [--json]
+const QUERY_HELP = `  query HOST[:PORT] CL_PORT SV_PORT [--type T] [--sid N] [--ip ADDR] [--timeout SEC] [--json]
       Ask the STOP/IDENT daemon on HOST (port 113 unless given; IPv6 as [addr]:port) about the
       connection from its CL_PORT to our SV_PORT. Prints the reply line.
       --type ID|ID_REC|SV|SV_REC   request type (default: the bare RFC 1413 form)
@@ -27,29 +23,42 @@ Commands:
                                    a random 32-bit one is made when omitted)
       --ip ADDR                    CL_IP: ask about a connection with ADDR instead of us
       --timeout SEC                give up after SEC seconds (default 10)
+      --json                       print the parsed reply as JSON
       Exit status: 0 USERID reply, 1 ERROR reply, 2 no answer (refused, timeout, malformed).
+`;
 
-  redeem TOKEN [--store DIR] [--format F] [--json]
+const REDEEM_HELP = `  redeem TOKEN [--store DIR] [--format F] [--json]
       Print what TOKEN stands for, from the store (default ${DEFAULTS.storeDir}): for ID
       tokens the connection and user; for SV tokens the saved record (processes, sockets,
       pipes), checked against its token. The whole ledger's hash chain is checked too.
-      --format dot|svg draws an SV record's processes and IPC as a Graphviz graph
-      (integrity problems go to stderr and into the picture's title).
-      Exit status: 0 verified, 2 unknown token, 3 integrity failure.
+      --format text|json|dot|svg   dot and svg draw an SV record's processes and IPC as a
+                                   Graphviz graph (integrity problems go to stderr and into
+                                   the picture's title); --json is --format json
+      Exit status: 0 verified, 2 unknown token, 3 integrity failure, 1 the store is missing
+      or unreadable.
+`;
 
-  trace TOKEN [--store DIR] [--format F] [--json]
+const TRACE_HELP = `  trace TOKEN [--store DIR] [--format F] [--json]
       The local answer in brief, then every upstream host the recursive request (ID_REC,
       SV_REC) asked: the port pair asked, the outcome (token, error, refused, timeout, ...)
       and the upstream token to take to that host's administrator.
-      --format dot|svg draws the chain of hosts.
+      --format text|json|dot|svg   dot and svg draw the chain of hosts; --json is --format json
       Exit status as for redeem.
+`;
 
+const HELP = `Usage: stopctl <command> [options]
+
+Commands:
+${QUERY_HELP}
+${REDEEM_HELP}
+${TRACE_HELP}
 ${VERIFY_HELP}
+${KEYGEN_HELP}
 ${PRUNE_HELP}
 Common options:
-  --json       print JSON instead of text (redeem, trace: the same as --format json)
-  --format F   redeem, trace: text (default), json, dot (Graphviz source) or svg (a picture)
-  -h, --help   print this help
+  -h, --help   print this help; \`stopctl COMMAND --help\` prints that command's only
+Every command exits 64 on a bad command line, 1 on a local failure (a missing or unreadable
+store, a file that cannot be written) and 70 on an unexpected failure (a bug: please report it).
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -95,7 +104,7 @@ async function runQuery(argv: string[]): Promise<number> {
     'stopctl query',
   );
   if (values.help === true) {
-    process.stdout.write(HELP);
+    process.stdout.write(formatCommandHelp(QUERY_HELP));
     return 0;
   }
   if (positionals.length !== 3) {
@@ -187,16 +196,14 @@ function parseTokenCommand(
     throw new UsageError(`${JSON.stringify(token)} is not a token: tokens are 40 or 64 lowercase hex digits`);
   }
   const storeDir = values.store ?? DEFAULTS.storeDir;
-  if (!existsSync(storePaths(storeDir).ledger)) {
-    throw new UsageError(`${storeDir} holds no ledger; give the daemon's store directory with --store`);
-  }
+  requireStore(storeDir);
   return { token, storeDir, format: format as OutputFormat, json: format === 'json', help: false };
 }
 
 async function runRedeem(argv: string[]): Promise<number> {
   const { token, storeDir, format, json, help } = parseTokenCommand(argv, 'redeem');
   if (help) {
-    process.stdout.write(HELP);
+    process.stdout.write(formatCommandHelp(REDEEM_HELP));
     return 0;
   }
   const redemption = await redeemToken(storeDir, token);
@@ -214,14 +221,15 @@ async function runRedeem(argv: string[]): Promise<number> {
     return status;
   }
   let text: string;
-  if (record === undefined) text = formatFinding(token, finding);
+  if (record === undefined) text = formatFinding(token, finding, { status, problems });
   else if (record.record === undefined) {
     text = formatUnreadableRecordText(token, { parseError: record.parseError, verified: record.verified, actualHash: record.actualHash });
   } else text = formatRecordText(token, record.record, { verified: record.verified, actualHash: record.actualHash });
   if (record !== undefined) {
     text += finding.entry === undefined ? '' : `Ledger      issued at line ${finding.lineNumber} of ${finding.lines}\n`;
   }
-  for (const problem of problems) text += `${status === 2 ? 'Unknown' : 'INTEGRITY FAILURE'}: ${problem}\n`;
+  // An unknown token's one problem is already said by formatFinding, with the store it read.
+  if (status !== 2) for (const problem of problems) text += `INTEGRITY FAILURE: ${problem}\n`;
   if (redemption.absence !== undefined) text += `Record      ${redemption.absence.note}\n`;
   if (format === 'dot' || format === 'svg') {
     if (record?.record !== undefined) {
@@ -258,11 +266,14 @@ function describeFinding(token: string, finding: LedgerFinding, status: 0 | 2 | 
   };
 }
 
-function formatFinding(token: string, finding: LedgerFinding): string {
+function formatFinding(token: string, finding: LedgerFinding, verdict: { status: 0 | 2 | 3; problems: readonly string[] }): string {
   const out: string[] = [];
   const entry = finding.entry;
   if (entry === undefined) {
-    out.push(`Token ${token} is not in this store's ledger.`);
+    out.push(`Token       ${token}`);
+    // Unknown: the one problem names the store read. Otherwise the integrity problems follow.
+    if (verdict.status === 2) for (const problem of verdict.problems) out.push(`Unknown     ${problem}; ${UNKNOWN_TOKEN_HINT}`);
+    else out.push('Ledger      no entry for this token');
   } else if (isReplyEntry(entry)) {
     out.push(`Token       ${token}`);
     out.push(`Issued      ${entry.time} (ledger line ${finding.lineNumber})`);
@@ -283,7 +294,7 @@ function formatFinding(token: string, finding: LedgerFinding): string {
 async function runTrace(argv: string[]): Promise<number> {
   const { token, storeDir, format, json, help } = parseTokenCommand(argv, 'trace');
   if (help) {
-    process.stdout.write(HELP);
+    process.stdout.write(formatCommandHelp(TRACE_HELP));
     return 0;
   }
   const redemption = await redeemToken(storeDir, token);

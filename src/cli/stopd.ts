@@ -2,7 +2,8 @@
 // The V8 flags above keep the daemon's resident memory under 80 MB at full load (bench/README.md):
 // a 1 MB young generation instead of up to 16 MB, and a heap that grows less eagerly. Throughput is
 // unchanged within the bench's noise. `npm start` and the bench run this file through this line.
-import { createWriteStream, readFileSync } from 'node:fs';
+import { createWriteStream, lstatSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { Socket } from 'node:net';
 import { startDaemon, type DaemonOptions, type RunningDaemon } from '../daemon/daemon.js';
 import { createStreamLogger, type Logger } from '../daemon/logger.js';
@@ -88,7 +89,16 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
 
-  const daemon = await startDaemon(options);
+  // A start that fails (an address in use, a store locked by another daemon) must not leave
+  // behind the store directory it made: remember whether there was one.
+  const madeStore = findMissingAncestor(resolve(options.storeDir));
+  let daemon: RunningDaemon;
+  try {
+    daemon = await startDaemon(options);
+  } catch (error) {
+    if (madeStore !== undefined) removeIfUnused(madeStore);
+    throw error;
+  }
   for (const endpoint of daemon.endpoints) {
     const host = endpoint.address.includes(':') ? `[${endpoint.address}]` : endpoint.address;
     log.info(`listening on ${host}:${endpoint.port}`);
@@ -161,6 +171,37 @@ function inheritedSockets(): ListenAddress[] | undefined {
   const count = Number(process.env.LISTEN_FDS);
   if (pid !== process.pid || !Number.isInteger(count) || count < 1) return undefined;
   return Array.from({ length: count }, (_, i) => ({ fd: 3 + i }));
+}
+
+/** The highest directory on the way to `dir` that does not exist yet (what `mkdir -p` would make), if any. */
+function findMissingAncestor(dir: string): string | undefined {
+  let missing: string | undefined;
+  for (let current = dir; ; current = dirname(current)) {
+    try {
+      lstatSync(current);
+      return missing;
+    } catch {
+      missing = current;
+    }
+    if (dirname(current) === current) return missing;
+  }
+}
+
+/**
+ * Removes `dir` if it holds nothing but empty files and directories (an empty ledger, an empty
+ * records/): what a failed start made. Anything with content, even a byte, stays.
+ */
+function removeIfUnused(dir: string): void {
+  const unused = (path: string): boolean => {
+    try {
+      const stat = lstatSync(path);
+      if (stat.isDirectory()) return readdirSync(path).every((name) => unused(join(path, name)));
+      return stat.isFile() && stat.size === 0;
+    } catch {
+      return false;
+    }
+  };
+  if (unused(dir)) rmSync(dir, { recursive: true, force: true });
 }
 
 function createLogger(file: string | undefined, options: { inetd: boolean }): Logger {

@@ -7,9 +7,9 @@ import { DEFAULTS } from '../daemon/daemon.js';
 import { generateLedgerKey, ledgerKeyId, readLedgerKeyFile, forgetKey } from '../evidence/forward-mac.js';
 import { verifyStore, type VerifyReport } from '../evidence/verify.js';
 import { StopdError, UsageError } from '../errors.js';
-import { parseCommandLine } from './args.js';
+import { formatCommandHelp, parseCommandLine } from './args.js';
 
-/** Help of both commands, for `stopctl --help`. */
+/** Help of `stopctl verify`, for `stopctl --help`. */
 export const VERIFY_HELP = `  verify [--store DIR] [--key FILE] [--json]
       Check the whole store (default ${DEFAULTS.storeDir}): every record against its token,
       the ledger's hash chain and sequence numbers, records named by the ledger but missing,
@@ -18,12 +18,15 @@ export const VERIFY_HELP = `  verify [--store DIR] [--key FILE] [--json]
       or forged even by someone who holds the host's current key. Prints one line per finding
       and a summary. After a crash, start the daemon once before verifying: it recovers the
       traces a crash leaves (a partial last line, unfinished record writes).
-      Exit status: 0 clean, 3 tampered (findings), 1 store unreadable, 64 usage error.
+      Exit status: 0 clean, 3 tampered (findings), 1 the store is missing or unreadable.
+`;
 
-  keygen --out FILE
+/** Help of `stopctl keygen`, for `stopctl --help`. */
+export const KEYGEN_HELP = `  keygen --out FILE
       Write a new random initial ledger key to FILE (mode 0600; never overwrites). Keep a
       copy off this host, then start the daemon once with \`stopd --ledger-key FILE\`: it
       moves the key into its store and deletes FILE.
+      Exit status: 0 written, 1 the file exists or cannot be written.
 `;
 
 /** `stopctl verify [--store DIR] [--key FILE] [--json]`: prints the findings; returns 0, 3, 1 or 64. */
@@ -44,7 +47,7 @@ export async function runVerify(argv: string[]): Promise<number> {
       'stopctl verify',
     );
     if (values.help === true) {
-      process.stdout.write(`Usage: stopctl\n${VERIFY_HELP}`);
+      process.stdout.write(formatCommandHelp(VERIFY_HELP));
       return 0;
     }
     if (positionals.length > 0) throw new UsageError(`verify takes no arguments, only options; got ${JSON.stringify(positionals[0])}`);
@@ -110,7 +113,7 @@ function keygen(argv: string[]): number {
       'stopctl keygen',
     );
     if (values.help === true) {
-      process.stdout.write(`Usage: stopctl\n${VERIFY_HELP}`);
+      process.stdout.write(formatCommandHelp(KEYGEN_HELP));
       return 0;
     }
     if (positionals.length > 0) throw new UsageError(`keygen takes no arguments; write the key with --out FILE`);

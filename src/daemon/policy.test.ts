@@ -18,7 +18,11 @@ test('decideConnection never answers an inbound connection with a token or a use
 
 test('decideConnection answers unknown and half-gone connections with NO-USER', () => {
   for (const finding of [{ kind: 'not-found' } as const, { kind: 'not-established', state: 'TIME_WAIT' } as const]) {
-    assert.equal(decideConnection(finding, { policy: plain, clientIp: false, optedIn: false }).reply, 'error');
+    assert.deepEqual(decideConnection(finding, { policy: plain, clientIp: false, optedIn: false }), {
+      reply: 'error',
+      error: 'NO-USER',
+      precise: 'NO-USER',
+    });
   }
 });
 

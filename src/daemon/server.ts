@@ -1,4 +1,5 @@
 import { createServer, type Server, type Socket } from 'node:net';
+import { errnoCode, ListenError } from '../errors.js';
 import { normaliseAddress } from '../host/addresses.js';
 import type { Endpoint } from '../host/types.js';
 import { formatRequesterGroup, LineSplitter } from '../protocol/index.js';
@@ -65,9 +66,10 @@ export class StopServer {
       // allowHalfOpen: a client may send its query and shut down its side (nc does); it still gets the reply.
       const server = createServer({ allowHalfOpen: true }, (socket) => this.#accept(socket));
       await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
+        const fail = (error: Error): void => reject(describeListenError(address, error));
+        server.once('error', fail);
         const done = (): void => {
-          server.off('error', reject);
+          server.off('error', fail);
           resolve();
         };
         // ipv6Only false: `[::]` serves IPv4 too (DESIGN: default listen [::]:113 dual stack).
@@ -165,6 +167,22 @@ export class StopServer {
     })();
     return this.#closing;
   }
+}
+
+/** Why an address could not be bound, in one sentence that says what to do about it. */
+function describeListenError(address: ListenAddress, error: Error): ListenError {
+  if ('fd' in address) {
+    return new ListenError(`Cannot listen on the socket passed as descriptor ${address.fd} (socket activation): ${error.message}`, { cause: error });
+  }
+  const where = address.host.includes(':') ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
+  const code = errnoCode(error);
+  let reason: string;
+  if (code === 'EADDRINUSE') reason = 'the address is already in use (another stopd or IDENT daemon?); stop that program or choose another --listen';
+  else if (code === 'EADDRNOTAVAIL') reason = 'no interface of this host has that address; choose one of its addresses, or [::] for all, with --listen';
+  else if (code === 'EACCES' || code === 'EPERM') reason = 'ports below 1024 need root, CAP_NET_BIND_SERVICE or systemd socket activation';
+  else if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') reason = `${address.host} is not a known host name; give an address with --listen`;
+  else reason = error.message;
+  return new ListenError(`Cannot listen on ${where}: ${reason}`, { cause: error });
 }
 
 /** One client connection: its framing, its in-order queue of queries. */

@@ -19,11 +19,11 @@ import { open, readFile, readdir, rename, stat, unlink, utimes } from 'node:fs/p
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gunzip, gzip } from 'node:zlib';
-import { StoreOpenError, UsageError } from '../errors.js';
+import { StoreOpenError } from '../errors.js';
 import type { LedgerEntryInput } from './ledger.js';
 import { RECORD_FILE } from './quota.js';
 import { syncDirectory, tokenHashOf } from './record.js';
-import { isStore, openStore, storePaths } from './store.js';
+import { openStore, requireStore, storePaths } from './store.js';
 import { hashToken } from './tokens.js';
 
 const gzipAsync = promisify(gzip);
@@ -74,7 +74,7 @@ const BATCH = 64;
  * Fails with a {@link StoreOpenError} while a daemon holds the store.
  */
 export async function pruneRecords(storeDir: string, options: PruneOptions): Promise<PruneResult> {
-  if (!isStore(storeDir)) throw new UsageError(`${storeDir} holds no ledger; give the daemon's store directory with --store`);
+  requireStore(storeDir);
   refuseWhileDaemonRuns(storeDir);
   const store = await openStore(storeDir);
   const recordsDir = storePaths(storeDir).records;

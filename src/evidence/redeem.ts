@@ -108,7 +108,7 @@ export async function redeemToken(storeDir: string, token: string): Promise<Rede
     finding,
     record,
     status,
-    problems: known || problems.length > 0 ? problems : ['the token is not in this store'],
+    problems: known || problems.length > 0 ? problems : [`the token is not in the ledger of ${storeDir}`],
     ...(absence === undefined ? {} : { absence }),
   };
 }

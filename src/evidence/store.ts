@@ -1,6 +1,6 @@
-import { chmodSync, closeSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { accessSync, chmodSync, closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { StoreOpenError } from '../errors.js';
+import { errnoCode, StoreOpenError } from '../errors.js';
 import { Ledger } from './ledger.js';
 import { SyslogForwarder, type SyslogForwarderOptions } from './forwarder.js';
 import { StoreQuota, type QuotaLimits } from './quota.js';
@@ -149,11 +149,23 @@ function releaseLock(path: string): void {
   }
 }
 
-/** Whether `dir` looks like a store (has a ledger), for stopctl's messages. */
-export function isStore(dir: string): boolean {
+/**
+ * Refuses, in one sentence naming `dir`, a store whose ledger cannot be read: the directory is
+ * missing, not readable, or holds no ledger. A {@link StoreOpenError}, a local failure (exit 1)
+ * for every stopctl command alike.
+ */
+export function requireStore(dir: string): void {
+  const ledger = storePaths(dir).ledger;
   try {
-    return statSync(storePaths(dir).ledger).isFile();
-  } catch {
-    return false;
+    accessSync(ledger, constants.R_OK);
+    return;
+  } catch (error) {
+    const code = errnoCode(error);
+    let reason: string;
+    if (code === 'EACCES' || code === 'EPERM') reason = 'permission denied (a store is readable by root only)';
+    else if (code === 'ENOENT' && !existsSync(dir)) reason = "the directory does not exist; give the daemon's store directory with --store";
+    else if (code === 'ENOENT' || code === 'ENOTDIR') reason = "it holds no ledger; give the daemon's store directory with --store";
+    else reason = (error as Error).message;
+    throw new StoreOpenError(`Cannot read the store ${dir}: ${reason}`, { cause: error });
   }
 }

@@ -11,7 +11,7 @@
  * daemon's restart they are accounted for in a `recovery` entry and the store verifies clean.
  */
 import { createHash } from 'node:crypto';
-import { lstatSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
@@ -136,7 +136,8 @@ export async function verifyStore(storeDir: string, options: VerifyOptions = {})
   }
   if (!ledgerExists) {
     if (listing === undefined) {
-      throw new StoreOpenError(`Cannot verify ${storeDir}: it holds no ledger and no records; give the daemon's store with --store`);
+      const what = existsSync(storeDir) ? 'it holds no ledger and no records' : 'the directory does not exist';
+      throw new StoreOpenError(`Cannot read the store ${storeDir}: ${what}; give the daemon's store directory with --store`);
     }
     findings.push({ kind: 'ledger-missing', where: 'ledger', detail: 'the ledger file is missing, but records/ exists: the ledger was deleted' });
   }

@@ -70,6 +70,10 @@ export async function startDaemon(
       clearTimeout(timer);
       reject(new Error(`stopd exited with ${code} before listening:\n${stderr}`));
     });
+  }).catch((error: unknown) => {
+    // No handle will be returned to stop it: remove the store made for it here and now.
+    if (options.storeDir === undefined) rmSync(storeDir, { recursive: true, force: true });
+    throw error;
   });
   const first = endpoints[0] ?? { host: '127.0.0.1', port: 0 };
   let stopping: Promise<number | null> | undefined;

@@ -97,7 +97,7 @@ describe('npm package', () => {
   });
 
   test('tarball installs offline into a clean prefix with the README command', () => {
-    const hint = /ENOTCACHED/.test(installed.stderr) ? ' (the npm cache lacks a runtime dependency: run `npm ci` first)' : '';
+    const hint = /ENOTCACHED/.test(installed.stderr) ? ' (the npm cache lacks the registry entry of a runtime dependency: `npm ci` caches only tarballs; .ci/run adds the entries with `npm cache add`)' : '';
     assert.equal(installed.status, 0, `npm install failed${hint}:\n${installed.stderr}`);
     for (const name of Object.keys(PACKAGE.dependencies ?? {})) {
       assert.ok(existsSync(join(prefix, 'lib/node_modules/stopd/node_modules', name, 'package.json')), `runtime dependency ${name} not installed`);

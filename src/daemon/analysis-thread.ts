@@ -42,7 +42,7 @@ function startThread(port: MessagePort, data: AnalysisThreadData): void {
     tokenHash: data.tokenHash,
     ...(data.utmpPath === undefined ? {} : { utmpPath: data.utmpPath }),
   };
-  // Test-only (test/analysis-worker.test.ts): an analysis of a connection from this local port
+  // Test-only (test/analysis-worker.test.ts): an analysis of a connection to this remote port
   // makes the thread fail as an uncaught bug would, so that the restart path can be exercised
   // with a real daemon. Read from the environment of the daemon, which only root controls.
   const crashPort = Number(process.env.STOPD_TEST_CRASH_ANALYSIS_PORT ?? 0);
@@ -53,7 +53,7 @@ function startThread(port: MessagePort, data: AnalysisThreadData): void {
       port.close();
       return;
     }
-    if (crashPort > 0 && message.socket.local.port === crashPort) {
+    if (crashPort > 0 && message.socket.remote.port === crashPort) {
       throw new Error(`test crash of the analysis thread (STOPD_TEST_CRASH_ANALYSIS_PORT=${crashPort})`);
     }
     let reply: AnalysisReply;

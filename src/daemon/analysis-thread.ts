@@ -4,8 +4,6 @@
  * (host view refresh, closure, record, canonical JSON, hash) off the daemon's event loop.
  * One message in, one message out; the main thread sends one analysis at a time.
  */
-import { readlinkSync } from 'node:fs';
-import { getPriority, setPriority } from 'node:os';
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { StopdError } from '../errors.js';
 import { createLinuxHostView } from '../host/linux-host.js';
@@ -19,29 +17,8 @@ function describe(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-/** How much nicer than the daemon's main thread the analysis thread runs. */
-const ANALYSIS_NICENESS = 10;
-
-/**
- * Lowers this thread's scheduling priority (Linux: a thread's nice value is its own, set by
- * its thread id): when the CPUs are busy, the main thread (accept, ID replies) goes first and
- * the analyses take what is left. Returns why it could not, or undefined.
- */
-function lowerThreadPriority(): string | undefined {
-  try {
-    const tid = Number(/\/task\/(\d+)$/.exec(readlinkSync('/proc/thread-self'))?.[1]);
-    if (!Number.isSafeInteger(tid) || tid <= 0) return 'no thread id in /proc/thread-self';
-    setPriority(tid, Math.min(19, getPriority(tid) + ANALYSIS_NICENESS));
-    return undefined;
-  } catch (error) {
-    return describe(error);
-  }
-}
-
 function startThread(port: MessagePort, data: AnalysisThreadData): void {
   const log = (level: 'warn' | 'error', message: string): void => port.postMessage({ kind: 'log', level, message } satisfies AnalysisReply);
-  const unchanged = lowerThreadPriority();
-  if (unchanged !== undefined) log('warn', `Cannot lower the priority of the analysis thread (${unchanged}): analyses compete with ID replies for the CPU`);
   const sockets = createLinuxSocketTable({ log: (message) => log('warn', message) });
   // The index lives where the analyses run: its refreshes and holder questions are the
   // analyses' own work, and its kept files are closed with it when this thread ends.

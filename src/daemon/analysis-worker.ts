@@ -79,6 +79,9 @@ export class AnalysisWorker implements AnalysisRunner {
       const worker = this.#worker;
       if (worker === undefined) return;
       const ended = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+      // Held from here on: an unreferenced thread would let the process end before its exit
+      // event, with this promise (and the daemon's close) never settled.
+      worker.ref();
       worker.postMessage({ kind: 'close' } satisfies AnalysisRequest);
       const timer = setTimeout(() => void worker.terminate(), 5000);
       timer.unref();

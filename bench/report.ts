@@ -1,6 +1,7 @@
 /**
  * Turns the results of `npm run bench` into the target checks of issue 6 and a Markdown report.
  */
+import type { IdDuringSvResult } from './sections/id-during-sv.js';
 import type { IdVsOidentdResult } from './sections/id-vs-oidentd.js';
 import type { ProfileResult } from './sections/profile.js';
 import type { RecursionResult } from './sections/recursion.js';
@@ -25,6 +26,7 @@ export interface BenchResults {
   readonly structures?: StructuresResult;
   readonly impact?: SystemImpactResult | { skipped: string };
   readonly recursion?: RecursionResult;
+  readonly burst?: IdDuringSvResult;
   readonly profile?: ProfileResult;
   /** Peak resident memory (VmHWM) of the stopd of each section. */
   readonly memory: Record<string, number>;
@@ -127,6 +129,12 @@ export function checkTargets(results: Omit<BenchResults, 'targets'>): TargetChec
   const impact = results.impact !== undefined && 'rows' in results.impact ? results.impact : undefined;
   const heaviest = impact?.rows.find((row) => row.perMinute === 6000);
   checks.push(check('system impact at 6000 SV per minute (percent of solo speed)', '≥ 95 % (paper: 64 %)', heaviest?.percentOfSolo.median ?? Number.NaN, (v) => v >= 95, '%'));
+  for (const store of ['disk', 'tmpfs'] as const) {
+    const worker = results.burst?.cells.find((cell) => cell.design === 'worker' && cell.store === store);
+    const where = store === 'disk' ? 'store on disk' : 'store on tmpfs: no flush to wait for';
+    checks.push(check(`ID p50 during back-to-back SV requests ÷ idle (analysis thread, ${where})`, '≤ 1.5×', worker?.p50Ratio.median ?? Number.NaN, (v) => v <= 1.5));
+    checks.push(check(`ID p99 during back-to-back SV requests ÷ idle (analysis thread, ${where})`, '≤ 2×', worker?.p99Ratio.median ?? Number.NaN, (v) => v <= 2));
+  }
   const peaks = Object.values(results.memory).filter((v) => Number.isFinite(v));
   const peak = peaks.length === 0 ? Number.NaN : Math.max(...peaks);
   checks.push(check('daemon resident memory, peak (VmHWM) over the runs above', '< 80 MB', peak / 1024, (v) => v < 80, 'MB'));
@@ -313,6 +321,40 @@ export function formatReport(results: BenchResults): string {
     );
   } else {
     out.push(recursion?.skipped !== undefined ? `Skipped: ${recursion.skipped}.` : 'Not run.');
+  }
+
+  const burst = results.burst;
+  out.push('');
+  out.push('## ID latency while SV requests arrive back to back (analyses in a worker thread vs on the event loop)');
+  out.push('');
+  if (burst !== undefined && burst.cells.length > 0) {
+    const cells = burst.cells;
+    const row = (label: string, value: (cell: IdDuringSvResult['cells'][number]) => string): string[] => [label, ...cells.map(value)];
+    const name = (cell: IdDuringSvResult['cells'][number]): string =>
+      `${cell.design === 'worker' ? 'worker thread (default)' : 'event loop (`--inline-analyses`)'}, store on ${cell.store === 'disk' ? 'the root file system' : 'tmpfs'}`;
+    out.push(
+      table(
+        ['measure (median of the rounds, min–max)', ...cells.map(name)],
+        [
+          row('ID p50 ms, idle', (c) => spread(c.idle.p50Ms)),
+          row('ID p50 ms, during the SV burst', (c) => spread(c.burst.p50Ms)),
+          row('ID p50 burst ÷ idle', (c) => `${spread(c.p50Ratio)}×`),
+          row('ID p99 ms, idle', (c) => spread(c.idle.p99Ms)),
+          row('ID p99 ms, during the SV burst', (c) => spread(c.burst.p99Ms)),
+          row('ID p99 burst ÷ idle', (c) => `${spread(c.p99Ratio)}×`),
+          row('SV answered per second during the burst', (c) => spread(c.svPerSecond)),
+          row('SV latency p50 ms during the burst', (c) => spread(c.svP50Ms)),
+          row('ID requests measured idle / during the burst', (c) => `${c.idle.requests} / ${c.burst.requests}${c.failed > 0 ? ` (${c.failed} failed: ${c.failures.join('; ')})` : ''}`),
+        ],
+      ),
+    );
+    out.push('');
+    out.push(
+      `Each SV closure: a pipeline of ${burst.processes} processes. ID at concurrency 1 for ${burst.durationMs / 1000} s per phase, ` +
+        `${burst.rounds} rounds; both daemons run side by side, designs and phases alternating per round.`,
+    );
+  } else {
+    out.push(burst?.skipped !== undefined ? `Skipped: ${burst.skipped}.` : 'Not run.');
   }
 
   out.push('');

@@ -106,8 +106,10 @@ static int get_netns_cookie(int fd, uint64_t *out) {
   return getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, out, &len) == 0 ? 0 : errno;
 }
 
-static uint64_t own_cookie;
-static bool own_cookie_known;
+/* Per thread: the addon may be loaded by the main thread and the analysis worker thread at
+ * once, and a plain static written by both would be a data race (one read per thread is cheap). */
+static __thread uint64_t own_cookie;
+static __thread bool own_cookie_known;
 
 /* The cookie of this process's network namespace, read once from a socket of our own: only
  * setns(2) could change it, and stopd never calls it. Returns 0 or an errno (ENOPROTOOPT

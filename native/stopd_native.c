@@ -289,6 +289,14 @@ static int visit_lookup(const struct nlmsghdr *h, void *ctx) {
  */
 static __thread struct nl_conn kept_conn = {.fd = -1, .seq = 0, .buf = NULL};
 
+/* The kept socket belongs to its thread: a worker thread that loads the addon (the daemon's
+ * analysis thread) closes it when its environment is torn down, or every restart of that
+ * thread would leak a netlink socket and its buffer. Registered once per environment at load. */
+static void close_kept_conn(void *arg) {
+  (void)arg;
+  nl_close(&kept_conn);
+}
+
 static int nl_once(struct nlmsghdr *req, nl_visit_fn visit, void *ctx, bool *opened) {
   if (kept_conn.fd < 0) {
     int err = nl_open(&kept_conn);
@@ -2520,7 +2528,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"fdIndexClose", NULL, fd_index_close, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok ||
-      socket_fd_register(env, exports) != napi_ok) {
+      socket_fd_register(env, exports) != napi_ok || napi_add_env_cleanup_hook(env, close_kept_conn, NULL) != napi_ok) {
     throw_napi_failure(env);
     return NULL;
   }

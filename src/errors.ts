@@ -99,3 +99,13 @@ export class HostLookupError extends StopdError {
     super('ERR_HOST_LOOKUP', message, options);
   }
 }
+
+/**
+ * The analysis worker thread ended (a crash, a failed start, `close`) before it answered: the
+ * request in flight gets the error reply of the policy, and the next one starts a new worker.
+ */
+export class AnalysisWorkerError extends StopdError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_ANALYSIS_WORKER', message, options);
+  }
+}

@@ -20,8 +20,7 @@ const DIST_BENCH = resolve(import.meta.dirname, '..');
 const SOURCE_BENCH = resolve(import.meta.dirname, '../../../bench');
 
 /** Where stores go: the root file system, as /var/lib/stopd would be (tmpfs would hide fsync costs). */
-export function makeStoreDir(): string {
-  const base = resolve(DIST_BENCH, 'stores');
+export function makeStoreDir(base = resolve(DIST_BENCH, 'stores')): string {
   mkdirSync(base, { recursive: true });
   return mkdtempSync(join(base, 'store-'));
 }
@@ -274,8 +273,10 @@ export function daemonNodeFlags(): string[] {
   return (match[1] ?? '').split(' ').filter((flag) => flag !== '');
 }
 
-export async function startStopd(options: { args?: readonly string[]; nodeArgs?: readonly string[]; cwd?: string } = {}): Promise<BenchStopd> {
-  const storeDir = makeStoreDir();
+export async function startStopd(
+  options: { args?: readonly string[]; nodeArgs?: readonly string[]; cwd?: string; /** Where the store directory is made instead of dist/bench/stores. */ storeBase?: string } = {},
+): Promise<BenchStopd> {
+  const storeDir = makeStoreDir(options.storeBase);
   const child = spawn(
     process.execPath,
     [...daemonNodeFlags(), ...(options.nodeArgs ?? []), STOPD, '--listen', '127.0.0.1:0', '--store', storeDir, ...(options.args ?? [])],

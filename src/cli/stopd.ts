@@ -83,7 +83,7 @@ async function main(argv: string[]): Promise<number> {
   };
   // inetd mode starts a process per connection: they take turns on the store's lock, and there
   // is no later request to keep a descriptor index for.
-  const options: DaemonOptions = inetd ? { ...read(), storeLockWaitMs: 30_000, keepFdIndex: false } : read();
+  const options: DaemonOptions = inetd ? { ...read(), storeLockWaitMs: 30_000, keepFdIndex: false, inlineAnalyses: true } : read();
   if (values['check-config'] === true) {
     process.stdout.write(`stopd: configuration is valid (${describeSources(configFile, values.config !== undefined)})\n`);
     return 0;

@@ -11,7 +11,8 @@ import type { SyslogTarget } from '../evidence/forwarder.js';
 import type { TokenHash } from '../evidence/tokens.js';
 import type { Logger } from './logger.js';
 import type { ReplyPolicy } from './policy.js';
-import { EvidenceCollector } from './evidence-collector.js';
+import { AnalysisWorker } from './analysis-worker.js';
+import { createInlineAnalyses, EvidenceCollector, type AnalysisRunner } from './evidence-collector.js';
 import { LoopTable } from './loop-table.js';
 import { Responder } from './responder.js';
 import { UpstreamDispatcher } from './upstream.js';
@@ -71,6 +72,12 @@ export interface DaemonOptions {
    * than one full scan, which a process serving a single connection (inetd mode) never earns back.
    */
   readonly keepFdIndex?: boolean;
+  /**
+   * `--inline-analyses`: run SV/SV_REC/ID_REC analyses on the event loop instead of the analysis
+   * worker thread (default false). Kept for measurement (bench) and for inetd mode, which
+   * serves one connection and so has no other request an analysis could delay.
+   */
+  readonly inlineAnalyses?: boolean;
 }
 
 /** Built-in defaults; `stopd --help` prints them. */
@@ -130,6 +137,7 @@ const RESTART_ONLY: readonly (readonly [string, keyof DaemonOptions])[] = [
   ['max-upstream', 'maxUpstream'],
   ['loop-window', 'loopWindowMs'],
   ['max-per-sid', 'maxPerSid'],
+  ['inline-analyses', 'inlineAnalyses'],
 ];
 
 /** How often the rate limiter's refusals are summed up in the ledger (one entry per requester and window). */
@@ -154,17 +162,9 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
         }
       : {}),
   });
-  let fdIndex: PersistentFdIndex | undefined;
+  let analyses: AnalysisRunner | undefined;
   try {
     const sockets = options.sockets ?? createLinuxSocketTable({ log: (message) => options.log.warn(message) });
-    // One descriptor index for the daemon's lifetime: each SV analysis refreshes it, which
-    // re-reads only the processes that may have changed since the previous one, instead of
-    // every /proc/PID/fd. Without the addon's index each analysis scans every process.
-    // stopd leaves itself out of every closure (LinuxProcessTableOptions.hideSelf), so the
-    // index need not read its own, busy, descriptor table at every refresh either; its kept
-    // files can then live in that table, which spares every refresh a hand-over to another
-    // thread (they show in `ls /proc/PID/fd` of stopd as schedstat files).
-    if (options.keepFdIndex ?? true) fdIndex = createPersistentFdIndex({ skipSelf: true, separateTable: false });
     // With the privileges to read every process's descriptors, a refusal is the kernel's policy
     // (an LSM, an outer sandbox's init): note the pid in the record and go on. Without them,
     // SV requests fail with a clear log line rather than silently saving less.
@@ -178,6 +178,32 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     }
     let current = options;
     const accounts = new AccountDirectory();
+    // One descriptor index for the daemon's lifetime, owned by the thread the analyses run on:
+    // each SV analysis refreshes it, which re-reads only the processes that may have changed
+    // since the previous one, instead of every /proc/PID/fd. Without the addon's index each
+    // analysis scans every process. stopd leaves itself out of every closure
+    // (LinuxProcessTableOptions.hideSelf), so the index need not read its own, busy,
+    // descriptor table at every refresh either; its kept files can then live in that table,
+    // which spares every refresh a hand-over to another thread (they show in
+    // `ls /proc/PID/fd` of stopd as schedstat files).
+    const keepFdIndex = options.keepFdIndex ?? true;
+    if ((options.inlineAnalyses ?? false) || options.sockets !== undefined) {
+      // On the event loop (`--inline-analyses`, inetd mode), or with a socket table the
+      // caller made, which cannot cross to another thread.
+      const fdIndex: PersistentFdIndex | undefined = keepFdIndex ? createPersistentFdIndex({ skipSelf: true, separateTable: false }) : undefined;
+      const hostView = (save: readonly SaveCategory[]) =>
+        createLinuxHostView(sockets, {
+          readCmdline: save.includes('cmdline'),
+          onDenied,
+          hideSelf: true,
+          ...(fdIndex === undefined ? {} : { fdIndex }),
+        });
+      analyses = createInlineAnalyses({ hostView, accounts, tokenHash: options.tokenHash }, () => fdIndex?.close());
+    } else {
+      // Analyses cost tens of milliseconds of CPU on a busy host: in their own thread they
+      // cannot delay accepting connections or answering ID (bench: "ID during an SV burst").
+      analyses = new AnalysisWorker({ tokenHash: options.tokenHash, onDenied, keepFdIndex }, { log: options.log });
+    }
     const loops = new LoopTable({ windowMs: options.loopWindowMs, maxWorkPerSid: options.maxPerSid });
     const upstream = new UpstreamDispatcher({
       port: options.upstreamPort,
@@ -190,14 +216,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       log: options.log,
     });
     const evidence = new EvidenceCollector({
-      hostView: () =>
-        createLinuxHostView(sockets, {
-          readCmdline: current.save.includes('cmdline'),
-          onDenied,
-          hideSelf: true,
-          ...(fdIndex === undefined ? {} : { fdIndex }),
-        }),
-      accounts,
+      analyses,
       recordsDir: storePaths(options.storeDir).records,
       save: options.save,
       tokenHash: options.tokenHash,
@@ -246,6 +265,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       clearInterval(rateTimer);
       await server.close();
       await upstream.close();
+      await evidence.close();
       throw error;
     }
     let closing: Promise<void> | undefined;
@@ -286,12 +306,12 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
           })
           .then(() => upstream.close())
           .then(() => store.close())
-          .finally(() => fdIndex?.close());
+          .finally(() => evidence.close());
         return closing;
       },
     };
   } catch (error) {
-    fdIndex?.close();
+    await analyses?.close();
     await store.close();
     throw error;
   }

@@ -12,28 +12,162 @@ import { hashToken, type TokenHash } from '../evidence/tokens.js';
 import type { Logger } from './logger.js';
 import { checkHolderVisibility, resolveClosure, type AnalysisProblem, type Closure, type UpstreamCandidate } from '../trace/index.js';
 
-/** What the collector needs. */
-export interface EvidenceCollectorOptions {
+/** The facts of an SV/SV_REC request that go into its record. */
+export interface EvidenceRequest {
+  readonly line: string;
+  readonly requester: Endpoint;
+  readonly clientIp?: string;
+  readonly type: 'SV' | 'SV_REC';
+  readonly sid?: string;
+}
+
+/** The closure of an ID_REC request: who is upstream, without a record. */
+export interface ClosureSummary {
+  readonly processCount: number;
+  readonly upstream: readonly UpstreamCandidate[];
+}
+
+/** An SV analysis done, before anything is written: the record's bytes and their token. */
+export interface PreparedEvidence extends ClosureSummary {
+  readonly bytes: Uint8Array;
+  /** The hash of `bytes` under the daemon's token hash. */
+  readonly token: string;
+}
+
+/**
+ * What an analysis reads besides the socket: everything CPU-bound of an SV request (the host
+ * view refresh, the closure, the record, its canonical JSON and hash) happens in
+ * {@link prepareEvidence} and {@link summariseClosure}, on whichever thread owns this context.
+ */
+export interface AnalysisContext {
   /**
    * A fresh host view for each request: its process table indexes `/proc` once (a full scan,
-   * or a refresh of the daemon's persistent descriptor index), so every question within one
-   * analysis sees one snapshot. Analyses run one at a time (the daemon's analysis semaphore).
+   * or a refresh of the persistent descriptor index), so every question within one analysis
+   * sees one snapshot. Analyses run one at a time (the daemon's analysis semaphore).
    */
-  readonly hostView: () => LinuxHostView;
+  readonly hostView: (save: readonly SaveCategory[]) => LinuxHostView;
   readonly accounts: AccountDirectory;
-  readonly recordsDir: string;
-  readonly save: readonly SaveCategory[];
   readonly tokenHash: TokenHash;
   /** Where utmp is read from (default `/var/run/utmp`; a missing file is no error). */
   readonly utmpPath?: string;
+  /** Which processes `/proc` shows (default: read once from `/proc`); tells why a socket may have no visible holder. */
+  readonly pidNamespace?: PidNamespaceView;
+}
+
+/** Read at the first analysis of a thread: the PID namespace of `/proc` does not change. */
+let pidNamespaceOfProc: PidNamespaceView | undefined;
+
+/** The `no-visible-holder` problem when no process the closure read holds the queried socket (issue 13). */
+function checkHolders(
+  context: AnalysisContext,
+  view: LinuxHostView,
+  facts: { socket: TcpSocket; closure: Closure; denied: readonly number[] },
+): AnalysisProblem | undefined {
+  const { socket, closure } = facts;
+  // The view indexed every descriptor once for the closure: asking again costs a lookup.
+  const holders = socket.inode > 0 ? view.findHolders(socket.inode, socket.uid) : [];
+  const read = new Set(closure.processes.map((process) => process.pid));
+  return checkHolderVisibility({
+    socket,
+    holders,
+    readHolders: holders.filter((pid) => read.has(pid)),
+    denied: facts.denied,
+    pidNamespace: context.pidNamespace ?? (pidNamespaceOfProc ??= readPidNamespaceView()),
+  });
+}
+
+/** Resolves the process/IPC closure of `socket` in `view`. */
+function resolveIn(view: LinuxHostView, socket: TcpSocket): Closure {
+  const ephemeralPorts = readEphemeralPorts();
+  return resolveClosure(view, { socket, ...(ephemeralPorts === undefined ? {} : { ephemeralPorts }) });
+}
+
+/** The closure alone, for ID_REC: who is upstream, without building a record. */
+export function summariseClosure(context: AnalysisContext, socket: TcpSocket, save: readonly SaveCategory[]): ClosureSummary {
+  const closure = resolveIn(context.hostView(save), socket);
+  return { processCount: closure.processes.length, upstream: closure.upstream };
+}
+
+/**
+ * The evidence of an SV or SV_REC request (paper 3.3, Table II): the process/IPC closure of the
+ * queried socket, per-request host facts and utmp entries, as a record's canonical bytes and
+ * their token. Writes nothing.
+ */
+export function prepareEvidence(
+  context: AnalysisContext,
+  socket: TcpSocket,
+  options: { request: EvidenceRequest; save: readonly SaveCategory[] },
+): PreparedEvidence {
+  const { request, save } = options;
+  const view = context.hostView(save);
+  const closure = resolveIn(view, socket);
+  const denied = view.deniedPids();
+  const unseen = checkHolders(context, view, { socket, closure, denied });
+  const record = buildRecord({
+    closure,
+    request: {
+      line: request.line,
+      requester: request.requester,
+      ...(request.clientIp === undefined ? {} : { clientIp: request.clientIp }),
+    },
+    userName: (uid) => context.accounts.lookup(uid)?.name ?? null,
+    // At most once a second (host/recent.ts): /proc/stat alone costs ~80 us to read.
+    host: recent('host facts', readHostFacts),
+    utmp: save.includes('utmp') ? readUtmp(context.utmpPath) : [],
+    denied,
+    problems: unseen === undefined ? [] : [unseen],
+    save,
+    type: request.type,
+    ...(request.sid === undefined ? {} : { sid: request.sid }),
+  });
+  const bytes = formatRecordBytes(record);
+  return { bytes, token: hashToken(bytes, context.tokenHash), processCount: closure.processes.length, upstream: closure.upstream };
+}
+
+/**
+ * Where analyses run: {@link createInlineAnalyses} on the calling thread, or the analysis
+ * worker thread (analysis-worker.ts), which keeps them off the event loop that accepts
+ * connections and answers ID requests.
+ */
+export interface AnalysisRunner {
+  prepare(socket: TcpSocket, options: { request: EvidenceRequest; save: readonly SaveCategory[] }): Promise<PreparedEvidence>;
+  summarise(socket: TcpSocket, save: readonly SaveCategory[]): Promise<ClosureSummary>;
+  /** Ends the runner (and releases what it holds: the worker, the descriptor index). Idempotent. */
+  close(): Promise<void>;
+}
+
+/**
+ * Analyses on the calling thread (`--inline-analyses`, and inetd mode, which serves one
+ * connection and so has no other request to delay). `close` runs `onClose` once.
+ */
+export function createInlineAnalyses(context: AnalysisContext, onClose?: () => void): AnalysisRunner {
+  let closed = false;
+  return {
+    prepare: (socket, options) => Promise.resolve().then(() => prepareEvidence(context, socket, options)),
+    summarise: (socket, save) => Promise.resolve().then(() => summariseClosure(context, socket, save)),
+    close() {
+      if (!closed) {
+        closed = true;
+        onClose?.();
+      }
+      return Promise.resolve();
+    },
+  };
+}
+
+/** What the collector needs. */
+export interface EvidenceCollectorOptions {
+  /** Where the closure, the record and its hash are computed. */
+  readonly analyses: AnalysisRunner;
+  readonly recordsDir: string;
+  readonly save: readonly SaveCategory[];
+  readonly tokenHash: TokenHash;
   /**
    * Store limits (`--max-records`, `--max-store-bytes`): at the limit the record is not
    * written, a `record-not-kept` entry goes to `ledger` first, and the token is still the
    * hash of the record's bytes (the reply looks like any other).
    */
   readonly quota?: { readonly limits: StoreQuota; readonly ledger: Ledger; readonly log?: Logger };
-  /** Which processes `/proc` shows (default: read once from `/proc`); tells why a socket may have no visible holder. */
-  readonly pidNamespace?: PidNamespaceView;
 }
 
 /** The outcome of one SV/SV_REC analysis. */
@@ -48,13 +182,12 @@ export interface CollectedEvidence {
 
 /**
  * Saves the evidence of an SV or SV_REC request (paper 3.3, Table II; DESIGN duty 5): the
- * process/IPC closure of the queried socket, per-request host facts and utmp entries, as a
- * content-hashed record written crash-safely. Resolves once the record is durably on disk.
+ * analysis runs on its runner (the worker thread), the record is written crash-safely here.
+ * Resolves once the record is durably on disk.
  */
 export class EvidenceCollector {
   #o: EvidenceCollectorOptions;
   #quotaReached = false;
-  #pidNamespace: PidNamespaceView | undefined;
 
   constructor(options: EvidenceCollectorOptions) {
     this.#o = options;
@@ -66,81 +199,35 @@ export class EvidenceCollector {
   }
 
   /** The closure alone, for ID_REC: who is upstream, without saving a record. */
-  analyse(socket: TcpSocket): { processCount: number; upstream: readonly UpstreamCandidate[] } {
-    const closure = this.#resolve(this.#o.hostView(), socket);
-    return { processCount: closure.processes.length, upstream: closure.upstream };
+  analyse(socket: TcpSocket): Promise<ClosureSummary> {
+    return this.#o.analyses.summarise(socket, this.#o.save);
   }
 
-  #resolve(view: LinuxHostView, socket: TcpSocket): Closure {
-    const ephemeralPorts = readEphemeralPorts();
-    return resolveClosure(view, { socket, ...(ephemeralPorts === undefined ? {} : { ephemeralPorts }) });
-  }
-
-  /** The `no-visible-holder` problem when no process the closure read holds the queried socket (issue 13). */
-  #checkHolders(
-    view: LinuxHostView,
-    facts: { socket: TcpSocket; closure: Closure; denied: readonly number[] },
-  ): AnalysisProblem | undefined {
-    const { socket, closure } = facts;
-    // The view indexed every descriptor once for the closure: asking again costs a lookup.
-    const holders = socket.inode > 0 ? view.findHolders(socket.inode, socket.uid) : [];
-    const read = new Set(closure.processes.map((process) => process.pid));
-    this.#pidNamespace ??= this.#o.pidNamespace ?? readPidNamespaceView();
-    return checkHolderVisibility({
-      socket,
-      holders,
-      readHolders: holders.filter((pid) => read.has(pid)),
-      denied: facts.denied,
-      pidNamespace: this.#pidNamespace,
-    });
-  }
-
-  async collect(
-    socket: TcpSocket,
-    request: { line: string; requester: Endpoint; clientIp?: string; type: 'SV' | 'SV_REC'; sid?: string },
-  ): Promise<CollectedEvidence> {
-    const view = this.#o.hostView();
-    const closure = this.#resolve(view, socket);
-    const denied = view.deniedPids();
-    const problems: AnalysisProblem[] = [];
-    const unseen = this.#checkHolders(view, { socket, closure, denied });
-    if (unseen !== undefined) problems.push(unseen);
-    const record = buildRecord({
-      closure,
-      request: {
-        line: request.line,
-        requester: request.requester,
-        ...(request.clientIp === undefined ? {} : { clientIp: request.clientIp }),
-      },
-      userName: (uid) => this.#o.accounts.lookup(uid)?.name ?? null,
-      // At most once a second (host/recent.ts): /proc/stat alone costs ~80 us to read.
-      host: recent('host facts', readHostFacts),
-      utmp: this.#o.save.includes('utmp') ? readUtmp(this.#o.utmpPath) : [],
-      denied,
-      problems,
-      save: this.#o.save,
-      type: request.type,
-      ...(request.sid === undefined ? {} : { sid: request.sid }),
-    });
-    const bytes = formatRecordBytes(record);
+  async collect(socket: TcpSocket, request: EvidenceRequest): Promise<CollectedEvidence> {
+    const prepared = await this.#o.analyses.prepare(socket, { request, save: this.#o.save });
+    const { token, processCount, upstream } = prepared;
+    const bytes = Buffer.from(prepared.bytes.buffer, prepared.bytes.byteOffset, prepared.bytes.byteLength);
     const quota = this.#o.quota;
     const refusal = quota?.limits.admit(bytes.length);
     if (quota !== undefined && refusal !== undefined) {
-      const token = hashToken(bytes, this.#o.tokenHash);
       // Duty 9: what the token stands for (nothing kept, and why) is durable before the reply.
       await quota.ledger.append(describeRecordNotKept(token, refusal, bytes.length));
       if (!this.#quotaReached) quota.log?.warn(`Store quota reached (${refusal.reason} ${refusal.limit}): SV records are no longer kept`);
       this.#quotaReached = true;
-      return { token, processCount: closure.processes.length, upstream: closure.upstream, kept: false };
+      return { token, processCount, upstream, kept: false };
     }
     this.#quotaReached = false;
-    let token: string;
     try {
-      token = await writeRecord(this.#o.recordsDir, bytes, { hash: this.#o.tokenHash });
+      await writeRecord(this.#o.recordsDir, bytes, { hash: this.#o.tokenHash, token });
     } catch (error) {
       quota?.limits.release(bytes.length);
       throw error;
     }
-    return { token, processCount: closure.processes.length, upstream: closure.upstream, kept: true };
+    return { token, processCount, upstream, kept: true };
+  }
+
+  /** Ends the analysis runner. Idempotent. */
+  close(): Promise<void> {
+    return this.#o.analyses.close();
   }
 }

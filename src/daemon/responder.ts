@@ -238,7 +238,7 @@ export class Responder {
       });
       return { token: saved.token, record: true, processCount: saved.processCount, upstream: saved.upstream };
     }
-    const analysis = evidence.analyse(socket);
+    const analysis = await evidence.analyse(socket);
     return { token: undefined, record: false, processCount: analysis.processCount, upstream: analysis.upstream };
   }
 

@@ -404,8 +404,12 @@ export function formatRecordBytes(record: EvidenceRecord): Buffer {
  * may the token be replied (DESIGN duty 9). Any failure is a {@link StoreWriteError}, and
  * the temporary file is removed.
  */
-export async function writeRecord(recordsDir: string, bytes: Buffer, options: { readonly hash: TokenHash }): Promise<string> {
-  const token = hashToken(bytes, options.hash);
+export async function writeRecord(
+  recordsDir: string,
+  bytes: Buffer,
+  options: { readonly hash: TokenHash; /** `bytes`' hash when the caller has it already (computed by the analysis thread). */ readonly token?: string },
+): Promise<string> {
+  const token = options.token ?? hashToken(bytes, options.hash);
   const temporary = join(recordsDir, `.${token}.tmp-${randomBytes(6).toString('hex')}`);
   const final = join(recordsDir, `${token}.json`);
   let fd: number | undefined;

@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { Worker } from 'node:worker_threads';
 
 import { FD_SCAN_ENTRY_WIDTH, findPackageRoot, loadNativeAddon } from './native-addon.js';
 
@@ -110,4 +112,60 @@ void test('loadNativeAddon binding scanFds classifies sockets, pipes and FIFOs a
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
+});
+
+/** This process's NETLINK_SOCK_DIAG sockets (protocol 4 in /proc/net/netlink), by inode. */
+function countSockDiagSockets(): number {
+  const diag = new Set(
+    readFileSync('/proc/self/net/netlink', 'utf8')
+      .split('\n')
+      .slice(1)
+      .map((line) => line.trim().split(/\s+/))
+      .filter((fields) => fields[1] === '4')
+      .map((fields) => fields.at(-1)),
+  );
+  let count = 0;
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      const inode = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/self/fd/${fd}`))?.[1];
+      if (inode !== undefined && diag.has(inode)) count += 1;
+    } catch {
+      // The directory's own descriptor, gone by now.
+    }
+  }
+  return count;
+}
+
+void test('the addon loads in worker threads (the analysis thread), and each thread releases its netlink socket when it ends', async () => {
+  const { binding } = loadNativeAddon();
+  assert.ok(binding, 'addon not built');
+  binding.tcpLookup(4, Buffer.alloc(4), 0, Buffer.alloc(4), 0);
+  const before = countSockDiagSockets();
+  assert.ok(before >= 1, 'the main thread keeps its own socket');
+  const indexModule = new URL('./persistent-fd-index.js', import.meta.url).href;
+  const addonModule = new URL('./native-addon.js', import.meta.url).href;
+  for (let round = 0; round < 2; round += 1) {
+    const worker = new Worker(
+      `const { parentPort } = require('node:worker_threads');
+       (async () => {
+         const { loadNativeAddon } = await import(${JSON.stringify(addonModule)});
+         const { createPersistentFdIndex } = await import(${JSON.stringify(indexModule)});
+         const { binding } = loadNativeAddon();
+         binding.tcpLookup(4, Buffer.alloc(4), 0, Buffer.alloc(4), 0);
+         const index = createPersistentFdIndex({ skipSelf: true, separateTable: false });
+         const refresh = index.refresh();
+         index.close();
+         parentPort.postMessage({ loaded: binding !== undefined, tracked: refresh.tracked });
+       })().catch((error) => parentPort.postMessage({ error: String(error) }));`,
+      { eval: true },
+    );
+    const [message] = (await once(worker, 'message')) as [{ loaded?: boolean; tracked?: number; error?: string }];
+    await once(worker, 'exit');
+    assert.equal(message.error, undefined);
+    assert.equal(message.loaded, true);
+    assert.ok((message.tracked ?? 0) > 0, 'the index in the thread sees processes');
+  }
+  // The main thread's kept socket still works, and the threads' two are closed.
+  binding.tcpLookup(4, Buffer.alloc(4), 0, Buffer.alloc(4), 0);
+  assert.equal(countSockDiagSockets(), before);
 });

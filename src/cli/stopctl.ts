@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { existsSync } from 'node:fs';
+import { ledgerExists } from '../evidence/ledger-segments.js';
 import { queryStop } from '../daemon/client.js';
 import { DEFAULTS } from '../daemon/daemon.js';
 import { storePaths } from '../evidence/store.js';
@@ -187,7 +187,7 @@ function parseTokenCommand(
     throw new UsageError(`${JSON.stringify(token)} is not a token: tokens are 40 or 64 lowercase hex digits`);
   }
   const storeDir = values.store ?? DEFAULTS.storeDir;
-  if (!existsSync(storePaths(storeDir).ledger)) {
+  if (!ledgerExists(storePaths(storeDir).ledger)) {
     throw new UsageError(`${storeDir} holds no ledger; give the daemon's store directory with --store`);
   }
   return { token, storeDir, format: format as OutputFormat, json: format === 'json', help: false };
@@ -210,7 +210,8 @@ async function runRedeem(argv: string[]): Promise<number> {
           ? describeUnreadableRecordJson(token, { parseError: record.parseError, verified: record.verified, actualHash: record.actualHash })
           : describeRecordJson(token, record.record, { verified: record.verified, actualHash: record.actualHash });
     const absence = redemption.absence === undefined ? {} : { recordAbsent: { reason: redemption.absence.reason, note: redemption.absence.note, seq: redemption.absence.entry.seq } };
-    process.stdout.write(`${JSON.stringify({ ...body, verdict: VERDICTS[status], problems, ledger, ...absence }, null, 2)}\n`);
+    const droppedNote = redemption.issuedInDroppedLedger === undefined ? {} : { ledgerEntryDropped: redemption.issuedInDroppedLedger };
+    process.stdout.write(`${JSON.stringify({ ...body, verdict: VERDICTS[status], problems, ledger, ...absence, ...droppedNote }, null, 2)}\n`);
     return status;
   }
   let text: string;
@@ -223,6 +224,7 @@ async function runRedeem(argv: string[]): Promise<number> {
   }
   for (const problem of problems) text += `${status === 2 ? 'Unknown' : 'INTEGRITY FAILURE'}: ${problem}\n`;
   if (redemption.absence !== undefined) text += `Record      ${redemption.absence.note}\n`;
+  if (redemption.issuedInDroppedLedger !== undefined) text += `Ledger      ${redemption.issuedInDroppedLedger}\n`;
   if (format === 'dot' || format === 'svg') {
     if (record?.record !== undefined) {
       process.stdout.write(await formatRecordPicture(token, record.record, { format, problems }));

@@ -8,8 +8,12 @@ import { buildRecord, formatRecordBytes, writeRecord, type SaveCategory } from '
 import type { Ledger } from '../evidence/ledger.js';
 import { describeRecordNotKept, type StoreQuota } from '../evidence/quota.js';
 import { hashToken, type TokenHash } from '../evidence/tokens.js';
+import { formatRequesterGroup } from '../protocol/index.js';
 import type { Logger } from './logger.js';
 import { resolveClosure, type Closure, type UpstreamCandidate } from '../trace/index.js';
+
+/** Log lines about requesters over their share, at most (one each). */
+const MAX_SHARE_WARNINGS = 100;
 
 /** What the collector needs. */
 export interface EvidenceCollectorOptions {
@@ -26,7 +30,8 @@ export interface EvidenceCollectorOptions {
   /** Where utmp is read from (default `/var/run/utmp`; a missing file is no error). */
   readonly utmpPath?: string;
   /**
-   * Store limits (`--max-records`, `--max-store-bytes`): at the limit the record is not
+   * Store limits (`--max-records`, `--max-store-bytes`, and each requester group's share of
+   * them, `--max-requester-share`): at a limit the record is not
    * written, a `record-not-kept` entry goes to `ledger` first, and the token is still the
    * hash of the record's bytes (the reply looks like any other).
    */
@@ -51,6 +56,8 @@ export interface CollectedEvidence {
 export class EvidenceCollector {
   #o: EvidenceCollectorOptions;
   #quotaReached = false;
+  /** Groups already warned about (bounded: the ledger has every refusal, the log only a hint). */
+  readonly #sharesWarned = new Set<string>();
 
   constructor(options: EvidenceCollectorOptions) {
     this.#o = options;
@@ -96,13 +103,22 @@ export class EvidenceCollector {
     });
     const bytes = formatRecordBytes(record);
     const quota = this.#o.quota;
-    const refusal = quota?.limits.admit(bytes.length);
+    // The requester, not a CL_IP, is who spends the store (issue 13: one unit for every per-requester limit).
+    const group = formatRequesterGroup(request.requester.address);
+    const refusal = quota?.limits.admit(bytes.length, group);
     if (quota !== undefined && refusal !== undefined) {
       const token = hashToken(bytes, this.#o.tokenHash);
       // Duty 9: what the token stands for (nothing kept, and why) is durable before the reply.
       await quota.ledger.append(describeRecordNotKept(token, refusal, bytes.length));
-      if (!this.#quotaReached) quota.log?.warn(`Store quota reached (${refusal.reason} ${refusal.limit}): SV records are no longer kept`);
-      this.#quotaReached = true;
+      if (refusal.reason === 'requester-share') {
+        if (group !== undefined && !this.#sharesWarned.has(group) && this.#sharesWarned.size < MAX_SHARE_WARNINGS) {
+          this.#sharesWarned.add(group);
+          quota.log?.warn(`Requester ${group} reached its share of the store (${refusal.limit} ${refusal.of === 'max-records' ? 'records' : 'bytes'}): its SV records are no longer kept`);
+        }
+      } else {
+        if (!this.#quotaReached) quota.log?.warn(`Store quota reached (${refusal.reason} ${refusal.limit}): SV records are no longer kept`);
+        this.#quotaReached = true;
+      }
       return { token, processCount: closure.processes.length, upstream: closure.upstream, kept: false };
     }
     this.#quotaReached = false;
@@ -110,7 +126,7 @@ export class EvidenceCollector {
     try {
       token = await writeRecord(this.#o.recordsDir, bytes, { hash: this.#o.tokenHash });
     } catch (error) {
-      quota?.limits.release(bytes.length);
+      quota?.limits.release(bytes.length, group);
       throw error;
     }
     return { token, processCount: closure.processes.length, upstream: closure.upstream, kept: true };

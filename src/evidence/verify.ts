@@ -385,6 +385,8 @@ async function scanLedger(path: string, initialKey: Buffer | undefined, findings
     }
     previous = { line: lineNumber, hash, seq, where };
   }
+  // Stopped early (a partial last line): close the file.
+  await stream.return(undefined).catch(() => undefined);
   if (keyCursor.key !== undefined) forgetKey(keyCursor.key);
   if (readError !== undefined) {
     throw new StoreOpenError(`Cannot read the ledger ${path}: ${(readError as Error).message}`, { cause: readError });

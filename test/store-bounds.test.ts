@@ -140,7 +140,7 @@ describe('ledger retention with a real daemon', () => {
     daemon = undefined;
     const verify = await runStopctl(['verify', '--store', storeDir]);
     assert.equal(verify.code, 0, verify.stdout);
-    assert.match(verify.stdout, /Checked  from seq \d+ on/);
+    assert.match(verify.stdout, /Checked {2}from seq \d+ on/);
   });
 });
 

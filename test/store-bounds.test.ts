@@ -113,8 +113,8 @@ describe('ledger retention with a real daemon', () => {
 
     const verify = await runStopctl(['verify', '--store', storeDir]);
     assert.equal(verify.code, 0, verify.stdout + verify.stderr);
-    assert.match(verify.stdout, new RegExp(`Checked  from seq ${first?.seq} on: seqs 1\\.\\.${(first?.seq ?? 0) - 1} were dropped by the ledger's retention`));
-    assert.match(verify.stdout, /Verdict  clean/);
+    assert.match(verify.stdout, new RegExp(`Checked {2}from seq ${first?.seq} on: seqs 1\\.\\.${(first?.seq ?? 0) - 1} were dropped by the ledger's retention`));
+    assert.match(verify.stdout, /Verdict {2}clean/);
     const json = JSON.parse((await runStopctl(['verify', '--store', storeDir, '--json'])).stdout) as {
       clean: boolean;
       ledger: { checkedFromSeq: number; droppedThroughSeq: number; firstSeq: number };

@@ -251,3 +251,19 @@ test('readLedgerRange reads a seq range across segments, from a stale position h
   assert.deepEqual(hinted.items.map((item) => item.seq), [3, 4]);
   assert.ok(readdirSync(segmentsDirOf(paths.ledger)).length >= 3);
 });
+
+test('redeemToken reports a broken chain when leading segments were deleted without a segment-dropped entry', async () => {
+  const paths = newStore();
+  const ledger = await Ledger.open(paths.ledger, { retention: { segmentBytes: 1024 } });
+  await appendMany(ledger, 20);
+  const token = randomBytes(32).toString('hex');
+  await ledger.append({ kind: 'reply', request: '6191,23', decision: 'token', token });
+  await ledger.close();
+  assert.equal((await redeemToken(paths.dir, token)).status, 0);
+  const first = listLedgerSegments(paths.ledger)[0];
+  assert.ok(first !== undefined && !first.active);
+  unlinkSync(first.path);
+  const redeemed = await redeemToken(paths.dir, token);
+  assert.equal(redeemed.status, 3);
+  assert.match(redeemed.problems.join(' '), /hash chain is broken at line\(s\) 1/);
+});

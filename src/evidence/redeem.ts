@@ -31,12 +31,18 @@ export async function findToken(storeDir: string, token: string): Promise<Ledger
   let lines = 0;
   const brokenLines: number[] = [];
   let dropped: LedgerFinding['dropped'];
+  let first: { seq: number; prev: string } | undefined;
+  const dropHashes = new Map<number, unknown>();
   for await (const line of readLedger(storePaths(storeDir).ledger)) {
     lines = line.lineNumber;
     if (!line.chained) brokenLines.push(line.lineNumber);
     if (line.entry === undefined) continue;
-    if (line.entry.kind === 'segment-dropped' && typeof line.entry.lastSeq === 'number' && line.entry.lastSeq > (dropped?.throughSeq ?? 0)) {
-      dropped = { throughSeq: line.entry.lastSeq, lastTime: typeof line.entry.lastTime === 'string' ? line.entry.lastTime : undefined };
+    if (line.lineNumber === 1) first = { seq: line.entry.seq, prev: line.entry.prev };
+    if (line.entry.kind === 'segment-dropped' && typeof line.entry.lastSeq === 'number') {
+      dropHashes.set(line.entry.lastSeq, line.entry.lastHash);
+      if (line.entry.lastSeq > (dropped?.throughSeq ?? 0)) {
+        dropped = { throughSeq: line.entry.lastSeq, lastTime: typeof line.entry.lastTime === 'string' ? line.entry.lastTime : undefined };
+      }
     }
     if (entry === undefined && line.entry.token === token && line.entry.kind === 'reply') {
       entry = line.entry;
@@ -45,6 +51,9 @@ export async function findToken(storeDir: string, token: string): Promise<Ledger
       upstream.push(line.entry);
     }
   }
+  // The kept ledger may start after a dropped prefix only where a segment-dropped entry says
+  // it ends, with the hash the first kept entry chains onto; anything else is a deleted prefix.
+  if (first !== undefined && first.seq > 1 && dropHashes.get(first.seq - 1) !== first.prev && brokenLines[0] !== 1) brokenLines.unshift(1);
   return { entry, lineNumber, upstream, lines, brokenLines, ...(dropped === undefined ? {} : { dropped }) };
 }
 

@@ -12,7 +12,7 @@ import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { exchange, STOPCTL, startDaemon, type DaemonHandle } from './support/daemon.js';
+import { exchange, STOPCTL, STOPD, startDaemon, type DaemonHandle } from './support/daemon.js';
 import { listen, type TestListener } from './support/peers.js';
 import { requestSv } from './support/sv-record.js';
 
@@ -209,5 +209,27 @@ describe('per-requester share of the record store with a real daemon', { skip: i
     assert.match(redeemed.stdout, /record not kept: requester 127\.0\.0\.2 reached its share of the store \(--max-requester-share 10%/);
     const verify = await runStopctl(['verify', '--store', storeDir]);
     assert.equal(verify.code, 0, verify.stdout);
+  });
+});
+
+describe('store bound settings', () => {
+  function checkConfig(args: string[]): Promise<{ code: number; stderr: string }> {
+    return new Promise((resolve) => {
+      execFile(process.execPath, [STOPD, '--config', '/dev/null', '--check-config', ...args], { timeout: 20_000 }, (error, _stdout, stderr) => {
+        resolve({ code: error === null ? 0 : typeof error.code === 'number' ? error.code : -1, stderr });
+      });
+    });
+  }
+
+  test('stopd refuses a ledger segment larger than half the ledger budget, or too small, in one sentence (exit 64)', async () => {
+    const big = await checkConfig(['--ledger-segment-bytes', '1G']);
+    assert.equal(big.code, 64);
+    assert.match(big.stderr, /^stopd: --ledger-segment-bytes \(1073741824\) must be at most half of --ledger-max-bytes \(1073741824\)/);
+    const small = await checkConfig(['--ledger-segment-bytes', '100']);
+    assert.equal(small.code, 64);
+    assert.match(small.stderr, /must be at least 1024 bytes/);
+    const share = await checkConfig(['--max-requester-share', '0']);
+    assert.equal(share.code, 64);
+    assert.equal((await checkConfig(['--ledger-segment-bytes', '4M', '--ledger-max-bytes', '8M', '--ledger-retention', '30'])).code, 0);
   });
 });

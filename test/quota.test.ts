@@ -81,7 +81,7 @@ describe('store quota and retention with a real daemon', { skip: isRoot ? false 
   });
 
   test('stopd --max-records 3 answers 5 SV requests with tokens, keeps 3 records, and the ledger names the 2 not kept', async () => {
-    daemon = await startDaemon(['--max-records', '3'], { storeDir });
+    daemon = await startDaemon(['--max-records', '3', '--max-requester-share', '100'], { storeDir });
     for (let index = 0; index < 5; index += 1) tokens.push(await requestSv(daemon, ports));
     assert.equal(new Set(tokens).size, 5, 'five distinct tokens of the same form');
     assert.deepEqual(recordFiles(storeDir), tokens.slice(0, 3).map((token) => `${token}.json`).sort());
@@ -149,7 +149,7 @@ describe('store quota and retention with a real daemon', { skip: isRoot ? false 
   });
 
   test('stopd counts the records on disk again at start: after a prune it keeps records up to the limit', async () => {
-    daemon = await startDaemon(['--max-records', '3'], { storeDir });
+    daemon = await startDaemon(['--max-records', '3', '--max-requester-share', '100'], { storeDir });
     const fresh = [await requestSv(daemon, ports), await requestSv(daemon, ports), await requestSv(daemon, ports)];
     // One record survived the prune: two more fit under 3, the third does not.
     assert.ok(existsSync(join(storeDir, 'records', `${fresh[0]}.json`)));
@@ -182,7 +182,7 @@ describe('store quota and retention with a real daemon', { skip: isRoot ? false 
   });
 
   test('stopd --max-store-bytes keeps no record that would pass the size limit, and says so', async () => {
-    const small = await startDaemon(['--max-store-bytes', '1']);
+    const small = await startDaemon(['--max-store-bytes', '1', '--max-requester-share', '100']);
     try {
       const token = await requestSv(small, ports);
       assert.deepEqual(recordFiles(small.storeDir), []);

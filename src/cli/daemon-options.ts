@@ -12,6 +12,9 @@ import { parseSaveCategories } from '../evidence/record.js';
 import { parseListenAddress } from './args.js';
 import type { OptionSpec, OptionValue, Settings } from './options.js';
 
+/** A ledger segment smaller than this would rotate at nearly every entry. */
+const MIN_SEGMENT_BYTES = 1024;
+
 /** Every setting of stopd, in `--help` order. */
 export const DAEMON_OPTIONS: readonly OptionSpec[] = [
   { name: 'listen', kind: 'list', arg: 'ADDR:PORT', default: ['[::]:113'], reload: 'restart',
@@ -68,8 +71,16 @@ export const DAEMON_OPTIONS: readonly OptionSpec[] = [
   { name: 'syslog-ca', kind: 'string', arg: 'FILE', reload: 'restart', help: "PEM certificates to trust for --syslog-tls instead of the system's" },
   { name: 'max-records', kind: 'integer', arg: 'N', min: 0, max: Number.MAX_SAFE_INTEGER, reload: 'restart',
     help: 'SV records kept at most; past it SV replies go on as usual, the record is not saved and the ledger says so (no limit by default)' },
-  { name: 'max-store-bytes', kind: 'string', arg: 'SIZE', reload: 'restart',
-    help: 'total size of SV records kept at most, e.g. 500M or 2G (no limit by default; the ledger is never limited); remove old records with `stopctl prune`' },
+  { name: 'max-store-bytes', kind: 'string', arg: 'SIZE', default: '1G', reload: 'restart',
+    help: 'total size of SV records kept at most, e.g. 500M or 2G; past it SV replies go on, new records are not saved and the ledger says so; remove old records with `stopctl prune`' },
+  { name: 'max-requester-share', kind: 'integer', arg: 'PERCENT', min: 1, max: 100, default: DEFAULTS.maxRequesterSharePercent, reload: 'restart',
+    help: 'part of --max-store-bytes (and --max-records) the records of one requester (an IPv4 address, an IPv6 /64) may fill; its further records are not kept, the others keep their room (100: no share)' },
+  { name: 'ledger-segment-bytes', kind: 'string', arg: 'SIZE', default: '16M', reload: 'restart',
+    help: 'start a new ledger segment (the old one moves to STORE/ledger-segments/) once the current one holds SIZE; at most half of --ledger-max-bytes' },
+  { name: 'ledger-max-bytes', kind: 'string', arg: 'SIZE', default: '1G', reload: 'restart',
+    help: 'total size of the ledger kept: past it the oldest segments are deleted, after a segment-dropped entry records the hash they end with, so `stopctl verify` checks the rest' },
+  { name: 'ledger-retention', kind: 'integer', arg: 'DAYS', min: 1, max: 36_500, default: DEFAULTS.ledgerRetentionDays, reload: 'restart',
+    help: 'delete ledger segments whose last entry is older than DAYS days (checked as entries are written), noted the same way' },
 ];
 
 /** Looks a setting up by name (a programming error if it is not in the table). */
@@ -118,6 +129,16 @@ export function buildDaemonOptions(
   const ca = caFile === undefined ? undefined : checked('syslog-ca', () => readCa(caFile));
   const maxRecords = get<number>('max-records');
   const maxStoreBytes = get<string>('max-store-bytes');
+  const ledgerSegmentBytes = checked('ledger-segment-bytes', () => parseByteSize(get<string>('ledger-segment-bytes') ?? '16M', '--ledger-segment-bytes'));
+  const ledgerMaxBytes = checked('ledger-max-bytes', () => parseByteSize(get<string>('ledger-max-bytes') ?? '1G', '--ledger-max-bytes'));
+  if (ledgerSegmentBytes < MIN_SEGMENT_BYTES) {
+    throw new UsageError(`${context.origin('ledger-segment-bytes')} must be at least ${MIN_SEGMENT_BYTES} bytes (a ledger entry is about 520)`);
+  }
+  if (ledgerSegmentBytes * 2 > ledgerMaxBytes) {
+    throw new UsageError(
+      `${context.origin('ledger-segment-bytes')} (${ledgerSegmentBytes}) must be at most half of --ledger-max-bytes (${ledgerMaxBytes}): the active segment is never dropped`,
+    );
+  }
   const ledgerKey = get<string>('ledger-key');
   return {
     listen: context.listen ?? checked('listen', () => (get<readonly string[]>('listen') ?? ['[::]:113']).map(parseListenAddress)),
@@ -154,6 +175,10 @@ export function buildDaemonOptions(
         }),
     ...(maxRecords === undefined ? {} : { maxRecords }),
     ...(maxStoreBytes === undefined ? {} : { maxStoreBytes: checked('max-store-bytes', () => parseByteSize(maxStoreBytes)) }),
+    maxRequesterSharePercent: int('max-requester-share'),
+    ledgerSegmentBytes,
+    ledgerMaxBytes,
+    ledgerRetentionDays: int('ledger-retention'),
     log: context.log,
   };
 }

@@ -217,7 +217,8 @@ async function runRedeem(argv: string[]): Promise<number> {
           ? describeUnreadableRecordJson(token, { parseError: record.parseError, verified: record.verified, actualHash: record.actualHash })
           : describeRecordJson(token, record.record, { verified: record.verified, actualHash: record.actualHash });
     const absence = redemption.absence === undefined ? {} : { recordAbsent: { reason: redemption.absence.reason, note: redemption.absence.note, seq: redemption.absence.entry.seq } };
-    process.stdout.write(`${JSON.stringify({ ...body, verdict: VERDICTS[status], problems, ledger, ...absence }, null, 2)}\n`);
+    const droppedNote = redemption.issuedInDroppedLedger === undefined ? {} : { ledgerEntryDropped: redemption.issuedInDroppedLedger };
+    process.stdout.write(`${JSON.stringify({ ...body, verdict: VERDICTS[status], problems, ledger, ...absence, ...droppedNote }, null, 2)}\n`);
     return status;
   }
   let text: string;
@@ -231,6 +232,7 @@ async function runRedeem(argv: string[]): Promise<number> {
   // An unknown token's one problem is already said by formatFinding, with the store it read.
   if (status !== 2) for (const problem of problems) text += `INTEGRITY FAILURE: ${problem}\n`;
   if (redemption.absence !== undefined) text += `Record      ${redemption.absence.note}\n`;
+  if (redemption.issuedInDroppedLedger !== undefined) text += `Ledger      ${redemption.issuedInDroppedLedger}\n`;
   if (format === 'dot' || format === 'svg') {
     if (record?.record !== undefined) {
       process.stdout.write(await formatRecordPicture(token, record.record, { format, problems }));

@@ -86,11 +86,18 @@ export function formatVerifyText(report: VerifyReport, options: { keyGiven: bool
   if (ledger.keyId === null) macs = 'no forward-secure MACs (no key installed)';
   else if (options.keyGiven) macs = `${ledger.macsChecked} MACs checked with the initial key (key id ${ledger.keyId})`;
   else macs = `MACs not checked (key id ${ledger.keyId}): give the initial key with --key FILE`;
-  out.push(`Ledger   ${range} in ${ledger.lines} lines; ${macs}`);
+  const files = ledger.segments > 1 ? ` (${ledger.segments} segment files)` : '';
+  out.push(`Ledger   ${range} in ${ledger.lines} lines${files}; ${macs}`);
+  if (ledger.droppedThroughSeq !== null && ledger.checkedFromSeq !== null) {
+    out.push(
+      `Checked  from seq ${ledger.checkedFromSeq} on: seqs 1..${ledger.droppedThroughSeq} were dropped by the ledger's retention, and the first kept entry chains onto the hash their segment-dropped entry recorded`,
+    );
+  }
   out.push(
     `Records  ${records.count} files; ${records.referenced} named by the ledger` +
       (records.unreplied > 0 ? `, ${records.unreplied} saved for requests never replied (recovery entries)` : '') +
-      (records.absent > 0 ? `; ${records.absent} absent as the ledger says (pruned, or not kept at the quota)` : ''),
+      (records.absent > 0 ? `; ${records.absent} absent as the ledger says (pruned, or not kept at the quota)` : '') +
+      (records.beforeKeptLedger > 0 ? `; ${records.beforeKeptLedger} older than the kept ledger (their entries were dropped; their bytes were checked)` : ''),
   );
   out.push(report.clean ? 'Verdict  clean' : `Verdict  TAMPERED: ${report.findings.length} finding${report.findings.length === 1 ? '' : 's'}`);
   return out.join('\n') + '\n';

@@ -61,8 +61,14 @@ export interface DaemonOptions {
   readonly syslog?: { readonly target: SyslogTarget; readonly tls?: { readonly ca?: string | Buffer } };
   /** `--max-records`: SV records kept at most; past it replies go on, records are not kept. */
   readonly maxRecords?: number;
-  /** `--max-store-bytes`: total size of the SV records kept at most. */
+  /** `--max-store-bytes`: total size of the SV records kept at most (default 1 GiB). */
   readonly maxStoreBytes?: number;
+  /** `--max-requester-share`: percent of the record limits one requester group may use (100: no share). */
+  readonly maxRequesterSharePercent?: number;
+  /** `--ledger-segment-bytes`, `--ledger-max-bytes`, `--ledger-retention` (days): ledger segments and retention. */
+  readonly ledgerSegmentBytes?: number;
+  readonly ledgerMaxBytes?: number;
+  readonly ledgerRetentionDays?: number;
   /** Wait this long for the store lock (inetd mode: one process per connection, taking turns). */
   readonly storeLockWaitMs?: number;
   /** Replaces the Linux socket table (tests). */
@@ -106,6 +112,13 @@ export const DEFAULTS = {
   loopWindowSec: 120,
   maxPerSid: 64,
   maxAnalysisQueue: 16,
+  /** Records: 1 GiB, of which one requester group may fill 10 %. */
+  maxStoreBytes: 1024 ** 3,
+  maxRequesterSharePercent: 10,
+  /** Ledger: ~520 bytes an entry, so 16 MiB segments hold ~32 000 entries, 1 GiB about two million. */
+  ledgerSegmentBytes: 16 * 1024 ** 2,
+  ledgerMaxBytes: 1024 ** 3,
+  ledgerRetentionDays: 400,
 };
 
 /** A running daemon. */
@@ -132,6 +145,10 @@ const RESTART_ONLY: readonly (readonly [string, keyof DaemonOptions])[] = [
   ['syslog', 'syslog'],
   ['max-records', 'maxRecords'],
   ['max-store-bytes', 'maxStoreBytes'],
+  ['max-requester-share', 'maxRequesterSharePercent'],
+  ['ledger-segment-bytes', 'ledgerSegmentBytes'],
+  ['ledger-max-bytes', 'ledgerMaxBytes'],
+  ['ledger-retention', 'ledgerRetentionDays'],
   ['max-lookups', 'maxLookups'],
   ['max-analysis-queue', 'maxAnalysisQueue'],
   ['max-upstream', 'maxUpstream'],
@@ -146,21 +163,24 @@ const RATE_WINDOW_MS = 60_000;
 /** Opens the store, binds the listeners and starts answering. */
 export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon> {
   const syslog = options.syslog;
-  const limited = options.maxRecords !== undefined || options.maxStoreBytes !== undefined;
+  const maxStoreBytes = options.maxStoreBytes ?? DEFAULTS.maxStoreBytes;
+  const sharePercent = options.maxRequesterSharePercent ?? DEFAULTS.maxRequesterSharePercent;
   const store = await openStore(options.storeDir, {
+    ledgerRetention: {
+      segmentBytes: options.ledgerSegmentBytes ?? DEFAULTS.ledgerSegmentBytes,
+      maxBytes: options.ledgerMaxBytes ?? DEFAULTS.ledgerMaxBytes,
+      maxAgeMs: (options.ledgerRetentionDays ?? DEFAULTS.ledgerRetentionDays) * 86_400_000,
+    },
     ...(options.storeLockWaitMs === undefined ? {} : { lockWaitMs: options.storeLockWaitMs }),
     ...(options.ledgerKeyFile === undefined ? {} : { ledgerKeyFile: options.ledgerKeyFile }),
     ...(syslog === undefined
       ? {}
       : { forward: { target: syslog.target, log: options.log, ...(syslog.tls === undefined ? {} : { tls: syslog.tls }) } }),
-    ...(limited
-      ? {
-          quota: {
-            ...(options.maxRecords === undefined ? {} : { maxRecords: options.maxRecords }),
-            ...(options.maxStoreBytes === undefined ? {} : { maxBytes: options.maxStoreBytes }),
-          },
-        }
-      : {}),
+    quota: {
+      ...(options.maxRecords === undefined ? {} : { maxRecords: options.maxRecords }),
+      maxBytes: maxStoreBytes,
+      ...(sharePercent >= 100 ? {} : { requesterShare: sharePercent / 100 }),
+    },
   });
   let analyses: AnalysisRunner | undefined;
   try {

@@ -9,6 +9,7 @@ import { buildRecord, formatRecordBytes, writeRecord, type SaveCategory } from '
 import type { Ledger } from '../evidence/ledger.js';
 import { describeRecordNotKept, type StoreQuota } from '../evidence/quota.js';
 import { hashToken, type TokenHash } from '../evidence/tokens.js';
+import { formatRequesterGroup } from '../protocol/index.js';
 import type { Logger } from './logger.js';
 import { checkHolderVisibility, resolveClosure, type AnalysisProblem, type Closure, type UpstreamCandidate } from '../trace/index.js';
 
@@ -53,6 +54,9 @@ export interface AnalysisContext {
   /** Which processes `/proc` shows (default: read once from `/proc`); tells why a socket may have no visible holder. */
   readonly pidNamespace?: PidNamespaceView;
 }
+
+/** Log lines about requesters over their share, at most (one each). */
+const MAX_SHARE_WARNINGS = 100;
 
 /** Read at the first analysis of a thread: the PID namespace of `/proc` does not change. */
 let pidNamespaceOfProc: PidNamespaceView | undefined;
@@ -188,6 +192,8 @@ export interface CollectedEvidence {
 export class EvidenceCollector {
   #o: EvidenceCollectorOptions;
   #quotaReached = false;
+  /** Groups already warned about (bounded: the ledger has every refusal, the log only a hint). */
+  readonly #sharesWarned = new Set<string>();
 
   constructor(options: EvidenceCollectorOptions) {
     this.#o = options;
@@ -208,19 +214,28 @@ export class EvidenceCollector {
     const { token, processCount, upstream } = prepared;
     const bytes = Buffer.from(prepared.bytes.buffer, prepared.bytes.byteOffset, prepared.bytes.byteLength);
     const quota = this.#o.quota;
-    const refusal = quota?.limits.admit(bytes.length);
+    // The requester, not a CL_IP, is who spends the store (issue 13: one unit for every per-requester limit).
+    const group = formatRequesterGroup(request.requester.address);
+    const refusal = quota?.limits.admit(bytes.length, group);
     if (quota !== undefined && refusal !== undefined) {
       // Duty 9: what the token stands for (nothing kept, and why) is durable before the reply.
       await quota.ledger.append(describeRecordNotKept(token, refusal, bytes.length));
-      if (!this.#quotaReached) quota.log?.warn(`Store quota reached (${refusal.reason} ${refusal.limit}): SV records are no longer kept`);
-      this.#quotaReached = true;
+      if (refusal.reason === 'requester-share') {
+        if (group !== undefined && !this.#sharesWarned.has(group) && this.#sharesWarned.size < MAX_SHARE_WARNINGS) {
+          this.#sharesWarned.add(group);
+          quota.log?.warn(`Requester ${group} reached its share of the store (${refusal.limit} ${refusal.of === 'max-records' ? 'records' : 'bytes'}): its SV records are no longer kept`);
+        }
+      } else {
+        if (!this.#quotaReached) quota.log?.warn(`Store quota reached (${refusal.reason} ${refusal.limit}): SV records are no longer kept`);
+        this.#quotaReached = true;
+      }
       return { token, processCount, upstream, kept: false };
     }
     this.#quotaReached = false;
     try {
       await writeRecord(this.#o.recordsDir, bytes, { hash: this.#o.tokenHash, token });
     } catch (error) {
-      quota?.limits.release(bytes.length);
+      quota?.limits.release(bytes.length, group);
       throw error;
     }
     return { token, processCount, upstream, kept: true };

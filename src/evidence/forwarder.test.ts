@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, test } from 'node:test';
 import { createServer as createTlsServer } from 'node:tls';
-import { Ledger } from './ledger.js';
+import { Ledger, readLedger } from './ledger.js';
 import {
   SyslogForwarder,
   formatSyslogMessage,
@@ -322,3 +322,51 @@ test('SyslogForwarder connects over TLS with a given CA and never sends to an un
   assert.equal(forwarder.status().deliveredSeq, 6);
   await collector.closeGracefully();
 });
+
+test('SyslogForwarder reads across rotated segments, and forwards the segment-dropped entries of retention', async () => {
+  const path = newStore();
+  const probe = await Collector.start();
+  const port = probe.port;
+  await probe.closeGracefully();
+  const logs: string[] = [];
+  const forwarder = new SyslogForwarder({
+    ...FAST,
+    target: { host: '127.0.0.1', port },
+    ledgerPath: path,
+    maxQueuedBytes: 1024,
+    log: { info: (message) => logs.push(message), warn: (message) => logs.push(message) },
+  });
+  // Small segments and no collector yet: the backlog spills to the files and spans rotations.
+  const ledger = await Ledger.open(path, { onDurable: (lines) => forwarder.push(lines), retention: { segmentBytes: 2048 } });
+  forwarder.start();
+  await appendMany(ledger, 60);
+  const collector = await Collector.start(port);
+  await appendMany(ledger, 20, 60);
+  const expected = forwarder.status().ledgerSeq;
+  await waitFor(`${expected} messages`, () => collector.received.length >= expected);
+  await ledger.close();
+  await forwarder.close();
+  const lines: string[] = [];
+  for await (const line of readLedger(path)) lines.push(line.text);
+  assert.deepEqual(collector.received.map((message) => message.line), lines, 'every line of every segment, once, in order');
+  assert.ok(lines.some((line) => line.includes('"kind":"segment-start"')));
+  await collector.closeGracefully();
+
+  // Retention: the entries noting the drops are forwarded like any other.
+  const second = await Collector.start();
+  const again = await openForwardedWithRetention(path, second.port);
+  await appendMany(again.ledger, 40, 80);
+  await again.ledger.close();
+  await again.forwarder.close();
+  const drops = second.received.filter((message) => message.line.includes('"kind":"segment-dropped"'));
+  assert.ok(drops.length > 0, 'segment-dropped entries reached the collector');
+  assert.match(drops[0]?.line ?? '', /"lastHash":"[0-9a-f]{64}"/);
+  await second.closeGracefully();
+});
+
+async function openForwardedWithRetention(path: string, port: number): Promise<{ ledger: Ledger; forwarder: SyslogForwarder }> {
+  const forwarder = new SyslogForwarder({ ...FAST, target: { host: '127.0.0.1', port }, ledgerPath: path });
+  const ledger = await Ledger.open(path, { onDurable: (lines) => forwarder.push(lines), retention: { segmentBytes: 2048, maxBytes: 6144 } });
+  forwarder.start();
+  return { ledger, forwarder };
+}

@@ -28,14 +28,15 @@
  * only an application-level acknowledgement (RELP) would close that gap.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
 import { isIP, connect as connectTcp, type Socket } from 'node:net';
 import { hostname as osHostname } from 'node:os';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { connect as connectTls, type ConnectionOptions } from 'node:tls';
 import { UsageError } from '../errors.js';
 import type { DurableLine } from './ledger.js';
+import { readLastEntry, readLedgerRange } from './ledger-segments.js';
 
 /** RFC 5424 6.2.1: facility 10 is security/authorization (authpriv); severity 5 is notice. */
 export const SYSLOG_FACILITY = 10;
@@ -143,7 +144,9 @@ interface Item {
   readonly seq: number;
   readonly time: unknown;
   readonly line: string;
-  /** Byte offset of the line in the ledger (a hint for lines that came from memory). */
+  /** The ledger file it is in (`ledger`, or `ledger-segments/<n>.ledger` once rotated), a hint with `offset`. */
+  readonly segment: string | undefined;
+  /** Byte offset of the line in that file (a hint for lines that came from memory). */
   readonly offset: number;
   /** Byte offset just after its newline. */
   readonly end: number;
@@ -151,6 +154,7 @@ interface Item {
 
 interface Sent {
   readonly seq: number;
+  readonly segment: string | undefined;
   readonly offset: number;
   readonly end: number;
   /** When the bytes were handed to the kernel; undefined while still in Node's buffer. */
@@ -190,9 +194,9 @@ export class SyslogForwarder {
   #closed = false;
   #closing: Promise<void> | undefined;
   /** The last delivered entry: its seq and the offset just after its line. */
-  #delivered = { seq: 0, end: 0 };
+  #delivered: { seq: number; segment: string | undefined; end: number } = { seq: 0, segment: undefined, end: 0 };
   /** The next entry to write: the first seq after the last written, and a file offset hint. */
-  #next = { seq: 1, offset: 0 };
+  #next: { seq: number; segment: string | undefined; offset: number } = { seq: 1, segment: undefined, offset: 0 };
   #highWater = 0;
   #tailOffset = 0;
   #memory: Item[] = [];
@@ -253,7 +257,9 @@ export class SyslogForwarder {
       // Before start() the file is read back anyway; after close() the next start will.
       if (!this.#started || this.#closed) continue;
       const size = Buffer.byteLength(line) + 1;
-      const item: Item = { seq: entry.seq, time: entry.time, line, offset: this.#tailOffset, end: this.#tailOffset + size };
+      // A rotation renamed the active file: this entry is the first line of the new one.
+      if (entry.kind === 'segment-start') this.#tailOffset = 0;
+      const item: Item = { seq: entry.seq, time: entry.time, line, segment: basename(this.#o.ledgerPath), offset: this.#tailOffset, end: this.#tailOffset + size };
       this.#tailOffset += size;
       if (this.#spilled) continue;
       if (this.#memoryBytes + size > this.#o.maxQueuedBytes) {
@@ -276,15 +282,15 @@ export class SyslogForwarder {
   start(): void {
     if (this.#started) return;
     this.#delivered = this.#loadState();
-    this.#highWater = Math.max(this.#highWater, readLastSeq(this.#o.ledgerPath));
+    this.#highWater = Math.max(this.#highWater, readLastEntry(this.#o.ledgerPath)?.seq ?? 0);
     this.#tailOffset = fileSize(this.#o.ledgerPath);
     if (this.#delivered.seq > this.#highWater) {
       this.#o.log?.warn(
         `The syslog forwarding state says entry ${this.#delivered.seq} was delivered, but the ledger ends at ${this.#highWater}: forwarding the whole ledger again`,
       );
-      this.#delivered = { seq: 0, end: 0 };
+      this.#delivered = { seq: 0, segment: undefined, end: 0 };
     }
-    this.#next = { seq: this.#delivered.seq + 1, offset: this.#delivered.end };
+    this.#next = { seq: this.#delivered.seq + 1, segment: this.#delivered.segment, offset: this.#delivered.end };
     this.#started = true;
     this.#connect();
   }
@@ -399,7 +405,7 @@ export class SyslogForwarder {
     // Resend from the first entry not known delivered.
     const first = conn.sent[0];
     if (first !== undefined) {
-      this.#next = { seq: first.seq, offset: first.offset };
+      this.#next = { seq: first.seq, segment: first.segment, offset: first.offset };
       conn.sent.length = 0;
     }
     this.#signal();
@@ -434,7 +440,7 @@ export class SyslogForwarder {
     const last = conn.sent[count - 1];
     conn.sent.splice(0, count);
     if (last !== undefined && last.seq > this.#delivered.seq) {
-      this.#delivered = { seq: last.seq, end: last.end };
+      this.#delivered = { seq: last.seq, segment: last.segment, end: last.end };
       this.#persist();
     }
   }
@@ -471,10 +477,10 @@ export class SyslogForwarder {
         await this.#waitUntil(() => conn.state !== 'open' || this.#next.seq <= this.#highWater, Infinity);
         continue;
       }
-      const sent = batch.map((item): Sent => ({ seq: item.seq, offset: item.offset, end: item.end, flushedAt: undefined }));
+      const sent = batch.map((item): Sent => ({ seq: item.seq, segment: item.segment, offset: item.offset, end: item.end, flushedAt: undefined }));
       conn.sent.push(...sent);
-      const last = batch[batch.length - 1] ?? { seq: this.#next.seq - 1, end: this.#next.offset };
-      this.#next = { seq: last.seq + 1, offset: last.end };
+      const last = batch[batch.length - 1] ?? { seq: this.#next.seq - 1, segment: this.#next.segment, end: this.#next.offset };
+      this.#next = { seq: last.seq + 1, segment: last.segment, offset: last.end };
       const bytes = Buffer.concat(batch.map((item) => frameOctetCounted(formatSyslogMessage(item, this.#header))));
       const flowing = conn.socket.write(bytes, (error) => {
         if (error !== undefined && error !== null) return;
@@ -526,31 +532,37 @@ export class SyslogForwarder {
   }
 
   async #readFromLedger(): Promise<Item[]> {
-    const wanted = { minSeq: this.#next.seq, maxSeq: this.#highWater, maxBytes: BATCH_BYTES };
-    let scan = await scanLedger(this.#o.ledgerPath, this.#next.offset, wanted);
-    if (this.#next.offset > 0 && (scan.misaligned || scan.firstSeq === undefined || scan.firstSeq > this.#next.seq)) {
-      // The offset hint does not point at the next entry: find it from the start.
-      scan = await scanLedger(this.#o.ledgerPath, 0, wanted);
-    }
-    const found = scan.items[0];
+    // Across segments (ledger-segments.ts): the position hint saves reading a segment from its start.
+    const scan = await readLedgerRange(this.#o.ledgerPath, {
+      minSeq: this.#next.seq,
+      maxSeq: this.#highWater,
+      maxBytes: BATCH_BYTES,
+      hint: { segment: this.#next.segment, offset: this.#next.offset },
+    });
+    const items: Item[] = scan.items.map((item) => ({ seq: item.seq, time: item.time, line: item.line, segment: item.segment.name, offset: item.offset, end: item.end }));
+    const found = items[0];
     if (found === undefined) {
       // Nothing from next.seq up to the high-water mark: the ledger skipped those numbers (a
       // failed write uses up its seq). There is nothing to send for them.
       this.#noteGap(this.#next.seq, this.#highWater + 1);
-      this.#next = { seq: this.#highWater + 1, offset: scan.endOffset };
+      this.#next = { seq: this.#highWater + 1, segment: scan.end.segment, offset: scan.end.offset };
       return [];
     }
+    // A gap: failed writes used up numbers, or retention dropped entries before they were sent
+    // (their segment-dropped entry, which is sent, says which).
     if (found.seq > this.#next.seq) this.#noteGap(this.#next.seq, found.seq);
-    return scan.items;
+    return items;
   }
 
   #noteGap(from: number, to: number): void {
     if (this.#warnedGap) return;
     this.#warnedGap = true;
-    this.#o.log?.warn(`The ledger has no entries ${from} to ${to - 1} (failed writes use up their numbers); forwarding goes on from ${to}`);
+    this.#o.log?.warn(
+      `The ledger has no entries ${from} to ${to - 1} (failed writes use up their numbers; retention drops old segments); forwarding goes on from ${to}`,
+    );
   }
 
-  #loadState(): { seq: number; end: number } {
+  #loadState(): { seq: number; segment: string | undefined; end: number } {
     let text: string;
     try {
       text = readFileSync(this.#o.statePath, 'utf8');
@@ -558,19 +570,21 @@ export class SyslogForwarder {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
         this.#o.log?.warn(`Cannot read ${this.#o.statePath}: ${(error as Error).message}; forwarding the whole ledger`);
       }
-      return { seq: 0, end: 0 };
+      return { seq: 0, segment: undefined, end: 0 };
     }
     try {
-      const state = JSON.parse(text) as { seq?: unknown; offset?: unknown };
+      const state = JSON.parse(text) as { seq?: unknown; offset?: unknown; segment?: unknown };
       if (Number.isSafeInteger(state.seq) && Number.isSafeInteger(state.offset)) {
-        return { seq: Math.max(0, state.seq as number), end: Math.max(0, state.offset as number) };
+        // Older states have no segment: their offset is in the single `ledger` file.
+        const segment = typeof state.segment === 'string' ? state.segment : basename(this.#o.ledgerPath);
+        return { seq: Math.max(0, state.seq as number), segment, end: Math.max(0, state.offset as number) };
       }
     } catch {
       // Reported below.
     }
     // Sending again is better than losing: at-least-once.
     this.#o.log?.warn(`${this.#o.statePath} is not a forwarding state; forwarding the whole ledger`);
-    return { seq: 0, end: 0 };
+    return { seq: 0, segment: undefined, end: 0 };
   }
 
   /** Saves the delivered seq (temp file, fsync, rename); writes are serialised and coalesced. */
@@ -582,7 +596,7 @@ export class SyslogForwarder {
     this.#persisting = (async () => {
       do {
         this.#persistAgain = false;
-        const state = { seq: this.#delivered.seq, offset: this.#delivered.end, target: this.targetText };
+        const state = { seq: this.#delivered.seq, segment: this.#delivered.segment ?? null, offset: this.#delivered.end, target: this.targetText };
         try {
           await writeFileAtomic(this.#o.statePath, `${JSON.stringify(state)}\n`);
         } catch (error) {
@@ -627,112 +641,6 @@ function tlsOptions(host: string, port: number, tls: { readonly ca?: string | Bu
     ...(isIP(host) === 0 ? { servername: host } : {}),
   };
   return options;
-}
-
-/** The result of {@link scanLedger}. */
-interface LedgerScan {
-  /** Lines with minSeq <= seq <= maxSeq, in order, up to about maxBytes. */
-  readonly items: Item[];
-  /** Seq of the first complete line read at the offset, if any. */
-  readonly firstSeq: number | undefined;
-  /** The offset was not the start of a line. */
-  readonly misaligned: boolean;
-  /** Where reading stopped. */
-  readonly endOffset: number;
-}
-
-/** Reads complete ledger lines from `offset`, keeping those in the seq range. */
-async function scanLedger(path: string, offset: number, wanted: { minSeq: number; maxSeq: number; maxBytes: number }): Promise<LedgerScan> {
-  const handle = await open(path, 'r');
-  try {
-    const size = (await handle.stat()).size;
-    if (offset > size) return { items: [], firstSeq: undefined, misaligned: true, endOffset: offset };
-    let misaligned = false;
-    if (offset > 0) {
-      const before = Buffer.alloc(1);
-      await handle.read(before, 0, 1, offset - 1);
-      misaligned = before[0] !== 0x0a;
-    }
-    const items: Item[] = [];
-    let firstSeq: number | undefined;
-    let position = offset;
-    let chunkSize = 256 * 1024;
-    let bytes = 0;
-    while (position < size && bytes < wanted.maxBytes) {
-      const chunk = Buffer.alloc(Math.min(chunkSize, size - position));
-      const { bytesRead } = await handle.read(chunk, 0, chunk.length, position);
-      let start = 0;
-      for (;;) {
-        const newline = chunk.indexOf(0x0a, start);
-        if (newline < 0 || newline >= bytesRead) break;
-        const line = chunk.toString('utf8', start, newline);
-        const lineOffset = position + start;
-        start = newline + 1;
-        const parsed = parseSeq(line);
-        if (parsed === undefined) continue; // not an entry (damage is for `stopctl verify` to report)
-        firstSeq ??= parsed.seq;
-        if (parsed.seq > wanted.maxSeq) return { items, firstSeq, misaligned, endOffset: lineOffset };
-        if (parsed.seq < wanted.minSeq) continue;
-        items.push({ seq: parsed.seq, time: parsed.time, line, offset: lineOffset, end: position + start });
-        bytes += line.length;
-        if (bytes >= wanted.maxBytes) break;
-      }
-      if (start === 0) {
-        // One line longer than the chunk, or a partial last line being written.
-        if (position + bytesRead >= size) break;
-        chunkSize *= 4;
-        continue;
-      }
-      position += start;
-    }
-    return { items, firstSeq, misaligned, endOffset: position };
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { items: [], firstSeq: undefined, misaligned: false, endOffset: 0 };
-    throw error;
-  } finally {
-    await handle.close();
-  }
-}
-
-function parseSeq(line: string): { seq: number; time: unknown } | undefined {
-  try {
-    const value = JSON.parse(line) as { seq?: unknown; time?: unknown } | null;
-    if (typeof value !== 'object' || value === null || !Number.isSafeInteger(value.seq)) return undefined;
-    return { seq: value.seq as number, time: value.time };
-  } catch {
-    return undefined;
-  }
-}
-
-/** The seq of the last complete line of the ledger (0 when empty or missing). */
-function readLastSeq(path: string): number {
-  let fd: number;
-  try {
-    fd = openSync(path, 'r');
-  } catch {
-    return 0;
-  }
-  try {
-    const size = fstatSync(fd).size;
-    let chunk = 64 * 1024;
-    for (;;) {
-      const start = Math.max(0, size - chunk);
-      const buf = Buffer.alloc(size - start);
-      readSync(fd, buf, 0, buf.length, start);
-      let end = buf.lastIndexOf(0x0a);
-      while (end >= 0) {
-        const before = end === 0 ? -1 : buf.lastIndexOf(0x0a, end - 1);
-        if (before < 0 && start > 0) break; // the line may begin before this chunk
-        const parsed = parseSeq(buf.toString('utf8', before + 1, end));
-        if (parsed !== undefined) return parsed.seq;
-        end = before;
-      }
-      if (start === 0) return 0;
-      chunk *= 4;
-    }
-  } finally {
-    closeSync(fd);
-  }
 }
 
 function fileSize(path: string): number {

@@ -1,9 +1,7 @@
 import { createHash } from 'node:crypto';
-import { closeSync, fstatSync, ftruncateSync, openSync, readdirSync, readSync, statSync, unlinkSync, writeSync } from 'node:fs';
-import { createReadStream } from 'node:fs';
+import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
+import { basename, dirname, join } from 'node:path';
 import { StoreWriteError } from '../errors.js';
 import {
   evolveKey,
@@ -17,6 +15,7 @@ import {
   writeKeyState,
   type LedgerKeyState,
 } from './forward-mac.js';
+import { formatSegmentName, listLedgerSegments, readLedgerLines, segmentsDirOf, summarizeSegment } from './ledger-segments.js';
 
 /** The `prev` of the first entry: 64 zeros. */
 export const GENESIS_HASH = '0'.repeat(64);
@@ -73,6 +72,60 @@ export interface LedgerOptions {
    * and records whose reply entry never reached the ledger are named in a `recovery` entry.
    */
   readonly recordsDir?: string;
+  /** Segments and retention (ledger-segments.ts); without it the ledger is one file that grows for ever. */
+  readonly retention?: LedgerRetention;
+}
+
+/**
+ * How the ledger is cut into segments and which old ones are dropped (`--ledger-segment-bytes`,
+ * `--ledger-max-bytes`, `--ledger-retention`). Drops are decided when entries are written
+ * (and at open), oldest segment first; the active segment is never dropped.
+ */
+export interface LedgerRetention {
+  /** The active file is rotated once it holds at least this many bytes. */
+  readonly segmentBytes: number;
+  /** Drop the oldest segments while all files together hold more than this. */
+  readonly maxBytes?: number;
+  /** Drop segments whose last entry is older than this. */
+  readonly maxAgeMs?: number;
+  /** The present (tests); default `Date.now`. */
+  readonly now?: () => number;
+}
+
+/** The entry that starts every rotated-to active file (`kind: "segment-start"`). */
+export interface SegmentStartEntry extends LedgerEntry {
+  readonly kind: 'segment-start';
+  /** The segment before this one: its file, first and last seq, and the hash of its last line (this entry's prev). */
+  readonly previous: { readonly segment: string; readonly firstSeq: number; readonly lastSeq: number; readonly lastHash: string };
+  /** The ledger key's epoch, so that MACs can be checked after the key-installed entry was dropped. */
+  readonly keyId?: string;
+  readonly installSeq?: number;
+}
+
+/** The entry written before a segment is deleted by retention (`kind: "segment-dropped"`). */
+export interface SegmentDroppedEntry extends LedgerEntry {
+  readonly kind: 'segment-dropped';
+  readonly segment: string;
+  readonly firstSeq: number;
+  readonly lastSeq: number;
+  /** SHA-256 of the segment's last line: the prev of the first kept entry (seq lastSeq + 1). */
+  readonly lastHash: string;
+  readonly lastTime: string | null;
+  readonly bytes: number;
+  readonly reason: 'ledger-max-bytes' | 'ledger-retention';
+  readonly limit: number;
+}
+
+/** A rotated segment as the writer tracks it. */
+interface RotatedSegment {
+  readonly path: string;
+  readonly name: string;
+  readonly firstSeq: number;
+  readonly lastSeq: number;
+  readonly lastHash: string;
+  readonly lastTime: number | undefined;
+  readonly bytes: number;
+  dropping: boolean;
 }
 
 /** An append waiting for its group commit. */
@@ -81,6 +134,8 @@ interface Pending {
   readonly time: string;
   readonly resolve: (entry: LedgerEntry) => void;
   readonly reject: (error: unknown) => void;
+  /** Written by the ledger itself (failure notes, segment entries): not a caller's request. */
+  readonly internal?: boolean;
 }
 
 /** What went wrong in failed group commits, written in the next successful one. */
@@ -132,18 +187,42 @@ export class Ledger {
   #key: LedgerKeyState | undefined;
   #keyStateOnDisk = true;
   #failure: FailureNote | undefined;
+  readonly #retention: LedgerRetention | undefined;
+  /** Rotated segments still on disk, oldest first. */
+  #segments: RotatedSegment[];
+  #activeBytes: number;
+  /** Seq of the active file's first entry; undefined while it holds none. */
+  #activeFirstSeq: number | undefined;
+  /** Time (ms) of the last entry written. */
+  #lastTime: number | undefined;
+  /** A segment-start entry owed at the head of the active file (written with the next batch). */
+  #pendingStart: LedgerEntryInput | undefined;
 
   readonly #onDurable: ((entries: readonly DurableLine[]) => void) | undefined;
   readonly #keyStatePath: string | undefined;
 
-  private constructor(path: string, handle: FileHandle, start: { seq: number; prev: string; key: LedgerKeyState | undefined }, options: LedgerOptions) {
+  private constructor(
+    path: string,
+    handle: FileHandle,
+    start: { seq: number; prev: string; key: LedgerKeyState | undefined; time: number | undefined; segments: RotatedSegment[] },
+    options: LedgerOptions,
+  ) {
     this.#onDurable = options.onDurable;
     this.#keyStatePath = options.keyStatePath;
+    this.#retention = options.retention;
     this.path = path;
     this.#handle = handle;
     this.#seq = start.seq;
     this.#prev = start.prev;
     this.#key = start.key;
+    this.#lastTime = start.time;
+    this.#segments = start.segments;
+    const active = summarizeSegment(path);
+    this.#activeBytes = active.bytes;
+    this.#activeFirstSeq = active.first?.seq;
+    const last = start.segments.at(-1);
+    // A crash between a rotation and the first write of the new file: the start entry is still owed.
+    if (active.first === undefined && last !== undefined) this.#pendingStart = this.#describeStart(last);
   }
 
   /**
@@ -161,7 +240,13 @@ export class Ledger {
    * - with `installKeyFile`, the initial key is installed (a `key-installed` entry, MACed with it).
    */
   static async open(path: string, options: LedgerOptions = {}): Promise<Ledger> {
-    const tail = recoverTail(path);
+    const segments = readRotatedSegments(path);
+    let tail = recoverTail(path);
+    const newest = segments.at(-1);
+    if (tail.seq === 0 && newest !== undefined) {
+      // The active file is empty (just rotated): the chain goes on from the newest segment.
+      tail = { seq: newest.lastSeq, prev: newest.lastHash, ...(newest.lastTime === undefined ? {} : { time: newest.lastTime }), ...(tail.partial === undefined ? {} : { partial: tail.partial }) };
+    }
     const statePath = options.keyStatePath;
     let key = statePath === undefined ? undefined : readKeyState(statePath);
     let seq = tail.seq;
@@ -199,7 +284,7 @@ export class Ledger {
       }
     }
     const handle = await open(path, 'a', 0o600);
-    const ledger = new Ledger(path, handle, { seq, prev: tail.prev, key }, options);
+    const ledger = new Ledger(path, handle, { seq, prev: tail.prev, key, time: tail.time, segments }, options);
     if (key !== undefined && key.installSeq > seq) {
       // A new key, or one whose key-installed entry a crash kept from the disk.
       await ledger.append({
@@ -218,7 +303,124 @@ export class Ledger {
     if (Object.keys(notes).length > 0) {
       await ledger.append({ kind: 'recovery', note: describeOpenRecovery(notes), ...notes });
     }
+    // Segments past the retention limits (the limits may have been lowered since the last run).
+    ledger.#planDrops();
+    if (ledger.#queue.length > 0) {
+      ledger.#flushing ??= ledger.#flush();
+      await ledger.#flushing;
+    }
     return ledger;
+  }
+
+  /** Rotated segments still on disk, and the bytes of all ledger files. */
+  get usage(): { readonly segments: number; readonly bytes: number } {
+    return { segments: this.#segments.length, bytes: this.#activeBytes + this.#segments.reduce((sum, segment) => sum + segment.bytes, 0) };
+  }
+
+  #describeStart(previous: RotatedSegment): LedgerEntryInput {
+    return {
+      kind: 'segment-start',
+      previous: { segment: previous.name, firstSeq: previous.firstSeq, lastSeq: previous.lastSeq, lastHash: previous.lastHash },
+      ...(this.#key === undefined ? {} : { keyId: this.#key.keyId, installSeq: this.#key.installSeq }),
+      note: `the ledger goes on from ${previous.name}; this entry's prev is the hash of its last line (seq ${previous.lastSeq})`,
+    };
+  }
+
+  /**
+   * Renames the active file to a segment and starts a new one. A failure (a full disk, a name
+   * taken) leaves the active file in place: the next batch tries again, and nothing is lost.
+   */
+  async #rotate(): Promise<void> {
+    const firstSeq = this.#activeFirstSeq;
+    if (firstSeq === undefined || this.#seq < firstSeq) return;
+    const dir = segmentsDirOf(this.path);
+    const target = join(dir, formatSegmentName(firstSeq));
+    try {
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      if (existsSync(target)) return;
+      renameSync(this.path, target);
+    } catch {
+      return;
+    }
+    const old = this.#requireHandle();
+    this.#handle = await open(this.path, 'a', 0o600);
+    await old.close().catch(NOOP);
+    // The rename and the new file must survive a crash before the entries that follow them.
+    syncDirectoryOf(dir);
+    syncDirectoryOf(dirname(this.path));
+    const segment: RotatedSegment = {
+      path: target,
+      name: `${basename(dir)}/${formatSegmentName(firstSeq)}`,
+      firstSeq,
+      lastSeq: this.#seq,
+      lastHash: this.#prev,
+      lastTime: this.#lastTime,
+      bytes: this.#activeBytes,
+      dropping: false,
+    };
+    this.#segments.push(segment);
+    this.#activeBytes = 0;
+    this.#activeFirstSeq = undefined;
+    this.#pendingStart = this.#describeStart(segment);
+  }
+
+  /**
+   * Queues a `segment-dropped` entry for each oldest segment past the limits; the file is
+   * deleted once its entry is durable, so a crash leaves a segment noted but present (it is
+   * dropped again, harmlessly), never one gone without a note.
+   */
+  #planDrops(): void {
+    const retention = this.#retention;
+    if (retention === undefined) return;
+    let total = this.usage.bytes;
+    for (const segment of this.#segments) if (segment.dropping) total -= segment.bytes;
+    const now = (retention.now ?? Date.now)();
+    for (const segment of this.#segments) {
+      if (segment.dropping) continue;
+      const tooBig = retention.maxBytes !== undefined && total > retention.maxBytes;
+      const tooOld = retention.maxAgeMs !== undefined && segment.lastTime !== undefined && segment.lastTime < now - retention.maxAgeMs;
+      if (!tooBig && !tooOld) break;
+      segment.dropping = true;
+      total -= segment.bytes;
+      const reason = tooBig ? 'ledger-max-bytes' : 'ledger-retention';
+      const limit = tooBig ? (retention.maxBytes ?? 0) : (retention.maxAgeMs ?? 0);
+      const input: LedgerEntryInput = {
+        kind: 'segment-dropped',
+        segment: segment.name,
+        firstSeq: segment.firstSeq,
+        lastSeq: segment.lastSeq,
+        lastHash: segment.lastHash,
+        lastTime: segment.lastTime === undefined ? null : new Date(segment.lastTime).toISOString(),
+        bytes: segment.bytes,
+        reason,
+        limit,
+        note:
+          `entries ${segment.firstSeq}-${segment.lastSeq} were deleted by the ledger's retention (${reason === 'ledger-max-bytes' ? `--ledger-max-bytes ${limit}` : `--ledger-retention, older than ${Math.round(limit / 86_400_000)} days`}); ` +
+          `the entry after seq ${segment.lastSeq} chains onto lastHash, so the ledger is checked from there on`,
+      };
+      this.#queue.push({
+        input,
+        time: new Date().toISOString(),
+        internal: true,
+        resolve: () => this.#removeSegment(segment),
+        reject: () => {
+          segment.dropping = false;
+        },
+      });
+    }
+  }
+
+  #removeSegment(segment: RotatedSegment): void {
+    try {
+      unlinkSync(segment.path);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
+        // Noted as dropped but still there: verify still reads it; the next start drops it again.
+        segment.dropping = false;
+        return;
+      }
+    }
+    this.#segments = this.#segments.filter((candidate) => candidate !== segment);
   }
 
   /** Appends one entry and resolves when it is durably on disk. */
@@ -240,33 +442,45 @@ export class Ledger {
   async #flush(): Promise<void> {
     // Writes in a loop: entries queued during one write+sync go out together in the next.
     while (this.#queue.length > 0) {
+      if (this.#retention !== undefined && this.#activeBytes >= this.#retention.segmentBytes && this.#pendingStart === undefined) {
+        await this.#rotate();
+      }
       const batch = this.#queue;
       this.#queue = [];
       const failure = this.#failure;
-      const items: Pending[] =
-        failure === undefined
-          ? batch
-          : [{ input: describeFailure(failure), time: new Date().toISOString(), resolve: NOOP, reject: NOOP }, ...batch];
+      const now = new Date().toISOString();
+      const head: Pending[] = [];
+      const startNote = this.#pendingStart;
+      if (startNote !== undefined) head.push({ input: startNote, time: now, resolve: NOOP, reject: NOOP, internal: true });
+      if (failure !== undefined) head.push({ input: describeFailure(failure), time: now, resolve: NOOP, reject: NOOP, internal: true });
+      const items: Pending[] = head.length === 0 ? batch : [...head, ...batch];
       const start = { seq: this.#seq, prev: this.#prev };
       const built = this.#build(items);
+      let text = '';
       try {
-        this.#write(built.lines.map((line) => line + '\n').join(''));
+        text = built.lines.map((line) => line + '\n').join('');
+        this.#write(text);
         await this.#requireHandle().datasync();
       } catch (error) {
         if (built.key !== undefined) forgetKey(built.key);
         const message = (error as Error).message;
         const rejection = new StoreWriteError(`Cannot write to the ledger ${this.path}: ${message}`, { cause: error });
         for (const p of batch) p.reject(rejection);
-        this.#recoverFromFailure(start, items, { message, hadFailureNote: failure !== undefined });
+        this.#recoverFromFailure(start, items, { message });
         await this.#saveKeyState();
         continue;
       }
       this.#seq = built.seq;
       this.#prev = built.prev;
+      this.#activeBytes += Buffer.byteLength(text);
+      this.#activeFirstSeq ??= start.seq + 1;
+      this.#lastTime = Date.parse(items.at(-1)?.time ?? now);
+      if (startNote !== undefined) this.#pendingStart = undefined;
       if (failure !== undefined) this.#failure = undefined;
       this.#commitKey(built.key, built.seq, built.prev);
       items.forEach((p, index) => p.resolve(built.entries[index] as LedgerEntry));
       this.#notify(built.entries.map((entry, index) => ({ entry, line: built.lines[index] ?? '' })));
+      this.#planDrops();
       // The replies need not wait for the key file: replacing it before the next batch is
       // written keeps the window in which an older key is on disk to one commit (writeKeyState).
       await this.#saveKeyState();
@@ -358,13 +572,19 @@ export class Ledger {
    * Re-read the tail (cutting a partial line) so later entries chain onto what really is
    * there, advance the key past the lines that landed, and note what was lost for the next batch.
    */
-  #recoverFromFailure(start: { seq: number; prev: string }, items: readonly Pending[], context: { message: string; hadFailureNote: boolean }): void {
+  #recoverFromFailure(start: { seq: number; prev: string }, items: readonly Pending[], context: { message: string }): void {
     let landed = 0;
     try {
       const tail = recoverTail(this.path);
       landed = Math.min(Math.max(0, tail.seq - start.seq), items.length);
       this.#seq = start.seq + landed;
       this.#prev = landed > 0 ? tail.prev : start.prev;
+      if (landed > 0) {
+        this.#activeBytes = summarizeSegment(this.path).bytes;
+        this.#activeFirstSeq ??= start.seq + 1;
+        // The segment-start entry, when it came first, is on disk now.
+        if (items[0]?.input.kind === 'segment-start') this.#pendingStart = undefined;
+      }
     } catch {
       // Cannot read back: assume nothing landed; verify reports whatever did.
       this.#seq = start.seq;
@@ -374,17 +594,22 @@ export class Ledger {
       const next = evolveKeyBy(this.#key.key, landed);
       this.#commitKey(next, this.#seq, this.#prev);
     }
-    // The failure note of an earlier failure was the first item: it landed or is still owed.
-    const noteLanded = context.hadFailureNote && landed > 0;
+    // The failure note of an earlier failure was among the first items: it landed or is still owed.
+    const noteIndex = items.findIndex((item) => item.internal === true && item.input.kind === 'recovery');
+    const noteLanded = noteIndex >= 0 && landed > noteIndex;
     const note: FailureNote =
       this.#failure === undefined || noteLanded
         ? { failures: 0, lastError: '', rejectedSeqs: [], lostEntries: 0, unrepliedRecords: [] }
         : this.#failure;
     note.failures += 1;
     note.lastError = context.message;
-    const firstReal = context.hadFailureNote ? 1 : 0;
     items.forEach((item, index) => {
-      if (index < firstReal) return;
+      if (item.internal === true) {
+        // A segment-dropped note that did not land is planned again after the next commit.
+        if (index >= landed) item.reject(new Error(context.message));
+        else item.resolve({} as LedgerEntry);
+        return;
+      }
       if (index < landed) {
         if (note.rejectedSeqs.length < MAX_LISTED) note.rejectedSeqs.push(start.seq + index + 1);
         return;
@@ -520,13 +745,19 @@ function findOrphanRecords(
   }
   if (candidates.size > 0) {
     const stopBefore = lastTime === undefined ? -Infinity : lastTime - 2 * ORPHAN_WINDOW_MS;
-    scanLinesBackward(ledgerPath, (line) => {
-      // Tokens are random 160- or 256-bit strings: any occurrence in a line is a reference to it.
-      for (const token of candidates) if (line.includes(token)) candidates.delete(token);
-      if (candidates.size === 0) return false;
-      const time = Date.parse(/"time":"([^"]+)"/.exec(line)?.[1] ?? '');
-      return !(Number.isFinite(time) && time < stopBefore);
-    });
+    // Newest file first: the entries near the end of the ledger may lie in the last rotated segment.
+    for (const segment of listLedgerSegments(ledgerPath).reverse()) {
+      let more = true;
+      scanLinesBackward(segment.path, (line) => {
+        // Tokens are random 160- or 256-bit strings: any occurrence in a line is a reference to it.
+        for (const token of candidates) if (line.includes(token)) candidates.delete(token);
+        if (candidates.size === 0) return (more = false);
+        const time = Date.parse(/"time":"([^"]+)"/.exec(line)?.[1] ?? '');
+        more = !(Number.isFinite(time) && time < stopBefore);
+        return more;
+      });
+      if (!more) break;
+    }
   }
   return { removedTemporaryFiles: removedTemporaryFiles.slice(0, MAX_LISTED), unrepliedRecords: [...candidates].slice(0, MAX_LISTED) };
 }
@@ -562,6 +793,42 @@ function scanLinesBackward(path: string, visit: (line: string) => boolean): void
     if (first !== '') visit(first);
   } finally {
     closeSync(fd);
+  }
+}
+
+/** The rotated segments of the ledger at `path`, with their last entry (segments without one are skipped). */
+function readRotatedSegments(path: string): RotatedSegment[] {
+  const segments: RotatedSegment[] = [];
+  for (const segment of listLedgerSegments(path)) {
+    if (segment.active || segment.firstSeq === undefined) continue;
+    const summary = summarizeSegment(segment.path);
+    if (summary.last === undefined) continue;
+    const time = summary.last.time === undefined ? Number.NaN : Date.parse(summary.last.time);
+    segments.push({
+      path: segment.path,
+      name: segment.name,
+      firstSeq: segment.firstSeq,
+      lastSeq: summary.last.seq,
+      lastHash: summary.last.hash,
+      lastTime: Number.isFinite(time) ? time : undefined,
+      bytes: summary.bytes,
+      dropping: false,
+    });
+  }
+  return segments;
+}
+
+/** fsync of a directory, so that a rename or a new file in it survives a crash (best effort). */
+function syncDirectoryOf(dir: string): void {
+  try {
+    const fd = openSync(dir, 'r');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    // A file system without directory fsync: the rename is still atomic.
   }
 }
 
@@ -623,37 +890,38 @@ function recoverTail(path: string): { seq: number; prev: string; time?: number; 
 
 /** One line of the ledger as read back, with its position and whether it chains to the one before. */
 export interface LedgerLine {
+  /** 1-based position among all lines of the kept ledger (every segment, in order). */
   readonly lineNumber: number;
+  /** The file it is in: `ledger` or `ledger-segments/<first seq>.ledger`. */
+  readonly segment: string;
   readonly text: string;
   /** The parsed entry, or undefined when the line is not a JSON object. */
   readonly entry: LedgerEntry | undefined;
-  /** Whether the entry's `prev` is the hash of the line before it (or GENESIS for the first). */
+  /**
+   * Whether the entry's `prev` is the hash of the line before it, across segments (or GENESIS
+   * for the first). The first kept line after a dropped prefix is a `segment-start` entry whose
+   * predecessor is gone: it counts as chained here; `stopctl verify` checks it against the
+   * `segment-dropped` entry that recorded that predecessor's hash.
+   */
   readonly chained: boolean;
 }
 
-/** Streams the ledger line by line, checking the hash chain as it goes. Missing file: no lines. */
+/** Streams the ledger line by line across its segments, checking the hash chain as it goes. Missing ledger: no lines. */
 export async function* readLedger(path: string): AsyncGenerator<LedgerLine> {
-  const stream = createReadStream(path, { encoding: 'utf8' });
-  const lines = createInterface({ input: stream, crlfDelay: Infinity });
-  let prev = GENESIS_HASH;
+  let prev: string | undefined;
   let lineNumber = 0;
-  try {
-    for await (const text of lines) {
-      lineNumber += 1;
-      let entry: LedgerEntry | undefined;
-      try {
-        const parsed: unknown = JSON.parse(text);
-        if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)) entry = parsed as LedgerEntry;
-      } catch {
-        entry = undefined;
-      }
-      yield { lineNumber, text, entry, chained: entry?.prev === prev };
-      prev = hashLine(text);
+  for await (const line of readLedgerLines(path)) {
+    lineNumber += 1;
+    const text = line.bytes.toString('utf8');
+    let entry: LedgerEntry | undefined;
+    try {
+      const parsed: unknown = JSON.parse(text);
+      if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)) entry = parsed as LedgerEntry;
+    } catch {
+      entry = undefined;
     }
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-  } finally {
-    lines.close();
-    stream.destroy();
+    const chained = prev === undefined ? entry?.prev === GENESIS_HASH || entry?.kind === 'segment-start' : entry?.prev === prev;
+    yield { lineNumber, segment: line.segment.name, text, entry, chained };
+    prev = hashLine(text);
   }
 }

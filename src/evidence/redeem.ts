@@ -1,3 +1,5 @@
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
 import { storePaths } from './store.js';
 import { readLedger, type LedgerEntry } from './ledger.js';
 import { readRecord, type StoredRecord } from './record.js';
@@ -14,6 +16,8 @@ export interface LedgerFinding {
   readonly lines: number;
   /** Line numbers whose hash link to the line before is broken (or that are not JSON). */
   readonly brokenLines: readonly number[];
+  /** Entries dropped by the ledger's retention (the newest `segment-dropped` entry), if any. */
+  readonly dropped?: { readonly throughSeq: number; readonly lastTime: string | undefined };
 }
 
 /**
@@ -26,10 +30,20 @@ export async function findToken(storeDir: string, token: string): Promise<Ledger
   const upstream: LedgerEntry[] = [];
   let lines = 0;
   const brokenLines: number[] = [];
+  let dropped: LedgerFinding['dropped'];
+  let first: { seq: number; prev: string } | undefined;
+  const dropHashes = new Map<number, unknown>();
   for await (const line of readLedger(storePaths(storeDir).ledger)) {
     lines = line.lineNumber;
     if (!line.chained) brokenLines.push(line.lineNumber);
     if (line.entry === undefined) continue;
+    if (line.lineNumber === 1) first = { seq: line.entry.seq, prev: line.entry.prev };
+    if (line.entry.kind === 'segment-dropped' && typeof line.entry.lastSeq === 'number') {
+      dropHashes.set(line.entry.lastSeq, line.entry.lastHash);
+      if (line.entry.lastSeq > (dropped?.throughSeq ?? 0)) {
+        dropped = { throughSeq: line.entry.lastSeq, lastTime: typeof line.entry.lastTime === 'string' ? line.entry.lastTime : undefined };
+      }
+    }
     if (entry === undefined && line.entry.token === token && line.entry.kind === 'reply') {
       entry = line.entry;
       lineNumber = line.lineNumber;
@@ -37,7 +51,10 @@ export async function findToken(storeDir: string, token: string): Promise<Ledger
       upstream.push(line.entry);
     }
   }
-  return { entry, lineNumber, upstream, lines, brokenLines };
+  // The kept ledger may start after a dropped prefix only where a segment-dropped entry says
+  // it ends, with the hash the first kept entry chains onto; anything else is a deleted prefix.
+  if (first !== undefined && first.seq > 1 && dropHashes.get(first.seq - 1) !== first.prev && brokenLines[0] !== 1) brokenLines.unshift(1);
+  return { entry, lineNumber, upstream, lines, brokenLines, ...(dropped === undefined ? {} : { dropped }) };
 }
 
 /** A token redeemed: its ledger entry and, for SV tokens, its record. */
@@ -51,6 +68,8 @@ export interface Redemption {
   readonly problems: readonly string[];
   /** Why an SV token's record is absent without that being a failure: pruned, or not kept at the store quota. */
   readonly absence?: RecordAbsence;
+  /** Set when the record is kept but the entry that issued it was dropped by the ledger's retention. */
+  readonly issuedInDroppedLedger?: string;
 }
 
 /** A record the ledger accounts for although its file is gone (or was never written). */
@@ -101,14 +120,40 @@ export async function redeemToken(storeDir: string, token: string): Promise<Rede
   if (finding.entry?.record !== undefined && record === undefined && absence === undefined) {
     problems.push('the ledger names a record for this token, but the record file is missing');
   }
-  if (finding.entry === undefined && record !== undefined) problems.push('a record exists for this token, but the ledger has no entry that issued it');
+  const droppedEntry = finding.entry === undefined && record !== undefined && issuedBeforeKeptLedger(storeDir, token, finding.dropped);
+  if (finding.entry === undefined && record !== undefined && !droppedEntry) {
+    problems.push('a record exists for this token, but the ledger has no entry that issued it');
+  }
   const known = finding.entry !== undefined || record !== undefined;
   const status = problems.length > 0 ? 3 : known ? 0 : 2;
+  const dropped = finding.dropped;
+  const unknown =
+    dropped === undefined
+      ? `the token is not in the ledger of ${storeDir}`
+      : `the token is not in the kept ledger of ${storeDir}: entries 1..${dropped.throughSeq} (up to ${dropped.lastTime ?? 'an unknown time'}) were dropped by the ledger's retention, so a token issued before then can no longer be redeemed here (a syslog copy of the ledger may still hold it)`;
   return {
     finding,
     record,
     status,
-    problems: known || problems.length > 0 ? problems : [`the token is not in the ledger of ${storeDir}`],
+    problems: known || problems.length > 0 ? problems : [unknown],
     ...(absence === undefined ? {} : { absence }),
+    ...(droppedEntry && dropped !== undefined
+      ? { issuedInDroppedLedger: `its ledger entry was among entries 1..${dropped.throughSeq}, dropped by the ledger's retention; the record still matches its token` }
+      : {}),
   };
+}
+
+/** A record older than the last entry dropped by retention: its reply entry was dropped (verify.ts applies the same rule). */
+function issuedBeforeKeptLedger(storeDir: string, token: string, dropped: LedgerFinding['dropped']): boolean {
+  if (dropped === undefined) return false;
+  const until = dropped.lastTime === undefined ? Infinity : Date.parse(dropped.lastTime) + 60_000;
+  const records = storePaths(storeDir).records;
+  for (const name of [`${token}.json`, `${token}.json.gz`]) {
+    try {
+      return statSync(join(records, name)).mtimeMs <= until;
+    } catch {
+      // Try the other name.
+    }
+  }
+  return false;
 }

@@ -1,7 +1,8 @@
 import { accessSync, chmodSync, closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { errnoCode, StoreOpenError } from '../errors.js';
-import { Ledger } from './ledger.js';
+import { Ledger, type LedgerRetention } from './ledger.js';
+import { ledgerExists } from './ledger-segments.js';
 import { SyslogForwarder, type SyslogForwarderOptions } from './forwarder.js';
 import { StoreQuota, type QuotaLimits } from './quota.js';
 
@@ -36,6 +37,8 @@ export async function openStore(
     readonly forward?: Omit<SyslogForwarderOptions, 'ledgerPath' | 'statePath'>;
     /** Record limits (quota.ts); `records/` is scanned once here. */
     readonly quota?: QuotaLimits;
+    /** Ledger segments and their retention (ledger-segments.ts); without it the ledger is one growing file. */
+    readonly ledgerRetention?: LedgerRetention;
     /**
      * How long to wait for a lock held by another live process (default 0: fail at once).
      * inetd mode runs one process per connection: they take turns on the store.
@@ -65,6 +68,7 @@ export async function openStore(
     ledger = await Ledger.open(paths.ledger, {
       keyStatePath: paths.ledgerKey,
       recordsDir: paths.records,
+      ...(options.ledgerRetention === undefined ? {} : { retention: options.ledgerRetention }),
       ...(options.ledgerKeyFile === undefined ? {} : { installKeyFile: options.ledgerKeyFile }),
       ...(forwarder === undefined ? {} : { onDurable: (lines) => forwarder.push(lines) }),
     });
@@ -157,6 +161,8 @@ function releaseLock(path: string): void {
 export function requireStore(dir: string): void {
   const ledger = storePaths(dir).ledger;
   try {
+    // The active file may be missing right after a rotation: the segments are the ledger too.
+    if (ledgerExists(ledger)) return;
     accessSync(ledger, constants.R_OK);
     return;
   } catch (error) {

@@ -11,13 +11,14 @@
  * daemon's restart they are accounted for in a `recovery` entry and the store verifies clean.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, lstatSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { open, readFile } from 'node:fs/promises';
+import { existsSync, lstatSync, readdirSync, readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { StoreOpenError } from '../errors.js';
 import { checkEntryMac, evolveKey, evolveKeyBy, forgetKey, ledgerKeyId, readKeyState, splitEntryMac, type LedgerKeyState } from './forward-mac.js';
 import { GENESIS_HASH, RECORD_NAME, TEMPORARY_RECORD_NAME } from './ledger.js';
+import { listLedgerSegments, readLedgerLines } from './ledger-segments.js';
 import { parseRecord, tokenHashOf } from './record.js';
 import { storePaths } from './store.js';
 import { hashToken } from './tokens.js';
@@ -81,6 +82,15 @@ export interface VerifyReport {
     readonly macsChecked: number;
     /** The key state's seq (entries known written), or null without a key state. */
     readonly keyStateSeq: number | null;
+    /** Files read: rotated segments and the active `ledger`. */
+    readonly segments: number;
+    /**
+     * The first seq from which the chain could be checked: 1, or after a prefix dropped by
+     * retention (and accounted for by a `segment-dropped` entry) the first kept seq.
+     */
+    readonly checkedFromSeq: number | null;
+    /** The last seq dropped by retention, or null when nothing was dropped. */
+    readonly droppedThroughSeq: number | null;
   };
   readonly records: {
     /** Records in `records/` (`<token>.json`, or `<token>.json.gz` after `stopctl prune --gzip`). */
@@ -91,6 +101,11 @@ export interface VerifyReport {
     readonly unreplied: number;
     /** Records the ledger says are absent on purpose (`record-not-kept` at the quota, or pruned). */
     readonly absent: number;
+    /**
+     * Records that no kept entry names but that were written before the last entry dropped by
+     * retention: their reply entry was in a dropped segment (their bytes are still checked).
+     */
+    readonly beforeKeptLedger: number;
   };
   readonly findings: readonly VerifyFinding[];
 }
@@ -102,15 +117,21 @@ export interface VerifyOptions {
 }
 
 interface ParsedLine {
+  /** Position among all lines read (every segment). */
   readonly line: number;
   readonly seq: number;
   readonly hash: string;
+  /** `<file> line <n>`, for findings. */
+  readonly where: string;
 }
 
 /** A record pruned with `stopctl prune --gzip`. */
 const GZIPPED_RECORD_NAME = /^([0-9a-f]{40}(?:[0-9a-f]{24})?)\.json\.gz$/;
 /** A decompressed record larger than this is not a record (a gzip bomb, or damage), as record.ts. */
 const MAX_RECORD_BYTES = 256 * 1024 * 1024;
+
+/** A record is written just before its reply entry: this much later than the last dropped entry is still "before". */
+const DROPPED_RECORD_MARGIN_MS = 60_000;
 
 /** How long a temporary record file of a running daemon may be a write in progress. */
 const IN_PROGRESS_MS = 60_000;
@@ -125,15 +146,13 @@ export async function verifyStore(storeDir: string, options: VerifyOptions = {})
   // Records are listed before the ledger is read: a running daemon writes a record before its
   // entry, so every record listed has had its chance to be named by the time we read.
   const listing = listRecords(paths.records);
-  let ledgerExists = true;
+  let segments: number;
   try {
-    statSync(paths.ledger);
+    segments = listLedgerSegments(paths.ledger).length;
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
-      throw new StoreOpenError(`Cannot read the ledger ${paths.ledger}: ${(error as Error).message}`, { cause: error });
-    }
-    ledgerExists = false;
+    throw new StoreOpenError(`Cannot read the ledger ${paths.ledger}: ${(error as Error).message}`, { cause: error });
   }
+  const ledgerExists = segments > 0;
   if (!ledgerExists) {
     if (listing === undefined) {
       const what = existsSync(storeDir) ? 'it holds no ledger and no records' : 'the directory does not exist';
@@ -159,6 +178,9 @@ export async function verifyStore(storeDir: string, options: VerifyOptions = {})
       keyId: scan.keyId ?? null,
       macsChecked: scan.macsChecked,
       keyStateSeq,
+      segments,
+      checkedFromSeq: scan.seqs.length === 0 ? null : scan.checkedFromSeq,
+      droppedThroughSeq: scan.dropped?.lastSeq ?? null,
     },
     records: recordSummary,
     findings: orderFindings(findings),
@@ -182,7 +204,11 @@ interface LedgerScan {
   installSeq: number | undefined;
   macsChecked: number;
   /** Seq -> line hash, for the key state's head (only the lines the key state may name are looked up). */
-  hashOfSeq: Map<number, { line: number; hash: string }>;
+  hashOfSeq: Map<number, { line: number; hash: string; where: string }>;
+  /** See VerifyReport.ledger.checkedFromSeq. */
+  checkedFromSeq: number;
+  /** The newest segment-dropped entry that accounts for the missing prefix. */
+  dropped: { lastSeq: number; lastTime: number | undefined } | undefined;
 }
 
 function emptyScan(): LedgerScan {
@@ -199,19 +225,21 @@ function emptyScan(): LedgerScan {
     installSeq: undefined,
     macsChecked: 0,
     hashOfSeq: new Map(),
+    checkedFromSeq: 1,
+    dropped: undefined,
   };
 }
 
 /** Reads the ledger once: chain, sequence numbers, MACs, references to records. */
 async function scanLedger(path: string, initialKey: Buffer | undefined, findings: VerifyFinding[]): Promise<LedgerScan> {
   const scan = emptyScan();
-  const altered = new Map<number, { line: number; reasons: string[] }>();
-  const noteAltered = (seq: number, line: number, reason: string): void => {
+  const altered = new Map<number, { where: string; reasons: string[] }>();
+  const noteAltered = (seq: number, where: string, reason: string): void => {
     const known = altered.get(seq);
-    if (known === undefined) altered.set(seq, { line, reasons: [reason] });
+    if (known === undefined) altered.set(seq, { where, reasons: [reason] });
     else known.reasons.push(reason);
   };
-  let previous: { line: number; hash: string; seq: number | undefined } | undefined;
+  let previous: { line: number; hash: string; seq: number | undefined; where: string } | undefined;
   // The MAC epoch: from the key-installed entry on, every entry must carry a MAC.
   let epoch: { installSeq: number; keyId: string; checkable: boolean } | undefined;
   // The key of MAC position `index` (seq - installSeq), evolved forward from A_0 as verify reads.
@@ -240,39 +268,78 @@ async function scanLedger(path: string, initialKey: Buffer | undefined, findings
   let macWithoutInstall: number | undefined;
   const wantedKeyId = initialKey === undefined ? undefined : ledgerKeyId(initialKey);
 
-  for await (const { bytes, complete, lineNumber, end } of readLines(path)) {
-    scan.lines = lineNumber;
-    scan.bytes = end;
-    const where = `ledger line ${lineNumber}`;
+  // The first entry read, and what segment-dropped entries say about the entries before it.
+  let firstEntry: { seq: number; prev: string; where: string } | undefined;
+  const drops = new Map<number, { lastHash: string; lastTime: number | undefined; where: string }>();
+  let lines = 0;
+  let readError: unknown;
+  const stream = readLedgerLines(path);
+  for (;;) {
+    let next: Awaited<ReturnType<typeof stream.next>>;
+    try {
+      next = await stream.next();
+    } catch (error) {
+      readError = error;
+      break;
+    }
+    if (next.done === true) break;
+    const { bytes, complete, lineNumber: fileLine, end, segment } = next.value;
+    lines += 1;
+    const lineNumber = lines;
+    scan.lines = lines;
+    if (segment.active) scan.bytes = end;
+    const where = `${segment.name} line ${fileLine}`;
     if (!complete) {
       findings.push({
         kind: 'partial-line',
         where,
-        detail:
-          `the last ${bytes.length} bytes have no line end: a write was interrupted (the daemon stopped; starting it cuts them off and keeps them in a recovery entry), or the ledger was cut in the middle of an entry`,
+        detail: segment.active
+          ? `the last ${bytes.length} bytes have no line end: a write was interrupted (the daemon stopped; starting it cuts them off and keeps them in a recovery entry), or the ledger was cut in the middle of an entry`
+          : `the last ${bytes.length} bytes of this rotated segment have no line end: the segment was cut in the middle of an entry`,
       });
-      break;
+      if (segment.active) break;
+      previous = { line: lineNumber, hash: createHash('sha256').update(bytes).digest('hex'), seq: undefined, where };
+      continue;
     }
     const text = bytes.toString('utf8');
     const hash = createHash('sha256').update(bytes).digest('hex');
     const entry = parseEntry(text);
     if (entry === undefined) {
       findings.push({ kind: 'entry-not-json', where, detail: `the line is not a ledger entry (a JSON object with seq, time and prev): ${JSON.stringify(text.slice(0, 80))}` });
-      previous = { line: lineNumber, hash, seq: undefined };
+      previous = { line: lineNumber, hash, seq: undefined, where };
       continue;
     }
     const { seq } = entry;
+    firstEntry ??= { seq, prev: entry.prev, where };
+    if (entry.kind === 'segment-dropped' && Number.isSafeInteger(entry.lastSeq) && typeof entry.lastHash === 'string') {
+      const time = typeof entry.lastTime === 'string' ? Date.parse(entry.lastTime) : Number.NaN;
+      drops.set(entry.lastSeq as number, { lastHash: entry.lastHash, lastTime: Number.isFinite(time) ? time : undefined, where: `${where} (seq ${seq})` });
+    }
+    // After a dropped prefix the key-installed entry may be gone: the first kept entry, a
+    // segment-start (itself MACed), carries the key's epoch.
+    if (
+      previous === undefined &&
+      epoch === undefined &&
+      entry.kind === 'segment-start' &&
+      typeof entry.keyId === 'string' &&
+      Number.isSafeInteger(entry.installSeq) &&
+      (entry.installSeq as number) <= seq
+    ) {
+      epoch = { installSeq: entry.installSeq as number, keyId: entry.keyId, checkable: wantedKeyId !== undefined && entry.keyId === wantedKeyId };
+      scan.keyId = entry.keyId;
+      scan.installSeq = epoch.installSeq;
+    }
     scan.entries += 1;
-    scan.seqs.push({ line: lineNumber, seq, hash });
+    scan.seqs.push({ line: lineNumber, seq, hash, where });
     scan.maxSeq = Math.max(scan.maxSeq, seq);
-    scan.hashOfSeq.set(seq, { line: lineNumber, hash });
+    scan.hashOfSeq.set(seq, { line: lineNumber, hash, where });
     // Chain: this entry's prev must be the hash of the line before it.
     const expectedPrev = previous?.hash ?? GENESIS_HASH;
     if (entry.prev !== expectedPrev) {
       if (previous === undefined && seq === 1) {
-        noteAltered(seq, lineNumber, 'its prev is not the genesis hash of a first entry');
+        noteAltered(seq, where, 'its prev is not the genesis hash of a first entry');
       } else if (previous?.seq !== undefined && previous.seq === seq - 1) {
-        noteAltered(previous.seq, previous.line, `its bytes no longer hash to the prev recorded by the next entry (seq ${seq}, line ${lineNumber})`);
+        noteAltered(previous.seq, previous.where, `its bytes no longer hash to the prev recorded by the next entry (seq ${seq}, line ${lineNumber})`);
       }
       // Otherwise the line before is not this entry's predecessor: the missing, reordered,
       // duplicate or not-JSON finding about it explains the break.
@@ -302,7 +369,7 @@ async function scanLedger(path: string, initialKey: Buffer | undefined, findings
         const key = keyFor(seq - epoch.installSeq);
         scan.macsChecked += 1;
         if (key !== undefined && !checkEntryMac(key, split.lineWithoutMac, split.mac)) {
-          noteAltered(seq, lineNumber, 'its MAC does not verify with the key derived from the initial key: it was altered, or forged with a later key');
+          noteAltered(seq, where, 'its MAC does not verify with the key derived from the initial key: it was altered, or forged with a later key');
         }
       }
     } else if (split !== undefined && epoch === undefined && macWithoutInstall === undefined) {
@@ -317,9 +384,29 @@ async function scanLedger(path: string, initialKey: Buffer | undefined, findings
     if (entry.kind === 'recovery' && Array.isArray(entry.unrepliedRecords)) {
       for (const token of entry.unrepliedRecords) if (typeof token === 'string') scan.unreplied.add(token);
     }
-    previous = { line: lineNumber, hash, seq };
+    previous = { line: lineNumber, hash, seq, where };
   }
+  // Stopped early (a partial last line): close the file.
+  await stream.return(undefined).catch(() => undefined);
   if (keyCursor.key !== undefined) forgetKey(keyCursor.key);
+  if (readError !== undefined) {
+    throw new StoreOpenError(`Cannot read the ledger ${path}: ${(readError as Error).message}`, { cause: readError });
+  }
+  if (firstEntry !== undefined && firstEntry.seq > 1) {
+    const drop = drops.get(firstEntry.seq - 1);
+    if (drop !== undefined) {
+      // A prefix dropped by retention: checked from the first kept entry on.
+      scan.checkedFromSeq = firstEntry.seq;
+      scan.dropped = { lastSeq: firstEntry.seq - 1, lastTime: drop.lastTime };
+      if (drop.lastHash !== firstEntry.prev) {
+        noteAltered(
+          firstEntry.seq,
+          firstEntry.where,
+          `its prev is not the hash of the last dropped entry (seq ${firstEntry.seq - 1}) recorded by the segment-dropped entry at ${drop.where}: it or that note was altered`,
+        );
+      }
+    }
+  }
   if (macWithoutInstall !== undefined) {
     findings.push({
       kind: 'key-mismatch',
@@ -333,15 +420,15 @@ async function scanLedger(path: string, initialKey: Buffer | undefined, findings
       detail: 'a key was given, but the ledger has no key-installed entry: it was never keyed, or that entry was removed',
     });
   }
-  checkSequence(scan.seqs, findings);
-  for (const [seq, { line, reasons }] of altered) {
-    findings.push({ kind: 'entry-altered', where: `ledger line ${line} (seq ${seq})`, detail: reasons.join('; ') });
+  checkSequence(scan.seqs, findings, scan.checkedFromSeq);
+  for (const [seq, { where, reasons }] of altered) {
+    findings.push({ kind: 'entry-altered', where: `${where} (seq ${seq})`, detail: reasons.join('; ') });
   }
   return scan;
 }
 
 /** Missing, duplicate and reordered sequence numbers. */
-function checkSequence(seqs: readonly ParsedLine[], findings: VerifyFinding[]): void {
+function checkSequence(seqs: readonly ParsedLine[], findings: VerifyFinding[], startSeq: number): void {
   // Reordered: every place where the numbers go backwards (a moved line shows as one descent).
   for (let index = 1; index < seqs.length; index += 1) {
     const before = seqs[index - 1];
@@ -350,29 +437,30 @@ function checkSequence(seqs: readonly ParsedLine[], findings: VerifyFinding[]): 
     if (here.seq === before.seq) continue; // a duplicate, reported below
     findings.push({
       kind: 'entry-reordered',
-      where: `ledger lines ${before.line}-${here.line}`,
+      where: `${before.where.replace(/ line /, ' lines ')}-${here.where.replace(/^.* line /, '')}`,
       detail: `seq ${before.seq} comes before seq ${here.seq}: entries were moved`,
     });
   }
   const byNumber = [...seqs].sort((a, b) => a.seq - b.seq || a.line - b.line);
-  let expected = 1;
+  let expected = startSeq;
   let previous: ParsedLine | undefined;
   for (const item of byNumber) {
     if (previous !== undefined && item.seq === previous.seq) {
       findings.push({
         kind: 'entry-duplicate',
-        where: `ledger lines ${previous.line} and ${item.line}`,
+        where: `${previous.where.replace(/ line /, ' lines ')} and ${item.where.replace(/^ledger line /, '')}`,
         detail: `both lines have seq ${item.seq}: one was copied or forged`,
       });
       continue;
     }
     if (item.seq > expected) {
       const range = item.seq - 1 === expected ? `seq ${expected} is` : `seqs ${expected}-${item.seq - 1} are`;
-      const after = previous === undefined ? 'the start of the ledger' : `seq ${previous.seq} (line ${previous.line})`;
+      const after = previous === undefined ? 'the start of the ledger' : `seq ${previous.seq} (${previous.where.replace(/^ledger line/, 'line')})`;
+      const unaccounted = previous === undefined ? ', and no segment-dropped entry accounts for them' : '';
       findings.push({
         kind: 'entry-missing',
         where: `ledger seq ${expected === item.seq - 1 ? expected : `${expected}-${item.seq - 1}`}`,
-        detail: `${range} missing between ${after} and seq ${item.seq} (line ${item.line}): entries were deleted`,
+        detail: `${range} missing between ${after} and seq ${item.seq} (${item.where.replace(/^ledger line/, 'line')}): entries were deleted${unaccounted}`,
       });
     }
     expected = item.seq + 1;
@@ -419,7 +507,7 @@ function checkKeyState(path: string, scan: LedgerScan, initialKey: Buffer | unde
       if (head !== undefined && head.hash !== state.head) {
         findings.push({
           kind: 'entry-altered',
-          where: `ledger line ${head.line} (seq ${state.seq})`,
+          where: `${head.where} (seq ${state.seq})`,
           detail: 'its bytes do not hash to the head recorded in the key state: the entry was altered',
         });
       }
@@ -465,6 +553,7 @@ function checkRecords(
   findings: VerifyFinding[],
 ): VerifyReport['records'] {
   const present = new Map<string, Buffer | undefined>();
+  const modified = new Map<string, number>();
   const now = Date.now();
   for (const name of listing?.names ?? []) {
     const path = join(dir, name);
@@ -498,6 +587,7 @@ function checkRecords(
     // `stopctl prune --gzip` writes <token>.json.gz, then removes <token>.json: after a crash in
     // between both exist, and both are checked.
     const key = packed === undefined ? token : `${token}.json.gz`;
+    modified.set(key, stats.mtimeMs);
     try {
       const bytes = readFileSync(path);
       present.set(key, packed === undefined ? bytes : gunzipSync(bytes, { maxOutputLength: MAX_RECORD_BYTES }));
@@ -556,9 +646,17 @@ function checkRecords(
       detail: `the ledger names this record (${at}), but the file is missing, and no prune or record-not-kept entry explains it: it was deleted`,
     });
   }
+  let beforeKeptLedger = 0;
+  // Written before the last dropped entry (with a margin for the record-then-entry order): its
+  // reply entry was in a dropped segment.
+  const droppedUntil = scan.dropped === undefined ? undefined : (scan.dropped.lastTime ?? Infinity) + DROPPED_RECORD_MARGIN_MS;
   for (const key of present.keys()) {
     const token = tokenOf(key);
     if (scan.referenced.has(token) || scan.unreplied.has(token)) continue;
+    if (droppedUntil !== undefined && (modified.get(key) ?? Infinity) <= droppedUntil) {
+      beforeKeptLedger += 1;
+      continue;
+    }
     findings.push({
       kind: 'record-unreferenced',
       where: fileOf(key),
@@ -566,7 +664,7 @@ function checkRecords(
         'no ledger entry names this record: it was planted, or its entry was removed, or the daemon stopped between saving it and writing its entry (starting the daemon accounts for such records in a recovery entry)',
     });
   }
-  return { count: tokens.size, referenced: scan.referenced.size, unreplied: scan.unreplied.size, absent: scan.absent.size };
+  return { count: tokens.size, referenced: scan.referenced.size, unreplied: scan.unreplied.size, absent: scan.absent.size, beforeKeptLedger };
 }
 
 /** Adds record references from lines appended after `offset` (a running daemon's latest entries). */
@@ -603,39 +701,6 @@ function parseEntry(text: string): ParsedEntry | undefined {
   return entry as ParsedEntry;
 }
 
-/** Lines of a file as bytes, each with whether it ended in a newline, and the offset after it. */
-async function* readLines(path: string): AsyncGenerator<{ bytes: Buffer; complete: boolean; lineNumber: number; end: number }> {
-  let handle;
-  try {
-    handle = await open(path, 'r');
-  } catch (error) {
-    throw new StoreOpenError(`Cannot read the ledger ${path}: ${(error as Error).message}`, { cause: error });
-  }
-  try {
-    const chunk = Buffer.alloc(1024 * 1024);
-    let carry = Buffer.alloc(0);
-    let lineNumber = 0;
-    let offset = 0;
-    for (;;) {
-      const { bytesRead } = await handle.read(chunk, 0, chunk.length, null);
-      if (bytesRead === 0) break;
-      let data = carry.length === 0 ? chunk.subarray(0, bytesRead) : Buffer.concat([carry, chunk.subarray(0, bytesRead)]);
-      let newline = data.indexOf(0x0a);
-      while (newline >= 0) {
-        lineNumber += 1;
-        offset += newline + 1;
-        yield { bytes: Buffer.from(data.subarray(0, newline)), complete: true, lineNumber, end: offset };
-        data = data.subarray(newline + 1);
-        newline = data.indexOf(0x0a);
-      }
-      carry = Buffer.from(data);
-    }
-    if (carry.length > 0) yield { bytes: carry, complete: false, lineNumber: lineNumber + 1, end: offset };
-  } finally {
-    await handle.close();
-  }
-}
-
 /** Whether a live process holds the store's lock (a daemon may be writing while we read). */
 function isDaemonRunning(lockPath: string): boolean {
   let pid: number;
@@ -655,17 +720,18 @@ function isDaemonRunning(lockPath: string): boolean {
 
 /** Ledger findings in file order first, then key state, then records by name. */
 function orderFindings(findings: readonly VerifyFinding[]): VerifyFinding[] {
-  const rank = (finding: VerifyFinding): [number, number, string] => {
-    const line = /^ledger lines? (\d+)/.exec(finding.where);
-    if (line !== null) return [0, Number(line[1]), ''];
+  const rank = (finding: VerifyFinding): [number, number, number, string] => {
+    // Rotated segments (by first seq) come before the active file.
+    const line = /^ledger(?:-segments\/(\d+)\.ledger)? lines? (\d+)/.exec(finding.where);
+    if (line !== null) return [0, line[1] === undefined ? Infinity : Number(line[1]), Number(line[2]), ''];
     const seq = /^ledger seq (\d+)/.exec(finding.where);
-    if (seq !== null) return [1, Number(seq[1]), ''];
-    if (finding.where.startsWith('ledger')) return [2, 0, finding.where];
-    return [3, 0, finding.where];
+    if (seq !== null) return [1, Number(seq[1]), 0, ''];
+    if (finding.where.startsWith('ledger')) return [2, 0, 0, finding.where];
+    return [3, 0, 0, finding.where];
   };
   return [...findings].sort((a, b) => {
-    const [ga, na, sa] = rank(a);
-    const [gb, nb, sb] = rank(b);
-    return ga - gb || na - nb || sa.localeCompare(sb);
+    const [ga, fa, na, sa] = rank(a);
+    const [gb, fb, nb, sb] = rank(b);
+    return ga - gb || (fa === fb ? 0 : fa < fb ? -1 : 1) || na - nb || sa.localeCompare(sb);
   });
 }

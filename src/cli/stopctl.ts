@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { runProgram } from './run-program.js';
 import { queryStop } from '../daemon/client.js';
 import { DEFAULTS } from '../daemon/daemon.js';
 import { requireStore } from '../evidence/store.js';
@@ -306,15 +307,4 @@ async function runTrace(argv: string[]): Promise<number> {
   return redemption.status;
 }
 
-
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (error: unknown) => {
-    if (error instanceof StopdError) {
-      process.stderr.write(`stopctl: ${error.message}\n`);
-      process.exit(error instanceof UsageError ? 64 : 1);
-    }
-    process.stderr.write(`stopctl: unexpected failure: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
-    process.exit(70);
-  },
-);
+runProgram('stopctl', main);

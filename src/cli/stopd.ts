@@ -2,13 +2,13 @@
 // The V8 flags above keep the daemon's resident memory under 80 MB at full load (bench/README.md):
 // a 1 MB young generation instead of up to 16 MB, and a heap that grows less eagerly. Throughput is
 // unchanged within the bench's noise. `npm start` and the bench run this file through this line.
+import { runProgram } from './run-program.js';
 import { createWriteStream, lstatSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { Socket } from 'node:net';
 import { startDaemon, type DaemonOptions, type RunningDaemon } from '../daemon/daemon.js';
 import { createStreamLogger, type Logger } from '../daemon/logger.js';
 import type { ListenAddress } from '../daemon/server.js';
-import { StopdError, UsageError } from '../errors.js';
 import { parseCommandLine } from './args.js';
 import { DEFAULT_CONFIG_FILE, loadConfigFile, type FileSetting } from './config-file.js';
 import { buildDaemonOptions, DAEMON_OPTIONS } from './daemon-options.js';
@@ -219,14 +219,4 @@ function readVersion(): string {
   return pkg.version;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (error: unknown) => {
-    if (error instanceof StopdError) {
-      process.stderr.write(`stopd: ${error.message}\n`);
-      process.exit(error instanceof UsageError ? 64 : 1);
-    }
-    process.stderr.write(`stopd: unexpected failure: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
-    process.exit(70);
-  },
-);
+runProgram('stopd', main);

@@ -9,6 +9,7 @@ import {
   PREVIOUS_HOST,
   THIS_HOST,
   addNoiseProcesses,
+  buildSharedPipe,
   buildFigure11,
   buildFigure6,
   buildFigure7,
@@ -627,25 +628,6 @@ test('resolveClosure still sees a shared socket when one of its holders closed i
   assert.ok(closure.processes.some((process) => process.pid === 12), 'the peer is reached through the other holder');
 });
 
-/**
- * `count` workers under one parent all holding both ends of one pipe (a pre-fork server's
- * inherited log pipe, issue 13); the first worker holds the queried connection.
- */
-function sharedPipe(count: number): { host: FakeHost; socket: TcpSocket; pipe: number } {
-  const host = new FakeHost({ localAddresses: [THIS_HOST] })
-    .addProcess({ pid: 1, ppid: 0, name: 'init' })
-    .addProcess({ pid: 2, ppid: 1, name: 'server' });
-  for (let i = 0; i < count; i++) host.addProcess({ pid: 100 + i, ppid: 2, name: 'worker' });
-  const pipe = host.addPipe(100, 100);
-  for (let i = 1; i < count; i++) host.shareFd(100 + i, pipe, { end: 'both' });
-  const local = { address: THIS_HOST, port: 22 };
-  const remote = { address: NEXT_HOST, port: 40000 };
-  host.addTcp({ pid: 100, local, remote });
-  const socket = host.findTcp(local, remote);
-  assert.ok(socket);
-  return { host, socket, pipe };
-}
-
 /** `host` with its process reads counted. */
 function countingReads(host: FakeHost): { view: HostView; reads: () => number } {
   let reads = 0;
@@ -660,7 +642,7 @@ function countingReads(host: FakeHost): { view: HostView; reads: () => number } 
 }
 
 test('resolveClosure links 20 000 holders of one pipe through one channel, not pairwise', () => {
-  const { host, socket, pipe } = sharedPipe(20_000);
+  const { host, socket, pipe } = buildSharedPipe(20_000);
   const { view, reads } = countingReads(host);
   const closure = resolveClosure(view, { socket, maxProcesses: 25_000, maxDescriptors: 100_000, maxLinks: 25_000 });
   assert.equal(closure.processes.length, 20_002);
@@ -711,7 +693,7 @@ test('resolveClosure stops reading co-writers of a pipe at twice maxProcesses', 
 });
 
 test('resolveClosure links a socket shared by many processes through one channel', () => {
-  const { host, socket } = sharedPipe(2);
+  const { host, socket } = buildSharedPipe(2);
   for (let i = 0; i < 40; i++) host.addProcess({ pid: 1000 + i, ppid: 2, name: 'sharer' });
   for (let i = 0; i < 40; i++) host.shareFd(1000 + i, socket.inode);
   const closure = resolveClosure(host, { socket });
@@ -726,7 +708,7 @@ test('resolveClosure links a socket shared by many processes through one channel
   assert.equal(queried.sharedWith.length, MAX_LISTED_PIDS);
   assert.equal(queried.sharedCount, 40);
   // Few holders keep their pairwise links and their records' shape.
-  const small = resolveClosure(sharedPipe(3).host, { socket: sharedPipe(3).socket });
+  const small = resolveClosure(buildSharedPipe(3).host, { socket: buildSharedPipe(3).socket });
   assert.deepEqual(small.channels, []);
   assert.equal(small.links.filter((link) => link.kind === 'pipe').length, 3 * 3 - 3, 'writers x readers but self');
   assert.ok(small.processes.every((process) => process.pipes.every((entry) => entry.otherCount === undefined)));
@@ -764,7 +746,7 @@ test('resolveClosure examines at most maxFdsPerProcess descriptors of the querie
 });
 
 test('resolveClosure takes a process with more descriptors than maxFdsPerProcess for a hub without resolving them', () => {
-  const { host, socket } = sharedPipe(1);
+  const { host, socket } = buildSharedPipe(1);
   host.addProcess({ pid: 50, ppid: 1, name: 'proxy' });
   host.addPipe(100, 50);
   for (let i = 0; i < 500; i++) host.addOtherSocket(50);

@@ -295,7 +295,9 @@ async function runTrace(argv: string[]): Promise<number> {
 
 
 main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
+  // A pipe takes stdout asynchronously: exit once what was written is flushed, or a large
+  // `redeem --json` reaches the reader cut (the empty write's callback runs after the others).
+  (code) => process.stdout.write('', () => process.exit(code)),
   (error: unknown) => {
     if (error instanceof StopdError) {
       process.stderr.write(`stopctl: ${error.message}\n`);

@@ -88,6 +88,8 @@ export interface LinuxProcessTableOptions {
  * changed since the previous request.
  */
 export interface LinuxProcessTable extends ProcessTable {
+  /** See {@link ProcessTable.pipeEndOf}: one lstat of each descriptor the last findHolders found. */
+  pipeEndOf(pid: number, inode: number): 'read' | 'write' | 'both' | undefined;
   /**
    * Pids whose descriptors the kernel refused since the last refresh (only with `onDenied:
    * 'skip'`), ascending: the caller records them so the evidence says what could not be seen.
@@ -178,6 +180,8 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
   /** isLocalAddress's answers in this snapshot. */
   const localAnswers = new Map<string, boolean>();
   const denied = new Set<number>();
+  /** The descriptors of each holder of each inode the last findHolders found live, for pipeEndOf. */
+  const liveFds = new Map<number, Map<number, number[]>>();
 
   const bootTime = (): number => {
     bootTimeMs ??= recent(`boot time of ${procRoot}`, () => {
@@ -431,7 +435,10 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
         if (live.length === 0) index.delete(inode);
         else index.set(inode, live);
       }
-      const pids = [...new Set(live.map((holder) => holder.pid))].filter((pid) => pid !== hiddenPid).sort((a, b) => a - b);
+      const byPid = new Map<number, number[]>();
+      for (const holder of live) pushTo(byPid, holder.pid, holder.fd);
+      liveFds.set(inode, byPid);
+      const pids = [...byPid.keys()].filter((pid) => pid !== hiddenPid).sort((a, b) => a - b);
       if (ownerUid === undefined) return pids;
       // The owner's processes first (DESIGN.md: scan the socket owner's uid first); the scan
       // itself is always complete, so the hint only orders the answer.
@@ -439,6 +446,21 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
       const others: number[] = [];
       for (const pid of pids) (effectiveUid(pid) === ownerUid ? owned : others).push(pid);
       return [...owned, ...others];
+    },
+
+    pipeEndOf(pid: number, inode: number): 'read' | 'write' | 'both' | undefined {
+      let end: 'read' | 'write' | 'both' | undefined;
+      for (const fd of liveFds.get(inode)?.get(pid) ?? []) {
+        let mine: 'read' | 'write' | 'both';
+        try {
+          mine = pipeEnd(fdOf(pid, fd));
+        } catch (error) {
+          if (isGone(error) || isDenied(error)) continue;
+          throw fdError(pid, error);
+        }
+        end = end === undefined || end === mine ? mine : 'both';
+      }
+      return end;
     },
 
     isLocalAddress(address: string): boolean {
@@ -469,6 +491,7 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
       indexed = undefined;
       localAddresses = undefined;
       localAnswers.clear();
+      liveFds.clear();
     },
   };
 }

@@ -346,6 +346,12 @@ class ClosureAnalysis {
    * a pipe shared by 20 000 writers must not cost 20 000 reads when none is added.
    */
   #holdsPipeEnd(pid: number, inode: number, end: 'read' | 'write'): boolean {
+    if (!this.#infos.has(pid) && !this.#peeked.has(pid) && this.#host.pipeEndOf !== undefined) {
+      // One cheap question instead of reading the process: most co-readers never join.
+      const held = this.#host.pipeEndOf(pid, inode);
+      // None: it closed the pipe or exited since findHolders (let #addWithAncestors see which).
+      return held === undefined ? this.#peek(pid) === undefined : held === end || held === 'both';
+    }
     if (!this.#infos.has(pid) && !this.#peeked.has(pid) && this.#peeked.size >= 2 * this.#maxProcesses) {
       this.#truncated = true;
       return false;

@@ -162,7 +162,7 @@ export const MAX_PAIR_LINKS = 16;
 export const DEFAULT_CLOSURE_LIMITS = Object.freeze({
   maxProcesses: 1_000,
   maxFdsPerProcess: 256,
-  maxDescriptors: 4_096,
+  maxDescriptors: 16_384,
   maxLinks: 20_000,
 });
 

@@ -86,6 +86,7 @@ describe('stopd SV requests on hostile host states', { skip: isRoot ? false : 'n
       assert.deepEqual(child.cmdlineTruncated, { bytes: whole.length, sha256: createHash('sha256').update(whole).digest('hex') });
     }
     assert.ok(children.every((child) => child.cmdlineTruncated !== undefined), 'each cut command line says so');
+    assert.ok(record.problems.some((problem) => problem.code === 'limit-cmdline'), JSON.stringify(record.problems));
     const channel = record.channels.find((entry) => entry.kind === 'pipe');
     assert.ok(channel, `the shared pipe is one channel: ${JSON.stringify(record.channels).slice(0, 300)}`);
     assert.equal(channel.from.length, 151);

@@ -322,7 +322,10 @@ function buildWholeRecord(input: BuildRecordInput): EvidenceRecord {
     vanished: [...closure.vanished],
     denied: [...new Set(input.denied)],
     truncated: closure.truncated,
-    problems: [...closure.problems, ...(input.problems ?? [])].map((problem) => ({ code: problem.code, message: problem.message })),
+    problems: [...closure.problems, ...(input.problems ?? [])]
+      // Cut command lines are no problem of a record that keeps none.
+      .filter((problem) => save.has('cmdline') || problem.code !== 'limit-cmdline')
+      .map((problem) => ({ code: problem.code, message: problem.message })),
     ...(save.has('utmp') ? { utmp: filterUtmpForUsers(input.utmp, [...reportUsers]).map((entry) => ({ ...entry })) } : {}),
     saved,
   };

@@ -776,3 +776,57 @@ test('resolveClosure stops at maxLinks and says so', () => {
   assert.throws(() => resolveClosure(fixture.host, { socket: fixture.socket, maxDescriptors: -1 }), RangeError);
   assert.throws(() => resolveClosure(fixture.host, { socket: fixture.socket, maxFdsPerProcess: 0.5 }), RangeError);
 });
+
+test('resolveClosure states cut command lines as a problem, not as truncation', () => {
+  const { host, socket } = buildSharedPipe(3);
+  const cut = { bytes: 1_000_000, sha256: 'ef'.repeat(32) };
+  const view: HostView = {
+    ...withSocketLookups(host, {}),
+    getProcess: (pid) => {
+      const info = host.getProcess(pid);
+      return info === undefined || pid < 100 ? info : { ...info, cmdlineTruncated: cut };
+    },
+  };
+  const closure = resolveClosure(view, { socket });
+  assert.deepEqual(closure.processes.find((process) => process.pid === 101)?.cmdlineTruncated, cut);
+  assert.equal(closure.truncated, false);
+  assert.deepEqual(closure.problems.map((problem) => problem.code), ['limit-cmdline']);
+  assert.match(closure.problems[0]?.message ?? '', /of 3 processes are cut to their first 4096 bytes/);
+});
+
+test('resolveClosure asks pipeEndOf about co-readers of an inherited pipe instead of reading them', () => {
+  // The holder and 5 000 children read one inherited stdin pipe; its writer is init, whose
+  // IPC is not followed (else every reader would join through it, rightly).
+  const host = new FakeHost({ localAddresses: [THIS_HOST] })
+    .addProcess({ pid: 1, ppid: 0, name: 'init' })
+    .addProcess({ pid: 2, ppid: 1, name: 'launcher' })
+    .addProcess({ pid: 3, ppid: 2, name: 'holder' });
+  const stdin = host.addPipe(1, 3);
+  for (let i = 0; i < 5_000; i++) {
+    host.addProcess({ pid: 100 + i, ppid: 3, name: 'child' });
+    host.shareFd(100 + i, stdin, { end: 'read' });
+  }
+  const local = { address: THIS_HOST, port: 22 };
+  const remote = { address: NEXT_HOST, port: 40000 };
+  host.addTcp({ pid: 3, local, remote });
+  const socket = host.findTcp(local, remote);
+  assert.ok(socket);
+  let reads = 0;
+  let ends = 0;
+  const view: HostView = {
+    ...withSocketLookups(host, {}),
+    getProcess: (pid) => {
+      reads += 1;
+      return host.getProcess(pid);
+    },
+    pipeEndOf: (pid, inode) => {
+      ends += 1;
+      return host.pipeEndOf(pid, inode);
+    },
+  };
+  const closure = resolveClosure(view, { socket, maxProcesses: 100 });
+  assert.deepEqual(closure.processes.map((process) => process.pid).sort((a, b) => a - b), [1, 2, 3]);
+  assert.equal(closure.truncated, false, 'co-readers are not linked, and cost no process read');
+  assert.ok(reads <= 3, `${reads} process reads`);
+  assert.ok(ends <= 5_001, `${ends} end questions`);
+});

@@ -5,7 +5,7 @@
  * connections of all of them that lead to a previous host. Pure: it only calls the
  * {@link HostView} interface, so the paper's figures are unit tests (figures.ts).
  */
-import type { Endpoint, FdSocket, HostView, OpenFd, ProcessInfo, TcpSocket, UnixSocket } from '../host/types.js';
+import { MAX_CMDLINE_BYTES, type Endpoint, type FdSocket, type HostView, type OpenFd, type ProcessInfo, type TcpSocket, type UnixSocket } from '../host/types.js';
 import {
   DEFAULT_CLOSURE_LIMITS,
   DEFAULT_UNFOLLOWED_UNIX_PATHS,
@@ -177,6 +177,14 @@ class ClosureAnalysis {
           `The sockets and pipes of ${this.#omitted.size} process${this.#omitted.size === 1 ? ' were' : 'es were'} not all examined ` +
           `(at most ${this.#maxFdsPerProcess} per process and ${this.#descriptorsLimit()} in all; pid ${pid} holds ${total}, ` +
           `${total - count} examined); the others are missing from this record`,
+      });
+    }
+    let cut = 0;
+    for (const pid of this.#order) if (this.#infos.get(pid)?.cmdlineTruncated !== undefined) cut += 1;
+    if (cut > 0) {
+      problems.push({
+        code: 'limit-cmdline',
+        message: `The command lines of ${cut} process${cut === 1 ? ' are' : 'es are'} cut to their first ${MAX_CMDLINE_BYTES} bytes; the length and SHA-256 of each whole one are kept`,
       });
     }
     if (this.#linksCut) {

@@ -5,7 +5,7 @@
  *
  * Options (after `npm run bench --`):
  *   --quick          short runs, for trying the bench out (numbers indicative only)
- *   --only=LIST      comma-separated sections: id, structures, impact, recursion
+ *   --only=LIST      comma-separated sections: id, structures, impact, recursion, pipes
  *   --profile        also profile stopd with node --cpu-prof (ID and SV) and list hot functions
  *
  * Needs root (network and PID namespaces, every /proc/PID/fd), cc, python3, socat, taskset,
@@ -20,11 +20,12 @@ import { checkTargets, formatReport, type BenchResults } from './report.js';
 import { benchIdVsOidentd } from './sections/id-vs-oidentd.js';
 import { benchProfile } from './sections/profile.js';
 import { benchRecursion } from './sections/recursion.js';
+import { benchSharedPipe } from './sections/shared-pipe.js';
 import { benchStructures } from './sections/structures.js';
 import { benchSystemImpact } from './sections/system-impact.js';
 import { hasProgram } from './lib/processes.js';
 
-const SECTIONS = ['id', 'structures', 'impact', 'recursion'] as const;
+const SECTIONS = ['id', 'structures', 'impact', 'recursion', 'pipes'] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** The repository's bench/results (this file runs as dist/bench/run.js). */
@@ -110,6 +111,10 @@ async function main(): Promise<void> {
   if (impact !== undefined && 'stopdMemory' in impact) memory['Table V (6000 SV per minute)'] = impact.stopdMemory.vmHWMkB;
 
   const recursion = only.has('recursion') ? await timed('recursion over 4 hosts', () => benchRecursion({ runs: quick ? 3 : 10 })) : undefined;
+  const pipes = only.has('pipes')
+    ? await timed('SV with 100 / 1000 / 5000 processes sharing a pipe', () => benchSharedPipe({ sizes: [100, 1000, 5000], rounds: quick ? 3 : 10 }))
+    : undefined;
+  if (pipes?.stopdMemory !== undefined) memory['SV with 100 / 1000 / 5000 processes sharing a pipe'] = pipes.stopdMemory.vmHWMkB;
   const profile = profiling ? await timed('profile', () => benchProfile({ durationMs: quick ? 2000 : 5000, svCount: quick ? 20 : 100 })) : undefined;
 
   const partial = {
@@ -121,6 +126,7 @@ async function main(): Promise<void> {
     ...(structures === undefined ? {} : { structures }),
     ...(impact === undefined ? {} : { impact }),
     ...(recursion === undefined ? {} : { recursion }),
+    ...(pipes === undefined ? {} : { pipes }),
     ...(profile === undefined ? {} : { profile }),
     memory,
   };

@@ -197,9 +197,9 @@ export interface BuildRecordInput {
 }
 
 /**
- * Default {@link BuildRecordInput.maxBytes}: 2 MiB. With the closure's own bounds (1 000
- * processes, 4 KiB of command line each, 4 096 descriptors) a record stays under it on any
- * ordinary host; a hostile one is cut here rather than fill the store (issue 13).
+ * Default {@link BuildRecordInput.maxBytes}: 2 MiB. An ordinary record is far smaller (1 000
+ * processes sharing a pipe take 1.2 MB); one the closure's own bounds still allow to grow
+ * (1 000 processes with 4 KiB command lines: 4 MB) is cut here rather than fill the store.
  */
 export const DEFAULT_MAX_RECORD_BYTES = 2 * 1024 * 1024;
 

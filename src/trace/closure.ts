@@ -82,6 +82,7 @@ class ClosureAnalysis {
   readonly #maxIpc: number;
   readonly #maxFdsPerProcess: number;
   readonly #maxLinks: number;
+  readonly #maxDescriptors: number;
   /** Descriptors that may still be examined in this analysis. */
   #descriptorsLeft: number;
   readonly #unfollowedPaths: readonly string[];
@@ -120,7 +121,8 @@ class ClosureAnalysis {
     this.#maxProcesses = positiveInteger('maxProcesses', options.maxProcesses ?? DEFAULT_MAX_PROCESSES);
     this.#maxIpc = positiveInteger('maxIpcPerProcess', options.maxIpcPerProcess ?? DEFAULT_MAX_IPC_PER_PROCESS);
     this.#maxFdsPerProcess = positiveInteger('maxFdsPerProcess', options.maxFdsPerProcess ?? DEFAULT_CLOSURE_LIMITS.maxFdsPerProcess);
-    this.#descriptorsLeft = positiveInteger('maxDescriptors', options.maxDescriptors ?? DEFAULT_CLOSURE_LIMITS.maxDescriptors);
+    this.#maxDescriptors = positiveInteger('maxDescriptors', options.maxDescriptors ?? DEFAULT_CLOSURE_LIMITS.maxDescriptors);
+    this.#descriptorsLeft = this.#maxDescriptors;
     this.#maxLinks = positiveInteger('maxLinks', options.maxLinks ?? DEFAULT_CLOSURE_LIMITS.maxLinks);
     this.#unfollowedPaths = options.unfollowedUnixPaths ?? DEFAULT_UNFOLLOWED_UNIX_PATHS;
     const range = options.ephemeralPorts;
@@ -175,7 +177,7 @@ class ClosureAnalysis {
         code: 'limit-descriptors',
         message:
           `The sockets and pipes of ${this.#omitted.size} process${this.#omitted.size === 1 ? ' were' : 'es were'} not all examined ` +
-          `(at most ${this.#maxFdsPerProcess} per process and ${this.#descriptorsLimit()} in all; pid ${pid} holds ${total}, ` +
+          `(at most ${this.#maxFdsPerProcess} per process and ${this.#maxDescriptors} in all; pid ${pid} holds ${total}, ` +
           `${total - count} examined); the others are missing from this record`,
       });
     }
@@ -191,12 +193,6 @@ class ClosureAnalysis {
       problems.push({ code: 'limit-links', message: `The analysis stopped at ${this.#maxLinks} links; links are missing from this record` });
     }
     return problems;
-  }
-
-  #descriptorsLimit(): number {
-    let examined = this.#descriptorsLeft;
-    for (const fds of this.#examined.values()) examined += fds.length;
-    return examined;
   }
 
   /**

@@ -1,9 +1,13 @@
 /** The pure trace layer: from a host view, the process/IPC closure of a connection and its upstream candidates. */
 export { resolveClosure, DEFAULT_MAX_PROCESSES, DEFAULT_MAX_IPC_PER_PROCESS } from './closure.js';
 export {
+  DEFAULT_CLOSURE_LIMITS,
   DEFAULT_UNFOLLOWED_UNIX_PATHS,
+  MAX_LISTED_PIDS,
+  MAX_PAIR_LINKS,
   type AnalysisProblem,
   type Closure,
+  type ClosureChannel,
   type ClosureIpc,
   type ClosureLink,
   type ClosureOtherSocket,

@@ -5,6 +5,7 @@ import type { IdDuringSvResult } from './sections/id-during-sv.js';
 import type { IdVsOidentdResult } from './sections/id-vs-oidentd.js';
 import type { ProfileResult } from './sections/profile.js';
 import type { RecursionResult } from './sections/recursion.js';
+import type { SharedPipeResult } from './sections/shared-pipe.js';
 import { p50Of, type StructureResult, type StructuresResult } from './sections/structures.js';
 import type { SystemImpactResult } from './sections/system-impact.js';
 import type { Repeated } from './lib/stats.js';
@@ -27,6 +28,7 @@ export interface BenchResults {
   readonly impact?: SystemImpactResult | { skipped: string };
   readonly recursion?: RecursionResult;
   readonly burst?: IdDuringSvResult;
+  readonly pipes?: SharedPipeResult;
   readonly profile?: ProfileResult;
   /** Peak resident memory (VmHWM) of the stopd of each section. */
   readonly memory: Record<string, number>;
@@ -134,6 +136,10 @@ export function checkTargets(results: Omit<BenchResults, 'targets'>): TargetChec
     const where = store === 'disk' ? 'store on disk' : 'store on tmpfs: no flush to wait for';
     checks.push(check(`ID p50 during back-to-back SV requests ÷ idle (analysis thread, ${where})`, '≤ 1.5×', worker?.p50Ratio.median ?? Number.NaN, (v) => v <= 1.5));
     checks.push(check(`ID p99 during back-to-back SV requests ÷ idle (analysis thread, ${where})`, '≤ 2×', worker?.p99Ratio.median ?? Number.NaN, (v) => v <= 2));
+  }
+  const pipeSv = (n: number): number => results.pipes?.sizes.find((size) => size.processes === n)?.svMs.median ?? Number.NaN;
+  for (const n of [1000, 5000]) {
+    checks.push(check(`SV with ${n} vs 100 processes sharing one pipe (p50)`, `≤ ${n / 100}× (linear)`, pipeSv(n) / pipeSv(100), (v) => v <= n / 100));
   }
   const peaks = Object.values(results.memory).filter((v) => Number.isFinite(v));
   const peak = peaks.length === 0 ? Number.NaN : Math.max(...peaks);
@@ -357,6 +363,23 @@ export function formatReport(results: BenchResults): string {
     out.push(burst?.skipped !== undefined ? `Skipped: ${burst.skipped}.` : 'Not run.');
   }
 
+  out.push('');
+  out.push('## SV with N processes sharing one pipe with the holder (issue 13)');
+  out.push('');
+  const pipes = results.pipes;
+  if (pipes !== undefined && pipes.sizes.length > 0) {
+    out.push(
+      table(
+        ['processes sharing the pipe', `SV ms, median (min–max), ${pipes.rounds} rounds`, 'vs 100'],
+        pipes.sizes.map((size) => {
+          const base = pipes.sizes[0]?.svMs.median ?? Number.NaN;
+          return [String(size.processes), spread(size.svMs), `${fmt(size.svMs.median / base)}×`];
+        }),
+      ),
+    );
+  } else {
+    out.push(pipes?.skipped !== undefined ? `Skipped: ${pipes.skipped}.` : 'Not run.');
+  }
   out.push('');
   out.push('## Daemon memory');
   out.push('');

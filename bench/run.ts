@@ -5,7 +5,7 @@
  *
  * Options (after `npm run bench --`):
  *   --quick          short runs, for trying the bench out (numbers indicative only)
- *   --only=LIST      comma-separated sections: id, structures, impact, recursion, burst
+ *   --only=LIST      comma-separated sections: id, structures, impact, recursion, burst, pipes
  *   --profile        also profile stopd with node --cpu-prof (ID and SV) and list hot functions
  *
  * Needs root (network and PID namespaces, every /proc/PID/fd), cc, python3, socat, taskset,
@@ -21,11 +21,12 @@ import { benchIdDuringSv } from './sections/id-during-sv.js';
 import { benchIdVsOidentd } from './sections/id-vs-oidentd.js';
 import { benchProfile } from './sections/profile.js';
 import { benchRecursion } from './sections/recursion.js';
+import { benchSharedPipe } from './sections/shared-pipe.js';
 import { benchStructures } from './sections/structures.js';
 import { benchSystemImpact } from './sections/system-impact.js';
 import { hasProgram } from './lib/processes.js';
 
-const SECTIONS = ['id', 'structures', 'impact', 'recursion', 'burst'] as const;
+const SECTIONS = ['id', 'structures', 'impact', 'recursion', 'burst', 'pipes'] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** The repository's bench/results (this file runs as dist/bench/run.js). */
@@ -116,6 +117,10 @@ async function main(): Promise<void> {
         benchIdDuringSv({ durationMs: quick ? 2000 : 5000, rounds: quick ? 1 : 4, processes: 100, stores: ['disk', 'tmpfs'] }),
       )
     : undefined;
+  const pipes = only.has('pipes')
+    ? await timed('SV with 100 / 1000 / 5000 processes sharing a pipe', () => benchSharedPipe({ sizes: [100, 1000, 5000], rounds: quick ? 3 : 10 }))
+    : undefined;
+  if (pipes?.stopdMemory !== undefined) memory['SV with 100 / 1000 / 5000 processes sharing a pipe'] = pipes.stopdMemory.vmHWMkB;
   const profile = profiling ? await timed('profile', () => benchProfile({ durationMs: quick ? 2000 : 5000, svCount: quick ? 20 : 100 })) : undefined;
 
   const partial = {
@@ -128,6 +133,7 @@ async function main(): Promise<void> {
     ...(impact === undefined ? {} : { impact }),
     ...(recursion === undefined ? {} : { recursion }),
     ...(burst === undefined ? {} : { burst }),
+    ...(pipes === undefined ? {} : { pipes }),
     ...(profile === undefined ? {} : { profile }),
     memory,
   };

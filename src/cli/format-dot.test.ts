@@ -14,6 +14,7 @@ import {
   buildFigure7,
   buildFigure9,
   type FigureFixture,
+  buildSharedPipe,
 } from '../trace/figures.js';
 import { formatRecordDot, formatRecordPicture, formatTraceDot, formatTracePicture, quoteDot } from './format-dot.js';
 import type { TraceView } from './format-trace.js';
@@ -512,4 +513,19 @@ test('formatRecordDot puts the record problems into the title', async () => {
   const record = { ...recordOf(fixture), problems: [{ code: 'no-visible-holder', reason: 'other-pid-namespace', message: 'No process visible to stopd holds the queried socket' }] };
   const graph = await parseDot(formatRecordDot(TOKEN, record));
   assert.match(graph.attributes.label ?? '', /PROBLEM: No process visible to stopd holds the queried socket \(no-visible-holder: other-pid-namespace\)/);
+});
+
+test('formatRecordDot draws a pipe shared by many workers as one node with an edge per holder', async () => {
+  const fixture = buildSharedPipe(30);
+  const record = recordOf(fixture);
+  assert.equal(record.channels?.length, 1);
+  const graph = await parseDot(formatRecordDot(TOKEN, record));
+  const node = graph.nodes.get('channel0');
+  assert.ok(node, 'the channel is a node');
+  assert.equal(node.shape, 'hexagon');
+  assert.match(node.label ?? '', new RegExp(`pipe:\\[${fixture.pipe}\\]\\\\n30 writers, 30 readers`));
+  assert.equal(edgesOf(graph, 'p100', 'channel0').length, 1);
+  assert.equal(edgesOf(graph, 'channel0', 'p129').length, 1);
+  const pipeEdges = graph.edges.filter((edge) => edge.tail === 'channel0' || edge.head === 'channel0');
+  assert.equal(pipeEdges.length, 60, 'linear: 30 in, 30 out, not 30 x 29 pairs');
 });

@@ -10,7 +10,7 @@
  * add attributes or nodes, or inject Graphviz label escapes (`\N`, `\G`, `\l`).
  */
 import type { EvidenceRecord, RecordProcess } from '../evidence/record.js';
-import type { ClosureLink, ClosureSocket, UpstreamCandidate } from '../trace/types.js';
+import type { ClosureChannel, ClosureLink, ClosureSocket, UpstreamCandidate } from '../trace/types.js';
 import type { TraceView } from './format-trace.js';
 import { renderSvg } from './render-svg.js';
 import { showEndpoint } from './show.js';
@@ -76,10 +76,13 @@ export interface FormatRecordDotOptions {
  *   `pipe:[inode]`; UNIX sockets without arrowheads (`dir=none`) labelled with the path or
  *   inode; host-local TCP from the connecting to the accepting side labelled with the ports;
  *   shared sockets dashed. IPC edges do not constrain the layout, so the process trees stay trees;
+ * - each channel (an object with too many holders for pairwise links) as one hexagon node
+ *   `pipe:[inode]` with its holder counts, and an edge to or from each holder (pipes from the
+ *   writers and to the readers): the picture grows with the holders, not their square;
  * - the queried connection's remote end as a `next host` node (an edge from each holder), and
  *   each upstream candidate as a `previous host` node with an edge to each process holding it.
  *
- * Node names: `p<pid>`, `next`, `upstream<i>` (in record order), and `host` when the record
+ * Node names: `p<pid>`, `next`, `upstream<i>` and `channel<i>` (in record order), and `host` when the record
  * holds no processes. Deterministic: the same record always gives the same text.
  */
 export function formatRecordDot(token: string, record: EvidenceRecord, options: FormatRecordDotOptions = {}): string {
@@ -137,11 +140,15 @@ export function formatRecordDot(token: string, record: EvidenceRecord, options: 
   for (const candidate of record.upstream) {
     if (record.processes !== undefined) for (const pid of candidate.pids) if (!known.has(pid)) missing.add(pid);
   }
+  for (const channel of record.channels ?? []) {
+    for (const pid of [...channel.from, ...channel.to]) if (!known.has(pid)) missing.add(pid);
+  }
   for (const pid of missing) {
     out.push(`  ${id(`p${pid}`)} [label=${label([`pid ${pid}`, 'not in this record'])}, style="rounded,dashed"];`);
   }
 
   for (const link of record.links ?? []) out.push(`  ${linkEdge(link, processes)}`);
+  (record.channels ?? []).forEach((channel, index) => out.push(...channelLines(`channel${index}`, channel)));
 
   // The queried connection's far end: where the data went (paper fig. 5, H(i+1)).
   const connection = record.connection;
@@ -229,6 +236,36 @@ function linkEdge(link: ClosureLink, processes: readonly RecordProcess[]): strin
     case 'shared':
       return `${ends} [label=${label([`shared socket:[${first}]`])}, dir=none, style=dashed, color="${STYLE.shared}", fontcolor="${STYLE.shared}", constraint=false];`;
   }
+}
+
+/** A channel's node and its edges to and from its holders. */
+function channelLines(name: string, channel: ClosureChannel): string[] {
+  const [first = 0, second] = channel.inodes;
+  const color = STYLE[channel.kind];
+  let lines: string[];
+  let fromEdge = `color="${color}", constraint=false`;
+  let toEdge = fromEdge;
+  switch (channel.kind) {
+    case 'pipe':
+      lines = [`pipe:[${first}]`, `${channel.from.length} writers, ${channel.to.length} readers`];
+      break;
+    case 'shared':
+      lines = [`shared socket:[${first}]`, `${channel.from.length} holders`];
+      fromEdge = `dir=none, style=dashed, ${fromEdge}`;
+      break;
+    case 'tcp':
+      lines = [`tcp socket:[${first}] -> socket:[${second ?? 0}]`, `${channel.from.length} -> ${channel.to.length} holders`];
+      break;
+    case 'unix':
+      lines = [`unix socket:[${first}] - socket:[${second ?? 0}]`, `${channel.from.length} - ${channel.to.length} holders`];
+      fromEdge = `dir=none, ${fromEdge}`;
+      toEdge = fromEdge;
+      break;
+  }
+  const out = [`  ${id(name)} [label=${label(lines)}, shape=hexagon, fillcolor="${STYLE.externalFill}", color="${color}", fontcolor="${color}"];`];
+  for (const pid of channel.from) out.push(`  ${id(`p${pid}`)} -> ${id(name)} [${fromEdge}];`);
+  for (const pid of channel.to) out.push(`  ${id(name)} -> ${id(`p${pid}`)} [${toEdge}];`);
+  return out;
 }
 
 function findSocket(processes: readonly RecordProcess[], pid: number, inode: number): ClosureSocket | undefined {

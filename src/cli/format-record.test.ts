@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { ALL_SAVE_CATEGORIES, buildRecord, type EvidenceRecord, type SaveCategory } from '../evidence/record.js';
 import type { HostFacts } from '../host/types.js';
 import { resolveClosure } from '../trace/index.js';
-import { FIGURE_11_PIPES, NEXT_HOST, buildFigure11, buildFigure7, buildFigure9, type FigureFixture } from '../trace/figures.js';
+import { FIGURE_11_PIPES, NEXT_HOST, buildFigure11, buildFigure7, buildFigure9, buildSharedPipe, type FigureFixture } from '../trace/figures.js';
 import {
   describeRecordJson,
   describeUnreadableRecordJson,
@@ -14,7 +14,7 @@ import {
 const TOKEN = 'ab'.repeat(32);
 const HOST: HostFacts = { hostname: 'h2.example', bootTime: '2024-01-01T00:00:00.000Z', kernel: '6.1.0-test', os: 'Debian GNU/Linux 12' };
 
-function recordOf<L extends string>(fixture: FigureFixture<L>, save: readonly SaveCategory[] = ALL_SAVE_CATEGORIES): EvidenceRecord {
+function recordOf(fixture: Pick<FigureFixture<string>, 'host' | 'socket'>, save: readonly SaveCategory[] = ALL_SAVE_CATEGORIES): EvidenceRecord {
   const closure = resolveClosure(fixture.host, { socket: fixture.socket });
   const { local, remote } = fixture.socket;
   return buildRecord({
@@ -309,4 +309,30 @@ test('formatUnreadableRecordText and describeUnreadableRecordJson report an inte
     actualHash: 'cd'.repeat(32),
     error: 'Cannot read evidence record: it is not UTF-8 JSON',
   });
+});
+
+test('formatRecordText shows a shared pipe once, cut pid lists with their counts, cut command lines and omitted descriptors', () => {
+  const fixture = buildSharedPipe(40);
+  const base = recordOf(fixture);
+  const [first, ...rest] = base.processes ?? [];
+  assert.ok(first !== undefined);
+  const record: EvidenceRecord = {
+    ...base,
+    processes: [{ ...first, cmdlineTruncated: { bytes: 1_048_576, sha256: 'cd'.repeat(32) }, fdsOmitted: 18_999 }, ...rest],
+  };
+  const text = formatRecordText(TOKEN, record, { verified: true });
+  const channel = text.split('\n').find((line) => line.startsWith(`  pipe:[${fixture.pipe}]`));
+  assert.ok(channel, text);
+  assert.match(channel, /written by 40 processes \(100,101,.*,119 and 20 more\) -> read by 40 processes/);
+  const worker = detailOf(text, 105);
+  assert.ok(worker.some((line) => line.includes(`pipe:[${fixture.pipe}]`) && line.includes('and 31 more')), worker.join('\n'));
+  const holder = detailOf(text, first.pid);
+  assert.ok(holder.includes(`command cut: its first bytes of 1048576; SHA-256 of the whole ${'cd'.repeat(32)}`), holder.join('\n'));
+  assert.ok(holder.includes('18999 more sockets and pipes not examined (analysis limit): missing below'));
+  const json = describeRecordJson(TOKEN, record, { verified: true, actualHash: TOKEN });
+  assert.equal(json.channels.length, 1);
+  assert.equal(json.channels[0]?.from.length, 40);
+  assert.equal(json.processes[0]?.fdsOmitted, 18_999);
+  assert.deepEqual(json.processes[0]?.cmdlineTruncated, { bytes: 1_048_576, sha256: 'cd'.repeat(32) });
+  assert.deepEqual(describeRecordJson(TOKEN, { ...record, channels: undefined } as never, { verified: true, actualHash: TOKEN }).channels, []);
 });

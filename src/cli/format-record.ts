@@ -13,7 +13,16 @@ import { tokenHashOf } from '../evidence/record.js';
 import type { TokenHash } from '../evidence/tokens.js';
 import type { Endpoint, HostFacts, ProcessFacts, TcpState, UtmpEntry } from '../host/types.js';
 import { quote, show, showEndpoint } from './show.js';
-import type { AnalysisProblem, ClosureIpc, ClosureLink, ClosurePipe, ClosureSocket, ClosureTcpSocket, UpstreamCandidate } from '../trace/types.js';
+import type {
+  AnalysisProblem,
+  ClosureChannel,
+  ClosureIpc,
+  ClosureLink,
+  ClosurePipe,
+  ClosureSocket,
+  ClosureTcpSocket,
+  UpstreamCandidate,
+} from '../trace/types.js';
 
 /** Options of {@link formatRecordText}. */
 export interface FormatRecordTextOptions {
@@ -63,6 +72,11 @@ export function formatRecordText(token: string, record: EvidenceRecord, options:
       out.push('Resolved Processes');
       for (const process of resolved) out.push(...showProcess((number += 1), process));
     }
+    const channels = record.channels ?? [];
+    if (channels.length > 0) {
+      out.push('Shared by many (one entry each instead of a link per pair)');
+      for (const channel of channels) out.push(`  ${showChannel(channel)}`);
+    }
   }
 
   out.push('');
@@ -76,7 +90,14 @@ export function formatRecordText(token: string, record: EvidenceRecord, options:
   if (record.denied.length > 0) {
     out.push(`Note: the descriptors of pids ${showPids(record.denied)} could not be read; their sockets and pipes are missing`);
   }
-  if (record.truncated) out.push('Note: the analysis stopped at the process limit; processes are missing from this record');
+  if (record.truncated) {
+    // Records from before `problems` existed were truncated by the process limit only.
+    out.push(
+      (record.problems ?? []).length === 0
+        ? 'Note: the analysis stopped at the process limit; processes are missing from this record'
+        : 'Note: a limit cut this record short (see PROBLEM above); what it lists is true, but not all there was',
+    );
+  }
   if (record.utmp !== undefined) {
     if (record.utmp.length === 0) {
       out.push('Logins (utmp): none for the users in this record');
@@ -118,6 +139,8 @@ export interface ProcessDescription extends Omit<ProcessFacts, 'cmdline'> {
   readonly sockets: readonly ClosureSocket[];
   /** Empty when pipes were not saved (see `saved`). */
   readonly pipes: readonly ClosurePipe[];
+  /** Sockets and pipes not examined (analysis bounds); absent when none were left out. */
+  readonly fdsOmitted?: number;
 }
 
 /** The JSON of `stopctl redeem --json` for an SV token (DESIGN "Command-line contract"). */
@@ -145,6 +168,8 @@ export interface RecordDescription {
   /** Empty when processes were not saved (see `saved`); primary processes first. */
   readonly processes: readonly ProcessDescription[];
   readonly links: readonly ClosureLink[];
+  /** IPC objects with too many holders for pairwise links; empty for records made before channels existed. */
+  readonly channels: readonly ClosureChannel[];
   readonly upstream: readonly UpstreamCandidate[];
   readonly vanished: readonly number[];
   readonly denied: readonly number[];
@@ -185,6 +210,7 @@ export function describeRecordJson(
     host: record.host ?? null,
     processes: (record.processes ?? []).map(describeProcess),
     links: record.links ?? [],
+    channels: record.channels ?? [],
     upstream: record.upstream,
     vanished: record.vanished,
     denied: record.denied,
@@ -230,8 +256,13 @@ function showProcess(number: number, process: RecordProcess): string[] {
   lines.push(`   priority: ${process.priority}  nice: ${process.nice}  pgid: ${process.pgid}  session: ${process.sid}`);
   if (process.cmdline !== undefined) {
     lines.push(`   command: ${process.cmdline.length === 0 ? '(none)' : process.cmdline.map(showArgument).join(' ')}`);
+    const cut = process.cmdlineTruncated;
+    if (cut !== undefined) lines.push(`   command cut: its first bytes of ${cut.bytes}; SHA-256 of the whole ${show(cut.sha256)}`);
   }
   if (process.ipc !== 'followed') lines.push(`   ${IPC_NOTES[process.ipc]}`);
+  if (process.fdsOmitted !== undefined) {
+    lines.push(`   ${process.fdsOmitted} more sockets and pipes not examined (analysis limit): missing below`);
+  }
   if (process.sockets !== undefined && process.sockets.length > 0) {
     lines.push('   Sockets:');
     for (const socket of process.sockets) lines.push(`     ${showSocket(socket)}`);
@@ -257,8 +288,8 @@ function showSocket(socket: ClosureSocket): string {
       const path = socket.path === null ? '(unbound)' : show(socket.path);
       const peer = socket.peer === 0 ? 'no peer' : `peer socket:[${socket.peer}]`;
       const notes = [
-        ...(socket.peerPids.length > 0 ? [`pids ${showPids(socket.peerPids)}`] : []),
-        ...(socket.sharedWith.length > 0 ? [`shared with ${showPids(socket.sharedWith)}`] : []),
+        ...(socket.peerPids.length > 0 ? [`pids ${showPids(socket.peerPids, socket.peerCount)}`] : []),
+        ...(socket.sharedWith.length > 0 ? [`shared with ${showPids(socket.sharedWith, socket.sharedCount)}`] : []),
       ];
       return `${family}: ${path} socket:[${socket.inode}] -> ${peer}${notes.length > 0 ? ` (${notes.join('; ')})` : ''}`;
     }
@@ -288,8 +319,8 @@ function showTcp(socket: ClosureTcpSocket): string {
   const notes = [
     ...(socket.queried ? ['queried'] : []),
     ...(socket.state === 'ESTABLISHED' || socket.state === 'LISTEN' ? [] : [socket.state]),
-    ...(socket.peerPids.length > 0 ? [`peer pids ${showPids(socket.peerPids)}`] : []),
-    ...(socket.sharedWith.length > 0 ? [`shared with ${showPids(socket.sharedWith)}`] : []),
+    ...(socket.peerPids.length > 0 ? [`peer pids ${showPids(socket.peerPids, socket.peerCount)}`] : []),
+    ...(socket.sharedWith.length > 0 ? [`shared with ${showPids(socket.sharedWith, socket.sharedCount)}`] : []),
   ];
   return `${family}: ${ends}${notes.length > 0 ? `  (${notes.join('; ')})` : ''}`;
 }
@@ -297,7 +328,7 @@ function showTcp(socket: ClosureTcpSocket): string {
 /** `pipe:[inode] write -> pids 10,11`: the arrow points the way the data flows. */
 function showPipe(pipe: ClosurePipe): string {
   const [end, arrow] = pipe.end === 'write' ? ['write', '->'] : pipe.end === 'read' ? ['read', '<-'] : ['read/write', '<>'];
-  const others = pipe.otherPids.length > 0 ? `pids ${showPids(pipe.otherPids)}` : 'no other process in this record';
+  const others = pipe.otherPids.length > 0 ? `pids ${showPids(pipe.otherPids, pipe.otherCount)}` : 'no other process in this record';
   return `pipe:[${pipe.inode}] ${end} ${arrow} ${others}`;
 }
 
@@ -305,6 +336,26 @@ function showPipe(pipe: ClosurePipe): string {
 export function showProblem(problem: AnalysisProblem): string {
   const why = problem.reason === undefined ? show(problem.code) : `${show(problem.code)}: ${show(problem.reason)}`;
   return `${show(problem.message)} (${why})`;
+}
+
+/** Pids shown of a channel's side in the text view (JSON has them all). */
+const CHANNEL_PIDS_SHOWN = 20;
+
+/** `pipe:[77] written by 5000 processes (1,2,... and 4980 more) -> read by ...`: a channel in one line. */
+function showChannel(channel: ClosureChannel): string {
+  const [first = 0, second] = channel.inodes;
+  const side = (verb: string, pids: readonly number[]): string =>
+    `${verb} ${pids.length} process${pids.length === 1 ? '' : 'es'} (${showPids(pids.slice(0, CHANNEL_PIDS_SHOWN), pids.length)})`;
+  switch (channel.kind) {
+    case 'pipe':
+      return `pipe:[${first}] ${side('written by', channel.from)} -> ${side('read by', channel.to)}`;
+    case 'shared':
+      return `socket:[${first}] ${side('held by', channel.from)}`;
+    case 'tcp':
+      return `TCP socket:[${first}] ${side('held by', channel.from)} -> socket:[${second ?? 0}] ${side('held by', channel.to)}`;
+    case 'unix':
+      return `UNIX socket:[${first}] ${side('held by', channel.from)} <> socket:[${second ?? 0}] ${side('held by', channel.to)}`;
+  }
 }
 
 function showUpstream(candidate: UpstreamCandidate): string {
@@ -339,8 +390,10 @@ function showUser(uid: number, user: string | null): string {
   return user === null ? `uid ${uid} (no passwd entry)` : `${show(user)} (uid ${uid})`;
 }
 
-function showPids(pids: readonly number[]): string {
-  return pids.join(',');
+/** `1,2,3`, or `1,2,3 and 4997 more` when `count` says the list holds only the first. */
+function showPids(pids: readonly number[], count?: number): string {
+  const more = count !== undefined && count > pids.length ? ` and ${count - pids.length} more` : '';
+  return `${pids.join(',')}${more}`;
 }
 
 /** An argument of a command line: bare when it has no space, quote or unusual character, else quoted. */

@@ -367,3 +367,60 @@ test('parseSaveCategories rejects an unknown word, naming it and the valid ones'
     },
   );
 });
+
+test('buildRecord cuts a record over maxBytes to its first processes and says so', () => {
+  const input = figure7Input();
+  const whole = buildRecord(input);
+  const wholeBytes = formatRecordBytes(whole).length;
+  for (const maxBytes of [wholeBytes - 1, Math.floor(wholeBytes / 2), 3000]) {
+    const record = buildRecord({ ...input, maxBytes });
+    const bytes = formatRecordBytes(record);
+    assert.ok(bytes.length <= maxBytes, `${bytes.length} bytes <= ${maxBytes}`);
+    assert.equal(record.truncated, true);
+    assert.ok(record.problems?.some((problem) => problem.code === 'limit-bytes'));
+    const parts = (r: typeof record): number => (r.processes?.length ?? 0) + (r.links?.length ?? 0);
+    assert.ok(parts(record) < parts(whole), 'processes or links were left out');
+    assert.deepEqual(
+      record.processes?.map((process) => process.pid),
+      whole.processes?.slice(0, record.processes?.length ?? 0).map((process) => process.pid),
+      'the first processes (primary first) are kept',
+    );
+    const kept = new Set(record.processes?.map((process) => process.pid));
+    assert.ok(record.links?.every((link) => kept.has(link.from) && kept.has(link.to)));
+    assert.deepEqual(parseRecord(bytes), record);
+  }
+  assert.deepEqual(buildRecord({ ...input, maxBytes: wholeBytes }).truncated, false, 'a record that fits is whole');
+  assert.throws(() => buildRecord({ ...input, maxBytes: 0 }), RangeError);
+});
+
+test('buildRecord saves channels, counts, omitted descriptors and a cut command line, and parseRecord reads them', () => {
+  const input = figure7Input();
+  const [first, ...rest] = input.closure.processes;
+  assert.ok(first !== undefined);
+  const closure = {
+    ...input.closure,
+    processes: [
+      {
+        ...first,
+        cmdline: ['x'.repeat(10)],
+        cmdlineTruncated: { bytes: 1_000_000, sha256: 'ab'.repeat(32) },
+        fdsOmitted: 19_000,
+        pipes: [{ fd: 9, inode: 77, end: 'both' as const, otherPids: [1, 2, 3, 4, 5, 6, 7, 8], otherCount: 4999 }],
+      },
+      ...rest,
+    ],
+    channels: [{ kind: 'pipe' as const, inodes: [77], from: [1, 2, 3], to: [1, 2, 3] }],
+  };
+  const record = buildRecord({ ...input, closure });
+  const saved = parseRecord(formatRecordBytes(record));
+  assert.deepEqual(saved.channels, closure.channels);
+  const process = saved.processes?.[0];
+  assert.deepEqual(process?.cmdlineTruncated, { bytes: 1_000_000, sha256: 'ab'.repeat(32) });
+  assert.equal(process?.fdsOmitted, 19_000);
+  assert.equal(process?.pipes?.[0]?.otherCount, 4999);
+  const withoutCmdline = buildRecord({ ...input, closure, save: ALL_SAVE_CATEGORIES.filter((category) => category !== 'cmdline') });
+  assert.equal(withoutCmdline.processes?.[0]?.cmdlineTruncated, undefined, 'the hash of a command line is not kept without it');
+  const bad = JSON.parse(formatRecordBytes(record).toString()) as { channels: { kind: string }[] };
+  (bad.channels[0] as { kind: string }).kind = 'carrier-pigeon';
+  assert.throws(() => parseRecord(Buffer.from(JSON.stringify(bad))), IntegrityError);
+});

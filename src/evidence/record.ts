@@ -19,6 +19,7 @@ import { filterUtmpForUsers } from '../host/utmp.js';
 import type {
   AnalysisProblem,
   Closure,
+  ClosureChannel,
   ClosureIpc,
   ClosureLink,
   ClosurePipe,
@@ -96,6 +97,8 @@ export interface RecordProcess extends Omit<ProcessFacts, 'cmdline'> {
   readonly sockets?: readonly ClosureSocket[];
   /** Present when `pipes` was saved. */
   readonly pipes?: readonly ClosurePipe[];
+  /** Sockets and pipes not examined (analysis bounds); present only when some were left out. */
+  readonly fdsOmitted?: number;
 }
 
 /** The connection the request asked about (paper Table II: both ends of the socket). */
@@ -128,12 +131,16 @@ export interface RecordRequest {
  *   and unguessable (DESIGN "Tokens").
  * - `time`: when the record was built, ISO 8601 UTC.
  * - `type`: the request type; `sid`: the STOP session id of `SV_REC` requests (decimal text).
- * - `host`, `processes`, `links`, `utmp`: present only when their category is in `saved`
- *   (`links` with `processes`).
+ * - `host`, `processes`, `links`, `channels`, `utmp`: present only when their category is in
+ *   `saved` (`links` and `channels` with `processes`). `channels` (IPC objects with too many
+ *   holders for pairwise links, {@link ClosureChannel}) is absent in records made before it
+ *   existed, as are the optional per-descriptor counts (`otherCount`, `sharedCount`,
+ *   `peerCount`), `fdsOmitted` and `cmdlineTruncated`: such records read as before. The
+ *   version stays 1: every addition is optional, and older readers ignore what they do not know.
  * - `upstream`: the connections a recursive request goes to (always saved).
  * - `vanished`: pids that exited during the analysis; `denied`: pids whose descriptors could
- *   not be read (their IPC is missing from the record); `truncated`: the process limit cut the
- *   analysis short.
+ *   not be read (their IPC is missing from the record); `truncated`: a bound (processes,
+ *   descriptors, links, record bytes) cut the analysis or the record short; `problems` says which.
  * - `problems`: what the analysis could not see or cut short (code, sentence, and for some
  *   codes a `reason`); absent in
  *   records made before it existed, which read as none.
@@ -150,6 +157,7 @@ export interface EvidenceRecord {
   readonly host?: HostFacts;
   readonly processes?: readonly RecordProcess[];
   readonly links?: readonly ClosureLink[];
+  readonly channels?: readonly ClosureChannel[];
   readonly upstream: readonly UpstreamCandidate[];
   readonly vanished: readonly number[];
   readonly denied: readonly number[];
@@ -180,7 +188,21 @@ export interface BuildRecordInput {
   readonly now?: Date;
   /** Problems found outside the closure (added after the closure's own `problems`). */
   readonly problems?: readonly AnalysisProblem[];
+  /**
+   * The record's bytes at most ({@link formatRecordBytes}); default
+   * {@link DEFAULT_MAX_RECORD_BYTES}. A closure that does not fit keeps its first processes
+   * (primary ones first) and the links and channels among them that fit, with `truncated`
+   * and a `limit-bytes` problem.
+   */
+  readonly maxBytes?: number;
 }
+
+/**
+ * Default {@link BuildRecordInput.maxBytes}: 2 MiB. An ordinary record is far smaller (1 000
+ * processes sharing a pipe take 1.2 MB); one the closure's own bounds still allow to grow
+ * (1 000 processes with 4 KiB command lines: 4 MB) is cut here rather than fill the store.
+ */
+export const DEFAULT_MAX_RECORD_BYTES = 2 * 1024 * 1024;
 
 /**
  * Builds the evidence record of an SV or SV_REC request from the closure and the per-request
@@ -188,6 +210,61 @@ export interface BuildRecordInput {
  * the closure), ready for {@link formatRecordBytes}.
  */
 export function buildRecord(input: BuildRecordInput): EvidenceRecord {
+  const maxBytes = input.maxBytes ?? DEFAULT_MAX_RECORD_BYTES;
+  if (!Number.isSafeInteger(maxBytes) || maxBytes < 1) throw new RangeError(`Cannot build record: maxBytes must be a positive integer, got ${maxBytes}`);
+  const record = buildWholeRecord(input);
+  return formatRecordBytes(record).length <= maxBytes ? record : fitRecord(record, maxBytes);
+}
+
+/**
+ * The record cut to `maxBytes`: the same record without processes, links and channels, then
+ * as many processes (in record order: primary ones first) as fit, then the links and channels
+ * among them that fit. Sizes are each part's canonical JSON, so the result is exact.
+ */
+function fitRecord(record: EvidenceRecord, maxBytes: number): EvidenceRecord {
+  const problem: AnalysisProblem = {
+    code: 'limit-bytes',
+    message: `The record would exceed ${maxBytes} bytes; processes, links or channels are missing from it`,
+  };
+  const problems = [...(record.problems ?? []), problem];
+  const hasProcesses = record.processes !== undefined;
+  const base: EvidenceRecord = {
+    ...record,
+    ...(hasProcesses ? { processes: [], links: [], channels: [] } : {}),
+    truncated: true,
+    problems,
+  };
+  let left = maxBytes - formatRecordBytes(base).length;
+  if (!hasProcesses || left <= 0) return base;
+  const size = (value: unknown): number => Buffer.byteLength(formatCanonicalJson(value)) + 1; // and a comma
+  const processes: RecordProcess[] = [];
+  for (const process of record.processes ?? []) {
+    const bytes = size(process);
+    if (bytes > left) break;
+    left -= bytes;
+    processes.push(process);
+  }
+  const kept = new Set(processes.map((process) => process.pid));
+  const links: ClosureLink[] = [];
+  for (const link of record.links ?? []) {
+    if (!kept.has(link.from) || !kept.has(link.to)) continue;
+    const bytes = size(link);
+    if (bytes > left) break;
+    left -= bytes;
+    links.push(link);
+  }
+  const channels: ClosureChannel[] = [];
+  for (const channel of record.channels ?? []) {
+    const cut = { ...channel, from: channel.from.filter((pid) => kept.has(pid)), to: channel.to.filter((pid) => kept.has(pid)) };
+    const bytes = size(cut);
+    if (bytes > left) break;
+    left -= bytes;
+    channels.push(cut);
+  }
+  return { ...base, processes, links, channels };
+}
+
+function buildWholeRecord(input: BuildRecordInput): EvidenceRecord {
   const save = new Set(input.save);
   const saved = ALL_SAVE_CATEGORIES.filter((category) => save.has(category));
   const { closure } = input;
@@ -225,7 +302,18 @@ export function buildRecord(input: BuildRecordInput): EvidenceRecord {
     request,
     connection,
     ...(save.has('host') ? { host: { ...input.host } } : {}),
-    ...(processes === undefined ? {} : { processes, links: closure.links.map((link) => ({ ...link, inodes: [...link.inodes] })) }),
+    ...(processes === undefined
+      ? {}
+      : {
+          processes,
+          links: closure.links.map((link) => ({ ...link, inodes: [...link.inodes] })),
+          channels: closure.channels.map((channel) => ({
+            kind: channel.kind,
+            inodes: [...channel.inodes],
+            from: [...channel.from],
+            to: [...channel.to],
+          })),
+        }),
     upstream: closure.upstream.map((candidate) => ({
       ...candidate,
       local: copyEndpoint(candidate.local),
@@ -235,11 +323,14 @@ export function buildRecord(input: BuildRecordInput): EvidenceRecord {
     vanished: [...closure.vanished],
     denied: [...new Set(input.denied)],
     truncated: closure.truncated,
-    problems: [...closure.problems, ...(input.problems ?? [])].map((problem) => ({
-      code: problem.code,
-      message: problem.message,
-      ...(problem.reason === undefined ? {} : { reason: problem.reason }),
-    })),
+    problems: [...closure.problems, ...(input.problems ?? [])]
+      // Cut command lines are no problem of a record that keeps none.
+      .filter((problem) => save.has('cmdline') || problem.code !== 'limit-cmdline')
+      .map((problem) => ({
+        code: problem.code,
+        message: problem.message,
+        ...(problem.reason === undefined ? {} : { reason: problem.reason }),
+      })),
     ...(save.has('utmp') ? { utmp: filterUtmpForUsers(input.utmp, [...reportUsers]).map((entry) => ({ ...entry })) } : {}),
     saved,
   };
@@ -265,8 +356,12 @@ function copyProcess(process: ClosureProcess, user: string | null, save: Readonl
     role: process.role,
     ipc: process.ipc,
     ...(save.has('cmdline') ? { cmdline: [...process.cmdline] } : {}),
+    ...(save.has('cmdline') && process.cmdlineTruncated !== undefined
+      ? { cmdlineTruncated: { bytes: process.cmdlineTruncated.bytes, sha256: process.cmdlineTruncated.sha256 } }
+      : {}),
     ...(save.has('sockets') ? { sockets: process.sockets.map(copySocket) } : {}),
     ...(save.has('pipes') ? { pipes: process.pipes.map((pipe) => ({ ...pipe, otherPids: [...pipe.otherPids] })) } : {}),
+    ...(process.fdsOmitted === undefined ? {} : { fdsOmitted: process.fdsOmitted }),
   };
 }
 
@@ -649,7 +744,9 @@ const socketChecks: Readonly<Record<string, Check>> = {
     queried: boolean,
     peerPids: pids,
     sharedWith: pids,
-  }),
+    peerCount: integer,
+    sharedCount: integer,
+  }, ['peerCount', 'sharedCount']),
   unix: objectOf({
     kind: string,
     fd: integer,
@@ -659,7 +756,9 @@ const socketChecks: Readonly<Record<string, Check>> = {
     peer: integer,
     peerPids: pids,
     sharedWith: pids,
-  }),
+    peerCount: integer,
+    sharedCount: integer,
+  }, ['peerCount', 'sharedCount']),
   other: objectOf({ kind: string, fd: integer, inode: integer }),
 };
 const socket: Check = (value, path) => {
@@ -667,7 +766,10 @@ const socket: Check = (value, path) => {
   const check = typeof value.kind === 'string' ? socketChecks[value.kind] : undefined;
   return check === undefined ? `${path}.kind is not one of tcp, unix, other` : check(value, path);
 };
-const pipe = objectOf({ fd: integer, inode: integer, end: oneOf('read', 'write', 'both'), otherPids: pids });
+const pipe = objectOf(
+  { fd: integer, inode: integer, end: oneOf('read', 'write', 'both'), otherPids: pids, otherCount: integer },
+  ['otherCount'],
+);
 const processCheck = objectOf(
   {
     pid: integer,
@@ -684,10 +786,12 @@ const processCheck = objectOf(
     role: oneOf('primary', 'resolved'),
     ipc: oneOf('followed', 'root', 'hub', 'truncated'),
     cmdline: arrayOf(string),
+    cmdlineTruncated: objectOf({ bytes: integer, sha256: string }),
     sockets: arrayOf(socket),
     pipes: arrayOf(pipe),
+    fdsOmitted: integer,
   },
-  ['cmdline', 'sockets', 'pipes'],
+  ['cmdline', 'cmdlineTruncated', 'sockets', 'pipes', 'fdsOmitted'],
 );
 const checkRecord = objectOf(
   {
@@ -703,6 +807,7 @@ const checkRecord = objectOf(
     links: arrayOf(
       objectOf({ kind: oneOf('parent', 'pipe', 'tcp', 'unix', 'shared'), from: integer, to: integer, inodes: pids }),
     ),
+    channels: arrayOf(objectOf({ kind: oneOf('pipe', 'tcp', 'unix', 'shared'), inodes: pids, from: pids, to: pids })),
     upstream: arrayOf(
       objectOf({
         local: endpoint,
@@ -722,5 +827,5 @@ const checkRecord = objectOf(
     ),
     saved: arrayOf(oneOf(...ALL_SAVE_CATEGORIES)),
   },
-  ['sid', 'host', 'processes', 'links', 'utmp', 'problems'],
+  ['sid', 'host', 'processes', 'links', 'channels', 'utmp', 'problems'],
 );

@@ -334,6 +334,17 @@ export class FakeHost implements HostView {
     return [...owned, ...others];
   }
 
+  pipeEndOf(pid: number, inode: number): 'read' | 'write' | 'both' | undefined {
+    const process = this.#processes.get(pid);
+    if (process === undefined || process.vanished) return undefined;
+    let end: 'read' | 'write' | 'both' | undefined;
+    for (const fd of process.fds) {
+      if (fd.kind !== 'pipe' || fd.inode !== inode) continue;
+      end = end === undefined || end === fd.end ? fd.end : 'both';
+    }
+    return end;
+  }
+
   isLocalAddress(address: string): boolean {
     const a = canonical(address);
     if (/^127\.\d+\.\d+\.\d+$/.test(a) || a === '::1') return true;

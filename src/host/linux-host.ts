@@ -35,6 +35,7 @@ export function createLinuxHostView(
     findUnix: (inode) => inventory.findUnix(inode),
     getProcess: (pid) => processes.getProcess(pid),
     findHolders: (inode, ownerUid) => processes.findHolders(inode, ownerUid),
+    pipeEndOf: (pid, inode) => processes.pipeEndOf(pid, inode),
     isLocalAddress: (address) => processes.isLocalAddress(address),
     deniedPids: () => processes.deniedPids(),
   };

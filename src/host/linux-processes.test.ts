@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -274,4 +275,34 @@ void test('isLocalAddress rejects foreign and malformed addresses', () => {
   assert.equal(table.isLocalAddress('2001:db8::77'), false);
   assert.equal(table.isLocalAddress('not an address'), false);
   assert.equal(table.isLocalAddress(''), false);
+});
+
+void test('getProcess keeps the first 4 KiB of a long command line with the length and SHA-256 of the whole', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'stopd-fakeproc-cmdline-'));
+  try {
+    writeFileSync(join(dir, 'stat'), `cpu  1 2 3 4\nbtime ${BTIME}\n`);
+    const write = (pid: number, cmdline: Buffer): void => {
+      mkdirSync(join(dir, String(pid), 'fd'), { recursive: true });
+      writeFileSync(join(dir, String(pid), 'stat'), `${pid} (x) S 1 ${pid} 1 0 -1 4194304 1 0 0 0 0 0 0 0 20 0 1 0 100 1 1\n`);
+      writeFileSync(join(dir, String(pid), 'status'), 'Name:\tx\nUid:\t0\t0\t0\t0\n');
+      writeFileSync(join(dir, String(pid), 'cmdline'), cmdline);
+    };
+    const long = Buffer.from(Array.from({ length: 1000 }, (_, i) => `${String(i).padStart(4, '0')}${'a'.repeat(1019)}\0`).join(''));
+    assert.equal(long.length, 1_024_000);
+    const exact = Buffer.from(`${'b'.repeat(4095)}\0`);
+    write(10, long);
+    write(11, exact);
+    const table = createLinuxProcessTable({ procRoot: dir, clockTicks: 100, nativeScan: false });
+    const cut = table.getProcess(10);
+    assert.ok(cut);
+    assert.deepEqual(cut.cmdlineTruncated, { bytes: long.length, sha256: createHash('sha256').update(long).digest('hex') });
+    assert.equal(cut.cmdline.join('\0').length, 4095, 'the first 4096 bytes: four arguments of 1 023 bytes and their NULs');
+    assert.equal(cut.cmdline.length, 4);
+    assert.ok(cut.cmdline[0]?.startsWith('0000aaa'));
+    const whole = table.getProcess(11);
+    assert.deepEqual(whole?.cmdline, ['b'.repeat(4095)]);
+    assert.equal(whole.cmdlineTruncated, undefined, 'a command line of exactly 4 KiB is whole');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

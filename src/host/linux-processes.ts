@@ -3,6 +3,7 @@
  * a given socket or pipe inode, read from /proc with synchronous calls (DESIGN.md, Host
  * view) so one request sees one coherent snapshot and never interleaves with another.
  */
+import { createHash } from 'node:crypto';
 import { closeSync, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, statSync } from 'node:fs';
 import { BlockList, isIPv4, isIPv6 } from 'node:net';
 import { endianness, networkInterfaces } from 'node:os';
@@ -10,7 +11,7 @@ import { errnoCode, HostLookupError } from '../errors.js';
 import { decodeFdEntry, FD_SCAN_ENTRY_WIDTH, loadNativeAddon, type NativeAddon } from './native-addon.js';
 import { forgetRecent, recent } from './recent.js';
 import type { PersistentFdIndex } from './persistent-fd-index.js';
-import type { OpenFd, ProcessInfo, ProcessTable } from './types.js';
+import { MAX_CMDLINE_BYTES, type OpenFd, type ProcessInfo, type ProcessTable } from './types.js';
 import {
   decodeTtyNr,
   parseAuxvClockTicks,
@@ -87,6 +88,8 @@ export interface LinuxProcessTableOptions {
  * changed since the previous request.
  */
 export interface LinuxProcessTable extends ProcessTable {
+  /** See {@link ProcessTable.pipeEndOf}: one lstat of each descriptor the last findHolders found. */
+  pipeEndOf(pid: number, inode: number): 'read' | 'write' | 'both' | undefined;
   /**
    * Pids whose descriptors the kernel refused since the last refresh (only with `onDenied:
    * 'skip'`), ascending: the caller records them so the evidence says what could not be seen.
@@ -177,6 +180,8 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
   /** isLocalAddress's answers in this snapshot. */
   const localAnswers = new Map<string, boolean>();
   const denied = new Set<number>();
+  /** The descriptors of each holder of each inode the last findHolders found live, for pipeEndOf. */
+  const liveFds = new Map<number, Map<number, number[]>>();
 
   const bootTime = (): number => {
     bootTimeMs ??= recent(`boot time of ${procRoot}`, () => {
@@ -379,10 +384,18 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
       const status = readStatus(pid);
       if (status === undefined) return undefined;
       let cmdline: string[] = [];
+      let cmdlineTruncated: ProcessInfo['cmdlineTruncated'];
       if (readCmdline) {
-        const raw = readText(pid, 'cmdline', 'utf8');
-        if (raw === undefined) return undefined;
-        cmdline = splitCmdline(raw);
+        const path = `${procRoot}/${pid}/cmdline`;
+        let read: CmdlinePrefix;
+        try {
+          read = readCmdlinePrefix(path);
+        } catch (error) {
+          if (isGone(error)) return undefined;
+          throw new HostLookupError(`Cannot read ${path}: ${describe(error)}`, { cause: error });
+        }
+        cmdline = splitCmdline(read.prefix);
+        cmdlineTruncated = read.truncated;
       }
       const fds = scannedFds?.get(pid) ?? indexedFds(pid) ?? readFds(pid)?.map((entry) => entry.fd);
       if (fds === undefined) return undefined;
@@ -398,6 +411,7 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
         pgid: stat.pgrp,
         sid: stat.session,
         cmdline,
+        ...(cmdlineTruncated === undefined ? {} : { cmdlineTruncated }),
         fds,
       };
     },
@@ -421,7 +435,10 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
         if (live.length === 0) index.delete(inode);
         else index.set(inode, live);
       }
-      const pids = [...new Set(live.map((holder) => holder.pid))].filter((pid) => pid !== hiddenPid).sort((a, b) => a - b);
+      const byPid = new Map<number, number[]>();
+      for (const holder of live) pushTo(byPid, holder.pid, holder.fd);
+      liveFds.set(inode, byPid);
+      const pids = [...byPid.keys()].filter((pid) => pid !== hiddenPid).sort((a, b) => a - b);
       if (ownerUid === undefined) return pids;
       // The owner's processes first (DESIGN.md: scan the socket owner's uid first); the scan
       // itself is always complete, so the hint only orders the answer.
@@ -429,6 +446,21 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
       const others: number[] = [];
       for (const pid of pids) (effectiveUid(pid) === ownerUid ? owned : others).push(pid);
       return [...owned, ...others];
+    },
+
+    pipeEndOf(pid: number, inode: number): 'read' | 'write' | 'both' | undefined {
+      let end: 'read' | 'write' | 'both' | undefined;
+      for (const fd of liveFds.get(inode)?.get(pid) ?? []) {
+        let mine: 'read' | 'write' | 'both';
+        try {
+          mine = pipeEnd(fdOf(pid, fd));
+        } catch (error) {
+          if (isGone(error) || isDenied(error)) continue;
+          throw fdError(pid, error);
+        }
+        end = end === undefined || end === mine ? mine : 'both';
+      }
+      return end;
     },
 
     isLocalAddress(address: string): boolean {
@@ -459,6 +491,7 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
       indexed = undefined;
       localAddresses = undefined;
       localAnswers.clear();
+      liveFds.clear();
     },
   };
 }
@@ -568,6 +601,49 @@ function readSmallFile(path: string, encoding: BufferEncoding): string {
       }
       length += read;
     }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** A command line as kept: its first {@link MAX_CMDLINE_BYTES} bytes, and the whole's length and hash when longer. */
+interface CmdlinePrefix {
+  readonly prefix: string;
+  readonly truncated?: { readonly bytes: number; readonly sha256: string };
+}
+
+/** Chunks of long command lines are read into this; kept between calls (the event loop reads one file at a time). */
+const cmdlineChunk = Buffer.allocUnsafe(64 * 1024);
+
+/**
+ * `/proc/PID/cmdline` read as a stream (issue 13: a process may have a command line of
+ * megabytes, and a thousand of them): the first MAX_CMDLINE_BYTES bytes are kept, the rest
+ * only goes through SHA-256, so memory stays bounded while the hash still proves what was
+ * there. Throws what openSync/readSync throw.
+ */
+function readCmdlinePrefix(path: string): CmdlinePrefix {
+  const fd = openSync(path, 'r');
+  try {
+    const head = Buffer.allocUnsafe(MAX_CMDLINE_BYTES);
+    let kept = 0;
+    let total = 0;
+    let hash: ReturnType<typeof createHash> | undefined;
+    for (;;) {
+      const read = readSync(fd, cmdlineChunk, 0, cmdlineChunk.length, null);
+      if (read === 0) break;
+      const room = Math.min(read, MAX_CMDLINE_BYTES - kept);
+      if (room > 0) kept += cmdlineChunk.copy(head, kept, 0, room);
+      total += read;
+      if (hash === undefined && total > MAX_CMDLINE_BYTES) {
+        // Longer than kept: hash the whole from its start (the head, then what followed it).
+        hash = createHash('sha256').update(head.subarray(0, kept));
+        if (room < read) hash.update(cmdlineChunk.subarray(room, read));
+      } else if (hash !== undefined) {
+        hash.update(cmdlineChunk.subarray(0, read));
+      }
+    }
+    const prefix = head.toString('utf8', 0, kept);
+    return hash === undefined ? { prefix } : { prefix, truncated: { bytes: total, sha256: hash.digest('hex') } };
   } finally {
     closeSync(fd);
   }

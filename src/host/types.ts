@@ -104,10 +104,22 @@ export interface ProcessInfo {
   readonly nice: number;
   readonly pgid: number;
   readonly sid: number;
-  /** argv; empty for kernel threads or when command lines are not read. */
+  /**
+   * argv; empty for kernel threads or when command lines are not read. A command line longer
+   * than {@link MAX_CMDLINE_BYTES} holds the arguments of its first bytes only (the last one
+   * cut), and `cmdlineTruncated` says so.
+   */
   readonly cmdline: readonly string[];
+  /**
+   * Present when `cmdline` is a prefix: the whole of `/proc/PID/cmdline` as read, its length
+   * in bytes and its SHA-256 (lowercase hex), so the record still proves what was there.
+   */
+  readonly cmdlineTruncated?: { readonly bytes: number; readonly sha256: string };
   readonly fds: readonly OpenFd[];
 }
+
+/** Bytes of a command line kept in a record; the rest is only hashed ({@link ProcessInfo.cmdlineTruncated}). */
+export const MAX_CMDLINE_BYTES = 4096;
 
 /** What is recorded of a process (paper Table II): everything but its open descriptors. */
 export type ProcessFacts = Omit<ProcessInfo, 'fds'>;
@@ -121,6 +133,13 @@ export interface ProcessTable {
    * are scanned first, but holders of other uids are still reported.
    */
   findHolders(inode: number, ownerUid?: number): number[];
+  /**
+   * Which end of pipe `inode` process `pid` holds, as seen by the last `findHolders(inode)`
+   * (an O_RDWR FIFO, or both ends, is `both`), or undefined when it holds none or is gone.
+   * Optional: it lets the closure filter the thousands of co-readers of an inherited pipe
+   * with one cheap question each instead of reading each process (issue 13).
+   */
+  pipeEndOf?(pid: number, inode: number): 'read' | 'write' | 'both' | undefined;
   /** Whether `address` is one of this host's own addresses (loopback included). */
   isLocalAddress(address: string): boolean;
 }

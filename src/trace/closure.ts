@@ -5,10 +5,15 @@
  * connections of all of them that lead to a previous host. Pure: it only calls the
  * {@link HostView} interface, so the paper's figures are unit tests (figures.ts).
  */
-import type { Endpoint, FdSocket, HostView, OpenFd, ProcessInfo, TcpSocket, UnixSocket } from '../host/types.js';
+import { MAX_CMDLINE_BYTES, type Endpoint, type FdSocket, type HostView, type OpenFd, type ProcessInfo, type TcpSocket, type UnixSocket } from '../host/types.js';
 import {
+  DEFAULT_CLOSURE_LIMITS,
   DEFAULT_UNFOLLOWED_UNIX_PATHS,
+  MAX_LISTED_PIDS,
+  MAX_PAIR_LINKS,
+  type AnalysisProblem,
   type Closure,
+  type ClosureChannel,
   type ClosureIpc,
   type ClosureLink,
   type ClosurePipe,
@@ -21,7 +26,7 @@ import {
 } from './types.js';
 
 /** Default {@link ResolveClosureOptions.maxProcesses}. */
-export const DEFAULT_MAX_PROCESSES = 10_000;
+export const DEFAULT_MAX_PROCESSES = DEFAULT_CLOSURE_LIMITS.maxProcesses;
 /** Default {@link ResolveClosureOptions.maxIpcPerProcess}. */
 export const DEFAULT_MAX_IPC_PER_PROCESS = 64;
 
@@ -53,6 +58,13 @@ export const DEFAULT_MAX_IPC_PER_PROCESS = 64;
  *
  * Processes that exit during the analysis are listed in `vanished` and skipped. Lookup
  * failures of the host (HostLookupError) propagate.
+ *
+ * Cost (issue 13): linear in the (process, descriptor) pairs read, and bounded. Each channel
+ * (pipe end, socket pair) is searched for once; an object whose holders would need more than
+ * {@link MAX_PAIR_LINKS} pairwise links becomes one {@link ClosureChannel}; per-descriptor pid
+ * lists are cut at {@link MAX_LISTED_PIDS}; and processes, descriptors examined (per process
+ * and in all) and links have bounds ({@link DEFAULT_CLOSURE_LIMITS}) that, when hit, set
+ * `truncated` and say so in `problems` (`limit-processes`, `limit-descriptors`, `limit-links`).
  */
 export function resolveClosure(host: HostView, options: ResolveClosureOptions): Closure {
   return new ClosureAnalysis(host, options).run();
@@ -68,6 +80,11 @@ class ClosureAnalysis {
   readonly #queried: TcpSocket;
   readonly #maxProcesses: number;
   readonly #maxIpc: number;
+  readonly #maxFdsPerProcess: number;
+  readonly #maxLinks: number;
+  readonly #maxDescriptors: number;
+  /** Descriptors that may still be examined in this analysis. */
+  #descriptorsLeft: number;
   readonly #unfollowedPaths: readonly string[];
   readonly #ephemeral: PortRange | undefined;
 
@@ -80,6 +97,11 @@ class ClosureAnalysis {
   readonly #vanished = new Set<number>();
   readonly #queriedHolders = new Set<number>();
   #truncated = false;
+  /** The descriptors examined of each process (its first ones, within the bounds). */
+  readonly #examined = new Map<number, readonly OpenFd[]>();
+  /** Processes whose descriptors were not all examined: pid -> how many were left out. */
+  readonly #omitted = new Map<number, number>();
+  #linksCut = false;
 
   readonly #holders = new Map<number, number[]>();
   readonly #resolvedChannels = new Set<string>();
@@ -91,13 +113,17 @@ class ClosureAnalysis {
   readonly #notSockets = new Set<string>();
   /** UNIX sockets looked up by inode alone (peers), null when there is none. */
   readonly #unixByInode = new Map<number, UnixSocket | null>();
-  #holderIndex: Map<string, number[]> | undefined;
+  #holderIndex: Map<string, ObjectHolders> | undefined;
 
   constructor(host: HostView, options: ResolveClosureOptions) {
     this.#host = host;
     this.#queried = copyTcp(options.socket);
     this.#maxProcesses = positiveInteger('maxProcesses', options.maxProcesses ?? DEFAULT_MAX_PROCESSES);
     this.#maxIpc = positiveInteger('maxIpcPerProcess', options.maxIpcPerProcess ?? DEFAULT_MAX_IPC_PER_PROCESS);
+    this.#maxFdsPerProcess = positiveInteger('maxFdsPerProcess', options.maxFdsPerProcess ?? DEFAULT_CLOSURE_LIMITS.maxFdsPerProcess);
+    this.#maxDescriptors = positiveInteger('maxDescriptors', options.maxDescriptors ?? DEFAULT_CLOSURE_LIMITS.maxDescriptors);
+    this.#descriptorsLeft = this.#maxDescriptors;
+    this.#maxLinks = positiveInteger('maxLinks', options.maxLinks ?? DEFAULT_CLOSURE_LIMITS.maxLinks);
     this.#unfollowedPaths = options.unfollowedUnixPaths ?? DEFAULT_UNFOLLOWED_UNIX_PATHS;
     const range = options.ephemeralPorts;
     if (range !== undefined) {
@@ -124,17 +150,71 @@ class ClosureAnalysis {
     for (const pid of this.#order) if (!this.#ipc.has(pid)) this.#ipc.set(pid, 'truncated');
 
     const processes = this.#order.map((pid) => this.#describe(pid));
+    const { links, channels } = this.#links();
     return {
       queried: copyTcp(socket),
       processes,
-      links: this.#links(),
+      links,
+      channels,
       upstream: this.#upstream(processes),
       vanished: [...this.#vanished],
-      truncated: this.#truncated,
-      problems: this.#truncated
-        ? [{ code: 'limit-processes', message: `The analysis stopped at ${this.#maxProcesses} processes; processes are missing from this record` }]
-        : [],
+      truncated: this.#truncated || this.#omitted.size > 0 || this.#linksCut,
+      problems: this.#problems(),
     };
+  }
+
+  #problems(): AnalysisProblem[] {
+    const problems: AnalysisProblem[] = [];
+    if (this.#truncated) {
+      problems.push({ code: 'limit-processes', message: `The analysis stopped at ${this.#maxProcesses} processes; processes are missing from this record` });
+    }
+    if (this.#omitted.size > 0) {
+      let most: [number, number] = [0, 0];
+      for (const entry of this.#omitted) if (entry[1] > most[1]) most = entry;
+      const [pid, count] = most;
+      const total = count + (this.#examined.get(pid)?.length ?? 0);
+      problems.push({
+        code: 'limit-descriptors',
+        message:
+          `The sockets and pipes of ${this.#omitted.size} process${this.#omitted.size === 1 ? ' were' : 'es were'} not all examined ` +
+          `(at most ${this.#maxFdsPerProcess} per process and ${this.#maxDescriptors} in all; pid ${pid} holds ${total}, ` +
+          `${total - count} examined); the others are missing from this record`,
+      });
+    }
+    let cut = 0;
+    for (const pid of this.#order) if (this.#infos.get(pid)?.cmdlineTruncated !== undefined) cut += 1;
+    if (cut > 0) {
+      problems.push({
+        code: 'limit-cmdline',
+        message: `The command lines of ${cut} process${cut === 1 ? ' are' : 'es are'} cut to their first ${MAX_CMDLINE_BYTES} bytes; the length and SHA-256 of each whole one are kept`,
+      });
+    }
+    if (this.#linksCut) {
+      problems.push({ code: 'limit-links', message: `The analysis stopped at ${this.#maxLinks} links; links are missing from this record` });
+    }
+    return problems;
+  }
+
+  /**
+   * The descriptors of `pid` the analysis looks at: all of them, or within the bounds its
+   * first ones, and always the queried socket (what the record is about). Decided once per
+   * process, so following and describing it see the same list.
+   */
+  #fdsOf(pid: number): readonly OpenFd[] {
+    const known = this.#examined.get(pid);
+    if (known !== undefined) return known;
+    const all = this.#infos.get(pid)?.fds ?? [];
+    const limit = Math.min(this.#maxFdsPerProcess, this.#descriptorsLeft);
+    let fds = all;
+    if (all.length > limit) {
+      fds = all.slice(0, limit);
+      const queried = all.find((fd) => fd.kind === 'socket' && fd.inode === this.#queried.inode);
+      if (queried !== undefined && !fds.includes(queried)) fds = [...fds.slice(0, Math.max(0, limit - 1)), queried];
+      this.#omitted.set(pid, all.length - fds.length);
+    }
+    this.#descriptorsLeft = Math.max(0, this.#descriptorsLeft - fds.length);
+    this.#examined.set(pid, fds);
+    return fds;
   }
 
   /** Adds `pid` and its not yet known ancestors; returns the pids added, in order. */
@@ -195,7 +275,7 @@ class ClosureAnalysis {
   *#steps(pid: number): Generator<number, void, undefined> {
     const info = this.#infos.get(pid);
     if (info === undefined) return;
-    for (const fd of info.fds) {
+    for (const fd of this.#fdsOf(pid)) {
       for (const peer of this.#connected(info, fd)) {
         yield* this.#addWithAncestors(peer, 'resolved');
         if (this.#truncated) return;
@@ -208,8 +288,10 @@ class ClosureAnalysis {
     const info = this.#infos.get(pid);
     if (info === undefined) return 'truncated';
     if (info.ppid <= 0) return 'root';
+    // Thousands of descriptors make a hub whatever they are: counted, not resolved (issue 13).
+    if (info.fds.length > this.#maxFdsPerProcess) return 'hub';
     let count = 0;
-    for (const fd of info.fds) if (this.#isFollowable(pid, fd)) count += 1;
+    for (const fd of this.#fdsOf(pid)) if (this.#isFollowable(pid, fd)) count += 1;
     return count > this.#maxIpc ? 'hub' : undefined;
   }
 
@@ -223,41 +305,61 @@ class ClosureAnalysis {
   }
 
   /**
-   * The processes at the other ends of (and sharing) one descriptor, or [] when it is not
+   * The processes at the other ends of (and sharing) one descriptor, none when it is not
    * followed or its channel was resolved already: each pipe, UNIX socket pair and local TCP
    * connection is searched for once, as the paper does ("the pipe that P8 and P5 have opened
    * is searched for"), and every holder it found is being added by whoever resolved it.
+   * Lazy: once a bound stops the analysis, the remaining holders are not read.
    */
-  #connected(info: ProcessInfo, fd: OpenFd): number[] {
-    if (!this.#isFollowable(info.pid, fd)) return [];
+  *#connected(info: ProcessInfo, fd: OpenFd): Generator<number, void, undefined> {
+    if (!this.#isFollowable(info.pid, fd)) return;
     const uid = info.uid.effective;
     if (fd.kind === 'pipe') {
       // Paper 3.6: a pipe resolves to the processes at its *other* end (OpenBSD's remote pipe
       // structure). Linux gives both ends one inode, so the end comes from each fd's mode.
       // Holders of the same end only (co-writers of one log pipe) are not linked through it.
-      if (!this.#claim(`pipe:${fd.inode}:${fd.end}`)) return [];
+      if (!this.#claim(`pipe:${fd.inode}:${fd.end}`)) return;
       const wanted = fd.end === 'write' ? 'read' : fd.end === 'read' ? 'write' : undefined;
-      return this.#holdersOf(fd.inode, uid).filter(
-        (pid) => pid !== info.pid && (wanted === undefined || this.#holdsPipeEnd(pid, fd.inode, wanted)),
-      );
+      for (const pid of this.#holdersOf(fd.inode, uid)) {
+        if (pid !== info.pid && (wanted === undefined || this.#holdsPipeEnd(pid, fd.inode, wanted))) yield pid;
+        if (this.#truncated) return;
+      }
+      return;
     }
     const tcp = this.#tcp(info.pid, fd);
     if (tcp !== undefined) {
-      if (!this.#claim(`socket:${tcp.inode}`)) return [];
+      if (!this.#claim(`socket:${tcp.inode}`)) return;
+      yield* this.#holdersOf(tcp.inode, tcp.uid);
       const other = this.#reverse(tcp);
-      if (other === undefined) return this.#holdersOf(tcp.inode, tcp.uid);
+      if (other === undefined) return;
       this.#claim(`socket:${other.inode}`);
-      return [...this.#holdersOf(tcp.inode, tcp.uid), ...this.#holdersOf(other.inode, other.uid)];
+      yield* this.#holdersOf(other.inode, other.uid);
+      return;
     }
     const unix = this.#unix(info.pid, fd);
-    if (unix === undefined || !this.#claim(`socket:${unix.inode}`)) return [];
-    if (unix.peer <= 0) return this.#holdersOf(unix.inode, uid);
+    if (unix === undefined || !this.#claim(`socket:${unix.inode}`)) return;
+    yield* this.#holdersOf(unix.inode, uid);
+    if (unix.peer <= 0) return;
     this.#claim(`socket:${unix.peer}`);
-    return [...this.#holdersOf(unix.inode, uid), ...this.#holdersOf(unix.peer, uid)];
+    yield* this.#holdersOf(unix.peer, uid);
   }
 
-  /** Whether `pid` holds `inode` at end `end` (or opened read-write); a vanished process does not. */
+  /**
+   * Whether `pid` holds `inode` at end `end` (or opened read-write); a vanished process does.
+   * Processes read only for this count against the process bound too (twice maxProcesses):
+   * a pipe shared by 20 000 writers must not cost 20 000 reads when none is added.
+   */
   #holdsPipeEnd(pid: number, inode: number, end: 'read' | 'write'): boolean {
+    if (!this.#infos.has(pid) && !this.#peeked.has(pid) && this.#host.pipeEndOf !== undefined) {
+      // One cheap question instead of reading the process: most co-readers never join.
+      const held = this.#host.pipeEndOf(pid, inode);
+      // None: it closed the pipe or exited since findHolders (let #addWithAncestors see which).
+      return held === undefined ? this.#peek(pid) === undefined : held === end || held === 'both';
+    }
+    if (!this.#infos.has(pid) && !this.#peeked.has(pid) && this.#peeked.size >= 2 * this.#maxProcesses) {
+      this.#truncated = true;
+      return false;
+    }
     const info = this.#peek(pid);
     if (info === undefined) return true; // let #addWithAncestors record it as vanished
     return info.fds.some((fd) => fd.kind === 'pipe' && fd.inode === inode && (fd.end === end || fd.end === 'both'));
@@ -396,20 +498,30 @@ class ClosureAnalysis {
     return 'outbound';
   }
 
-  /** Closure processes holding a socket or pipe inode, in closure order (indexed once the closure is complete). */
-  #closureHolders(kind: 'socket' | 'pipe', inode: number): number[] {
+  /**
+   * Closure processes holding a socket or pipe inode, in closure order, each once (indexed
+   * once the closure is complete, from the examined descriptors). Shared: never modify it.
+   */
+  #closureHolders(kind: 'socket' | 'pipe', inode: number): ObjectHolders {
     if (this.#holderIndex === undefined) {
-      this.#holderIndex = new Map();
+      const index = new Map<string, { pids: number[]; writers: number[]; readers: number[] }>();
       for (const pid of this.#order) {
-        for (const fd of this.#infos.get(pid)?.fds ?? []) {
+        for (const fd of this.#fdsOf(pid)) {
           const key = `${fd.kind}:${fd.inode}`;
-          const list = this.#holderIndex.get(key);
-          if (list === undefined) this.#holderIndex.set(key, [pid]);
-          else if (list.at(-1) !== pid) list.push(pid);
+          let entry = index.get(key);
+          if (entry === undefined) {
+            entry = { pids: [], writers: [], readers: [] };
+            index.set(key, entry);
+          }
+          if (entry.pids.at(-1) !== pid) entry.pids.push(pid);
+          if (fd.kind !== 'pipe') continue;
+          if (fd.end !== 'read' && entry.writers.at(-1) !== pid) entry.writers.push(pid);
+          if (fd.end !== 'write' && entry.readers.at(-1) !== pid) entry.readers.push(pid);
         }
       }
+      this.#holderIndex = index;
     }
-    return [...(this.#holderIndex.get(`${kind}:${inode}`) ?? [])];
+    return this.#holderIndex.get(`${kind}:${inode}`) ?? NO_HOLDERS;
   }
 
   #describe(pid: number): ClosureProcess {
@@ -417,16 +529,18 @@ class ClosureAnalysis {
     if (info === undefined) throw new Error(`Closure lost process ${pid}`);
     const sockets: ClosureSocket[] = [];
     const pipes: ClosurePipe[] = [];
-    for (const fd of info.fds) {
+    for (const fd of this.#fdsOf(pid)) {
       if (fd.kind === 'pipe') {
-        const otherPids = this.#closureHolders('pipe', fd.inode).filter((other) => other !== pid);
-        pipes.push({ fd: fd.fd, inode: fd.inode, end: fd.end, otherPids });
+        const others = listPids(this.#closureHolders('pipe', fd.inode).pids, pid);
+        pipes.push({ fd: fd.fd, inode: fd.inode, end: fd.end, otherPids: others.pids, ...countField('otherCount', others) });
         continue;
       }
-      const sharedWith = this.#closureHolders('socket', fd.inode).filter((other) => other !== pid);
+      const shared = listPids(this.#closureHolders('socket', fd.inode).pids, pid);
+      const sharedFields = { sharedWith: shared.pids, ...countField('sharedCount', shared) };
       const tcp = this.#tcp(pid, fd);
       if (tcp !== undefined) {
         const other = this.#reversed.get(tcp.inode);
+        const peers = listPids(other ? this.#closureHolders('socket', other.inode).pids : [], undefined);
         sockets.push({
           kind: 'tcp',
           fd: fd.fd,
@@ -436,13 +550,15 @@ class ClosureAnalysis {
           remote: copyEndpoint(tcp.remote),
           direction: this.#direction(tcp),
           queried: tcp.inode === this.#queried.inode,
-          peerPids: other ? this.#closureHolders('socket', other.inode) : [],
-          sharedWith,
+          peerPids: peers.pids,
+          ...countField('peerCount', peers),
+          ...sharedFields,
         });
         continue;
       }
       const unix = this.#unix(pid, fd);
       if (unix !== undefined) {
+        const peers = listPids(unix.peer > 0 ? this.#closureHolders('socket', unix.peer).pids : [], undefined);
         sockets.push({
           kind: 'unix',
           fd: fd.fd,
@@ -450,13 +566,15 @@ class ClosureAnalysis {
           path: unix.path,
           type: unix.type,
           peer: unix.peer,
-          peerPids: unix.peer > 0 ? this.#closureHolders('socket', unix.peer) : [],
-          sharedWith,
+          peerPids: peers.pids,
+          ...countField('peerCount', peers),
+          ...sharedFields,
         });
         continue;
       }
       sockets.push({ kind: 'other', fd: fd.fd, inode: fd.inode });
     }
+    const omitted = this.#omitted.get(pid);
     return {
       pid: info.pid,
       ppid: info.ppid,
@@ -469,22 +587,43 @@ class ClosureAnalysis {
       pgid: info.pgid,
       sid: info.sid,
       cmdline: [...info.cmdline],
+      ...(info.cmdlineTruncated === undefined ? {} : { cmdlineTruncated: { bytes: info.cmdlineTruncated.bytes, sha256: info.cmdlineTruncated.sha256 } }),
       role: this.#roles.get(pid) ?? 'resolved',
       ipc: this.#ipc.get(pid) ?? 'truncated',
       sockets,
       pipes,
+      ...(omitted === undefined ? {} : { fdsOmitted: omitted }),
     };
   }
 
-  #links(): ClosureLink[] {
+  /**
+   * Parent links, and for each IPC object among closure processes either its pairwise links
+   * (few holders) or one channel (many): linear in the examined descriptors, whatever the
+   * number of holders of one object.
+   */
+  #links(): { links: ClosureLink[]; channels: ClosureChannel[] } {
     const links: ClosureLink[] = [];
+    const channels: ClosureChannel[] = [];
     const seen = new Set<string>();
+    const room = (): boolean => {
+      if (links.length + channels.length < this.#maxLinks) return true;
+      this.#linksCut = true;
+      return false;
+    };
     const add = (link: ClosureLink): void => {
       if (link.from === link.to) return;
       const key = `${link.kind}:${link.from}:${link.to}:${link.inodes.join(',')}`;
-      if (seen.has(key)) return;
+      if (seen.has(key) || !room()) return;
       seen.add(key);
       links.push(link);
+    };
+    /** Every process of `from` to every one of `to`: pairwise when few, else one channel. */
+    const connect = (kind: ClosureLink['kind'] & ClosureChannel['kind'], inodes: number[], from: readonly number[], to: readonly number[]): void => {
+      if (from.length * to.length <= MAX_PAIR_LINKS) {
+        for (const source of from) for (const target of to) add({ kind, from: source, to: target, inodes });
+      } else if (room()) {
+        channels.push({ kind, inodes, from: [...from], to: [...to] });
+      }
     };
     for (const pid of this.#order) {
       const ppid = this.#infos.get(pid)?.ppid;
@@ -492,18 +631,22 @@ class ClosureAnalysis {
     }
     const done = new Set<string>();
     for (const pid of this.#order) {
-      for (const fd of this.#infos.get(pid)?.fds ?? []) {
+      for (const fd of this.#fdsOf(pid)) {
         const key = `${fd.kind}:${fd.inode}`;
         if (done.has(key)) continue;
         done.add(key);
         if (fd.kind === 'pipe') {
-          this.#pipeLinks(fd.inode, add);
+          // Writer-to-reader links (an O_RDWR end is both).
+          const { writers, readers } = this.#closureHolders('pipe', fd.inode);
+          connect('pipe', [fd.inode], writers, readers);
           continue;
         }
-        const holders = this.#closureHolders('socket', fd.inode);
-        const first = holders[0];
-        if (first !== undefined) {
-          for (const other of holders.slice(1)) add({ kind: 'shared', from: first, to: other, inodes: [fd.inode] });
+        const holders = this.#closureHolders('socket', fd.inode).pids;
+        if (holders.length - 1 > MAX_PAIR_LINKS) {
+          if (room()) channels.push({ kind: 'shared', inodes: [fd.inode], from: [...holders], to: [] });
+        } else {
+          const first = holders[0];
+          if (first !== undefined) connect('shared', [fd.inode], [first], holders.slice(1));
         }
         const tcp = this.#tcp(pid, fd);
         const reversed = tcp === undefined ? undefined : this.#reversed.get(tcp.inode);
@@ -512,43 +655,26 @@ class ClosureAnalysis {
           // Point from the connecting side to the accepting side.
           const accepting = this.#direction(tcp) === 'inbound' || this.#direction(reversed) === 'outbound';
           const [client, server] = accepting ? [reversed, tcp] : [tcp, reversed];
-          for (const from of this.#closureHolders('socket', client.inode)) {
-            for (const to of this.#closureHolders('socket', server.inode)) {
-              add({ kind: 'tcp', from, to, inodes: [client.inode, server.inode] });
-            }
-          }
+          connect(
+            'tcp',
+            [client.inode, server.inode],
+            this.#closureHolders('socket', client.inode).pids,
+            this.#closureHolders('socket', server.inode).pids,
+          );
           continue;
         }
         const unix = tcp === undefined ? this.#unix(pid, fd) : undefined;
         if (unix !== undefined && unix.peer > 0) {
           done.add(`socket:${unix.peer}`);
-          for (const from of holders) {
-            for (const to of this.#closureHolders('socket', unix.peer)) {
-              add({ kind: 'unix', from, to, inodes: [unix.inode, unix.peer] });
-            }
-          }
+          connect('unix', [unix.inode, unix.peer], holders, this.#closureHolders('socket', unix.peer).pids);
         }
       }
     }
-    return links;
-  }
-
-  /** Writer-to-reader links of one pipe among closure processes (an O_RDWR end is both). */
-  #pipeLinks(inode: number, add: (link: ClosureLink) => void): void {
-    const writers: number[] = [];
-    const readers: number[] = [];
-    for (const pid of this.#closureHolders('pipe', inode)) {
-      for (const fd of this.#infos.get(pid)?.fds ?? []) {
-        if (fd.kind !== 'pipe' || fd.inode !== inode) continue;
-        if (fd.end !== 'read' && !writers.includes(pid)) writers.push(pid);
-        if (fd.end !== 'write' && !readers.includes(pid)) readers.push(pid);
-      }
-    }
-    for (const from of writers) for (const to of readers) add({ kind: 'pipe', from, to, inodes: [inode] });
+    return { links, channels };
   }
 
   #upstream(processes: readonly ClosureProcess[]): UpstreamCandidate[] {
-    const byInode = new Map<number, { candidate: UpstreamCandidate; pids: number[] }>();
+    const byInode = new Map<number, { candidate: UpstreamCandidate; pids: number[]; seen: Set<number> }>();
     const queried = this.#queried;
     for (const process of processes) {
       for (const socket of process.sockets) {
@@ -560,12 +686,16 @@ class ClosureAnalysis {
         if (sameEndpoint(socket.local, queried.local) && sameEndpoint(socket.remote, queried.remote)) continue;
         const entry = byInode.get(socket.inode);
         if (entry !== undefined) {
-          if (!entry.pids.includes(process.pid)) entry.pids.push(process.pid);
+          if (!entry.seen.has(process.pid)) {
+            entry.seen.add(process.pid);
+            entry.pids.push(process.pid);
+          }
           continue;
         }
         const pids = [process.pid];
         byInode.set(socket.inode, {
           pids,
+          seen: new Set(pids),
           candidate: {
             local: copyEndpoint(socket.local),
             remote: copyEndpoint(socket.remote),
@@ -579,6 +709,32 @@ class ClosureAnalysis {
     }
     return [...byInode.values()].map((entry) => entry.candidate);
   }
+}
+
+/** The closure processes holding one object: all, and for pipes the writers and readers. */
+interface ObjectHolders {
+  readonly pids: readonly number[];
+  readonly writers: readonly number[];
+  readonly readers: readonly number[];
+}
+
+const NO_HOLDERS: ObjectHolders = { pids: [], writers: [], readers: [] };
+
+/** The first {@link MAX_LISTED_PIDS} of `pids` other than `self`, and how many there are. */
+function listPids(pids: readonly number[], self: number | undefined): { pids: number[]; count: number } {
+  const listed: number[] = [];
+  let count = 0;
+  for (const pid of pids) {
+    if (pid === self) continue;
+    count += 1;
+    if (listed.length < MAX_LISTED_PIDS) listed.push(pid);
+  }
+  return { pids: listed, count };
+}
+
+/** `{ [name]: count }` when the list was cut, else nothing: records of small closures keep their shape. */
+function countField<K extends string>(name: K, list: { pids: readonly number[]; count: number }): Partial<Record<K, number>> {
+  return list.count > list.pids.length ? ({ [name]: list.count } as Record<K, number>) : {};
 }
 
 function positiveInteger(name: string, value: number): number {

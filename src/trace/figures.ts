@@ -245,3 +245,23 @@ export function addNoiseProcesses(
   }
   return pids;
 }
+
+/**
+ * Not a paper figure: a pre-fork server whose `count` workers (pids 100, 101, ...) all hold
+ * both ends of one inherited pipe, the first worker the queried connection to the next host
+ * (issue 13: pairwise, the pipe alone needs count^2 links).
+ */
+export function buildSharedPipe(count: number): { host: FakeHost; socket: TcpSocket; pipe: number } {
+  const host = new FakeHost({ localAddresses: [THIS_HOST] })
+    .addProcess({ pid: 1, ppid: 0, name: 'init' })
+    .addProcess({ pid: 2, ppid: 1, name: 'server' });
+  for (let i = 0; i < count; i++) host.addProcess({ pid: 100 + i, ppid: 2, name: 'worker' });
+  const pipe = host.addPipe(100, 100);
+  for (let i = 1; i < count; i++) host.shareFd(100 + i, pipe, { end: 'both' });
+  const local = { address: THIS_HOST, port: 22 };
+  const remote = { address: NEXT_HOST, port: 40000 };
+  host.addTcp({ pid: 100, local, remote });
+  const socket = host.findTcp(local, remote);
+  if (socket === undefined) throw new Error('Cannot build the shared pipe: the queried socket is missing');
+  return { host, socket, pipe };
+}

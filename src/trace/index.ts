@@ -2,9 +2,13 @@
 export { resolveClosure, DEFAULT_MAX_PROCESSES, DEFAULT_MAX_IPC_PER_PROCESS } from './closure.js';
 export { checkHolderVisibility, type HolderVisibilityFacts, type UnseenHolderReason } from './holder-visibility.js';
 export {
+  DEFAULT_CLOSURE_LIMITS,
   DEFAULT_UNFOLLOWED_UNIX_PATHS,
+  MAX_LISTED_PIDS,
+  MAX_PAIR_LINKS,
   type AnalysisProblem,
   type Closure,
+  type ClosureChannel,
   type ClosureIpc,
   type ClosureLink,
   type ClosureOtherSocket,

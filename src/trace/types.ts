@@ -23,8 +23,23 @@ export interface PortRange {
 export interface ResolveClosureOptions {
   /** The queried connection, as `findTcp` returned it. */
   readonly socket: TcpSocket;
-  /** Stop adding processes at this many (the closure is then `truncated`); default 10 000. */
+  /**
+   * Stop adding processes at this many (the closure is then `truncated`, with a
+   * `limit-processes` problem); default {@link DEFAULT_CLOSURE_LIMITS}.maxProcesses. Processes
+   * read only to check a pipe end count too, up to twice this.
+   */
   readonly maxProcesses?: number;
+  /**
+   * Descriptors (sockets and pipes) examined per process: a process with more is listed with
+   * the first ones only, and the queried socket always (`fdsOmitted`, `limit-descriptors`).
+   * A process with more than this, other than a holder of the queried socket, is a hub
+   * without any of its descriptors being resolved. Default {@link DEFAULT_CLOSURE_LIMITS}.
+   */
+  readonly maxFdsPerProcess?: number;
+  /** Descriptors examined in the whole analysis; beyond, processes are listed without them. Default {@link DEFAULT_CLOSURE_LIMITS}. */
+  readonly maxDescriptors?: number;
+  /** Links and channels at most (`limit-links`). Default {@link DEFAULT_CLOSURE_LIMITS}. */
+  readonly maxLinks?: number;
   /**
    * A process (other than a holder of the queried socket) with more pipes, UNIX sockets and
    * host-local TCP connections than this is recorded but its IPC is not followed (`ipc:
@@ -60,10 +75,17 @@ export interface ClosureTcpSocket {
   readonly direction: TcpDirection;
   /** True for the connection the request asked about. */
   readonly queried: boolean;
-  /** Host-local connections: the processes of the closure holding the other end (reversed 4-tuple); otherwise empty. */
+  /**
+   * Host-local connections: the processes of the closure holding the other end (reversed
+   * 4-tuple), at most {@link MAX_LISTED_PIDS}; otherwise empty.
+   */
   readonly peerPids: readonly number[];
-  /** Other processes of the closure holding this same socket. */
+  /** How many `peerPids` there are, present only when the list holds the first of them (see {@link ClosureChannel}). */
+  readonly peerCount?: number;
+  /** Other processes of the closure holding this same socket, at most {@link MAX_LISTED_PIDS}. */
   readonly sharedWith: readonly number[];
+  /** How many `sharedWith` there are, present only when the list holds the first of them. */
+  readonly sharedCount?: number;
 }
 
 /** A UNIX domain socket held by a process of the closure. */
@@ -75,10 +97,14 @@ export interface ClosureUnixSocket {
   readonly type: 'stream' | 'dgram' | 'seqpacket';
   /** Peer socket inode, 0 when unconnected or unknown. */
   readonly peer: number;
-  /** Processes of the closure holding the peer socket. */
+  /** Processes of the closure holding the peer socket, at most {@link MAX_LISTED_PIDS}. */
   readonly peerPids: readonly number[];
-  /** Other processes of the closure holding this same socket. */
+  /** How many `peerPids` there are, present only when the list holds the first of them. */
+  readonly peerCount?: number;
+  /** Other processes of the closure holding this same socket, at most {@link MAX_LISTED_PIDS}. */
   readonly sharedWith: readonly number[];
+  /** How many `sharedWith` there are, present only when the list holds the first of them. */
+  readonly sharedCount?: number;
 }
 
 /** A socket neither the TCP nor the UNIX table knows (UDP, raw, netlink, ...), or one that closed meanwhile. */
@@ -95,9 +121,50 @@ export interface ClosurePipe {
   readonly fd: number;
   readonly inode: number;
   readonly end: 'read' | 'write' | 'both';
-  /** The other processes of the closure holding this pipe (either end). */
+  /** The other processes of the closure holding this pipe (either end), at most {@link MAX_LISTED_PIDS}. */
   readonly otherPids: readonly number[];
+  /**
+   * How many other processes of the closure hold this pipe, present only when `otherPids`
+   * lists the first {@link MAX_LISTED_PIDS} of them; the pipe's {@link ClosureChannel} names all.
+   */
+  readonly otherCount?: number;
 }
+
+/**
+ * Per-descriptor pid lists (`otherPids`, `sharedWith`, `peerPids`) hold at most this many:
+ * with N processes sharing one pipe, full lists would hold N^2 pids in all. Who holds an
+ * object with more holders is in its {@link ClosureChannel}, once.
+ */
+export const MAX_LISTED_PIDS = 8;
+
+/**
+ * An IPC object with too many holders to link pairwise: more than {@link MAX_PAIR_LINKS}
+ * {@link ClosureLink}s would be needed (a pipe inherited by a thousand workers needs a
+ * million). It stands for the links "every process of `from` to every process of `to`" of
+ * `kind` (the same meaning as {@link ClosureLink}), each pid listed once, so the record grows
+ * with the holders, not their square; pictures draw it as one node.
+ * - `pipe`: `inodes` `[pipe]`, `from` the writers, `to` the readers (an O_RDWR end is both).
+ * - `tcp`: `inodes` `[client socket, server socket]`, `from` and `to` their holders.
+ * - `unix`: `inodes` `[socket, peer]`, `from` and `to` their holders.
+ * - `shared`: `inodes` `[socket]`, `from` every holder, `to` empty.
+ */
+export interface ClosureChannel {
+  readonly kind: 'pipe' | 'tcp' | 'unix' | 'shared';
+  readonly inodes: readonly number[];
+  readonly from: readonly number[];
+  readonly to: readonly number[];
+}
+
+/** An object needing more pairwise links than this becomes a {@link ClosureChannel}. */
+export const MAX_PAIR_LINKS = 16;
+
+/** Defaults of the bounds of one analysis ({@link ResolveClosureOptions}); README "Limits". */
+export const DEFAULT_CLOSURE_LIMITS = Object.freeze({
+  maxProcesses: 1_000,
+  maxFdsPerProcess: 256,
+  maxDescriptors: 16_384,
+  maxLinks: 20_000,
+});
 
 /**
  * Whether a process's sockets and pipes were followed: `followed`, or why not: `root` (the
@@ -117,6 +184,12 @@ export interface ClosureProcess extends ProcessFacts {
   readonly ipc: ClosureIpc;
   readonly sockets: readonly ClosureSocket[];
   readonly pipes: readonly ClosurePipe[];
+  /**
+   * Sockets and pipes the process held but the analysis did not examine (the
+   * `maxFdsPerProcess` or `maxDescriptors` bound): they are missing from `sockets` and
+   * `pipes`. Present only when some were left out.
+   */
+  readonly fdsOmitted?: number;
 }
 
 /**
@@ -152,10 +225,12 @@ export interface Closure {
   /** Primary processes first, then resolved ones, each in discovery order. */
   readonly processes: readonly ClosureProcess[];
   readonly links: readonly ClosureLink[];
+  /** IPC objects with too many holders for pairwise links. */
+  readonly channels: readonly ClosureChannel[];
   readonly upstream: readonly UpstreamCandidate[];
   /** Pids that a lookup named but that exited before they could be read. */
   readonly vanished: readonly number[];
-  /** True when maxProcesses stopped the analysis. */
+  /** True when a bound (processes, descriptors, links) cut the analysis short; `problems` says which. */
   readonly truncated: boolean;
   /** What the analysis could not see or had to cut short, for the record's `problems`. */
   readonly problems: readonly AnalysisProblem[];

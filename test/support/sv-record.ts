@@ -41,6 +41,7 @@ export interface RecordPipe {
   readonly inode: number;
   readonly end: 'read' | 'write' | 'both';
   readonly otherPids: readonly number[];
+  readonly otherCount?: number;
 }
 
 export interface RecordProcess {
@@ -55,9 +56,18 @@ export interface RecordProcess {
   readonly pgid: number;
   readonly sid: number;
   readonly cmdline: readonly string[];
+  readonly cmdlineTruncated?: { readonly bytes: number; readonly sha256: string };
   readonly role: 'primary' | 'resolved';
   readonly sockets: readonly RecordSocket[];
   readonly pipes: readonly RecordPipe[];
+  readonly fdsOmitted?: number;
+}
+
+export interface RecordChannel {
+  readonly kind: 'pipe' | 'tcp' | 'unix' | 'shared';
+  readonly inodes: readonly number[];
+  readonly from: readonly number[];
+  readonly to: readonly number[];
 }
 
 export interface RecordLink {
@@ -87,10 +97,12 @@ export interface SvRedemption {
   readonly host: { readonly hostname: string; readonly bootTime: string; readonly kernel: string };
   readonly processes: readonly RecordProcess[];
   readonly links: readonly RecordLink[];
+  readonly channels: readonly RecordChannel[];
   readonly upstream: readonly RecordUpstream[];
   readonly vanished: readonly number[];
   readonly denied: unknown;
   readonly truncated: boolean;
+  readonly problems: readonly { readonly code: string; readonly message: string }[];
 }
 
 export const SV_TOKEN = /^(\d+),(\d+):USERID:OTHER:([0-9a-f]{64})$/;

@@ -73,6 +73,13 @@ export class ListenError extends StopdError {
   }
 }
 
+/** A semaphore's wait queue is full (lookups under `--max-lookups`, or analyses): the daemon is overloaded. */
+export class OverloadError extends StopdError {
+  constructor(message: string) {
+    super('ERR_OVERLOADED', message);
+  }
+}
+
 /** A token is not known to this store. */
 export class UnknownTokenError extends StopdError {
   constructor(message: string) {

@@ -1,6 +1,7 @@
 /**
  * Packaging: the npm tarball holds the compiled programs (no TypeScript needed to install),
- * the manual pages, the unit files and the addon's sources, and nothing of the tests; it
+ * the manual pages, the unit files and the addon's sources, and nothing of the tests or their
+ * support (the paper's figures, the in-memory host); it
  * installs into a clean prefix with the README's command, offline (the runtime dependencies
  * come from the npm cache that `npm ci` filled); both programs work from `<prefix>/bin`, the
  * manual pages are in `<prefix>/share/man/man8`, and the netlink addon is either built there
@@ -11,7 +12,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join, posix, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -71,7 +72,7 @@ describe('npm package', () => {
     assert.equal(PACKAGE.scripts.install, 'node scripts/build-addon.mjs');
   });
 
-  test('tarball holds the compiled programs, man pages, units and addon sources, and no tests', () => {
+  test('tarball holds the compiled programs, man pages, units and addon sources, and no tests or test support', () => {
     for (const wanted of [
       'package.json',
       'README.md',
@@ -94,6 +95,27 @@ describe('npm package', () => {
     const unwanted = files.filter((path) => /\.test\.|\.map$|\.ts$/.test(path) && !path.endsWith('.d.ts'));
     assert.deepEqual(unwanted, [], 'tests, source maps or TypeScript sources in the tarball');
     assert.deepEqual(files.filter((path) => /^(src|test|bench|node_modules|build)\//.test(path)), []);
+    // Test support (the paper's figures, the in-memory host) is for the unit tests only.
+    const support = files.filter((path) => /^dist\/src\/(trace\/figures|host\/fake-host)\./.test(path));
+    assert.deepEqual(support, [], 'test support in the tarball');
+  });
+
+  test('every module the tarball ships imports only modules it ships', () => {
+    // Leaving files out of the package must not cut a dependency of one that stays in.
+    const shipped = new Set(files);
+    const modules = files.filter((path) => /^dist\/src\/.*(\.js|\.d\.ts)$/.test(path));
+    assert.ok(modules.includes('dist/src/trace/closure.js'), 'the trace layer is not shipped');
+    const missing: string[] = [];
+    for (const path of modules) {
+      const text = readFileSync(join(ROOT, path), 'utf8');
+      for (const match of text.matchAll(/(?:\bfrom\s*|\bimport\s*\(?\s*)['"](\.\.?\/[^'"]+)['"]/g)) {
+        const specifier = match[1] ?? '';
+        let target = posix.join(posix.dirname(path), specifier);
+        if (path.endsWith('.d.ts')) target = target.replace(/\.js$/, '.d.ts');
+        if (!shipped.has(target)) missing.push(`${path} imports ${specifier}`);
+      }
+    }
+    assert.deepEqual(missing, [], 'shipped modules import files left out of the package');
   });
 
   test('tarball installs offline into a clean prefix with the README command', () => {

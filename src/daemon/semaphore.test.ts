@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { OverloadError, Semaphore } from './semaphore.js';
+import { OverloadError } from '../errors.js';
+import { Semaphore } from './semaphore.js';
 
 test('Semaphore hands slots out in order and refuses waiters beyond maxWaiting', async () => {
   const semaphore = new Semaphore(1, { maxWaiting: 3 });

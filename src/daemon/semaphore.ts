@@ -1,11 +1,4 @@
-import { StopdError } from '../errors.js';
-
-/** The wait queue of a semaphore is full: the daemon is overloaded. */
-export class OverloadError extends StopdError {
-  constructor(message: string) {
-    super('ERR_OVERLOADED', message);
-  }
-}
+import { OverloadError } from '../errors.js';
 
 /**
  * Counts concurrent lookups (`--max-lookups`). Waiters queue up to `maxWaiting`; beyond that

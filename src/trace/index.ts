@@ -1,4 +1,8 @@
-/** The pure trace layer: from a host view, the process/IPC closure of a connection and its upstream candidates. */
+/**
+ * The pure trace layer: from a host view, the process/IPC closure of a connection and its
+ * upstream candidates. The build checks that it stays pure (`src/trace/tsconfig.json` has no
+ * ambient types, so node: modules, `process` and timers do not compile here).
+ */
 export { resolveClosure, DEFAULT_MAX_PROCESSES, DEFAULT_MAX_IPC_PER_PROCESS } from './closure.js';
 export { checkHolderVisibility, type HolderVisibilityFacts, type UnseenHolderReason } from './holder-visibility.js';
 export {

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { DEFAULT_MAX_RECORD_BYTES, parseRecord } from '../src/evidence/record.js';
+import { DEFAULT_MAX_RECORD_BYTES } from '../src/evidence/record.js';
 import { DEFAULT_CLOSURE_LIMITS } from '../src/trace/types.js';
 import { exchange, startDaemon, type DaemonHandle } from './support/daemon.js';
 import { readPeakMemory, startCrowd } from './support/crowd.js';
@@ -17,16 +17,6 @@ import { listen, type TestListener } from './support/peers.js';
 import { redeemVerified, requestSv, type SvRedemption } from './support/sv-record.js';
 
 const isRoot = process.getuid?.() === 0;
-
-/**
- * `redeem --json` of a fresh SV token, with `problems` as the record file holds them: the JSON
- * of redeem puts its integrity findings under the same key.
- */
-async function redeemVerifiedWithProblems(storeDir: string, token: string): Promise<SvRedemption> {
-  const record = await redeemVerified(storeDir, token);
-  const saved = parseRecord(readFileSync(join(storeDir, 'records', `${token}.json`)));
-  return { ...record, problems: saved.problems ?? [] };
-}
 
 /**
  * The daemon's peak resident memory may not pass this. It idles at about 50 MB and peaks at
@@ -60,8 +50,8 @@ describe('stopd SV requests on hostile host states', { skip: isRoot ? false : 'n
     const token = await requestSv(daemon, { local: localPort, remote: next.port }, { timeoutMs: SV_DEADLINE_MS });
     t.diagnostic(`SV reply after ${Date.now() - started} ms`);
     const bytes = statSync(join(daemon.storeDir, 'records', `${token}.json`)).size;
-    const record = await redeemVerifiedWithProblems(daemon.storeDir, token);
-    t.diagnostic(`record of ${bytes} bytes, ${record.processes.length} processes, problems ${record.problems.map((p) => p.code).join(',')}`);
+    const record = await redeemVerified(daemon.storeDir, token);
+    t.diagnostic(`record of ${bytes} bytes, ${record.processes.length} processes, problems ${record.analysisProblems.map((p) => p.code).join(',')}`);
     return { record, bytes };
   }
 
@@ -86,7 +76,7 @@ describe('stopd SV requests on hostile host states', { skip: isRoot ? false : 'n
       assert.deepEqual(child.cmdlineTruncated, { bytes: whole.length, sha256: createHash('sha256').update(whole).digest('hex') });
     }
     assert.ok(children.every((child) => child.cmdlineTruncated !== undefined), 'each cut command line says so');
-    assert.ok(record.problems.some((problem) => problem.code === 'limit-cmdline'), JSON.stringify(record.problems));
+    assert.ok(record.analysisProblems.some((problem) => problem.code === 'limit-cmdline'), JSON.stringify(record.analysisProblems));
     const channel = record.channels.find((entry) => entry.kind === 'pipe');
     assert.ok(channel, `the shared pipe is one channel: ${JSON.stringify(record.channels).slice(0, 300)}`);
     assert.equal(channel.from.length, 151);
@@ -108,8 +98,8 @@ describe('stopd SV requests on hostile host states', { skip: isRoot ? false : 'n
     );
     assert.ok((holder.fdsOmitted ?? 0) >= 19_000 - DEFAULT_CLOSURE_LIMITS.maxFdsPerProcess, `fdsOmitted ${holder.fdsOmitted}`);
     assert.equal(record.truncated, true);
-    const problem = record.problems.find((entry) => entry.code === 'limit-descriptors');
-    assert.ok(problem, JSON.stringify(record.problems));
+    const problem = record.analysisProblems.find((entry) => entry.code === 'limit-descriptors');
+    assert.ok(problem, JSON.stringify(record.analysisProblems));
     assert.match(problem.message, new RegExp(`pid ${crowd.pid} holds 190\\d\\d`));
     await assertMemoryBounded(t);
   });
@@ -132,11 +122,11 @@ describe('stopd SV requests on hostile host states', { skip: isRoot ? false : 'n
     }
     const bytes = statSync(join(daemon.storeDir, 'records', `${token}.json`)).size;
     assert.ok(bytes <= DEFAULT_MAX_RECORD_BYTES, `record ${bytes} bytes`);
-    const record = await redeemVerifiedWithProblems(daemon.storeDir, token);
-    t.diagnostic(`record of ${bytes} bytes, ${record.processes.length} processes, problems ${record.problems.map((p) => p.code).join(',')}`);
+    const record = await redeemVerified(daemon.storeDir, token);
+    t.diagnostic(`record of ${bytes} bytes, ${record.processes.length} processes, problems ${record.analysisProblems.map((p) => p.code).join(',')}`);
     assert.ok(record.processes.length <= DEFAULT_CLOSURE_LIMITS.maxProcesses, `${record.processes.length} processes`);
     assert.equal(record.truncated, true);
-    assert.ok(record.problems.some((entry) => entry.code === 'limit-processes'), JSON.stringify(record.problems));
+    assert.ok(record.analysisProblems.some((entry) => entry.code === 'limit-processes'), JSON.stringify(record.analysisProblems));
     assert.ok(record.processes.some((process) => process.pid === crowd.pid), 'the holder is in the record');
     assert.ok(record.channels.some((entry) => entry.kind === 'pipe' && entry.from.length > 100), 'the pipe is one channel');
     await assertMemoryBounded(t);

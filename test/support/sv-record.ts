@@ -102,7 +102,10 @@ export interface SvRedemption {
   readonly vanished: readonly number[];
   readonly denied: unknown;
   readonly truncated: boolean;
-  readonly problems: readonly { readonly code: string; readonly message: string }[];
+  /** Integrity problems of the redemption (empty when verified). */
+  readonly problems: readonly string[];
+  /** The record's own problems: what the analysis could not see or cut short. */
+  readonly analysisProblems: readonly { readonly code: string; readonly message: string; readonly reason?: string }[];
 }
 
 export const SV_TOKEN = /^(\d+),(\d+):USERID:OTHER:([0-9a-f]{64})$/;

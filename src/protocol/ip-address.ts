@@ -116,9 +116,11 @@ function groupsOfBytes(bytes: Uint8Array): number[] {
   return groups;
 }
 
-/** True when 16 address bytes are an IPv4-mapped address (`::ffff:0:0/96`). */
+/** True when 16 address bytes are an IPv4-mapped address (`::ffff:0:0/96`); no allocation, /proc/net scans call it per row. */
 function isV4MappedBytes(bytes: Uint8Array): boolean {
-  return bytes.length === 16 && isV4Mapped(groupsOfBytes(bytes));
+  if (bytes.length !== 16 || bytes[10] !== 0xff || bytes[11] !== 0xff) return false;
+  for (let i = 0; i < 10; i++) if (bytes[i] !== 0) return false;
+  return true;
 }
 
 /** Formats eight 16-bit groups as RFC 5952 text; IPv4-mapped addresses in mixed notation (RFC 5952 section 5). */
@@ -229,7 +231,9 @@ export function formatIpBytes(bytes: Uint8Array): string {
 export function isSameIpAddress(a: Uint8Array, b: Uint8Array): boolean {
   const left = isV4MappedBytes(a) ? a.subarray(12) : a;
   const right = isV4MappedBytes(b) ? b.subarray(12) : b;
-  return left.length === right.length && left.every((byte, i) => byte === right[i]);
+  if (left.length !== right.length) return false;
+  for (let i = 0; i < left.length; i++) if (left[i] !== right[i]) return false;
+  return true;
 }
 
 /** Prefix length by which IPv6 requesters are grouped: one /64 is one LAN or one customer (RFC 6177). */

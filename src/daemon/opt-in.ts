@@ -1,6 +1,6 @@
 import { lookup } from 'node:dns/promises';
 import { BlockList, isIP } from 'node:net';
-import { normaliseAddress } from '../host/addresses.js';
+import { normaliseAddress } from '../protocol/index.js';
 
 /** How long one host name of a `~/.ident` list may take to resolve before it counts as no match. */
 const RESOLVE_TIMEOUT_MS = 1000;

@@ -1,10 +1,10 @@
 import { StopdError } from '../errors.js';
-import { listLocalAddresses, normaliseAddress, addressFamily } from '../host/addresses.js';
+import { listLocalAddresses } from '../host/addresses.js';
 import type { Endpoint, SocketTable, TcpSocket } from '../host/types.js';
 import { readOptInFile, type AccountDirectory } from '../host/users.js';
 import type { Ledger, LedgerEntryInput } from '../evidence/ledger.js';
 import { generateToken, type TokenHash } from '../evidence/tokens.js';
-import { formatReply, formatRequesterGroup, isRecursiveType, isValidUserId, mentionsClientIp, parseRequest, RequestSyntaxError, type IpAddress, type Reply, type Request } from '../protocol/index.js';
+import { addressFamily, formatReply, formatRequesterGroup, isRecursiveType, isValidUserId, mentionsClientIp, normaliseAddress, parseRequest, RequestSyntaxError, type IpAddress, type Reply, type Request } from '../protocol/index.js';
 import { optInAdmits } from './opt-in.js';
 import { decideConnection, decideError, type ConnectionFinding, type Decision, type ReplyPolicy } from './policy.js';
 import type { Semaphore } from './semaphore.js';

@@ -1,8 +1,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { errnoCode, ListenError } from '../errors.js';
-import { normaliseAddress } from '../host/addresses.js';
 import type { Endpoint } from '../host/types.js';
-import { formatRequesterGroup, LineSplitter } from '../protocol/index.js';
+import { formatRequesterGroup, LineSplitter, normaliseAddress } from '../protocol/index.js';
 import { ConnectionSlots } from './connection-slots.js';
 import type { Logger } from './logger.js';
 import type { QueryOrigin } from './responder.js';

@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
-import { SocketAddress } from 'node:net';
 import { test } from 'node:test';
 
 import { HostLookupError } from '../errors.js';
-import { createLinuxSocketTable, formatIpAddress, parseIpAddress, toTcpSocket } from './linux-sockets.js';
+import { createLinuxSocketTable, toTcpSocket } from './linux-sockets.js';
 import type { NativeAddon, RawTcpEntry } from './native-addon.js';
 
 const v4 = (text: string): Buffer => Buffer.from(text.split('.').map(Number));
@@ -33,55 +32,6 @@ function raw(overrides: Partial<RawTcpEntry>): RawTcpEntry {
     ...overrides,
   };
 }
-
-void test('parseIpAddress reads IPv4 and IPv6 text', () => {
-  assert.deepEqual(parseIpAddress('192.0.2.1'), { family: 4, bytes: v4('192.0.2.1') });
-  const six = parseIpAddress('2001:db8::1');
-  assert.equal(six?.family, 6);
-  assert.equal(six?.bytes.toString('hex'), '20010db8000000000000000000000001');
-  assert.equal(parseIpAddress('::')?.bytes.toString('hex'), '0'.repeat(32));
-  assert.equal(parseIpAddress('1::')?.bytes.toString('hex'), '0001' + '0'.repeat(28));
-  assert.equal(parseIpAddress('::2:3')?.bytes.toString('hex'), '0'.repeat(24) + '00020003');
-  assert.equal(parseIpAddress('1:2:3:4:5:6:7:8')?.bytes.toString('hex'), '00010002000300040005000600070008');
-});
-
-void test('parseIpAddress turns v4-mapped IPv6 into IPv4, in dotted and hex forms', () => {
-  assert.deepEqual(parseIpAddress('::ffff:127.0.0.1'), { family: 4, bytes: v4('127.0.0.1') });
-  assert.deepEqual(parseIpAddress('::FFFF:7f00:1'), { family: 4, bytes: v4('127.0.0.1') });
-});
-
-void test('parseIpAddress ignores an IPv6 zone and rejects non-addresses', () => {
-  assert.equal(parseIpAddress('fe80::1%eth0')?.bytes.toString('hex'), 'fe80' + '0'.repeat(26) + '01');
-  assert.equal(parseIpAddress('localhost'), undefined);
-  assert.equal(parseIpAddress('1.2.3.256'), undefined);
-  assert.equal(parseIpAddress(''), undefined);
-});
-
-void test('formatIpAddress prints IPv4, and v4-mapped IPv6 as IPv4', () => {
-  assert.equal(formatIpAddress(v4('192.0.2.10')), '192.0.2.10');
-  assert.equal(formatIpAddress(Buffer.from('00000000000000000000ffff7f000001', 'hex')), '127.0.0.1');
-});
-
-void test('formatIpAddress prints IPv6 exactly as net.SocketAddress does', () => {
-  // Deterministic pseudo-random words, biased to zero so that runs of every length occur.
-  let seed = 12345;
-  const next = (): number => {
-    seed = (seed * 1103515245 + 12345) % 2 ** 31;
-    return seed;
-  };
-  const samples = ['::', '::1', '1::', '::2:3', '1:0:0:1:0:0:0:1', '2001:db8:0:0:1:0:0:1', 'fe80::abcd'];
-  for (let i = 0; i < 2000; i++) {
-    const words = Array.from({ length: 8 }, () => (next() % 3 === 0 ? next() % 0x10000 : 0));
-    samples.push(words.map((w) => w.toString(16)).join(':'));
-  }
-  for (const text of samples) {
-    const bytes = parseIpAddress(text)?.bytes;
-    assert.ok(bytes, text);
-    if (bytes.length === 4) continue; // v4-mapped: deliberately printed as IPv4
-    const expected = new SocketAddress({ address: text, family: 'ipv6' }).address;
-    assert.equal(formatIpAddress(bytes), expected, text);
-  }
-});
 
 void test('toTcpSocket names the kernel state and normalises addresses', () => {
   const socket = toTcpSocket(

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
-import { isIPv4, isIPv6 } from 'node:net';
 
 import { errnoCode, HostLookupError } from '../errors.js';
+import { formatIpBytes, isSameIpAddress, parseIpBytes } from '../protocol/index.js';
 import {
   loadNativeAddon,
   type NativeAddon,
@@ -49,12 +49,6 @@ export interface LinuxSocketTableOptions {
   readonly addon?: NativeAddonLoad;
 }
 
-/** An IP address as bytes: 4 for IPv4, 16 for IPv6. */
-export interface IpBytes {
-  readonly family: 4 | 6;
-  readonly bytes: Buffer;
-}
-
 /** Kernel TCP state numbers, include/net/tcp_states.h (index = number). */
 const TCP_STATES: readonly (TcpState | undefined)[] = [undefined, ...TCP_STATE_NAMES];
 const TCP_LISTEN = 10;
@@ -62,94 +56,13 @@ const TCP_SYN_SENT = 2;
 
 const UNIX_TYPES: Readonly<Record<number, UnixSocket['type']>> = { 1: 'stream', 2: 'dgram', 5: 'seqpacket' };
 
-const V4_MAPPED_PREFIX = Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
 const ANY4 = Buffer.alloc(4);
 const ANY6 = Buffer.alloc(16);
 
-/**
- * Parses IPv4 dotted or IPv6 text (a `%zone` suffix is ignored) into bytes. IPv4-mapped IPv6
- * (`::ffff:1.2.3.4`) becomes IPv4: the kernel hashes IPv4 connections of dual-stack sockets by
- * their IPv4 addresses, and the host interfaces never show v4-mapped text. Undefined if invalid.
- */
-export function parseIpAddress(text: string): IpBytes | undefined {
-  if (isIPv4(text)) return { family: 4, bytes: Buffer.from(text.split('.').map(Number)) };
-  const zone = text.indexOf('%');
-  const bare = zone >= 0 ? text.slice(0, zone) : text;
-  if (!isIPv6(bare)) return undefined;
-  const bytes = parseIPv6(bare);
-  if (bytes.subarray(0, 12).equals(V4_MAPPED_PREFIX)) return { family: 4, bytes: bytes.subarray(12) };
-  return { family: 6, bytes };
-}
-
-/** Bytes of a syntactically valid IPv6 address (checked by `isIPv6` before). */
-function parseIPv6(text: string): Buffer {
-  let body = text;
-  const words: number[] = [];
-  // A trailing dotted quad (`::ffff:1.2.3.4`) stands for the last two 16-bit words.
-  const lastColon = body.lastIndexOf(':');
-  const tail = body.slice(lastColon + 1);
-  const quad: number[] = [];
-  if (tail.includes('.')) {
-    quad.push(...tail.split('.').map(Number));
-    body = body.slice(0, lastColon + 1) + '0:0';
-  }
-  const [head = '', rest] = body.split('::');
-  const headWords = head === '' ? [] : head.split(':');
-  const restWords = rest === undefined || rest === '' ? [] : rest.split(':');
-  words.push(...headWords.map((w) => Number.parseInt(w, 16)));
-  if (rest !== undefined) for (let i = headWords.length + restWords.length; i < 8; i++) words.push(0);
-  words.push(...restWords.map((w) => Number.parseInt(w, 16)));
-  const out = Buffer.alloc(16);
-  words.forEach((w, i) => out.writeUInt16BE(w, i * 2));
-  if (quad.length === 4) Buffer.from(quad).copy(out, 12);
-  return out;
-}
-
-/**
- * Canonical text of 4 or 16 address bytes: dotted IPv4; v4-mapped IPv6 as IPv4; other IPv6
- * compressed and lower-case exactly as `net.SocketAddress` (libuv's inet_ntop) prints it,
- * including its `::a.b.c.d` form for IPv4-compatible addresses.
- */
-export function formatIpAddress(bytes: Buffer): string {
-  if (bytes.length === 4) return `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`;
-  if (bytes.length !== 16) throw new RangeError(`Cannot format address: ${bytes.length} bytes is neither IPv4 nor IPv6`);
-  if (bytes.subarray(0, 12).equals(V4_MAPPED_PREFIX)) return formatIpAddress(bytes.subarray(12));
-  const words: number[] = [];
-  for (let i = 0; i < 8; i++) words.push(bytes.readUInt16BE(i * 2));
-  // The longest run of zero words (leftmost on ties, at least two words) becomes `::` (RFC 5952 4.2).
-  let best = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8; ) {
-    if (words[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && words[j] === 0) j++;
-    if (j - i > bestLen) {
-      best = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  if (bestLen < 2) best = -1;
-  if (best === 0 && bestLen === 6) return `::${formatIpAddress(bytes.subarray(12))}`;
-  let out = '';
-  for (let i = 0; i < 8; i++) {
-    if (i === best) {
-      out += '::';
-      i += bestLen - 1;
-      continue;
-    }
-    if (out !== '' && !out.endsWith(':')) out += ':';
-    out += (words[i] ?? 0).toString(16);
-  }
-  return out;
-}
-
-/** Address bytes reduced to what a v4-mapped IPv6 address stands for (family 4), else as given. */
-function unmapped(bytes: Buffer): Buffer {
-  return bytes.length === 16 && bytes.subarray(0, 12).equals(V4_MAPPED_PREFIX) ? bytes.subarray(12) : bytes;
+/** An endpoint's address as the bytes the addon and the kernel's records compare. */
+interface EndpointBytes {
+  readonly family: 4 | 6;
+  readonly bytes: Buffer;
 }
 
 /** A raw kernel record as a {@link TcpSocket}; undefined for a state this code does not know. */
@@ -160,8 +73,8 @@ export function toTcpSocket(raw: RawTcpEntry): TcpSocket | undefined {
     state,
     uid: raw.uid,
     inode: raw.inode,
-    local: { address: formatIpAddress(raw.localAddr), port: raw.localPort },
-    remote: { address: formatIpAddress(raw.remoteAddr), port: raw.remotePort },
+    local: { address: formatIpBytes(raw.localAddr), port: raw.localPort },
+    remote: { address: formatIpBytes(raw.remoteAddr), port: raw.remotePort },
   };
 }
 
@@ -170,20 +83,21 @@ function toUnixSocket(raw: RawUnixEntry): UnixSocket | undefined {
   return type === undefined ? undefined : { inode: raw.inode, path: raw.path, peer: raw.peer, type };
 }
 
-function checkedEndpoint(endpoint: Endpoint): IpBytes {
-  const parsed = parseIpAddress(endpoint.address);
+function checkedEndpoint(endpoint: Endpoint): EndpointBytes {
+  const parsed = parseIpBytes(endpoint.address);
   if (parsed === undefined) {
     throw new TypeError(`Cannot look up socket: ${JSON.stringify(endpoint.address)} is not an IP address`);
   }
   if (!Number.isInteger(endpoint.port) || endpoint.port < 0 || endpoint.port > 65535) {
     throw new RangeError(`Cannot look up socket: port ${endpoint.port} is out of range`);
   }
-  return parsed;
+  // A view, not a copy: the addon takes Buffers.
+  return { family: parsed.family, bytes: Buffer.from(parsed.bytes.buffer, parsed.bytes.byteOffset, parsed.bytes.byteLength) };
 }
 
 /** Whether a raw record has exactly this remote end (after v4-mapped reduction). */
-function hasRemote(raw: RawTcpEntry, remote: IpBytes, port: number): boolean {
-  return raw.remotePort === port && unmapped(raw.remoteAddr).equals(remote.bytes);
+function hasRemote(raw: RawTcpEntry, remote: EndpointBytes, port: number): boolean {
+  return raw.remotePort === port && isSameIpAddress(raw.remoteAddr, remote.bytes);
 }
 
 function hostError(what: string, err: unknown): HostLookupError {
@@ -442,7 +356,7 @@ class ProcfsSockets implements LinuxSocketTable {
     const r = checkedEndpoint(remote);
     if (l.family !== r.family) return undefined;
     const match = procTcp(l.family).find(
-      (raw) => raw.localPort === local.port && unmapped(raw.localAddr).equals(l.bytes) && hasRemote(raw, r, remote.port),
+      (raw) => raw.localPort === local.port && isSameIpAddress(raw.localAddr, l.bytes) && hasRemote(raw, r, remote.port),
     );
     return match === undefined ? undefined : toTcpSocket(match);
   }
@@ -453,7 +367,7 @@ class ProcfsSockets implements LinuxSocketTable {
       if (raw.state !== TCP_LISTEN || raw.localPort !== local.port) return false;
       // A `::` listener accepts IPv4 too unless IPV6_V6ONLY is set, which /proc does not
       // show: assume the default (dual stack). Netlink has no such blind spot.
-      return raw.localAddr.equals(ANY4) || raw.localAddr.equals(ANY6) || unmapped(raw.localAddr).equals(l.bytes);
+      return raw.localAddr.equals(ANY4) || raw.localAddr.equals(ANY6) || isSameIpAddress(raw.localAddr, l.bytes);
     });
   }
 

@@ -88,6 +88,11 @@ void test('parseUtmp gives an IPv4-mapped address as plain IPv4', () => {
   assert.equal(parseUtmp(mapped)[0]?.address, '192.0.2.9');
 });
 
+void test('parseUtmp prints an IPv4-compatible address in hex, like every other address (RFC 5952)', () => {
+  const compatible = record({ type: 7, user: 'dave', addr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 192, 0, 2, 9] });
+  assert.equal(parseUtmp(compatible)[0]?.address, '::c000:209');
+});
+
 void test('parseUtmp reads a field that fills its whole array without a NUL', () => {
   const full = record({ type: 7, user: 'u'.repeat(32), line: 'l'.repeat(32) });
   const [entry] = parseUtmp(full);

@@ -19,8 +19,8 @@
  * | 364 | reserved char[20] |
  */
 import { readFileSync } from 'node:fs';
-import { SocketAddress } from 'node:net';
 import { HostLookupError } from '../errors.js';
+import { formatIpBytes } from '../protocol/index.js';
 import type { UtmpEntry } from './types.js';
 
 /** Size of one glibc `struct utmp` record on x86_64. */
@@ -95,18 +95,12 @@ function readCString(buf: Buffer, offset: number, size: number): string {
   return field.subarray(0, nul === -1 ? size : nul).toString('utf8');
 }
 
-/** ut_addr_v6: IPv4 in the first word with the rest zero, or a full IPv6 address; null when all zero. */
+/**
+ * ut_addr_v6: IPv4 in the first word with the rest zero (glibc's convention for IPv4 logins),
+ * or a full IPv6 address; null when all zero. Printed as every endpoint is (types.ts):
+ * IPv4-mapped IPv6 as plain IPv4, other IPv6 in RFC 5952 form.
+ */
 function readAddress(raw: Buffer): string | null {
   if (raw.every((byte) => byte === 0)) return null;
-  const isV4 = raw.subarray(4).every((byte) => byte === 0);
-  const isMapped =
-    raw.subarray(0, 10).every((byte) => byte === 0) && raw[10] === 0xff && raw[11] === 0xff;
-  if (isV4) return [...raw.subarray(0, 4)].join('.');
-  // Endpoint convention (types.ts): IPv4-mapped IPv6 is given as plain IPv4.
-  if (isMapped) return [...raw.subarray(12, 16)].join('.');
-  const groups: string[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(raw.readUInt16BE(i).toString(16));
-  const full = groups.join(':');
-  // SocketAddress prints the canonical compressed form (`fd00::2`).
-  return new SocketAddress({ address: full, family: 'ipv6' }).address;
+  return formatIpBytes(raw.subarray(4).every((byte) => byte === 0) ? raw.subarray(0, 4) : raw);
 }

@@ -1,6 +1,7 @@
 /**
- * The STOP / IDENT codec: request and reply grammar (paper Fig. 4, RFC 1413 section 6) and
- * line framing with a hard cap. Pure: no I/O and nothing from `node:` (checked by
+ * The STOP / IDENT codec: request and reply grammar (paper Fig. 4, RFC 1413 section 6),
+ * line framing with a hard cap, and IP addresses (`ip-address.ts`, the one owner of address
+ * text and bytes). Pure: no I/O and nothing from `node:` (checked by
  * `src/protocol/tsconfig.json`, which has no ambient types).
  */
 export {
@@ -12,7 +13,19 @@ export {
   type ReceivedErrorToken,
   type RequestSyntaxErrorOptions,
 } from './errors.js';
-export { canonicalizeIpv6, formatRequesterGroup, parseIpAddress, REQUESTER_IPV6_PREFIX, type IpAddress } from './ip-address.js';
+export {
+  addressFamily,
+  canonicalizeIpv6,
+  formatIpBytes,
+  formatRequesterGroup,
+  isSameIpAddress,
+  normaliseAddress,
+  parseIpAddress,
+  parseIpBytes,
+  REQUESTER_IPV6_PREFIX,
+  type IpAddress,
+  type IpBytes,
+} from './ip-address.js';
 export { LineSplitter, type LineEvent, type LineSplitterOptions } from './line-splitter.js';
 export {
   formatReply,

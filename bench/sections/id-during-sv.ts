@@ -14,7 +14,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { listen, type TestListener } from '../../test/support/peers.js';
 import { descendantsOf, startDetached, waitFor, type DetachedProcess } from '../../test/support/structures.js';
 import type { LoadResult } from '../lib/load-client.js';
-import { runIdLoad, runLoad, startLoad, startQueriedConnection, startStopd, type BenchStopd, type Stoppable } from '../lib/processes.js';
+import { LIFT_REQUESTER_LIMITS, runIdLoad, runLoad, startLoad, startQueriedConnection, startStopd, type BenchStopd, type Stoppable } from '../lib/processes.js';
 import { repeated, type Repeated } from '../lib/stats.js';
 
 const TOKEN = '^\\d+,\\d+:USERID:OTHER:[0-9a-f]{64}$';
@@ -87,7 +87,7 @@ export async function benchIdDuringSv(options: {
     const daemons: { design: 'worker' | 'inline'; store: BurstStore; key: string; stopd: BenchStopd }[] = [];
     for (const store of options.stores) {
       for (const design of ['worker', 'inline'] as const) {
-        const stopd = await startStopd({ args: design === 'inline' ? ['--inline-analyses'] : [], ...(store === 'tmpfs' ? { storeBase: '/dev/shm' } : {}) });
+        const stopd = await startStopd({ args: [...LIFT_REQUESTER_LIMITS, ...(design === 'inline' ? ['--inline-analyses'] : [])], ...(store === 'tmpfs' ? { storeBase: '/dev/shm' } : {}) });
         started.push(stopd);
         daemons.push({ design, store, key: `${design}/${store}`, stopd });
         // The first SV fills the descriptor index; it is not measured.

@@ -7,7 +7,7 @@
  */
 import { connect, createServer, type Server } from 'node:net';
 import { startCrowd, type Crowd } from '../../test/support/crowd.js';
-import { readMemory, startStopd, type BenchStopd } from '../lib/processes.js';
+import { LIFT_REQUESTER_LIMITS, readMemory, startStopd, type BenchStopd } from '../lib/processes.js';
 import { repeated, type Repeated } from '../lib/stats.js';
 
 export interface SharedPipeResult {
@@ -55,7 +55,7 @@ export async function benchSharedPipe(options: { sizes: readonly number[]; round
   let server: Server | undefined;
   const crowds: Crowd[] = [];
   try {
-    stopd = await startStopd({ args: options.extraArgs ?? [] });
+    stopd = await startStopd({ args: [...LIFT_REQUESTER_LIMITS, ...(options.extraArgs ?? [])] });
     const listener = createServer((socket) => socket.on('error', () => undefined));
     server = listener;
     await new Promise<void>((resolve) => listener.listen(0, '127.0.0.2', resolve));

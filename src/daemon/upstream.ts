@@ -1,5 +1,5 @@
 import { PeerProtocolError, PeerReplyTooLongError, PeerTimeoutError, PeerUnreachableError } from '../errors.js';
-import type { UpstreamOutcome } from '../evidence/entries.js';
+import type { UpstreamEntry, UpstreamOutcome } from '../evidence/entries.js';
 import type { Ledger } from '../evidence/ledger.js';
 import type { Endpoint } from '../host/types.js';
 import { isPlainToken, type RecursiveRequestType, type Request } from '../protocol/index.js';
@@ -132,17 +132,8 @@ export class UpstreamDispatcher {
   }
 }
 
-/** The outcome fields of an `upstream` ledger entry (see `UpstreamEntry` in evidence/entries.ts). */
-export interface UpstreamEntryFields {
-  readonly outcome: UpstreamOutcome;
-  readonly token?: string;
-  readonly user?: string;
-  readonly error?: string;
-  readonly reply?: string;
-  readonly replyLength?: number;
-  readonly message?: string;
-  readonly elapsedMs?: number;
-}
+/** The outcome fields of an `upstream` ledger entry, as evidence/entries.ts types them. */
+export type UpstreamEntryFields = Pick<UpstreamEntry, 'outcome' | 'token' | 'user' | 'error' | 'reply' | 'replyLength' | 'message' | 'elapsedMs'>;
 
 /** Longest upstream reply kept in a ledger entry, escaped: a 512-character token reply fits. */
 const MAX_STORED_REPLY = 600;

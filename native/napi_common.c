@@ -34,16 +34,7 @@ void throw_errno(napi_env env, const char *what, int err) {
 }
 
 bool get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
-  size_t argc = want;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) {
-    throw_napi_failure(env);
-    return false;
-  }
-  if (argc < want) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_COUNT", "Wrong number of arguments");
-    return false;
-  }
-  return true;
+  return get_some_args(env, info, want, want, argv);
 }
 
 

@@ -2,7 +2,21 @@
   "targets": [
     {
       "target_name": "stopd_native",
-      "sources": ["native/stopd_native.c", "native/socket_fd.c"],
+      "sources": [
+        "native/addon.c",
+        "native/napi_common.c",
+        "native/sock_diag.c",
+        "native/sock_diag_napi.c",
+        "native/fd_scan.c",
+        "native/fd_scan_napi.c",
+        "native/fd_index.c",
+        "native/fd_index_map.c",
+        "native/fd_index_proc.c",
+        "native/fd_index_keeper.c",
+        "native/fd_index_napi.c",
+        "native/socket_fd.c",
+        "native/socket_fd_napi.c"
+      ],
       "cflags": ["-O2", "-Wall", "-Wextra", "-std=gnu11"]
     }
   ]

@@ -1,5 +1,6 @@
 /*
- * socket_fd: what one socket descriptor of a process is, without dumping a socket table.
+ * socket_fd: what one socket descriptor of a process is, without dumping a socket table
+ * (plain C; the N-API binding is socket_fd_napi.c, the interface socket_fd.h).
  *
  * Why: SV analysis needs, for every socket descriptor of every closure member, to know whether
  * it is a TCP connection (4-tuple, state, owner) or a UNIX socket (name, peer). A sock_diag
@@ -7,14 +8,14 @@
  * with tens of thousands of connections even when the closure holds three sockets. Here the
  * cost follows the closure: pidfd_getfd(2) (Linux 5.6) lends us the descriptor and the socket
  * itself says what it is (getsockopt, getsockname, getpeername, TCP_INFO); a UNIX socket's
- * name and peer come from one exact UNIX_DIAG lookup by inode (unixLookup, in stopd_native.c
+ * name and peer come from one exact UNIX_DIAG lookup by inode (unixLookup, in sock_diag.c
  * with the other sock_diag requests).
  *
  * Exports (synchronous; failures are thrown as JS Errors with the errno text and a `code`):
  *   socketOf(pid, fd, inode) -> { domain: 'tcp', family, state, uid, inode, localAddr, localPort,
  *                                 remoteAddr, remotePort }
  *                             | { domain: 'unix', inode } | { domain: 'other', inode } | null
- * The tcp fields mean what they mean in stopd_native.c's TcpEntry (addresses as the kernel
+ * The tcp fields mean what they mean in sock_diag.h's tcp_entry (addresses as the kernel
  * gives them, v4-mapped ones included).
  *
  * Network namespaces: sock_diag sees the sockets of the caller's namespace only, which is the
@@ -36,58 +37,19 @@
 #include <netinet/tcp.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "napi_common.h"
+#include "compat.h"
 #include "socket_fd.h"
-
-/* C libraries older than Linux 5.6 lack the numbers. New system calls have had one number on
- * every architecture since Linux 5.1 (asm-generic/unistd.h; alpha and MIPS add an offset, and
- * their headers are new enough to define them). */
-#ifndef SYS_pidfd_open
-#define SYS_pidfd_open 434
-#endif
-#ifndef SYS_pidfd_getfd
-#define SYS_pidfd_getfd 438
-#endif
-#ifndef SO_NETNS_COOKIE
-#define SO_NETNS_COOKIE 71 /* asm-generic/socket.h; alpha, MIPS, PA-RISC and SPARC differ */
-#endif
-
-/* 2^53: inode numbers are passed as JS numbers, exact up to here. */
-#define MAX_SAFE_INTEGER 9007199254740992LL
-
-/* read_socket's answer when the descriptor no longer is the socket asked for. */
-#define NOT_THIS_SOCKET (-1)
-
-/* ---------- socketOf: the socket behind a descriptor (no N-API in this section) ---------- */
-
-struct fd_socket {
-  int domain;   /* AF_INET, AF_INET6, AF_UNIX or any other family */
-  bool foreign; /* a socket of another network namespace (nothing else is read) */
-  bool tcp;     /* an AF_INET/AF_INET6 SOCK_STREAM socket of protocol IPPROTO_TCP */
-  uint64_t inode;
-  uint32_t uid;
-  uint8_t state;
-  uint8_t local[16];
-  uint8_t remote[16];
-  uint16_t local_port;
-  uint16_t remote_port;
-};
-
-/* Gone rather than failed: the process exited (ESRCH) or closed the descriptor (EBADF);
- * ENOENT, what /proc says of a vanished entry, is taken alike. */
-static bool is_gone(int err) { return err == ESRCH || err == EBADF || err == ENOENT; }
 
 /* Duplicates descriptor `fd` of process `pid` into this process (close-on-exec, as
  * pidfd_getfd always makes it). Returns the copy, or a negative errno. The kernel checks
  * ptrace access (PTRACE_MODE_ATTACH_REALCREDS): EPERM without it. */
-static int borrow_fd(int pid, int fd) {
+int borrow_fd(int pid, int fd) {
   int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
   if (pidfd < 0) return -errno;
   int copy = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
@@ -114,7 +76,7 @@ static __thread bool own_cookie_known;
 /* The cookie of this process's network namespace, read once from a socket of our own: only
  * setns(2) could change it, and stopd never calls it. Returns 0 or an errno (ENOPROTOOPT
  * before Linux 5.14). */
-static int own_netns_cookie(uint64_t *out) {
+int own_netns_cookie(uint64_t *out) {
   if (!own_cookie_known) {
     int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return errno;
@@ -146,7 +108,7 @@ static int copy_inet(const struct sockaddr_storage *addr, int family, uint8_t *b
  * Reads what our copy `fd` is. Returns 0, NOT_THIS_SOCKET when it is not the socket `inode`
  * (the process closed the number and reused it since /proc named it), or a positive errno.
  */
-static int read_socket(int fd, uint64_t inode, uint64_t own_netns, struct fd_socket *out) {
+int read_socket(int fd, uint64_t inode, uint64_t own_netns, struct fd_socket *out) {
   struct stat st;
   if (fstat(fd, &st) != 0) return errno;
   if (!S_ISSOCK(st.st_mode) || (uint64_t)st.st_ino != inode) return NOT_THIS_SOCKET;
@@ -193,103 +155,3 @@ static int read_socket(int fd, uint64_t inode, uint64_t own_netns, struct fd_soc
   return 0;
 }
 
-/* ---------- N-API bindings ---------- */
-
-/* Reads a whole number from `min` to `max`. Returns false with an exception pending. */
-static bool get_integer(napi_env env, napi_value v, const char *name, int64_t min, int64_t max, int64_t *out) {
-  char msg[96];
-  double d = 0;
-  if (napi_get_value_double(env, v, &d) != napi_ok) {
-    snprintf(msg, sizeof msg, "%s must be a number", name);
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
-    return false;
-  }
-  /* The range test comes first: it also rejects NaN, and makes the cast below defined. */
-  if (!(d >= (double)min && d <= (double)max) || (double)(int64_t)d != d) {
-    snprintf(msg, sizeof msg, "%s must be an integer from %lld to %lld", name, (long long)min, (long long)max);
-    napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", msg);
-    return false;
-  }
-  *out = (int64_t)d;
-  return true;
-}
-
-static napi_status set_number(napi_env env, napi_value obj, const char *key, double value) {
-  napi_value v;
-  napi_status s = napi_create_double(env, value, &v);
-  return s == napi_ok ? napi_set_named_property(env, obj, key, v) : s;
-}
-
-static napi_status set_string(napi_env env, napi_value obj, const char *key, const char *value) {
-  napi_value v;
-  napi_status s = napi_create_string_utf8(env, value, NAPI_AUTO_LENGTH, &v);
-  return s == napi_ok ? napi_set_named_property(env, obj, key, v) : s;
-}
-
-static napi_value make_socket(napi_env env, const struct fd_socket *s) {
-  napi_value obj;
-  CHECK_NAPI(env, napi_create_object(env, &obj));
-  if (!s->tcp) {
-    CHECK_NAPI(env, set_string(env, obj, "domain", !s->foreign && s->domain == AF_UNIX ? "unix" : "other"));
-    CHECK_NAPI(env, set_number(env, obj, "inode", (double)s->inode));
-    return obj;
-  }
-  size_t alen = s->domain == AF_INET ? 4 : 16;
-  CHECK_NAPI(env, set_string(env, obj, "domain", "tcp"));
-  CHECK_NAPI(env, set_number(env, obj, "family", s->domain == AF_INET ? 4 : 6));
-  CHECK_NAPI(env, set_number(env, obj, "state", s->state));
-  CHECK_NAPI(env, set_number(env, obj, "uid", s->uid));
-  CHECK_NAPI(env, set_number(env, obj, "inode", (double)s->inode));
-  CHECK_NAPI(env, set_buffer(env, obj, "localAddr", s->local, alen));
-  CHECK_NAPI(env, set_number(env, obj, "localPort", s->local_port));
-  CHECK_NAPI(env, set_buffer(env, obj, "remoteAddr", s->remote, alen));
-  CHECK_NAPI(env, set_number(env, obj, "remotePort", s->remote_port));
-  return obj;
-}
-
-static napi_value make_null(napi_env env) {
-  napi_value result;
-  CHECK_NAPI(env, napi_get_null(env, &result));
-  return result;
-}
-
-/* socketOf(pid: number, fd: number, inode: number) */
-static napi_value socket_of(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
-  int64_t pid, fd, inode;
-  if (!get_args(env, info, 3, argv) || !get_integer(env, argv[0], "pid", 1, INT32_MAX, &pid) ||
-      !get_integer(env, argv[1], "fd", 0, INT32_MAX, &fd) ||
-      !get_integer(env, argv[2], "inode", 0, MAX_SAFE_INTEGER, &inode))
-    return NULL;
-  char what[96];
-  uint64_t own_netns = 0;
-  int err = own_netns_cookie(&own_netns);
-  if (err != 0) {
-    throw_errno(env, "Cannot read this process's network namespace", err);
-    return NULL;
-  }
-  int copy = borrow_fd((int)pid, (int)fd);
-  if (copy < 0) {
-    if (is_gone(-copy)) return make_null(env);
-    snprintf(what, sizeof what, "Cannot duplicate descriptor %d of process %d", (int)fd, (int)pid);
-    throw_errno(env, what, -copy);
-    return NULL;
-  }
-  struct fd_socket s;
-  err = read_socket(copy, (uint64_t)inode, own_netns, &s);
-  close(copy); /* ours only: the process keeps its own descriptor */
-  if (err == NOT_THIS_SOCKET) return make_null(env);
-  if (err != 0) {
-    snprintf(what, sizeof what, "Cannot read socket %lld of process %d", (long long)inode, (int)pid);
-    throw_errno(env, what, err);
-    return NULL;
-  }
-  return make_socket(env, &s);
-}
-
-napi_status socket_fd_register(napi_env env, napi_value exports) {
-  napi_property_descriptor props[] = {
-      {"socketOf", NULL, socket_of, NULL, NULL, NULL, napi_enumerable, NULL},
-  };
-  return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
-}

@@ -86,7 +86,9 @@ describe('npm package', () => {
       'deploy/stopd.socket',
       'deploy/stopd.toml',
       'deploy/xinetd-stopd',
-      'native/stopd_native.c',
+      'native/addon.c',
+      'native/compat.h',
+      'native/FD_INDEX.md',
       'binding.gyp',
       'scripts/build-addon.mjs',
     ]) {

@@ -46,12 +46,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef SYS_pidfd_open
-#define SYS_pidfd_open 434
-#endif
-#ifndef SYS_pidfd_getfd
-#define SYS_pidfd_getfd 438
-#endif
+#include "../../native/compat.h" /* pidfd_open, pidfd_getfd on older headers */
 
 #define TCP_LISTEN_STATE 10
 #define TCP_CLOSE_STATE 7

@@ -144,7 +144,7 @@ export function decodeFdEntry(entries: Float64Array, i: number): RawFdEntry {
 }
 
 /**
- * The functions of `native/stopd_native.c`. All are synchronous (a sock_diag round trip is
+ * The functions of the native addon (`native/addon.c` lists its parts). All are synchronous (a sock_diag round trip is
  * microseconds) and throw an Error whose `code` is the errno name (`EPERM`, ...) on failure.
  */
 export interface NativeAddon {
@@ -191,8 +191,8 @@ export interface NativeAddon {
    */
   unixLookup?(inode: number): RawUnixEntry | null;
   /**
-   * Opens an incremental index of the same descriptors over `procRoot` (see "incremental fd
-   * index" in native/stopd_native.c for why it stays exact). Empty until the first refresh.
+   * Opens an incremental index of the same descriptors over `procRoot` (see
+   * native/FD_INDEX.md for why it stays exact). Empty until the first refresh.
    * The functions below come all together or not at all (a build older than them).
    */
   fdIndexCreate?(procRoot: string, options?: RawFdIndexOptions): RawFdIndex;

@@ -3,7 +3,7 @@
  * date incrementally by the native addon: a refresh re-reads only the processes that may have
  * changed since the last one, so with a thousand idle processes it costs about a millisecond
  * instead of the tens a full `/proc/PID/fd` scan takes. Why that stays exact, and its known
- * blind spots, are described at "incremental fd index" in native/stopd_native.c.
+ * blind spots, are described in native/FD_INDEX.md.
  */
 import { errnoCode, HostLookupError } from '../errors.js';
 import {

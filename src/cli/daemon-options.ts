@@ -90,6 +90,33 @@ export function optionSpec(name: string): OptionSpec {
   return spec;
 }
 
+/** What a SIGHUP does with the settings read anew: see {@link planReload}. */
+export interface ReloadPlan {
+  /** The settings now in force: the new ones, except that `restart` ones keep their running value. */
+  readonly settings: Settings;
+  /** The `restart` settings whose new value was not applied, in table order. */
+  readonly kept: readonly string[];
+}
+
+/**
+ * Sorts new settings by the table's `reload` column, its only source: a changed `live` setting
+ * applies (the daemon takes the live part of the options built from them), a changed `restart`
+ * one keeps its running value and is named, for the log. A setting left out counts as its default.
+ */
+export function planReload(running: Settings, next: Settings): ReloadPlan {
+  const settings = new Map(next);
+  const kept: string[] = [];
+  for (const spec of DAEMON_OPTIONS) {
+    if (spec.reload !== 'restart') continue;
+    const before = running.get(spec.name);
+    if (JSON.stringify(before ?? spec.default) === JSON.stringify(next.get(spec.name) ?? spec.default)) continue;
+    kept.push(spec.name);
+    if (before === undefined) settings.delete(spec.name);
+    else settings.set(spec.name, before);
+  }
+  return { settings, kept };
+}
+
 /**
  * `DaemonOptions` from settings (file and flags merged; missing ones take their defaults).
  * Values of the right type may still be wrong (`--token-hash md5`): the UsageError names

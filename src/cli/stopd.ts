@@ -11,8 +11,8 @@ import { createStreamLogger, type Logger } from '../daemon/logger.js';
 import type { ListenAddress } from '../daemon/server.js';
 import { parseCommandLine } from './args.js';
 import { DEFAULT_CONFIG_FILE, loadConfigFile, type FileSetting } from './config-file.js';
-import { buildDaemonOptions, DAEMON_OPTIONS } from './daemon-options.js';
-import { formatOptionHelp, readOption, type OptionValue } from './options.js';
+import { buildDaemonOptions, DAEMON_OPTIONS, planReload } from './daemon-options.js';
+import { formatOptionHelp, readOption, type OptionValue, type Settings } from './options.js';
 
 const HELP = `Usage: stopd [options]
 
@@ -77,13 +77,14 @@ async function main(argv: string[]): Promise<number> {
   const configFile = typeof values.config === 'string' ? values.config : DEFAULT_CONFIG_FILE;
   const flags = readFlags(values);
   const listen = inetd ? [] : flags.has('listen') ? undefined : inheritedSockets();
-  const read = (): DaemonOptions => {
+  const read = (): LoadedSettings => {
     const file = loadConfigFile(configFile, DAEMON_OPTIONS, { required: typeof values.config === 'string' });
     return readSettings({ file, flags, configFile, log, listen });
   };
+  const loaded = read();
   // inetd mode starts a process per connection: they take turns on the store's lock, and there
   // is no later request to keep a descriptor index for.
-  const options: DaemonOptions = inetd ? { ...read(), storeLockWaitMs: 30_000, keepFdIndex: false, inlineAnalyses: true } : read();
+  const options: DaemonOptions = inetd ? { ...loaded.options, storeLockWaitMs: 30_000, keepFdIndex: false, inlineAnalyses: true } : loaded.options;
   if (values['check-config'] === true) {
     process.stdout.write(`stopd: configuration is valid (${describeSources(configFile, values.config !== undefined)})\n`);
     return 0;
@@ -103,7 +104,10 @@ async function main(argv: string[]): Promise<number> {
     const host = endpoint.address.includes(':') ? `[${endpoint.address}]` : endpoint.address;
     log.info(`listening on ${host}:${endpoint.port}`);
   }
-  process.on('SIGHUP', () => reload(daemon, read, log));
+  let running = loaded.settings;
+  process.on('SIGHUP', () => {
+    running = reload(daemon, { running, read, log });
+  });
   if (inetd) {
     // inetd and systemd Accept=yes pass the connected TCP socket as stdin/stdout.
     await daemon.serve(new Socket({ fd: 0, readable: true, writable: true }));
@@ -135,6 +139,12 @@ function readFlags(values: Record<string, unknown>): Map<string, OptionValue> {
   return flags;
 }
 
+/** The settings in force (file and flags merged) and the daemon options built from them. */
+interface LoadedSettings {
+  readonly settings: Settings;
+  readonly options: DaemonOptions;
+}
+
 /** File settings overridden by flags, turned into daemon options. */
 function readSettings(context: {
   file: Map<string, FileSetting>;
@@ -142,27 +152,36 @@ function readSettings(context: {
   configFile: string;
   log: Logger;
   listen: ListenAddress[] | undefined;
-}): DaemonOptions {
+}): LoadedSettings {
   const merged = new Map<string, OptionValue>([...[...context.file].map(([name, setting]) => [name, setting.value] as const), ...context.flags]);
   const origin = (name: string): string => {
     const line = context.file.get(name)?.line;
     return context.flags.has(name) || line === undefined ? `--${name}` : `${context.configFile}:${line}: ${name}`;
   };
-  return buildDaemonOptions(merged, { log: context.log, origin, ...(context.listen === undefined ? {} : { listen: context.listen }) });
+  const options = buildDaemonOptions(merged, { log: context.log, origin, ...(context.listen === undefined ? {} : { listen: context.listen }) });
+  return { settings: merged, options };
 }
 
-/** SIGHUP: re-read the file; keep the running configuration if it is invalid. */
-function reload(daemon: RunningDaemon, read: () => DaemonOptions, log: Logger): void {
-  let next: DaemonOptions;
+/**
+ * SIGHUP: re-read the file; keep the running configuration if it is invalid. The settings
+ * table says what applies: the daemon gets the new live options (built from the live settings
+ * alone), and changed restart settings are logged and keep their running value. Returns the
+ * settings now in force.
+ */
+function reload(daemon: RunningDaemon, context: { running: Settings; read: () => LoadedSettings; log: Logger }): Settings {
+  const { log } = context;
+  let next: LoadedSettings;
   try {
-    next = read();
+    next = context.read();
   } catch (error) {
     log.error(`Configuration not reloaded, the running one stays: ${error instanceof Error ? error.message : String(error)}`);
-    return;
+    return context.running;
   }
-  const needRestart = daemon.reconfigure(next);
+  const plan = planReload(context.running, next.settings);
+  daemon.reconfigure(next.options);
   log.info('configuration reloaded');
-  if (needRestart.length > 0) log.warn(`changed settings that need a restart were kept as they are: ${needRestart.join(', ')}`);
+  if (plan.kept.length > 0) log.warn(`changed settings that need a restart were kept as they are: ${plan.kept.join(', ')}`);
+  return plan.settings;
 }
 
 /** Listening sockets passed by systemd (sd_listen_fds(3)): fds 3.. when LISTEN_PID is us. */

@@ -127,35 +127,37 @@ export interface RunningDaemon {
   /** Answers the one connection on `socket` (inetd mode); resolves when it closes. */
   serve(socket: Socket): Promise<void>;
   /**
-   * Applies new options (SIGHUP reload) to what can change while running: reply policy,
-   * opt-in, connection limits, what records keep, upstream port, timeouts and fan-out.
-   * Returns the names (long options) of changed settings that need a restart and were kept.
+   * Applies new values of the options that can change while running ({@link LIVE_OPTIONS}:
+   * reply policy, opt-in, connection limits, rates, what records keep, upstream port, timeouts
+   * and fan-out) to new connections and requests. Which settings are live is the caller's
+   * table (stopd's settings table); the rest of a running daemon never changes.
    */
-  reconfigure(next: DaemonOptions): string[];
+  reconfigure(next: LiveOptions): void;
   /** Drains connections, flushes the ledger, releases the store. Idempotent. */
   close(): Promise<void>;
 }
 
-/** Settings read at start only: the option name an operator would change, and its field. */
-const RESTART_ONLY: readonly (readonly [string, keyof DaemonOptions])[] = [
-  ['listen', 'listen'],
-  ['store', 'storeDir'],
-  ['token-hash', 'tokenHash'],
-  ['ledger-key', 'ledgerKeyFile'],
-  ['syslog', 'syslog'],
-  ['max-records', 'maxRecords'],
-  ['max-store-bytes', 'maxStoreBytes'],
-  ['max-requester-share', 'maxRequesterSharePercent'],
-  ['ledger-segment-bytes', 'ledgerSegmentBytes'],
-  ['ledger-max-bytes', 'ledgerMaxBytes'],
-  ['ledger-retention', 'ledgerRetentionDays'],
-  ['max-lookups', 'maxLookups'],
-  ['max-analysis-queue', 'maxAnalysisQueue'],
-  ['max-upstream', 'maxUpstream'],
-  ['loop-window', 'loopWindowMs'],
-  ['max-per-sid', 'maxPerSid'],
-  ['inline-analyses', 'inlineAnalyses'],
-];
+/**
+ * The options a running daemon applies anew ({@link RunningDaemon.reconfigure}); every other
+ * option is read once, at start. What may change for new connections and requests without
+ * touching the store, the listeners or the queues.
+ */
+export const LIVE_OPTIONS = [
+  'policy',
+  'optIn',
+  'maxConnections',
+  'maxConnectionsPerRequester',
+  'rateLimits',
+  'idleTimeoutMs',
+  'maxLineLength',
+  'save',
+  'upstreamPort',
+  'upstreamTimeoutMs',
+  'maxFanOut',
+] as const satisfies readonly (keyof DaemonOptions)[];
+
+/** The part of {@link DaemonOptions} that {@link RunningDaemon.reconfigure} takes. */
+export type LiveOptions = Pick<DaemonOptions, (typeof LIVE_OPTIONS)[number]>;
 
 /** How often the rate limiter's refusals are summed up in the ledger (one entry per requester and window). */
 const RATE_WINDOW_MS = 60_000;
@@ -196,7 +198,8 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
           `about their connections will be answered UNKNOWN-ERROR; run stopd as root or grant ${PROCESS_VIEW_CAPABILITIES.join(', ')}`,
       );
     }
-    let current = options;
+    // The rates in force, which the ledger's rate-limited entries name.
+    let rateLimits = options.rateLimits;
     const accounts = new AccountDirectory();
     // One descriptor index for the daemon's lifetime, owned by the thread the analyses run on:
     // each SV analysis refreshes it, which re-reads only the processes that may have changed
@@ -246,7 +249,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     const reportRates = async (): Promise<void> => {
       for (const report of rates.takeReports()) {
         try {
-          await store.ledger.append(describeRateLimitReport(report, current.rateLimits));
+          await store.ledger.append(describeRateLimitReport(report, rateLimits));
         } catch (error) {
           options.log.error(`Cannot record rate limit refusals of ${report.requester} in the ledger: ${String(error)}`);
         }
@@ -293,7 +296,6 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       endpoints,
       serve: (socket) => server.serve(socket),
       reconfigure(next) {
-        const changed = RESTART_ONLY.filter(([, key]) => JSON.stringify(next[key]) !== JSON.stringify(current[key]));
         responder.configure({ policy: next.policy, optIn: next.optIn });
         server.configure({
           maxConnections: next.maxConnections,
@@ -302,6 +304,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
           maxLineLength: next.maxLineLength,
         });
         rates.configure(next.rateLimits);
+        rateLimits = next.rateLimits;
         evidence.configure({ save: next.save });
         upstream.configure({
           port: next.upstreamPort,
@@ -309,10 +312,6 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
           replyTimeoutMs: next.upstreamTimeoutMs,
           maxFanOut: next.maxFanOut,
         });
-        // What needs a restart keeps its running value, so `current` stays what is in force.
-        const kept = Object.fromEntries(RESTART_ONLY.map(([, key]) => [key, current[key]])) as Partial<DaemonOptions>;
-        current = { ...next, ...kept };
-        return changed.map(([name]) => name);
       },
       close() {
         // Drain clients, then let upstream exchanges finish (each is bounded by its

@@ -1,10 +1,11 @@
-import { DEFAULTS } from '../daemon/daemon.js';
-import { pruneRecords } from '../evidence/prune.js';
-import { UsageError } from '../errors.js';
-import { formatCommandHelp, parseCommandLine, parseInteger } from './args.js';
+/** `stopctl prune`: remove (or gzip) old SV records, noting each in the ledger. */
+import { DEFAULTS } from '../../daemon/daemon.js';
+import { pruneRecords } from '../../evidence/prune.js';
+import { UsageError } from '../../errors.js';
+import { formatCommandHelp, parseCommandLine, parseInteger } from '../args.js';
+import type { StopctlCommand } from './command.js';
 
-/** `stopctl --help` text of the prune command. */
-export const PRUNE_HELP = `  prune --older-than DAYS [--gzip] [--store DIR] [--json]
+const HELP = `  prune --older-than DAYS [--gzip] [--store DIR] [--json]
       Remove SV records whose files are more than DAYS days old (or, with --gzip, compress
       them to TOKEN.json.gz, which redeem reads and checks as before), noting each one in the
       ledger, so that redeem later says "pruned" instead of reporting a missing record. The
@@ -14,8 +15,10 @@ export const PRUNE_HELP = `  prune --older-than DAYS [--gzip] [--store DIR] [--j
       holds the store, or the store is missing or unreadable.
 `;
 
-/** `stopctl prune`: returns the exit status. */
-export async function runPrune(argv: string[]): Promise<number> {
+/** `stopctl prune --older-than DAYS ...`: returns the exit status. */
+export const PRUNE_COMMAND: StopctlCommand = { name: 'prune', help: HELP, run: runPrune };
+
+async function runPrune(argv: string[]): Promise<number> {
   const { values, positionals } = parseCommandLine(
     {
       args: argv,
@@ -31,7 +34,7 @@ export async function runPrune(argv: string[]): Promise<number> {
     'stopctl prune',
   );
   if (values.help === true) {
-    process.stdout.write(formatCommandHelp(PRUNE_HELP));
+    process.stdout.write(formatCommandHelp(HELP));
     return 0;
   }
   if (positionals.length > 0) throw new UsageError(`prune takes no arguments, only options; got ${JSON.stringify(positionals[0])}`);

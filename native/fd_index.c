@@ -135,11 +135,9 @@ static int set_fds(struct fd_index *ix, struct tracked *t, const struct fd_vec *
   return 0;
 }
 
-/* The thread ids of a process (PROCROOT/PID/task), ascending, into `out`. Returns 0 or an
- * errno. */
-static int list_tasks(const struct fd_index *ix, const char *pid_name, struct i32_vec *out) {
-  char rel[40];
-  snprintf(rel, sizeof rel, "%s/task", pid_name);
+/* The numeric names in directory `rel` of the proc root (pids, or thread ids), except `skip`,
+ * ascending, into `out` (emptied first). Returns 0 or an errno. */
+static int list_numbers(const struct fd_index *ix, const char *rel, long long skip, struct i32_vec *out) {
   int dfd = openat(ix->root_fd, rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) return errno;
   DIR *dir = fdopendir(dfd);
@@ -157,12 +155,20 @@ static int list_tasks(const struct fd_index *ix, const char *pid_name, struct i3
       err = errno;
       break;
     }
-    long long tid = parse_decimal(e->d_name, INT32_MAX);
-    if (tid > 0 && (err = i32_push(out, (int32_t)tid)) != 0) break;
+    long long number = parse_decimal(e->d_name, INT32_MAX);
+    if (number > 0 && number != skip && (err = i32_push(out, (int32_t)number)) != 0) break;
   }
   closedir(dir);
   if (err == 0) qsort(out->items, out->count, sizeof *out->items, compare_i32);
   return err;
+}
+
+/* The thread ids of a process (PROCROOT/PID/task), ascending, into `out`. Returns 0 or an
+ * errno. */
+static int list_tasks(const struct fd_index *ix, const char *pid_name, struct i32_vec *out) {
+  char rel[40];
+  snprintf(rel, sizeof rel, "%s/task", pid_name);
+  return list_numbers(ix, rel, 0, out);
 }
 
 /*
@@ -395,32 +401,12 @@ static int add_processes(struct fd_index *ix, const int32_t *pids, size_t n) {
 /* Lists the proc root: tracks the processes not tracked yet and forgets tracked ones that are
  * no longer listed. Returns 0 or an errno. */
 static int list_all(struct fd_index *ix, int64_t now) {
-  int dfd = openat(ix->root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) return errno;
-  DIR *dir = fdopendir(dfd);
-  if (dir == NULL) {
-    int err = errno;
-    close(dfd);
-    return err;
-  }
   struct i32_vec listed = {0};
-  int err = 0;
-  for (;;) {
-    errno = 0;
-    struct dirent *e = readdir(dir);
-    if (e == NULL) {
-      err = errno;
-      break;
-    }
-    long long pid = parse_decimal(e->d_name, INT32_MAX);
-    if (pid > 0 && pid != ix->skip_pid && (err = i32_push(&listed, (int32_t)pid)) != 0) break;
-  }
-  closedir(dir);
+  int err = list_numbers(ix, ".", ix->skip_pid, &listed);
   if (err != 0) {
     free(listed.items);
     return err;
   }
-  qsort(listed.items, listed.count, sizeof *listed.items, compare_i32);
   /* Both ascending: one walk forgets the unlisted and keeps the new ones in `fresh`. */
   struct i32_vec fresh = {0};
   size_t out = 0, j = 0;

@@ -80,18 +80,25 @@ static bool check_options(napi_env env, napi_value options, bool *present) {
   return true;
 }
 
+/* Looks up `options[key]`: 1 with *v and *type set when it is there, 0 when `options` is
+ * undefined/null or the key is absent or undefined, -1 with an exception pending. */
+static int read_option(napi_env env, napi_value options, const char *key, napi_value *v, napi_valuetype *type) {
+  bool present;
+  if (!check_options(env, options, &present)) return -1;
+  if (!present) return 0;
+  if (napi_get_named_property(env, options, key, v) != napi_ok || napi_typeof(env, *v, type) != napi_ok) {
+    throw_napi_failure(env);
+    return -1;
+  }
+  return *type == napi_undefined ? 0 : 1;
+}
+
 /* Reads a boolean option (kept as is when absent). Returns false with an exception pending. */
 bool get_bool_option(napi_env env, napi_value options, const char *key, bool *out) {
-  bool present;
-  if (!check_options(env, options, &present)) return false;
-  if (!present) return true;
   napi_value v;
   napi_valuetype type;
-  if (napi_get_named_property(env, options, key, &v) != napi_ok || napi_typeof(env, v, &type) != napi_ok) {
-    throw_napi_failure(env);
-    return false;
-  }
-  if (type == napi_undefined) return true;
+  int found = read_option(env, options, key, &v, &type);
+  if (found <= 0) return found == 0;
   if (type != napi_boolean || napi_get_value_bool(env, v, out) != napi_ok) {
     char msg[96];
     snprintf(msg, sizeof msg, "options.%s must be a boolean", key);
@@ -112,16 +119,10 @@ bool get_named_pipes(napi_env env, napi_value options, int *out) {
 /* Reads a non-negative integer option (kept as is when absent). Returns false with an
  * exception pending. */
 bool get_count_option(napi_env env, napi_value options, const char *key, double max, double *out) {
-  bool present;
-  if (!check_options(env, options, &present)) return false;
-  if (!present) return true;
   napi_value v;
   napi_valuetype type;
-  if (napi_get_named_property(env, options, key, &v) != napi_ok || napi_typeof(env, v, &type) != napi_ok) {
-    throw_napi_failure(env);
-    return false;
-  }
-  if (type == napi_undefined) return true;
+  int found = read_option(env, options, key, &v, &type);
+  if (found <= 0) return found == 0;
   double value = -1;
   if (type != napi_number || napi_get_value_double(env, v, &value) != napi_ok || !(value >= 0) || value > max ||
       value != (double)(long long)value) {

@@ -9,7 +9,6 @@ import { buildRecord, formatRecordBytes, writeRecord, type SaveCategory } from '
 import type { Ledger } from '../evidence/ledger.js';
 import { describeRecordNotKept, type StoreQuota } from '../evidence/quota.js';
 import { hashToken, type TokenHash } from '../evidence/tokens.js';
-import { formatRequesterGroup } from '../protocol/index.js';
 import type { Logger } from './logger.js';
 import { checkHolderVisibility, resolveClosure, type AnalysisProblem, type Closure, type UpstreamCandidate } from '../trace/index.js';
 
@@ -209,19 +208,22 @@ export class EvidenceCollector {
     return this.#o.analyses.summarise(socket, this.#o.save);
   }
 
-  async collect(socket: TcpSocket, request: EvidenceRequest): Promise<CollectedEvidence> {
+  /**
+   * Analyses, then writes the record unless the store quota or the share of `requesterGroup`
+   * (the sender's group, never a CL_IP's: `QueryOrigin.requesterGroup`) is used up.
+   */
+  async collect(socket: TcpSocket, request: EvidenceRequest, options: { readonly requesterGroup: string }): Promise<CollectedEvidence> {
     const prepared = await this.#o.analyses.prepare(socket, { request, save: this.#o.save });
     const { token, processCount, upstream } = prepared;
     const bytes = Buffer.from(prepared.bytes.buffer, prepared.bytes.byteOffset, prepared.bytes.byteLength);
     const quota = this.#o.quota;
-    // The requester, not a CL_IP, is who spends the store (issue 13: one unit for every per-requester limit).
-    const group = formatRequesterGroup(request.requester.address);
+    const group = options.requesterGroup;
     const refusal = quota?.limits.admit(bytes.length, group);
     if (quota !== undefined && refusal !== undefined) {
       // Duty 9: what the token stands for (nothing kept, and why) is durable before the reply.
       await quota.ledger.append(describeRecordNotKept(token, refusal, bytes.length));
       if (refusal.reason === 'requester-share') {
-        if (group !== undefined && !this.#sharesWarned.has(group) && this.#sharesWarned.size < MAX_SHARE_WARNINGS) {
+        if (!this.#sharesWarned.has(group) && this.#sharesWarned.size < MAX_SHARE_WARNINGS) {
           this.#sharesWarned.add(group);
           quota.log?.warn(`Requester ${group} reached its share of the store (${refusal.limit} ${refusal.of === 'max-records' ? 'records' : 'bytes'}): its SV records are no longer kept`);
         }

@@ -4,7 +4,7 @@ import type { Endpoint, SocketTable, TcpSocket } from '../host/types.js';
 import { readOptInFile, type AccountDirectory } from '../host/users.js';
 import type { Ledger, LedgerEntryInput } from '../evidence/ledger.js';
 import { generateToken, type TokenHash } from '../evidence/tokens.js';
-import { addressFamily, formatReply, formatRequesterGroup, isRecursiveType, isValidUserId, mentionsClientIp, normaliseAddress, parseRequest, RequestSyntaxError, type IpAddress, type Reply, type Request } from '../protocol/index.js';
+import { addressFamily, formatReply, isRecursiveType, isValidUserId, mentionsClientIp, normaliseAddress, parseRequest, RequestSyntaxError, type IpAddress, type Reply, type Request } from '../protocol/index.js';
 import { optInAdmits } from './opt-in.js';
 import { decideConnection, decideError, type ConnectionFinding, type Decision, type ReplyPolicy } from './policy.js';
 import type { Semaphore } from './semaphore.js';
@@ -18,6 +18,11 @@ import type { UpstreamCandidate } from '../trace/index.js';
 /** The two ends of the query connection itself (requester -> this daemon). */
 export interface QueryOrigin {
   readonly requester: Endpoint;
+  /**
+   * The requester's group (`formatRequesterGroup`), worked out once per connection: every
+   * per-requester limit (connection slots, rates, the store share) counts by it.
+   */
+  readonly requesterGroup: string;
   readonly local: Endpoint;
 }
 
@@ -171,7 +176,7 @@ export class Responder {
   #admitRate(origin: QueryOrigin, rateClass: RateClass): boolean {
     const rates = this.#o.rates;
     if (rates === undefined) return true;
-    const group = formatRequesterGroup(origin.requester.address) ?? origin.requester.address;
+    const group = origin.requesterGroup;
     const verdict = rates.admit(group, rateClass);
     if (verdict.allowed) return true;
     if (verdict.first) {
@@ -229,13 +234,17 @@ export class Responder {
     if (evidence === undefined) return { token: undefined, record: false, processCount: 0, upstream: [] };
     if (request.type === 'SV' || request.type === 'SV_REC') {
       const clientIp = clientIpOf(request);
-      const saved = await evidence.collect(socket, {
-        line: context.line,
-        requester: context.origin.requester,
-        type: request.type,
-        ...('sid' in request ? { sid: request.sid.toString() } : {}),
-        ...(clientIp === undefined ? {} : { clientIp: normaliseAddress(clientIp.address) }),
-      });
+      const saved = await evidence.collect(
+        socket,
+        {
+          line: context.line,
+          requester: context.origin.requester,
+          type: request.type,
+          ...('sid' in request ? { sid: request.sid.toString() } : {}),
+          ...(clientIp === undefined ? {} : { clientIp: normaliseAddress(clientIp.address) }),
+        },
+        { requesterGroup: context.origin.requesterGroup },
+      );
       return { token: saved.token, record: true, processCount: saved.processCount, upstream: saved.upstream };
     }
     const analysis = await evidence.analyse(socket);

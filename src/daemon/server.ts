@@ -130,9 +130,13 @@ export class StopServer {
       decision.victim.destroy();
       this.#noteTurnedAway('evicted');
     }
-    const connection = new Connection(socket, this.#handler, this.#options, () => {
-      this.#connections.delete(connection);
-      this.#slots.remove(group, connection);
+    const connection = new Connection(socket, this.#handler, {
+      options: this.#options,
+      requesterGroup: group,
+      onClose: () => {
+        this.#connections.delete(connection);
+        this.#slots.remove(group, connection);
+      },
     });
     this.#connections.add(connection);
     this.#slots.add(group, connection);
@@ -196,7 +200,12 @@ class Connection {
   #pending = 0;
   #done: Promise<void>;
 
-  constructor(socket: Socket, handler: LineHandler, options: ServerOptions, onClose: () => void) {
+  constructor(
+    socket: Socket,
+    handler: LineHandler,
+    setup: { options: ServerOptions; requesterGroup: string; onClose: () => void },
+  ) {
+    const { options, requesterGroup, onClose } = setup;
     this.#socket = socket;
     this.#handler = handler;
     this.#options = options;
@@ -207,6 +216,7 @@ class Connection {
         ? undefined
         : {
             requester: { address: normaliseAddress(remoteAddress), port: remotePort },
+            requesterGroup,
             local: { address: normaliseAddress(localAddress), port: localPort },
           };
     this.#done = new Promise((resolve) => socket.once('close', () => resolve()));

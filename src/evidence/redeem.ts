@@ -1,8 +1,9 @@
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { storePaths } from './store.js';
-import { readLedger, type LedgerEntry } from './ledger.js';
-import { readRecord, type StoredRecord } from './record.js';
+import { readLedger } from './ledger.js';
+import type { LedgerEntry } from './ledger-format.js';
+import { readRecord, type StoredRecord } from './record-reader.js';
 import { explainRecordNotKept } from './quota.js';
 
 /** What a token stands for, as found in the ledger. */

@@ -1,3 +1,8 @@
+/**
+ * The ledger's writer (DESIGN "Evidence"): numbering, chaining, MACs, group commits, segments
+ * and retention. What a line holds is ledger-format.ts's; which files hold the lines is
+ * ledger-segments.ts's; what `open` repairs after a crash is ledger-recovery.ts's.
+ */
 import { existsSync, mkdirSync, renameSync, unlinkSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';

@@ -23,15 +23,17 @@ import {
   historyDirOf,
   listHistorySegments,
   parseHistoryLine,
+  scanHistoryFile,
+  scanHistoryIndexFields,
   toHistoryConnection,
   type HistoryAppendItem,
   type HistoryEntryBody,
+  type HistoryIndexFields,
   type HistoryLineEntry,
 } from './history-files.js';
 import { HistoryIndex, INDEX_KIND } from './history-index.js';
 import { matchesHistoryFilter, type HistoryFilter } from './history-read.js';
 import { GENESIS_HASH, hashLine, type LedgerEntry, type LedgerEntryInput } from './ledger.js';
-import { readSegmentLines } from './ledger-segments.js';
 
 /** Defaults of the journal's bounds (`--history-retention`, `--history-max-bytes`). */
 export const HISTORY_DEFAULTS = {
@@ -152,32 +154,31 @@ export class HistoryJournal implements HistoryLookup {
     const segments: Segment[] = [];
     let seq = 0;
     let prev = GENESIS_HASH;
-    let last: HistoryLineEntry | undefined;
+    let last: HistoryIndexFields | undefined;
     let discarded: Buffer | undefined;
     for (const file of listHistorySegments(storeDir)) {
       const segment: Segment = { path: file.path, name: file.name, firstSeq: file.firstSeq, lastSeq: file.firstSeq - 1, lastHash: prev, firstTime: undefined, lastTime: undefined, bytes: 0 };
-      for await (const line of readSegmentLines(file)) {
-        if (!line.complete) {
-          // A crash in the middle of a write: cut it off (only the active file is written).
-          if (file.active) {
-            discarded = line.bytes;
-            truncateFile(file.path, line.offset);
-          }
-          break;
-        }
-        segment.bytes = line.end;
-        const text = line.bytes.toString('utf8');
-        prev = hashLine(text);
-        segment.lastHash = prev;
-        const entry = parseHistoryLine(text);
-        if (entry === undefined || entry.seq <= seq) continue; // damage: `stopctl verify` reports it
+      let lastLine: { offset: number; length: number } | undefined;
+      const scan = scanHistoryFile(file.path, (buffer, start, end, offset) => {
+        lastLine = { offset, length: end - start };
+        segment.bytes = offset + end - start + 1;
+        const entry = scanHistoryIndexFields(buffer, start, end);
+        if (entry === undefined || entry.seq <= seq) return; // damage: `stopctl verify` reports it
         seq = entry.seq;
         segment.lastSeq = seq;
         const time = Date.parse(entry.time);
         segment.firstTime ??= time;
         segment.lastTime = time;
         last = entry;
-        addToIndex(index, entry, line.offset);
+        addToIndex(index, entry, offset);
+      });
+      // Only the last line's hash is needed: the next entry's prev, and the segment's anchor.
+      if (lastLine !== undefined) prev = hashLine(readLine(file.path, lastLine.offset, lastLine.length));
+      segment.lastHash = prev;
+      if (scan.partial !== undefined && file.active) {
+        // A crash in the middle of a write: cut it off (only the active file is written).
+        discarded = scan.partial;
+        truncateFile(file.path, scan.partialOffset);
       }
       segments.push(segment);
     }
@@ -580,7 +581,7 @@ export class HistoryJournal implements HistoryLookup {
   }
 }
 
-function addToIndex(index: HistoryIndex, entry: HistoryLineEntry, offset: number): void {
+function addToIndex(index: HistoryIndex, entry: HistoryIndexFields, offset: number): void {
   const time = Date.parse(entry.time);
   if (entry.kind === 'open') {
     const closed = entry.closedAt === null ? Number.NaN : Date.parse(entry.closedAt);
@@ -609,6 +610,17 @@ function describeGap(reason: HistoryGap['reason']): string {
     case 'write-failed':
       return 'the history journal could not be written: connections of this period were not recorded';
   }
+}
+
+function readLine(path: string, offset: number, length: number): string {
+  const buffer = Buffer.alloc(length);
+  const fd = openSync(path, 'r');
+  try {
+    readSync(fd, buffer, 0, length, offset);
+  } finally {
+    closeSync(fd);
+  }
+  return buffer.toString('utf8');
 }
 
 /** Writes all of `bytes`: a short write (a nearly full disk) is continued, never ignored. */

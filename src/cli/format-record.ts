@@ -9,8 +9,7 @@
  * rewrite the investigator's terminal.
  */
 import type { EvidenceRecord, RecordProcess, SaveCategory } from '../evidence/record.js';
-import { tokenHashOf } from '../evidence/record.js';
-import type { TokenHash } from '../evidence/tokens.js';
+import { tokenHashOf, type TokenHash } from '../evidence/tokens.js';
 import type { Endpoint, HostFacts, ProcessFacts, TcpState, UtmpEntry } from '../host/types.js';
 import { quote, show, showEndpoint } from './show.js';
 import type {

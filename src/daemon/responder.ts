@@ -2,7 +2,8 @@ import { StopdError } from '../errors.js';
 import { listLocalAddresses } from '../host/addresses.js';
 import type { Endpoint, SocketTable, TcpSocket } from '../host/types.js';
 import { readOptInFile, type AccountDirectory } from '../host/users.js';
-import type { Ledger, LedgerEntryInput } from '../evidence/ledger.js';
+import type { Ledger } from '../evidence/ledger.js';
+import type { ReplyEntryInput } from '../evidence/ledger-format.js';
 import { generateToken, type TokenHash } from '../evidence/tokens.js';
 import { addressFamily, formatReply, isRecursiveType, isValidUserId, mentionsClientIp, normaliseAddress, parseRequest, RequestSyntaxError, type IpAddress, type Reply, type Request } from '../protocol/index.js';
 import { optInAdmits } from './opt-in.js';
@@ -124,7 +125,7 @@ export class Responder {
         ? await this.#admits(account, origin.requester.address)
         : false;
     let decision = decideConnection(finding, { policy: this.#o.policy, clientIp, optedIn });
-    const record: Record<string, unknown> = {
+    const record: ReplyDraft = {
       ...describeRequest(line, request),
       finding: finding.kind,
       ...(socket === undefined
@@ -150,7 +151,7 @@ export class Responder {
         const result = await this.#analyse(socket, request, { line, origin });
         token = result.token;
         upstream = result.upstream;
-        if (result.record) record.record = result.token;
+        if (result.record && result.token !== undefined) record.record = result.token;
         record.processes = result.processCount;
         if (isRecursiveType(request.type)) record.upstream = upstream.length;
       } catch (error) {
@@ -161,7 +162,7 @@ export class Responder {
         release?.();
       }
     }
-    const reply = await this.#reply(decision, { ports, origin, user: account?.name, token, record: record as LedgerEntryInput });
+    const reply = await this.#reply(decision, { ports, origin, user: account?.name, token, record });
     // Paper 3.1.3: reply first, then ask upstream; their tokens go to the ledger only.
     if ('sid' in request && reply.token !== undefined && upstream.length > 0) {
       this.#o.upstream?.dispatch(reply.token, { type: request.type, sid: request.sid }, upstream);
@@ -298,7 +299,7 @@ export class Responder {
       user?: string | undefined;
       /** The token to send for a token decision: an SV record's hash; default a fresh random one. */
       token?: string | undefined;
-      record: LedgerEntryInput;
+      record: ReplyDraft;
     },
   ): Promise<{ line: string; token?: string }> {
     const { client: clientPort, server: serverPort } = options.ports;
@@ -312,7 +313,7 @@ export class Responder {
     } else {
       reply = { kind: 'token', clientPort, serverPort, token: generateToken(this.#o.tokenHash) };
     }
-    const entry: LedgerEntryInput = {
+    const entry: ReplyEntryInput = {
       ...options.record,
       requester: options.origin.requester,
       decision: decision.reply,
@@ -334,7 +335,7 @@ export class Responder {
   }
 
   /** Appends to the ledger; false (and a log line) when the store cannot take it. */
-  async #record(entry: LedgerEntryInput): Promise<boolean> {
+  async #record(entry: ReplyEntryInput): Promise<boolean> {
     try {
       await this.#o.ledger.append(entry);
       return true;
@@ -345,7 +346,10 @@ export class Responder {
   }
 }
 
-function describeRequest(line: string, request: Request): LedgerEntryInput {
+/** A reply entry being built: the request's fields first, the decision's once it is made. */
+type ReplyDraft = { -readonly [K in keyof Omit<ReplyEntryInput, 'requester' | 'decision'>]: ReplyEntryInput[K] };
+
+function describeRequest(line: string, request: Request): ReplyDraft {
   return {
     kind: 'reply',
     request: line,

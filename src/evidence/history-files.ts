@@ -19,7 +19,7 @@
  * every segment dropped by retention (`history-dropped`).
  */
 import { join } from 'node:path';
-import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import type { Endpoint } from '../host/types.js';
 import type { HistoryConnection } from './history-entry.js';
 import type { LedgerSegment } from './ledger-segments.js';
@@ -147,44 +147,6 @@ export function scanHistoryIndexFields(buffer: Buffer, start: number, end: numbe
   if (entry.kind === 'open') return { seq: entry.seq, time: entry.time, kind: 'open', local: entry.local, remote: entry.remote, closedAt: entry.closedAt };
   if (entry.kind === 'close') return { seq: entry.seq, time: entry.time, kind: 'close', open: entry.open, closedAt: entry.closedAt };
   return { seq: entry.seq, time: entry.time, kind: 'stop' };
-}
-
-/**
- * Reads a segment file with synchronous reads in large chunks and calls `visit` with each
- * complete line (its bytes are `buffer[start, end)`, `offset` its position in the file).
- * Returns the bytes after the last newline (a write cut by a crash) and where they start.
- */
-export function scanHistoryFile(path: string, visit: (buffer: Buffer, start: number, end: number, offset: number) => void): { partial: Buffer | undefined; partialOffset: number } {
-  const fd = openSync(path, 'r');
-  try {
-    let chunk = Buffer.alloc(4 * 1024 * 1024);
-    let carry = 0;
-    let fileOffset = 0;
-    for (;;) {
-      if (carry === chunk.length) {
-        // One line longer than the chunk (a huge capture): grow.
-        const bigger = Buffer.alloc(chunk.length * 2);
-        chunk.copy(bigger, 0, 0, carry);
-        chunk = bigger;
-      }
-      const read = readSync(fd, chunk, carry, chunk.length - carry, fileOffset + carry);
-      if (read === 0) break;
-      const filled = carry + read;
-      let start = 0;
-      let newline = chunk.indexOf(0x0a, 0);
-      while (newline >= 0 && newline < filled) {
-        visit(chunk, start, newline, fileOffset + start);
-        start = newline + 1;
-        newline = chunk.indexOf(0x0a, start);
-      }
-      chunk.copy(chunk, 0, start, filled);
-      fileOffset += start;
-      carry = filled - start;
-    }
-    return { partial: carry === 0 ? undefined : Buffer.from(chunk.subarray(0, carry)), partialOffset: fileOffset };
-  } finally {
-    closeSync(fd);
-  }
 }
 
 /** Parses one line; undefined when it is not a journal entry (verify reports such lines). */

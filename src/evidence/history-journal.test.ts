@@ -216,3 +216,18 @@ test('HistoryJournal.list and readHistory filter by time, uid, address and port 
   await journal.close();
   await ledger.close();
 });
+
+test('HistoryJournal.append leaves out of captures what --save leaves out of records', async () => {
+  const { dir, ledger } = await openStore();
+  const journal = await HistoryJournal.open(dir, { ledger, save: ['processes', 'host'], ...quiet });
+  const ancestor = { pid: 44000, ppid: 1, name: 'ssh', uid: { real: 1000, effective: 1000 }, startTime: '2027-01-15T08:00:00.000Z', tty: null, priority: 20, nice: 0, pgid: 44000, sid: 44000, cmdline: ['ssh', 'secret-host'] };
+  const upstream = [{ local: { address: '192.0.2.10', port: 22 }, remote: { address: '203.0.113.1', port: 50000 }, pid: 44000 }];
+  await journal.append([{ kind: 'open', connection: connection(44000, { ancestry: [ancestor], upstream }) }]);
+  const found = journal.findConnection({ address: '192.0.2.10', port: 44000 }, { address: '198.51.100.7', port: 22 });
+  assert.deepEqual(found?.ancestry.map((p) => [p.name, p.cmdline]), [['ssh', []]]);
+  assert.deepEqual(found?.upstream, []);
+  await journal.close();
+  await ledger.close();
+  const text = listHistorySegments(dir).map((segment) => readFileSync(segment.path, 'utf8')).join('');
+  assert.ok(!text.includes('secret-host'), 'the command line never reaches the disk');
+});

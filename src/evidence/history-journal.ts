@@ -31,6 +31,7 @@ import {
   type HistoryLineEntry,
 } from './history-files.js';
 import { HistoryIndex, INDEX_KIND } from './history-index.js';
+import type { SaveCategory } from './record.js';
 import { syncDirectorySync, writeAllSync } from './durable-file.js';
 import { visitLinesForward } from './line-reader.js';
 import { matchesHistoryFilter, type HistoryFilter } from './history-read.js';
@@ -62,6 +63,11 @@ export interface HistoryJournalOptions {
   readonly pruneIntervalMs?: number;
   /** The present (tests); default `Date.now`. */
   readonly now?: () => number;
+  /**
+   * `--save`: what SV records keep applies to the captures too: without `processes` no
+   * ancestry, without `cmdline` no command lines, without `sockets` no upstream candidates.
+   */
+  readonly save?: readonly SaveCategory[];
 }
 
 /** Why history is incomplete for a while (a `history-gap` ledger entry). */
@@ -110,6 +116,7 @@ export class HistoryJournal implements HistoryLookup {
   readonly #maxBytes: number;
   readonly #segmentBytes: number;
   readonly #now: () => number;
+  readonly #save: ReadonlySet<SaveCategory> | undefined;
   readonly #index: HistoryIndex;
   /** Oldest first; the last is the one written (unless `#rotated`). */
   #segments: Segment[];
@@ -133,6 +140,7 @@ export class HistoryJournal implements HistoryLookup {
     this.#maxBytes = options.maxBytes ?? HISTORY_DEFAULTS.maxBytes;
     this.#segmentBytes = Math.min(options.segmentBytes ?? HISTORY_DEFAULTS.segmentBytes, Math.floor(this.#maxBytes / 2));
     this.#now = options.now ?? Date.now;
+    this.#save = options.save === undefined ? undefined : new Set(options.save);
     this.#segments = state.segments;
     this.#index = state.index;
     this.#seq = state.seq;
@@ -292,7 +300,7 @@ export class HistoryJournal implements HistoryLookup {
       let lost = 0;
       for (const item of pending.items) {
         if (item.kind === 'open') {
-          const entry = push({ kind: 'open', ...item.connection });
+          const entry = push({ kind: 'open', ...limitCapture(item.connection, this.#save) });
           batchOpens.set(formatTupleKey(item.connection.local, item.connection.remote), entry.seq);
           mine.push({ ...item.connection, seq: entry.seq });
           continue;
@@ -591,6 +599,21 @@ export class HistoryJournal implements HistoryLookup {
     this.#handle = undefined;
     await handle?.close().catch(NOOP);
   }
+}
+
+/** A capture with what `--save` leaves out removed (the same categories as SV records). */
+function limitCapture(connection: Omit<HistoryConnection, 'seq'>, save: ReadonlySet<SaveCategory> | undefined): Omit<HistoryConnection, 'seq'> {
+  if (save === undefined) return connection;
+  const ancestry = !save.has('processes')
+    ? []
+    : save.has('cmdline')
+      ? connection.ancestry
+      : connection.ancestry.map((process) => {
+          // eslint-disable-next-line @typescript-eslint/no-unused-vars
+          const { cmdlineTruncated: _truncated, ...rest } = process;
+          return { ...rest, cmdline: [] };
+        });
+  return { ...connection, ancestry, upstream: save.has('sockets') ? connection.upstream : [] };
 }
 
 function addToIndex(index: HistoryIndex, entry: HistoryIndexFields, offset: number): void {

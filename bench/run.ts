@@ -5,7 +5,7 @@
  *
  * Options (after `npm run bench --`):
  *   --quick          short runs, for trying the bench out (numbers indicative only)
- *   --only=LIST      comma-separated sections: id, structures, impact, recursion, burst, pipes
+ *   --only=LIST      comma-separated sections: id, structures, impact, recursion, burst, pipes, history
  *   --profile        also profile stopd with node --cpu-prof (ID and SV) and list hot functions
  *
  * Needs root (network and PID namespaces, every /proc/PID/fd), cc, python3, socat, taskset,
@@ -17,6 +17,7 @@ import { cpus, loadavg, release, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { checkTargets, formatReport, type BenchResults } from './report.js';
+import { benchHistory } from './sections/history.js';
 import { benchIdDuringSv } from './sections/id-during-sv.js';
 import { benchIdVsOidentd } from './sections/id-vs-oidentd.js';
 import { benchProfile } from './sections/profile.js';
@@ -26,7 +27,7 @@ import { benchStructures } from './sections/structures.js';
 import { benchSystemImpact } from './sections/system-impact.js';
 import { hasProgram } from './lib/processes.js';
 
-const SECTIONS = ['id', 'structures', 'impact', 'recursion', 'burst', 'pipes'] as const;
+const SECTIONS = ['id', 'structures', 'impact', 'recursion', 'burst', 'pipes', 'history'] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** The repository's bench/results (this file runs as dist/bench/run.js). */
@@ -121,6 +122,11 @@ async function main(): Promise<void> {
     ? await timed('SV with 100 / 1000 / 5000 processes sharing a pipe', () => benchSharedPipe({ sizes: [100, 1000, 5000], rounds: quick ? 3 : 10 }))
     : undefined;
   if (pipes?.stopdMemory !== undefined) memory['SV with 100 / 1000 / 5000 processes sharing a pipe'] = pipes.stopdMemory.vmHWMkB;
+  const history = only.has('history')
+    ? await timed('history journal: lookups at 1 000 and 1 000 000 connections', () =>
+        benchHistory({ sizes: quick ? [1000, 100_000] : [1000, 1_000_000], rounds: quick ? 2 : 4, lookups: quick ? 2000 : 10_000 }),
+      )
+    : undefined;
   const profile = profiling ? await timed('profile', () => benchProfile({ durationMs: quick ? 2000 : 5000, svCount: quick ? 20 : 100 })) : undefined;
 
   const partial = {
@@ -134,6 +140,7 @@ async function main(): Promise<void> {
     ...(recursion === undefined ? {} : { recursion }),
     ...(burst === undefined ? {} : { burst }),
     ...(pipes === undefined ? {} : { pipes }),
+    ...(history === undefined ? {} : { history }),
     ...(profile === undefined ? {} : { profile }),
     memory,
   };

@@ -9,11 +9,13 @@ import { UsageError } from '../errors.js';
 import { parseSyslogTarget } from '../evidence/forwarder.js';
 import { parseByteSize } from '../evidence/quota.js';
 import { parseSaveCategories } from '../evidence/record.js';
-import { parseListenAddress } from './args.js';
+import { parseDuration, parseListenAddress } from './args.js';
 import type { OptionSpec, OptionValue, Settings } from './options.js';
 
 /** A ledger segment smaller than this would rotate at nearly every entry. */
 const MIN_SEGMENT_BYTES = 1024;
+/** A history journal smaller than this would drop a segment at nearly every write. */
+const MIN_HISTORY_BYTES = 1024 * 1024;
 
 /** Every setting of stopd, in `--help` order. */
 export const DAEMON_OPTIONS: readonly OptionSpec[] = [
@@ -81,6 +83,10 @@ export const DAEMON_OPTIONS: readonly OptionSpec[] = [
     help: 'total size of the ledger kept: past it the oldest segments are deleted, after a segment-dropped entry records the hash they end with, so `stopctl verify` checks the rest' },
   { name: 'ledger-retention', kind: 'integer', arg: 'DAYS', min: 1, max: 36_500, default: DEFAULTS.ledgerRetentionDays, reload: 'restart',
     help: 'delete ledger segments whose last entry is older than DAYS days (checked as entries are written), noted the same way' },
+  { name: 'history-retention', kind: 'string', arg: 'DURATION', default: '24h', reload: 'restart',
+    help: 'keep the history of outbound connections this long (e.g. 90m, 24h, 7d): older journal segments are deleted, each after a history-dropped ledger entry' },
+  { name: 'history-max-bytes', kind: 'string', arg: 'SIZE', default: '1G', reload: 'restart',
+    help: 'total size of the history journal (STORE/history/, about 700 bytes a connection): past it the oldest segments are deleted the same way' },
 ];
 
 /** Looks a setting up by name (a programming error if it is not in the table). */
@@ -166,6 +172,11 @@ export function buildDaemonOptions(
       `${context.origin('ledger-segment-bytes')} (${ledgerSegmentBytes}) must be at most half of --ledger-max-bytes (${ledgerMaxBytes}): the active segment is never dropped`,
     );
   }
+  const historyRetentionMs = checked('history-retention', () => parseDuration(get<string>('history-retention') ?? '24h', '--history-retention'));
+  const historyMaxBytes = checked('history-max-bytes', () => parseByteSize(get<string>('history-max-bytes') ?? '1G', '--history-max-bytes'));
+  if (historyMaxBytes < MIN_HISTORY_BYTES) {
+    throw new UsageError(`${context.origin('history-max-bytes')} must be at least 1M (${MIN_HISTORY_BYTES} bytes): the journal keeps at least two segments`);
+  }
   const ledgerKey = get<string>('ledger-key');
   return {
     listen: context.listen ?? checked('listen', () => (get<readonly string[]>('listen') ?? ['[::]:113']).map(parseListenAddress)),
@@ -206,6 +217,8 @@ export function buildDaemonOptions(
     ledgerSegmentBytes,
     ledgerMaxBytes,
     ledgerRetentionDays: int('ledger-retention'),
+    historyRetentionMs,
+    historyMaxBytes,
     log: context.log,
   };
 }

@@ -69,6 +69,9 @@ export interface DaemonOptions {
   readonly ledgerSegmentBytes?: number;
   readonly ledgerMaxBytes?: number;
   readonly ledgerRetentionDays?: number;
+  /** `--history-retention`, `--history-max-bytes`: bounds of the history journal (evidence/history-journal.ts). */
+  readonly historyRetentionMs?: number;
+  readonly historyMaxBytes?: number;
   /** Wait this long for the store lock (inetd mode: one process per connection, taking turns). */
   readonly storeLockWaitMs?: number;
   /** Replaces the Linux socket table (tests). */
@@ -119,6 +122,9 @@ export const DEFAULTS = {
   ledgerSegmentBytes: 16 * 1024 ** 2,
   ledgerMaxBytes: 1024 ** 3,
   ledgerRetentionDays: 400,
+  /** History: a day of connections, at most 1 GiB (about 1.5 million connections with their capture). */
+  historyRetentionMs: 24 * 3_600_000,
+  historyMaxBytes: 1024 ** 3,
 };
 
 /** A running daemon. */

@@ -246,6 +246,57 @@ export interface RateLimitedEntryInput {
   };
 }
 
+/** A history journal segment is complete (`kind: "history-sealed"`, history-journal.ts): the hash of its last line anchors it here. */
+export interface HistorySealedEntryInput {
+  readonly kind: 'history-sealed';
+  /** `history/<first seq>.history`. */
+  readonly segment: string;
+  readonly firstSeq: number;
+  readonly lastSeq: number;
+  /** SHA-256 of the segment's last line. */
+  readonly lastHash: string;
+  readonly lastTime: string | null;
+  readonly bytes: number;
+  readonly note: string;
+}
+
+/** The history journal's head at a clean stop (`kind: "history-checkpoint"`). */
+export interface HistoryCheckpointEntryInput {
+  readonly kind: 'history-checkpoint';
+  readonly segment: string;
+  readonly lastSeq: number;
+  readonly lastHash: string;
+  readonly note: string;
+}
+
+/** Written before a history journal segment is deleted by retention (`kind: "history-dropped"`). */
+export interface HistoryDroppedEntryInput {
+  readonly kind: 'history-dropped';
+  readonly segment: string;
+  readonly firstSeq: number;
+  readonly lastSeq: number;
+  readonly firstTime: string | null;
+  readonly lastTime: string | null;
+  /** SHA-256 of the segment's last line: the prev of the first kept journal entry. */
+  readonly lastHash: string;
+  readonly bytes: number;
+  readonly reason: 'history-max-bytes' | 'history-retention';
+  /** Bytes, or milliseconds of retention. */
+  readonly limit: number;
+  readonly note: string;
+}
+
+/** A time in which the history is incomplete, and why (`kind: "history-gap"`). */
+export interface HistoryGapEntryInput {
+  readonly kind: 'history-gap';
+  readonly reason: 'ring-buffer-full' | 'unattributed' | 'recorder-off' | 'overload' | 'write-failed';
+  /** Events lost, when known. */
+  readonly count?: number;
+  readonly from: string;
+  readonly to: string;
+  readonly note: string;
+}
+
 /** What a writer appends: one of the kinds above; the ledger adds the {@link LedgerEntryFields}. */
 export type LedgerEntryInput =
   | ReplyEntryInput
@@ -257,7 +308,11 @@ export type LedgerEntryInput =
   | PruneEntryInput
   | PruneRunEntryInput
   | RecordNotKeptEntryInput
-  | RateLimitedEntryInput;
+  | RateLimitedEntryInput
+  | HistorySealedEntryInput
+  | HistoryCheckpointEntryInput
+  | HistoryDroppedEntryInput
+  | HistoryGapEntryInput;
 
 /** The kinds this version writes. */
 export type LedgerEntryKind = LedgerEntryInput['kind'];

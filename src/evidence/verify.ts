@@ -13,6 +13,7 @@
 import { existsSync } from 'node:fs';
 import { StoreOpenError } from '../errors.js';
 import { checkEntryMac, evolveKey, evolveKeyBy, forgetKey, ledgerKeyId, readKeyState, splitEntryMac, type LedgerKeyState } from './forward-mac.js';
+import { verifyHistory, type HistoryVerifySummary } from './history-verify.js';
 import { GENESIS_HASH, hashLine, parseLedgerEntry } from './ledger-format.js';
 import { listLedgerSegments, readLedgerLines } from './ledger-segments.js';
 import { readLinesForward } from './line-reader.js';
@@ -104,6 +105,8 @@ export interface VerifyReport {
      */
     readonly beforeKeptLedger: number;
   };
+  /** The history journal (history-verify.ts), or null when the store has none. */
+  readonly history: HistoryVerifySummary | null;
   readonly findings: readonly VerifyFinding[];
 }
 
@@ -154,6 +157,7 @@ export async function verifyStore(storeDir: string, options: VerifyOptions = {})
     await scanLedgerGrowth(paths.ledger, scan.bytes, scan.referenced);
   }
   const recordSummary = checkRecords(paths.records, listing, scan, { live }, findings);
+  const history = await verifyHistory(storeDir, paths.ledger, findings);
   return {
     clean: findings.length === 0,
     ledger: {
@@ -169,6 +173,7 @@ export async function verifyStore(storeDir: string, options: VerifyOptions = {})
       droppedThroughSeq: scan.dropped?.lastSeq ?? null,
     },
     records: recordSummary,
+    history,
     findings: orderFindings(findings),
   };
 }

@@ -17,12 +17,12 @@ import { loadNativeScanner, NativeScanDescriptorSource } from './native-scan-des
 import type { PersistentFdIndex } from './persistent-fd-index.js';
 import { describeProcError, isGone, ProcFdReader } from './proc-fd-reader.js';
 import { ReaddirDescriptorSource } from './readdir-descriptor-source.js';
+import { readBootTimeMs } from './host-facts.js';
 import { forgetRecent, recent } from './recent.js';
 import { MAX_CMDLINE_BYTES, type ProcessInfo, type ProcessTable } from './types.js';
 import {
   decodeTtyNr,
   parseAuxvClockTicks,
-  parseBootTime,
   parseProcStat,
   parseStatusUids,
 } from './proc-stat.js';
@@ -263,16 +263,7 @@ class ProcfsProcessTable implements LinuxProcessTable {
 
   #bootTime(): number {
     const procRoot = this.#reader.procRoot;
-    this.#bootTimeMs ??= recent(`boot time of ${procRoot}`, () => {
-      const path = `${procRoot}/stat`;
-      let text: string;
-      try {
-        text = readFileSync(path, 'latin1');
-      } catch (error) {
-        throw new HostLookupError(`Cannot read ${path}: ${describeProcError(error)}`, { cause: error });
-      }
-      return parseBootTime(text) * 1000;
-    });
+    this.#bootTimeMs ??= recent(`boot time of ${procRoot}`, () => readBootTimeMs(procRoot));
     return this.#bootTimeMs;
   }
 

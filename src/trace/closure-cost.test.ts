@@ -268,20 +268,17 @@ test('resolveClosure asks pipeEndOf about co-readers of an inherited pipe instea
   host.addTcp({ pid: 3, local, remote });
   const socket = host.findTcp(local, remote);
   assert.ok(socket);
-  let reads = 0;
+  const counting = countingReads(host);
   let ends = 0;
   const view: HostView = {
-    ...withSocketLookups(host, {}),
-    getProcess: (pid) => {
-      reads += 1;
-      return host.getProcess(pid);
-    },
+    ...counting.view,
     pipeEndOf: (pid, inode) => {
       ends += 1;
       return host.pipeEndOf(pid, inode);
     },
   };
   const closure = resolveClosure(view, { socket, maxProcesses: 100 });
+  const reads = counting.reads();
   assert.deepEqual(closure.processes.map((process) => process.pid).sort((a, b) => a - b), [1, 2, 3]);
   assert.equal(closure.truncated, false, 'co-readers are not linked, and cost no process read');
   assert.ok(reads <= 3, `${reads} process reads`);

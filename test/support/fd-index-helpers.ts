@@ -16,6 +16,7 @@ import { loadNativeAddon, nativeFdIndexFunctions, type RawFdScan } from '../../s
 import { createPersistentFdIndex, type FdHolder, type PersistentFdIndex, type PersistentFdIndexOptions } from '../../src/host/persistent-fd-index.js';
 import { parseProcStat } from '../../src/host/proc-stat.js';
 import type { OpenFd } from '../../src/host/types.js';
+import { killProcessGroups } from './process-groups.js';
 
 const python = findPython();
 const binding = loadNativeAddon().binding;
@@ -36,15 +37,8 @@ afterEach(() => {
 });
 
 after(() => {
-  for (const child of started) {
-    if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) continue;
-    // Started detached: each leads its own process group; end the group (theirs only).
-    try {
-      process.kill(-child.pid, 'SIGKILL');
-    } catch {
-      child.kill('SIGKILL');
-    }
-  }
+  // Started detached: each leads its own process group; end the groups (theirs only).
+  killProcessGroups(started);
   rmSync(dir, { recursive: true, force: true });
 });
 

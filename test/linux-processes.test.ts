@@ -13,6 +13,7 @@ import { createLinuxProcessTable, listPids } from '../src/host/linux-processes.j
 import { loadNativeAddon } from '../src/host/native-addon.js';
 import { parseProcStat } from '../src/host/proc-stat.js';
 import type { OpenFd, ProcessInfo } from '../src/host/types.js';
+import { killProcessGroups } from './support/process-groups.js';
 
 const isRoot = process.getuid?.() === 0;
 const NOBODY = 65534;
@@ -20,15 +21,8 @@ const dir = mkdtempSync(join(tmpdir(), 'stopd-procs-'));
 const started: ChildProcess[] = [];
 
 after(() => {
-  for (const child of started) {
-    if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) continue;
-    // Children started detached lead their own process group: end the group (theirs only).
-    try {
-      process.kill(-child.pid, 'SIGKILL');
-    } catch {
-      child.kill('SIGKILL');
-    }
-  }
+  // Started detached: each leads its own process group; end the groups (theirs only).
+  killProcessGroups(started);
   rmSync(dir, { recursive: true, force: true });
 });
 

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname, release, version } from 'node:os';
 import { HostLookupError } from '../errors.js';
+import { describeProcError } from './proc-fd-reader.js';
 import { parseBootTime } from './proc-stat.js';
 import type { HostFacts } from './types.js';
 
@@ -23,20 +24,24 @@ export interface ReadHostFactsOptions {
  * when /proc/stat cannot be read.
  */
 export function readHostFacts(options: ReadHostFactsOptions = {}): HostFacts {
-  const procRoot = options.procRoot ?? '/proc';
-  const statPath = `${procRoot}/stat`;
-  let statText: string;
-  try {
-    statText = readFileSync(statPath, 'latin1');
-  } catch (error) {
-    throw new HostLookupError(`Cannot read ${statPath}: ${String(error)}`, { cause: error });
-  }
   return {
     hostname: hostname(),
-    bootTime: new Date(parseBootTime(statText) * 1000).toISOString(),
+    bootTime: new Date(readBootTimeMs(options.procRoot)).toISOString(),
     kernel: `${release()} ${version()}`.trim(),
     os: readPrettyName(options.osReleasePaths ?? ['/etc/os-release', '/usr/lib/os-release']),
   };
+}
+
+/** The boot time (`btime` of PROCROOT/stat) in milliseconds since the epoch. Throws HostLookupError when unreadable. */
+export function readBootTimeMs(procRoot = '/proc'): number {
+  const path = `${procRoot}/stat`;
+  let text: string;
+  try {
+    text = readFileSync(path, 'latin1');
+  } catch (error) {
+    throw new HostLookupError(`Cannot read ${path}: ${describeProcError(error)}`, { cause: error });
+  }
+  return parseBootTime(text) * 1000;
 }
 
 /**

@@ -2,23 +2,32 @@
  * The Linux process view: processes, their open sockets and pipes, and which processes hold
  * a given socket or pipe inode, read from /proc with synchronous calls (DESIGN.md, Host
  * view) so one request sees one coherent snapshot and never interleaves with another.
+ * Where the descriptors come from is a {@link DescriptorSource}: a JavaScript readdir
+ * (readdir-descriptor-source.ts), the native one-pass scan (native-scan-descriptor-source.ts)
+ * or the persistent descriptor index (indexed-descriptor-source.ts).
  */
 import { createHash } from 'node:crypto';
-import { closeSync, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, statSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readlinkSync, readSync } from 'node:fs';
 import { BlockList, isIPv4, isIPv6 } from 'node:net';
 import { endianness, networkInterfaces } from 'node:os';
-import { errnoCode, HostLookupError } from '../errors.js';
-import { decodeFdEntry, FD_SCAN_ENTRY_WIDTH, loadNativeAddon, type NativeAddon } from './native-addon.js';
-import { forgetRecent, recent } from './recent.js';
+import { HostLookupError } from '../errors.js';
+import { pushTo, type DescriptorSource } from './descriptor-source.js';
+import { IndexedDescriptorSource } from './indexed-descriptor-source.js';
+import { loadNativeScanner, NativeScanDescriptorSource } from './native-scan-descriptor-source.js';
 import type { PersistentFdIndex } from './persistent-fd-index.js';
-import { MAX_CMDLINE_BYTES, type OpenFd, type ProcessInfo, type ProcessTable } from './types.js';
+import { describeProcError, isGone, ProcFdReader } from './proc-fd-reader.js';
+import { ReaddirDescriptorSource } from './readdir-descriptor-source.js';
+import { readBootTimeMs } from './host-facts.js';
+import { forgetRecent, recent } from './recent.js';
+import { MAX_CMDLINE_BYTES, type ProcessInfo, type ProcessTable } from './types.js';
 import {
   decodeTtyNr,
   parseAuxvClockTicks,
-  parseBootTime,
   parseProcStat,
   parseStatusUids,
 } from './proc-stat.js';
+
+export { listPids } from './proc-fd-reader.js';
 
 /** Options of {@link createLinuxProcessTable}. */
 export interface LinuxProcessTableOptions {
@@ -103,62 +112,14 @@ export interface LinuxProcessTable extends ProcessTable {
   refresh(): void;
 }
 
-/** One descriptor remembered by the holder index. */
-interface Holder {
-  readonly pid: number;
-  readonly fd: number;
-  /**
-   * The link text at scan time, compared on re-validation; undefined for pipes found by the
-   * native scan, which reports inodes, not link text: those are re-validated by inode.
-   */
-  readonly link: string | undefined;
-}
-
-/** What a table read around its persistent index in one snapshot. */
-interface IndexedSnapshot {
-  /** Processes the index could not read, as retryUnreadable ends them. */
-  readonly retried: ReadonlyMap<number, readonly { fd: OpenFd; link: string }[]>;
-  /** The same descriptors by inode. */
-  readonly retriedHolders: ReadonlyMap<number, readonly Holder[]>;
-}
-
-/** The link text a native descriptor is re-validated against: sockets by text, pipes by inode (undefined). */
-function nativeLink(fd: OpenFd): string | undefined {
-  return fd.kind === 'socket' ? `socket:[${fd.inode}]` : undefined;
-}
-
-/** The native scanner, when the addon has one. */
-type ScanFds = NonNullable<NativeAddon['scanFds']>;
-
-function nativeScanner(): ScanFds | undefined {
-  const { binding } = loadNativeAddon();
-  return binding?.scanFds?.bind(binding);
-}
-
-/** Numeric entries of the proc root (thread-group leaders, i.e. processes), ascending. */
-export function listPids(procRoot = '/proc'): number[] {
-  let names: string[];
-  try {
-    names = readdirSync(procRoot);
-  } catch (error) {
-    throw new HostLookupError(`Cannot list processes in ${procRoot}: ${describe(error)}`, {
-      cause: error,
-    });
-  }
-  const pids: number[] = [];
-  for (const name of names) if (/^[1-9]\d*$/.test(name)) pids.push(Number(name));
-  return pids.sort((a, b) => a - b);
-}
-
 /** Creates the /proc-backed process view; see {@link LinuxProcessTable} for its snapshot rule. */
 export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}): LinuxProcessTable {
   const fdIndex = options.fdIndex;
   const procRoot = fdIndex?.procRoot ?? options.procRoot ?? '/proc';
-  const readCmdline = options.readCmdline ?? true;
   const namedPipes = fdIndex?.namedPipes ?? options.namedPipes ?? true;
   const onDenied = options.onDenied ?? (process.geteuid?.() === 0 ? 'skip' : 'throw');
   const clockTicks = options.clockTicks ?? recent(`clock ticks of ${procRoot}`, () => readClockTicks(procRoot), Number.POSITIVE_INFINITY);
-  const scanFds = fdIndex === undefined && (options.nativeScan ?? procRoot === '/proc') ? nativeScanner() : undefined;
+  const scanFds = fdIndex === undefined && (options.nativeScan ?? procRoot === '/proc') ? loadNativeScanner() : undefined;
   if (!(clockTicks > 0)) throw new HostLookupError(`Cannot use clock ticks ${clockTicks}: must be positive`);
   if (options.procRoot !== undefined && options.procRoot !== procRoot) {
     throw new HostLookupError(`Cannot use a descriptor index of ${procRoot} for processes in ${options.procRoot}`);
@@ -167,359 +128,164 @@ export function createLinuxProcessTable(options: LinuxProcessTableOptions = {}):
   if (fdIndex?.skipSelf === true && !hideSelf) {
     throw new HostLookupError('Cannot use a descriptor index that skips this process without hideSelf');
   }
-  /** This process as the proc root numbers it, when it is to be left out (read once: it never changes). */
+  // This process as the proc root numbers it, when it is to be left out (read once: it never changes).
   const hiddenPid = hideSelf ? recent(`own pid in ${procRoot}`, () => selfPid(procRoot), Number.POSITIVE_INFINITY) : undefined;
+  const reader = new ProcFdReader({ procRoot, namedPipes, onDenied });
+  let source: DescriptorSource;
+  if (fdIndex !== undefined) source = new IndexedDescriptorSource(fdIndex, reader);
+  else if (scanFds !== undefined) source = new NativeScanDescriptorSource(reader, scanFds);
+  else source = new ReaddirDescriptorSource(reader, { hiddenPid });
+  return new ProcfsProcessTable(reader, source, { readCmdline: options.readCmdline ?? true, clockTicks, hiddenPid });
+}
 
-  let bootTimeMs: number | undefined;
-  let index: Map<number, Holder[]> | undefined;
-  /** The descriptors of each process the native scan read, so getProcess need not read them again. */
-  let scannedFds: Map<number, OpenFd[]> | undefined;
-  /** With a persistent index: set once it was refreshed for this snapshot. */
-  let indexed: IndexedSnapshot | undefined;
-  let localAddresses: BlockList | undefined;
+/** Settings of a {@link ProcfsProcessTable} beyond its reader and source, resolved by createLinuxProcessTable. */
+interface ProcfsProcessTableSettings {
+  readonly readCmdline: boolean;
+  readonly clockTicks: number;
+  readonly hiddenPid: number | undefined;
+}
+
+/** The {@link LinuxProcessTable}: one snapshot of /proc, with its descriptors from a {@link DescriptorSource}. */
+class ProcfsProcessTable implements LinuxProcessTable {
+  readonly #reader: ProcFdReader;
+  readonly #source: DescriptorSource;
+  readonly #settings: ProcfsProcessTableSettings;
+  #bootTimeMs: number | undefined;
+  #localAddresses: BlockList | undefined;
   /** isLocalAddress's answers in this snapshot. */
-  const localAnswers = new Map<string, boolean>();
-  const denied = new Set<number>();
-  /** The descriptors of each holder of each inode the last findHolders found live, for pipeEndOf. */
-  const liveFds = new Map<number, Map<number, number[]>>();
-
-  const bootTime = (): number => {
-    bootTimeMs ??= recent(`boot time of ${procRoot}`, () => {
-      const path = `${procRoot}/stat`;
-      let text: string;
-      try {
-        text = readFileSync(path, 'latin1');
-      } catch (error) {
-        throw new HostLookupError(`Cannot read ${path}: ${describe(error)}`, { cause: error });
-      }
-      return parseBootTime(text) * 1000;
-    });
-    return bootTimeMs;
-  };
-
-  const fdOf = (pid: number, fd: number | string): string => `${procRoot}/${pid}/fd/${fd}`;
-
-  /**
-   * The socket and pipe descriptors of a process with their link text, or undefined when the
-   * process is gone. When the kernel refuses them, throws HostLookupError or, with `onDenied:
-   * 'skip'`, returns [] and remembers the pid.
-   */
-  const readFds = (pid: number): { fd: OpenFd; link: string }[] | undefined => {
-    let names: string[];
-    try {
-      names = readdirSync(`${procRoot}/${pid}/fd`);
-    } catch (error) {
-      if (isGone(error)) return undefined;
-      if (isDenied(error) && onDenied === 'skip') {
-        denied.add(pid);
-        return [];
-      }
-      throw fdError(pid, error);
-    }
-    const out: { fd: OpenFd; link: string }[] = [];
-    for (const name of names) {
-      const fd = Number(name);
-      if (!Number.isSafeInteger(fd)) continue;
-      const path = fdOf(pid, name);
-      try {
-        const link = readlinkSync(path);
-        const entry = classifyFd(fd, link, path, namedPipes);
-        if (entry !== undefined) out.push({ fd: entry, link });
-      } catch (error) {
-        // The descriptor was closed (or the process exited) between readdir and readlink.
-        if (isGone(error)) continue;
-        // The kernel checks access per descriptor read (ptrace_may_access), not on readdir.
-        if (isDenied(error) && onDenied === 'skip') {
-          denied.add(pid);
-          return [];
-        }
-        throw fdError(pid, error);
-      }
-    }
-    return out.sort((a, b) => a.fd.fd - b.fd.fd);
-  };
-
-  const readText = (pid: number, file: string, encoding: BufferEncoding): string | undefined => {
-    try {
-      return readSmallFile(`${procRoot}/${pid}/${file}`, encoding);
-    } catch (error) {
-      if (isGone(error)) return undefined;
-      throw new HostLookupError(`Cannot read ${procRoot}/${pid}/${file}: ${describe(error)}`, {
-        cause: error,
-      });
-    }
-  };
-
-  const buildIndex = (): Map<number, Holder[]> => {
-    const built = new Map<number, Holder[]>();
-    for (const pid of listPids(procRoot)) {
-      if (pid === hiddenPid) continue;
-      for (const { fd, link } of readFds(pid) ?? []) pushTo(built, fd.inode, { pid, fd: fd.fd, link });
-    }
-    return built;
-  };
-
-  /**
-   * The index from one native pass. Processes the scan could not read (refused, or another
-   * error) are read again from JavaScript, so they end exactly as in the JavaScript scan:
-   * a HostLookupError, or with `onDenied: 'skip'` no descriptors and a place in deniedPids.
-   */
-  const buildNativeIndex = (scan: ScanFds): Map<number, Holder[]> => {
-    let raw;
-    try {
-      raw = scan(procRoot, { namedPipes });
-    } catch (error) {
-      throw new HostLookupError(`Cannot list processes in ${procRoot}: ${describe(error)}`, {
-        cause: error,
-      });
-    }
-    const built = new Map<number, Holder[]>();
-    const perPid = new Map<number, OpenFd[]>();
-    const add = (pid: number, fd: OpenFd, link: string | undefined): void => {
-      pushTo(built, fd.inode, { pid, fd: fd.fd, link });
-      pushTo(perPid, pid, fd);
-    };
-    for (const pid of raw.pids) perPid.set(pid, []);
-    const { entries } = raw;
-    for (let i = 0; i < entries.length / FD_SCAN_ENTRY_WIDTH; i++) {
-      const { pid, fd } = decodeFdEntry(entries, i);
-      add(pid, fd, nativeLink(fd));
-    }
-    for (const [pid, fds] of retryUnreadable(raw.denied, raw.failed)) {
-      perPid.set(pid, []);
-      for (const { fd, link } of fds) add(pid, fd, link);
-    }
-    for (const fds of perPid.values()) fds.sort((a, b) => a.fd - b.fd);
-    scannedFds = perPid;
-    return built;
-  };
-
-  /**
-   * Processes the native code could not read, ending exactly as in the JavaScript scan: a
-   * HostLookupError, or with `onDenied: 'skip'` no descriptors and a place in deniedPids.
-   * Failures are read again from JavaScript (gone ones are left out). Refusals with 'skip'
-   * are taken as the native code saw them, without a second read: they repeat at every
-   * request (init in some containers) and a read costs as much as a whole descriptor table.
-   */
-  const retryUnreadable = (refused: Iterable<number>, failed: Iterable<number>): Map<number, { fd: OpenFd; link: string }[]> => {
-    const out = new Map<number, { fd: OpenFd; link: string }[]>();
-    const again = [...failed];
-    for (const pid of refused) {
-      if (onDenied === 'skip') {
-        denied.add(pid);
-        out.set(pid, []);
-      } else again.push(pid);
-    }
-    for (const pid of again.sort((a, b) => a - b)) {
-      const fds = readFds(pid);
-      if (fds !== undefined) out.set(pid, fds);
-    }
-    return out;
-  };
-
-  /** Refreshes the persistent index once per snapshot, and retries what it could not read. */
-  const indexSnapshot = (persistent: PersistentFdIndex): IndexedSnapshot => {
-    if (indexed !== undefined) return indexed;
-    persistent.refresh();
-    const { denied: refused, failed } = persistent.unreadable();
-    const retried = retryUnreadable(refused, failed);
-    const retriedHolders = new Map<number, Holder[]>();
-    for (const [pid, fds] of retried) {
-      for (const { fd, link } of fds) pushTo(retriedHolders, fd.inode, { pid, fd: fd.fd, link });
-    }
-    indexed = { retried, retriedHolders };
-    return indexed;
-  };
-
-  /** Whether a descriptor link (or, for a FIFO, the file it opens) is still `inode`'s pipe. */
-  const isSamePipe = (pid: number, fd: number, inode: number): boolean => {
-    const path = fdOf(pid, fd);
-    const link = readlinkSync(path);
-    if (link === `pipe:[${inode}]`) return true;
-    if (!namedPipes || !link.startsWith('/')) return false;
-    const stats = statSync(path);
-    return stats.isFIFO() && stats.ino === inode;
-  };
-
-  /** Whether a remembered descriptor still names the same object (one readlink). */
-  const stillHolds = (holder: Holder, inode: number): boolean => {
-    try {
-      if (holder.link === undefined) return isSamePipe(holder.pid, holder.fd, inode);
-      return readlinkSync(fdOf(holder.pid, holder.fd)) === holder.link;
-    } catch (error) {
-      if (isGone(error)) return false;
-      if (isDenied(error) && onDenied === 'skip') {
-        // Readable at scan time, refused now (it exec'ed a setuid program): keep what was seen.
-        denied.add(holder.pid);
-        return true;
-      }
-      throw fdError(holder.pid, error);
-    }
-  };
-
-  /** A process's descriptors from the persistent index, once it was refreshed for this snapshot. */
-  const indexedFds = (pid: number): OpenFd[] | undefined => {
-    if (fdIndex === undefined || indexed === undefined) return undefined;
-    return indexed.retried.get(pid)?.map((entry) => entry.fd) ?? fdIndex.fds(pid);
-  };
-
+  readonly #localAnswers = new Map<string, boolean>();
   /** `/proc/PID/status` as first read in this snapshot: the holder order and getProcess both need it. */
-  const statusTexts = new Map<number, string | undefined>();
-  const readStatus = (pid: number): string | undefined => {
-    if (!statusTexts.has(pid)) statusTexts.set(pid, readText(pid, 'status', 'latin1'));
-    return statusTexts.get(pid);
-  };
+  readonly #statusTexts = new Map<number, string | undefined>();
+  /** The descriptors of each holder of each inode the last findHolders found live, for pipeEndOf. */
+  readonly #liveFds = new Map<number, Map<number, number[]>>();
 
-  const effectiveUid = (pid: number): number | undefined => {
-    const status = readStatus(pid);
+  constructor(reader: ProcFdReader, source: DescriptorSource, settings: ProcfsProcessTableSettings) {
+    this.#reader = reader;
+    this.#source = source;
+    this.#settings = settings;
+  }
+
+  getProcess(pid: number): ProcessInfo | undefined {
+    if (!Number.isSafeInteger(pid) || pid <= 0) return undefined;
+    const statText = this.#readText(pid, 'stat', 'utf8');
+    if (statText === undefined) return undefined;
+    const stat = parseProcStat(statText);
+    const status = this.#readStatus(pid);
+    if (status === undefined) return undefined;
+    let cmdline: string[] = [];
+    let cmdlineTruncated: ProcessInfo['cmdlineTruncated'];
+    if (this.#settings.readCmdline) {
+      const path = `${this.#reader.procRoot}/${pid}/cmdline`;
+      let read: CmdlinePrefix;
+      try {
+        read = readCmdlinePrefix(path);
+      } catch (error) {
+        if (isGone(error)) return undefined;
+        throw new HostLookupError(`Cannot read ${path}: ${describeProcError(error)}`, { cause: error });
+      }
+      cmdline = splitCmdline(read.prefix);
+      cmdlineTruncated = read.truncated;
+    }
+    const fds = this.#source.fds(pid) ?? this.#reader.readFds(pid)?.map((entry) => entry.fd);
+    if (fds === undefined) return undefined;
+    return {
+      pid,
+      ppid: stat.ppid,
+      name: stat.name,
+      uid: parseStatusUids(status),
+      startTime: new Date(this.#bootTime() + Math.round((stat.startTicks * 1000) / this.#settings.clockTicks)).toISOString(),
+      tty: decodeTtyNr(stat.ttyNr),
+      priority: stat.priority,
+      nice: stat.nice,
+      pgid: stat.pgrp,
+      sid: stat.session,
+      cmdline,
+      ...(cmdlineTruncated === undefined ? {} : { cmdlineTruncated }),
+      fds,
+    };
+  }
+
+  findHolders(inode: number, ownerUid?: number): number[] {
+    if (!Number.isSafeInteger(inode) || inode <= 0) return [];
+    const live = this.#source.holders(inode).filter((holder) => this.#reader.stillHolds(holder, inode));
+    this.#source.retain(inode, live);
+    const byPid = new Map<number, number[]>();
+    for (const holder of live) pushTo(byPid, holder.pid, holder.fd);
+    this.#liveFds.set(inode, byPid);
+    const pids = [...byPid.keys()].filter((pid) => pid !== this.#settings.hiddenPid).sort((a, b) => a - b);
+    if (ownerUid === undefined) return pids;
+    // The owner's processes first (DESIGN.md: scan the socket owner's uid first); the scan
+    // itself is always complete, so the hint only orders the answer.
+    const owned: number[] = [];
+    const others: number[] = [];
+    for (const pid of pids) (this.#effectiveUid(pid) === ownerUid ? owned : others).push(pid);
+    return [...owned, ...others];
+  }
+
+  pipeEndOf(pid: number, inode: number): 'read' | 'write' | 'both' | undefined {
+    let end: 'read' | 'write' | 'both' | undefined;
+    for (const fd of this.#liveFds.get(inode)?.get(pid) ?? []) {
+      const mine = this.#reader.pipeEndOf(pid, fd);
+      if (mine === undefined) continue;
+      end = end === undefined || end === mine ? mine : 'both';
+    }
+    return end;
+  }
+
+  isLocalAddress(address: string): boolean {
+    // A closure asks about the same few addresses again and again; BlockList.check builds
+    // objects at every call.
+    let answer = this.#localAnswers.get(address);
+    if (answer === undefined) {
+      this.#localAddresses ??= recent('local addresses', buildLocalAddresses);
+      const bare = address.replace(/%.*$/, '');
+      // BlockList matches IPv4-mapped IPv6 (`::ffff:127.0.0.1`) against IPv4 rules.
+      answer = isIPv4(bare) ? this.#localAddresses.check(bare, 'ipv4') : isIPv6(bare) && this.#localAddresses.check(bare, 'ipv6');
+      this.#localAnswers.set(address, answer);
+    }
+    return answer;
+  }
+
+  deniedPids(): number[] {
+    return this.#reader.deniedPids();
+  }
+
+  refresh(): void {
+    this.#reader.forgetDenied();
+    this.#statusTexts.clear();
+    forgetRecent();
+    this.#bootTimeMs = undefined;
+    this.#source.forget();
+    this.#localAddresses = undefined;
+    this.#localAnswers.clear();
+    this.#liveFds.clear();
+  }
+
+  #bootTime(): number {
+    const procRoot = this.#reader.procRoot;
+    this.#bootTimeMs ??= recent(`boot time of ${procRoot}`, () => readBootTimeMs(procRoot));
+    return this.#bootTimeMs;
+  }
+
+  #readText(pid: number, file: string, encoding: BufferEncoding): string | undefined {
+    const path = `${this.#reader.procRoot}/${pid}/${file}`;
+    try {
+      return readSmallFile(path, encoding);
+    } catch (error) {
+      if (isGone(error)) return undefined;
+      throw new HostLookupError(`Cannot read ${path}: ${describeProcError(error)}`, { cause: error });
+    }
+  }
+
+  #readStatus(pid: number): string | undefined {
+    if (!this.#statusTexts.has(pid)) this.#statusTexts.set(pid, this.#readText(pid, 'status', 'latin1'));
+    return this.#statusTexts.get(pid);
+  }
+
+  #effectiveUid(pid: number): number | undefined {
+    const status = this.#readStatus(pid);
     return status === undefined ? undefined : parseStatusUids(status).effective;
-  };
-
-  return {
-    getProcess(pid: number): ProcessInfo | undefined {
-      if (!Number.isSafeInteger(pid) || pid <= 0) return undefined;
-      const statText = readText(pid, 'stat', 'utf8');
-      if (statText === undefined) return undefined;
-      const stat = parseProcStat(statText);
-      const status = readStatus(pid);
-      if (status === undefined) return undefined;
-      let cmdline: string[] = [];
-      let cmdlineTruncated: ProcessInfo['cmdlineTruncated'];
-      if (readCmdline) {
-        const path = `${procRoot}/${pid}/cmdline`;
-        let read: CmdlinePrefix;
-        try {
-          read = readCmdlinePrefix(path);
-        } catch (error) {
-          if (isGone(error)) return undefined;
-          throw new HostLookupError(`Cannot read ${path}: ${describe(error)}`, { cause: error });
-        }
-        cmdline = splitCmdline(read.prefix);
-        cmdlineTruncated = read.truncated;
-      }
-      const fds = scannedFds?.get(pid) ?? indexedFds(pid) ?? readFds(pid)?.map((entry) => entry.fd);
-      if (fds === undefined) return undefined;
-      return {
-        pid,
-        ppid: stat.ppid,
-        name: stat.name,
-        uid: parseStatusUids(status),
-        startTime: new Date(bootTime() + Math.round((stat.startTicks * 1000) / clockTicks)).toISOString(),
-        tty: decodeTtyNr(stat.ttyNr),
-        priority: stat.priority,
-        nice: stat.nice,
-        pgid: stat.pgrp,
-        sid: stat.session,
-        cmdline,
-        ...(cmdlineTruncated === undefined ? {} : { cmdlineTruncated }),
-        fds,
-      };
-    },
-
-    findHolders(inode: number, ownerUid?: number): number[] {
-      if (!Number.isSafeInteger(inode) || inode <= 0) return [];
-      let live: Holder[];
-      if (fdIndex !== undefined) {
-        const snapshot = indexSnapshot(fdIndex);
-        const remembered: Holder[] = fdIndex
-          .holders(inode)
-          .map(({ pid, fd, kind }) => ({ pid, fd, link: kind === 'socket' ? `socket:[${inode}]` : undefined }));
-        remembered.push(...(snapshot.retriedHolders.get(inode) ?? []));
-        // The index is shared with later requests: filter, never prune it.
-        live = remembered.filter((holder) => stillHolds(holder, inode));
-      } else {
-        index ??= scanFds === undefined ? buildIndex() : buildNativeIndex(scanFds);
-        const remembered = index.get(inode);
-        if (remembered === undefined) return [];
-        live = remembered.filter((holder) => stillHolds(holder, inode));
-        if (live.length === 0) index.delete(inode);
-        else index.set(inode, live);
-      }
-      const byPid = new Map<number, number[]>();
-      for (const holder of live) pushTo(byPid, holder.pid, holder.fd);
-      liveFds.set(inode, byPid);
-      const pids = [...byPid.keys()].filter((pid) => pid !== hiddenPid).sort((a, b) => a - b);
-      if (ownerUid === undefined) return pids;
-      // The owner's processes first (DESIGN.md: scan the socket owner's uid first); the scan
-      // itself is always complete, so the hint only orders the answer.
-      const owned: number[] = [];
-      const others: number[] = [];
-      for (const pid of pids) (effectiveUid(pid) === ownerUid ? owned : others).push(pid);
-      return [...owned, ...others];
-    },
-
-    pipeEndOf(pid: number, inode: number): 'read' | 'write' | 'both' | undefined {
-      let end: 'read' | 'write' | 'both' | undefined;
-      for (const fd of liveFds.get(inode)?.get(pid) ?? []) {
-        let mine: 'read' | 'write' | 'both';
-        try {
-          mine = pipeEnd(fdOf(pid, fd));
-        } catch (error) {
-          if (isGone(error) || isDenied(error)) continue;
-          throw fdError(pid, error);
-        }
-        end = end === undefined || end === mine ? mine : 'both';
-      }
-      return end;
-    },
-
-    isLocalAddress(address: string): boolean {
-      // A closure asks about the same few addresses again and again; BlockList.check builds
-      // objects at every call.
-      let answer = localAnswers.get(address);
-      if (answer === undefined) {
-        localAddresses ??= recent('local addresses', buildLocalAddresses);
-        const bare = address.replace(/%.*$/, '');
-        // BlockList matches IPv4-mapped IPv6 (`::ffff:127.0.0.1`) against IPv4 rules.
-        answer = isIPv4(bare) ? localAddresses.check(bare, 'ipv4') : isIPv6(bare) && localAddresses.check(bare, 'ipv6');
-        localAnswers.set(address, answer);
-      }
-      return answer;
-    },
-
-    deniedPids(): number[] {
-      return [...denied].sort((a, b) => a - b);
-    },
-
-    refresh(): void {
-      denied.clear();
-      statusTexts.clear();
-      forgetRecent();
-      bootTimeMs = undefined;
-      index = undefined;
-      scannedFds = undefined;
-      indexed = undefined;
-      localAddresses = undefined;
-      localAnswers.clear();
-      liveFds.clear();
-    },
-  };
-}
-
-/** The socket or pipe a descriptor link names, or undefined for anything else. */
-function classifyFd(fd: number, link: string, path: string, namedPipes: boolean): OpenFd | undefined {
-  const anon = /^(socket|pipe):\[(\d+)\]$/.exec(link);
-  if (anon?.[1] !== undefined && anon[2] !== undefined) {
-    const inode = Number(anon[2]);
-    if (anon[1] === 'socket') return { fd, kind: 'socket', inode };
-    return { fd, kind: 'pipe', inode, end: pipeEnd(path) };
   }
-  if (namedPipes && link.startsWith('/')) {
-    // stat() through the /proc link reaches the open file itself, even when its path was
-    // renamed, deleted or lives in another mount namespace; the link text may not.
-    const stats = statSync(path);
-    if (stats.isFIFO()) return { fd, kind: 'pipe', inode: stats.ino, end: pipeEnd(path) };
-  }
-  return undefined;
-}
-
-/** The access mode a descriptor was opened with: the kernel shows it in the link's owner r/w bits. */
-function pipeEnd(path: string): 'read' | 'write' | 'both' {
-  const mode = lstatSync(path).mode;
-  const readable = (mode & 0o400) !== 0;
-  const writable = (mode & 0o200) !== 0;
-  if (readable && writable) return 'both';
-  return writable ? 'write' : 'read';
 }
 
 /** argv from `/proc/PID/cmdline`: NUL-terminated strings. */
@@ -553,13 +319,6 @@ function readClockTicks(procRoot: string): number {
   } catch {
     return 100;
   }
-}
-
-/** Appends `item` to the list `map` holds under `key`, starting the list if there is none. */
-function pushTo<K, V>(map: Map<K, V[]>, key: K, item: V): void {
-  const list = map.get(key);
-  if (list === undefined) map.set(key, [item]);
-  else list.push(item);
 }
 
 /** The pid `PROCROOT/self` names (this process in the root's pid namespace), or undefined (a fake root). */
@@ -647,33 +406,4 @@ function readCmdlinePrefix(path: string): CmdlinePrefix {
   } finally {
     closeSync(fd);
   }
-}
-
-/** The process (or descriptor) disappeared while being read. */
-function isGone(error: unknown): boolean {
-  const code = errnoCode(error);
-  return code === 'ENOENT' || code === 'ESRCH';
-}
-
-/** The kernel refused access (file mode, or ptrace access mode for /proc/PID/fd links). */
-function isDenied(error: unknown): boolean {
-  const code = errnoCode(error);
-  return code === 'EACCES' || code === 'EPERM';
-}
-
-function fdError(pid: number, error: unknown): HostLookupError {
-  const hint =
-    isDenied(error)
-      ? ' (reading other users\' descriptors needs root or CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH; run stopd as root)'
-      : '';
-  return new HostLookupError(`Cannot read open files of process ${pid}: ${describe(error)}${hint}`, {
-    cause: error,
-  });
-}
-
-function describe(error: unknown): string {
-  const code = errnoCode(error);
-  if (code === 'EACCES' || code === 'EPERM') return 'permission denied';
-  if (code !== undefined) return code;
-  return error instanceof Error ? error.message : String(error);
 }

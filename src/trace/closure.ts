@@ -5,7 +5,8 @@
  * connections of all of them that lead to a previous host. Pure: it only calls the
  * {@link HostView} interface, so the paper's figures are unit tests (figures.ts).
  */
-import { MAX_CMDLINE_BYTES, type Endpoint, type FdSocket, type HostView, type OpenFd, type ProcessInfo, type TcpSocket, type UnixSocket } from '../host/types.js';
+import { MAX_CMDLINE_BYTES, type HostView, type OpenFd, type ProcessInfo, type TcpSocket } from '../host/types.js';
+import { ClosureHost, copyEndpoint, copyTcp, sameEndpoint } from './closure-host.js';
 import {
   DEFAULT_CLOSURE_LIMITS,
   DEFAULT_UNFOLLOWED_UNIX_PATHS,
@@ -19,9 +20,7 @@ import {
   type ClosurePipe,
   type ClosureProcess,
   type ClosureSocket,
-  type PortRange,
   type ResolveClosureOptions,
-  type TcpDirection,
   type UpstreamCandidate,
 } from './types.js';
 
@@ -77,6 +76,8 @@ interface StackFrame {
 
 class ClosureAnalysis {
   readonly #host: HostView;
+  /** The host's answers for this analysis, each question asked once. */
+  readonly #lookups: ClosureHost;
   readonly #queried: TcpSocket;
   readonly #maxProcesses: number;
   readonly #maxIpc: number;
@@ -85,8 +86,6 @@ class ClosureAnalysis {
   readonly #maxDescriptors: number;
   /** Descriptors that may still be examined in this analysis. */
   #descriptorsLeft: number;
-  readonly #unfollowedPaths: readonly string[];
-  readonly #ephemeral: PortRange | undefined;
 
   readonly #infos = new Map<number, ProcessInfo>();
   /** Processes read but not (yet) in the closure, so each is read once. */
@@ -103,16 +102,7 @@ class ClosureAnalysis {
   readonly #omitted = new Map<number, number>();
   #linksCut = false;
 
-  readonly #holders = new Map<number, number[]>();
   readonly #resolvedChannels = new Set<string>();
-  readonly #reversed = new Map<number, TcpSocket | null>();
-  readonly #listeners = new Map<string, boolean>();
-  /** What each socket inode is, as first found through a descriptor holding it. */
-  readonly #sockets = new Map<number, FdSocket>();
-  /** Descriptors (`pid:fd`) found to be no TCP or UNIX socket (or gone), so each is asked once. */
-  readonly #notSockets = new Set<string>();
-  /** UNIX sockets looked up by inode alone (peers), null when there is none. */
-  readonly #unixByInode = new Map<number, UnixSocket | null>();
   #holderIndex: Map<string, ObjectHolders> | undefined;
 
   constructor(host: HostView, options: ResolveClosureOptions) {
@@ -124,21 +114,17 @@ class ClosureAnalysis {
     this.#maxDescriptors = positiveInteger('maxDescriptors', options.maxDescriptors ?? DEFAULT_CLOSURE_LIMITS.maxDescriptors);
     this.#descriptorsLeft = this.#maxDescriptors;
     this.#maxLinks = positiveInteger('maxLinks', options.maxLinks ?? DEFAULT_CLOSURE_LIMITS.maxLinks);
-    this.#unfollowedPaths = options.unfollowedUnixPaths ?? DEFAULT_UNFOLLOWED_UNIX_PATHS;
-    const range = options.ephemeralPorts;
-    if (range !== undefined) {
-      const port = (value: number): boolean => Number.isSafeInteger(value) && value >= 1 && value <= 65535;
-      if (!port(range.low) || !port(range.high) || range.low > range.high) {
-        throw new RangeError(`Cannot resolve closure: ephemeralPorts ${range.low}-${range.high} is not a port range`);
-      }
-    }
-    this.#ephemeral = range;
+    this.#lookups = new ClosureHost(host, {
+      queried: this.#queried,
+      unfollowedUnixPaths: options.unfollowedUnixPaths ?? DEFAULT_UNFOLLOWED_UNIX_PATHS,
+      ...(options.ephemeralPorts === undefined ? {} : { ephemeralPorts: options.ephemeralPorts }),
+    });
   }
 
   run(): Closure {
     const socket = this.#queried;
     // inode 0: a TIME_WAIT or orphaned socket that no process holds any more.
-    const holders = socket.inode > 0 ? this.#holdersOf(socket.inode, socket.uid) : [];
+    const holders = socket.inode > 0 ? this.#lookups.holdersOf(socket.inode, socket.uid) : [];
     for (const pid of holders) {
       this.#addWithAncestors(pid, 'primary');
       if (this.#infos.has(pid)) this.#queriedHolders.add(pid);
@@ -298,10 +284,10 @@ class ClosureAnalysis {
   #isFollowable(pid: number, fd: OpenFd): boolean {
     if (fd.kind === 'pipe') return true;
     if (fd.inode === this.#queried.inode) return false;
-    const tcp = this.#tcp(pid, fd);
-    if (tcp !== undefined) return this.#isLocalConnection(tcp);
-    const unix = this.#unix(pid, fd);
-    return unix !== undefined && !this.#isUnfollowedUnix(unix);
+    const tcp = this.#lookups.tcp(pid, fd);
+    if (tcp !== undefined) return this.#lookups.isLocalConnection(tcp);
+    const unix = this.#lookups.unix(pid, fd);
+    return unix !== undefined && !this.#lookups.isUnfollowedUnix(unix);
   }
 
   /**
@@ -320,28 +306,28 @@ class ClosureAnalysis {
       // Holders of the same end only (co-writers of one log pipe) are not linked through it.
       if (!this.#claim(`pipe:${fd.inode}:${fd.end}`)) return;
       const wanted = fd.end === 'write' ? 'read' : fd.end === 'read' ? 'write' : undefined;
-      for (const pid of this.#holdersOf(fd.inode, uid)) {
+      for (const pid of this.#lookups.holdersOf(fd.inode, uid)) {
         if (pid !== info.pid && (wanted === undefined || this.#holdsPipeEnd(pid, fd.inode, wanted))) yield pid;
         if (this.#truncated) return;
       }
       return;
     }
-    const tcp = this.#tcp(info.pid, fd);
+    const tcp = this.#lookups.tcp(info.pid, fd);
     if (tcp !== undefined) {
       if (!this.#claim(`socket:${tcp.inode}`)) return;
-      yield* this.#holdersOf(tcp.inode, tcp.uid);
-      const other = this.#reverse(tcp);
+      yield* this.#lookups.holdersOf(tcp.inode, tcp.uid);
+      const other = this.#lookups.reverse(tcp);
       if (other === undefined) return;
       this.#claim(`socket:${other.inode}`);
-      yield* this.#holdersOf(other.inode, other.uid);
+      yield* this.#lookups.holdersOf(other.inode, other.uid);
       return;
     }
-    const unix = this.#unix(info.pid, fd);
+    const unix = this.#lookups.unix(info.pid, fd);
     if (unix === undefined || !this.#claim(`socket:${unix.inode}`)) return;
-    yield* this.#holdersOf(unix.inode, uid);
+    yield* this.#lookups.holdersOf(unix.inode, uid);
     if (unix.peer <= 0) return;
     this.#claim(`socket:${unix.peer}`);
-    yield* this.#holdersOf(unix.peer, uid);
+    yield* this.#lookups.holdersOf(unix.peer, uid);
   }
 
   /**
@@ -378,124 +364,6 @@ class ClosureAnalysis {
     if (this.#resolvedChannels.has(key)) return false;
     this.#resolvedChannels.add(key);
     return true;
-  }
-
-  #holdersOf(inode: number, ownerUid: number): number[] {
-    let pids = this.#holders.get(inode);
-    if (pids === undefined) {
-      pids = this.#host.findHolders(inode, ownerUid);
-      this.#holders.set(inode, pids);
-    }
-    return pids;
-  }
-
-  /** Loopback or own-address connections are IPC (paper 3.2, 4): both ends are on this host. */
-  #isLocalConnection(tcp: TcpSocket): boolean {
-    return tcp.state !== 'LISTEN' && tcp.inode > 0 && this.#host.isLocalAddress(tcp.remote.address);
-  }
-
-  #isUnfollowedUnix(unix: UnixSocket): boolean {
-    const paths = [unix.path];
-    if (unix.peer > 0) paths.push(this.#findUnix(unix.peer)?.path ?? null);
-    return paths.some(
-      (path) => path !== null && this.#unfollowedPaths.some((prefix) => path.startsWith(prefix)),
-    );
-  }
-
-  /** The other end of a host-local connection: the socket with the reversed 4-tuple. */
-  #reverse(tcp: TcpSocket): TcpSocket | undefined {
-    let other = this.#reversed.get(tcp.inode);
-    if (other === undefined) {
-      const found = this.#host.findTcp(tcp.remote, tcp.local);
-      // An exact netlink lookup that misses can return a listener instead: accept only the
-      // exact reversed 4-tuple of a socket some process can hold.
-      other =
-        found !== undefined &&
-        found.state !== 'LISTEN' &&
-        found.inode > 0 &&
-        sameEndpoint(found.local, tcp.remote) &&
-        sameEndpoint(found.remote, tcp.local)
-          ? copyTcp(found)
-          : null;
-      this.#reversed.set(tcp.inode, other);
-      // The relation is symmetric: record it for the other end too (its holders' records).
-      if (other !== null) this.#reversed.set(other.inode, copyTcp(tcp));
-    }
-    return other ?? undefined;
-  }
-
-  /** The TCP socket descriptor `fd` of `pid` is, or undefined. */
-  #tcp(pid: number, fd: OpenFd): TcpSocket | undefined {
-    if (fd.inode === this.#queried.inode) return this.#queried;
-    const found = this.#socketOf(pid, fd);
-    return found?.kind === 'tcp' ? found.socket : undefined;
-  }
-
-  /** The UNIX socket descriptor `fd` of `pid` is, or undefined. */
-  #unix(pid: number, fd: OpenFd): UnixSocket | undefined {
-    const found = this.#socketOf(pid, fd);
-    return found?.kind === 'unix' ? found.socket : undefined;
-  }
-
-  /**
-   * What a socket descriptor is, asked of the host once per socket inode (per descriptor
-   * while nothing is found: a holder that exited or closed it does not hide the socket from
-   * the other holders). Per-socket lookups (host/types.ts) keep the cost proportional to the
-   * closure, not to the host's socket tables.
-   */
-  #socketOf(pid: number, fd: OpenFd): FdSocket | undefined {
-    if (fd.kind !== 'socket') return undefined;
-    const known = this.#sockets.get(fd.inode);
-    if (known !== undefined) return known;
-    const key = `${pid}:${fd.fd}`;
-    if (this.#notSockets.has(key)) return undefined;
-    const found = this.#host.socketOf(pid, fd.fd, fd.inode);
-    if (found === undefined) this.#notSockets.add(key);
-    else this.#sockets.set(fd.inode, found);
-    return found;
-  }
-
-  /** A UNIX socket by inode alone (a peer named by a UNIX socket), asked of the host once. */
-  #findUnix(inode: number): UnixSocket | undefined {
-    const known = this.#sockets.get(inode);
-    if (known !== undefined) return known.kind === 'unix' ? known.socket : undefined;
-    let found = this.#unixByInode.get(inode);
-    if (found === undefined) {
-      found = this.#host.findUnix(inode) ?? null;
-      this.#unixByInode.set(inode, found);
-    }
-    return found ?? undefined;
-  }
-
-  #hasListener(local: Endpoint): boolean {
-    const key = endpointKey(local);
-    let known = this.#listeners.get(key);
-    if (known === undefined) {
-      known = this.#host.hasListener(local);
-      this.#listeners.set(key, known);
-    }
-    return known;
-  }
-
-  #direction(tcp: TcpSocket): TcpDirection {
-    switch (tcp.state) {
-      case 'LISTEN':
-        return 'listen';
-      case 'SYN_SENT':
-        return 'outbound';
-      case 'SYN_RECV':
-      case 'NEW_SYN_RECV':
-        return 'inbound';
-      default:
-        break;
-    }
-    // DESIGN.md, Host view: inbound when a listener accepts at the local endpoint; for
-    // host-local connections look at both ends.
-    if (this.#hasListener(tcp.local)) return 'inbound';
-    if (this.#host.isLocalAddress(tcp.remote.address) && this.#hasListener(tcp.remote)) return 'outbound';
-    const range = this.#ephemeral;
-    if (range !== undefined && (tcp.local.port < range.low || tcp.local.port > range.high)) return 'unknown';
-    return 'outbound';
   }
 
   /**
@@ -537,9 +405,9 @@ class ClosureAnalysis {
       }
       const shared = listPids(this.#closureHolders('socket', fd.inode).pids, pid);
       const sharedFields = { sharedWith: shared.pids, ...countField('sharedCount', shared) };
-      const tcp = this.#tcp(pid, fd);
+      const tcp = this.#lookups.tcp(pid, fd);
       if (tcp !== undefined) {
-        const other = this.#reversed.get(tcp.inode);
+        const other = this.#lookups.knownReverse(tcp);
         const peers = listPids(other ? this.#closureHolders('socket', other.inode).pids : [], undefined);
         sockets.push({
           kind: 'tcp',
@@ -548,7 +416,7 @@ class ClosureAnalysis {
           state: tcp.state,
           local: copyEndpoint(tcp.local),
           remote: copyEndpoint(tcp.remote),
-          direction: this.#direction(tcp),
+          direction: this.#lookups.direction(tcp),
           queried: tcp.inode === this.#queried.inode,
           peerPids: peers.pids,
           ...countField('peerCount', peers),
@@ -556,7 +424,7 @@ class ClosureAnalysis {
         });
         continue;
       }
-      const unix = this.#unix(pid, fd);
+      const unix = this.#lookups.unix(pid, fd);
       if (unix !== undefined) {
         const peers = listPids(unix.peer > 0 ? this.#closureHolders('socket', unix.peer).pids : [], undefined);
         sockets.push({
@@ -648,12 +516,12 @@ class ClosureAnalysis {
           const first = holders[0];
           if (first !== undefined) connect('shared', [fd.inode], [first], holders.slice(1));
         }
-        const tcp = this.#tcp(pid, fd);
-        const reversed = tcp === undefined ? undefined : this.#reversed.get(tcp.inode);
+        const tcp = this.#lookups.tcp(pid, fd);
+        const reversed = tcp === undefined ? undefined : this.#lookups.knownReverse(tcp);
         if (tcp !== undefined && reversed) {
           done.add(`socket:${reversed.inode}`);
           // Point from the connecting side to the accepting side.
-          const accepting = this.#direction(tcp) === 'inbound' || this.#direction(reversed) === 'outbound';
+          const accepting = this.#lookups.direction(tcp) === 'inbound' || this.#lookups.direction(reversed) === 'outbound';
           const [client, server] = accepting ? [reversed, tcp] : [tcp, reversed];
           connect(
             'tcp',
@@ -663,7 +531,7 @@ class ClosureAnalysis {
           );
           continue;
         }
-        const unix = tcp === undefined ? this.#unix(pid, fd) : undefined;
+        const unix = tcp === undefined ? this.#lookups.unix(pid, fd) : undefined;
         if (unix !== undefined && unix.peer > 0) {
           done.add(`socket:${unix.peer}`);
           connect('unix', [unix.inode, unix.peer], holders, this.#closureHolders('socket', unix.peer).pids);
@@ -742,26 +610,4 @@ function positiveInteger(name: string, value: number): number {
     throw new RangeError(`Cannot resolve closure: ${name} must be a positive integer, got ${value}`);
   }
   return value;
-}
-
-function endpointKey(endpoint: Endpoint): string {
-  return `${endpoint.address}|${endpoint.port}`;
-}
-
-function sameEndpoint(a: Endpoint, b: Endpoint): boolean {
-  return a.port === b.port && a.address === b.address;
-}
-
-function copyEndpoint(endpoint: Endpoint): Endpoint {
-  return { address: endpoint.address, port: endpoint.port };
-}
-
-function copyTcp(socket: TcpSocket): TcpSocket {
-  return {
-    state: socket.state,
-    uid: socket.uid,
-    inode: socket.inode,
-    local: copyEndpoint(socket.local),
-    remote: copyEndpoint(socket.remote),
-  };
 }

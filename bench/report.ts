@@ -5,6 +5,7 @@ import type { HistoryBenchResult } from './sections/history.js';
 import type { IdDuringSvResult } from './sections/id-during-sv.js';
 import type { IdVsOidentdResult } from './sections/id-vs-oidentd.js';
 import type { ProfileResult } from './sections/profile.js';
+import type { RecorderResult } from './sections/recorder.js';
 import type { RecursionResult } from './sections/recursion.js';
 import type { SharedPipeResult } from './sections/shared-pipe.js';
 import { p50Of, type StructureResult, type StructuresResult } from './sections/structures.js';
@@ -31,6 +32,7 @@ export interface BenchResults {
   readonly burst?: IdDuringSvResult;
   readonly pipes?: SharedPipeResult;
   readonly history?: HistoryBenchResult;
+  readonly recorder?: RecorderResult;
   readonly profile?: ProfileResult;
   /** Peak resident memory (VmHWM) of the stopd of each section. */
   readonly memory: Record<string, number>;
@@ -154,6 +156,7 @@ export function checkTargets(results: Omit<BenchResults, 'targets'>): TargetChec
       'ms',
     ),
   );
+  checks.push(check('connect() rate with the eBPF connection recorder on vs off', '≥ 95 %', results.recorder?.percentOfOff.median ?? Number.NaN, (v) => v >= 95, '%'));
   const peaks = Object.values(results.memory).filter((v) => Number.isFinite(v));
   const peak = peaks.length === 0 ? Number.NaN : Math.max(...peaks);
   checks.push(check('daemon resident memory, peak (VmHWM) over the runs above', '< 80 MB', peak / 1024, (v) => v < 80, 'MB'));
@@ -416,6 +419,30 @@ export function formatReport(results: BenchResults): string {
     );
   } else {
     out.push('Not run.');
+  }
+  out.push('');
+  out.push('## connect() rate with the eBPF connection recorder on vs off (issue 14)');
+  out.push('');
+  const recorder = results.recorder;
+  if (recorder !== undefined && recorder.skipped === undefined) {
+    out.push(
+      table(
+        ['recorder', `connect()/s, median (min–max), ${recorder.rounds} rounds of ${recorder.durationMs} ms`, 'vs off'],
+        [
+          ['off', spread(recorder.off), '100 %'],
+          ['on', spread(recorder.on), `${spread(recorder.percentOfOff)} %`],
+        ],
+      ),
+    );
+    out.push('');
+    out.push(
+      `Off and on alternate within each round. The recorder delivered ${recorder.events} events and counted ${recorder.lost} lost. ` +
+        `Measured directly: the BPF program ran ${fmt(recorder.runsPerConnection)} times per connection (both ends' state changes), ` +
+        `${fmt(recorder.kernelNsPerRun)} ns a run in the kernel (kernel.bpf_stats_enabled); reading and decoding cost the reader ` +
+        `${fmt(recorder.readerUsPerEvent)} µs of CPU per event. On a shared two-CPU machine the rate ratio mostly measures CPU contention.`,
+    );
+  } else {
+    out.push(recorder?.skipped !== undefined ? `Skipped: ${recorder.skipped}` : 'Not run.');
   }
   out.push('');
   out.push('## Daemon memory');

@@ -243,6 +243,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       recordsDir: storePaths(options.storeDir).records,
       save: options.save,
       tokenHash: options.tokenHash,
+      accounts,
       ...(store.quota === undefined ? {} : { quota: { limits: store.quota, ledger: store.ledger, log: options.log } }),
     });
     const rates = new RateLimiter(options.rateLimits);

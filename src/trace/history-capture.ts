@@ -88,6 +88,18 @@ export function captureConnection(host: HostView, options: CaptureOptions): Capt
 }
 
 function factsOf(info: ProcessInfo): ProcessFacts {
-  const { fds: _fds, ...facts } = info;
-  return facts;
+  return {
+    pid: info.pid,
+    ppid: info.ppid,
+    name: info.name,
+    uid: { real: info.uid.real, effective: info.uid.effective },
+    startTime: info.startTime,
+    tty: info.tty,
+    priority: info.priority,
+    nice: info.nice,
+    pgid: info.pgid,
+    sid: info.sid,
+    cmdline: [...info.cmdline],
+    ...(info.cmdlineTruncated === undefined ? {} : { cmdlineTruncated: { ...info.cmdlineTruncated } }),
+  };
 }

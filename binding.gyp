@@ -15,8 +15,11 @@
         "native/fd_index_keeper.c",
         "native/fd_index_napi.c",
         "native/socket_fd.c",
-        "native/socket_fd_napi.c"
+        "native/socket_fd_napi.c",
+        "native/bpf_recorder.c",
+        "native/bpf_recorder_napi.c"
       ],
+      "libraries": ["-ldl", "-lpthread"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-std=gnu11"]
     }
   ]

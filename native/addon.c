@@ -11,6 +11,8 @@
  *   fd_index*.c/.h     the incremental descriptor index kept between refreshes
  *                      (why it is exact: FD_INDEX.md)
  *   socket_fd.c/.h     what one socket descriptor of a process is (pidfd_getfd)
+ *   bpf_recorder.c/.h  the eBPF connection recorder: loads bpf/connection-recorder.bpf.o with
+ *                      libbpf (dlopen'ed at run time) and drains its ring buffer (BPF.md)
  *   NAME_napi.c        each part's N-API binding and its NAME_register
  *   napi_common.c/.h   N-API helpers shared by the bindings (errors, arguments, properties)
  *   compat.h           system-call numbers older headers lack (also used by bench/floor)
@@ -24,6 +26,7 @@
  *   fdIndexCreate, fdIndexRefresh, fdIndexHolders, fdIndexFds, fdIndexDenied, fdIndexClose
  *     (see fd_index_napi.c)
  *   socketOf(pid, fd, inode) (see socket_fd_napi.c)
+ *   recorderSupport, recorderOpen, recorderRead, recorderClose (see bpf_recorder_napi.c)
  * TcpEntry  = { family, state, uid, inode, localAddr: Buffer, localPort, remoteAddr: Buffer, remotePort }
  * UnixEntry = { inode, type, state, path: string | null, peer }
  * The TypeScript view of all of them is src/host/native-addon.ts.
@@ -31,7 +34,8 @@
  * State between calls: each thread keeps one netlink socket (sock_diag.c; closed by an
  * environment cleanup hook) and one network-namespace cookie (socket_fd.c); the fd index lives
  * only in the handle the caller holds (an external released by fdIndexClose or by the garbage
- * collector), never in a static.
+ * collector), never in a static. The exception is libbpf: its print callback is process-wide,
+ * so bpf_recorder.c keeps libbpf's last warning (and the dlopen'ed functions) in statics.
  */
 #include <node_api.h>
 
@@ -40,7 +44,8 @@
 
 NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   if (sock_diag_register(env, exports) != napi_ok || fd_scan_register(env, exports) != napi_ok ||
-      fd_index_register(env, exports) != napi_ok || socket_fd_register(env, exports) != napi_ok) {
+      fd_index_register(env, exports) != napi_ok || socket_fd_register(env, exports) != napi_ok ||
+      bpf_recorder_register(env, exports) != napi_ok) {
     throw_napi_failure(env);
     return NULL;
   }

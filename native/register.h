@@ -25,4 +25,8 @@ napi_status fd_index_register(napi_env env, napi_value exports);
 /* socket_fd: socketOf (one socket descriptor of a process, via pidfd_getfd). */
 napi_status socket_fd_register(napi_env env, napi_value exports);
 
+/* bpf_recorder: recorderSupport, recorderOpen, recorderRead, recorderClose (the eBPF connection
+ * recorder of issue 14; libbpf.so.1 is opened at run time). */
+napi_status bpf_recorder_register(napi_env env, napi_value exports);
+
 #endif

@@ -206,6 +206,50 @@ export interface NativeAddon {
   fdIndexDenied?(index: RawFdIndex): { readonly denied: Int32Array; readonly failed: Int32Array };
   /** Closes the kept files and forgets everything; later calls but this one throw. Idempotent. */
   fdIndexClose?(index: RawFdIndex): void;
+  /**
+   * Why libbpf (`libbpf.so.1`, opened at run time) cannot be used, or null. The recorder
+   * functions come all together or not at all (a build older than them).
+   */
+  recorderSupport?(): string | null;
+  /**
+   * Loads the connection recorder's BPF object and attaches it (native/bpf_recorder.c). Throws
+   * with `code` the errno name: EPERM (capabilities), ELIBACC (no libbpf), ENOENT, EINVAL ...;
+   * the message carries libbpf's first warning.
+   */
+  recorderOpen?(objectPath: string): RawRecorder;
+  /** Drains the ring buffer: see {@link RawRecorderRead}. */
+  recorderRead?(recorder: RawRecorder): RawRecorderRead;
+  /** Detaches and frees the recorder; later reads throw. Idempotent. */
+  recorderClose?(recorder: RawRecorder): void;
+}
+
+/** A loaded connection recorder in the addon (an opaque handle). */
+export type RawRecorder = { readonly __brand: 'RawRecorder' };
+
+/** What one `recorderRead` returns. */
+export interface RawRecorderRead {
+  /** Fixed-size records back to back, in the layout of `struct record` (native/bpf/connection-recorder.bpf.c). */
+  readonly records: Buffer;
+  /** Running totals of the kernel's loss counters since the recorder was loaded. */
+  readonly ringFull: number;
+  readonly unattributed: number;
+  /** CLOCK_REALTIME minus CLOCK_MONOTONIC now, in milliseconds: kernel time + this = epoch time. */
+  readonly epochOffsetMs: number;
+}
+
+/** The names of the recorder functions, which a build has all or none of. */
+const RECORDER_FUNCTIONS = ['recorderSupport', 'recorderOpen', 'recorderRead', 'recorderClose'] as const;
+
+/** The addon's recorder functions, when the build has them. */
+export type NativeRecorderFunctions = Required<Pick<NativeAddon, (typeof RECORDER_FUNCTIONS)[number]>>;
+
+/** The recorder functions of the loaded addon, or undefined (no addon, or an older build). */
+export function nativeRecorderFunctions(): NativeRecorderFunctions | undefined {
+  const { binding } = loadNativeAddon();
+  if (binding === undefined) return undefined;
+  const record = binding as unknown as Record<string, unknown>;
+  if (!RECORDER_FUNCTIONS.every((name) => typeof record[name] === 'function')) return undefined;
+  return binding as NativeRecorderFunctions;
 }
 
 /** The names of the incremental index functions, which a build has all or none of. */

@@ -1,0 +1,250 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+/*
+ * The connection recorder's kernel half (issue 14; loaded by bpf_recorder.c, read by
+ * src/host/connection-recorder.ts). One tp_btf program on sock:inet_sock_set_state:
+ *
+ *   CLOSE -> SYN_SENT   runs in the task calling connect(): keep who it is, per socket pointer
+ *                       (the source port is still 0 here, so nothing is emitted yet)
+ *   SYN_SENT -> ESTABLISHED   the 4-tuple is known: emit `open`
+ *   any -> CLOSE        for a socket it attributed: emit `open` first if it never reached
+ *                       ESTABLISHED (a failed connect), then `close`, and forget the socket
+ *
+ * Inbound sockets (SYN_RECV -> ESTABLISHED) have no attribution and are not reported. What it
+ * cannot report is counted, never dropped silently: ring buffer full, and a SYN_SENT socket it
+ * has no attribution for (its connect was before the recorder started, or the table was full).
+ *
+ * Why tp_btf and not a plain tracepoint: it attaches through BTF, so it needs no tracefs, and
+ * both load here. The kernel types are declared by hand below with preserve_access_index
+ * (CO-RE): libbpf relocates every field offset against the running kernel's BTF at load time,
+ * so one compiled object serves every kernel that has the fields, and no generated vmlinux.h
+ * ties the build to the machine it ran on. Build: scripts/build-bpf.mjs (npm run build-bpf).
+ */
+/* The UAPI types and constants it needs, declared here so the build reads no kernel or arch
+ * headers (only libbpf's bpf_helpers.h and bpf_core_read.h, from libbpf-dev). */
+typedef unsigned char __u8;
+typedef unsigned short __u16;
+typedef unsigned int __u32;
+typedef unsigned long long __u64;
+typedef int __s32;
+typedef long long __s64;
+typedef __u16 __be16;
+typedef __u32 __be32;
+typedef __u32 __wsum;
+enum {
+  BPF_MAP_TYPE_HASH = 1,
+  BPF_MAP_TYPE_ARRAY = 2,
+  BPF_MAP_TYPE_RINGBUF = 27,
+};
+#define BPF_ANY 0
+#define BPF_RB_NO_WAKEUP 1
+
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+
+/* include/net/tcp_states.h */
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_SENT 2
+#define TCP_CLOSE 7
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+
+/* The kernel types read below: only the fields used, matched by name at load time. */
+typedef struct {
+  __u32 val;
+} kuid_t;
+
+struct ns_common {
+  unsigned int inum;
+} __attribute__((preserve_access_index));
+
+struct net {
+  struct ns_common ns;
+} __attribute__((preserve_access_index));
+
+typedef struct {
+  struct net *net;
+} possible_net_t;
+
+struct in6_addr {
+  union {
+    __u8 u6_addr8[16];
+  } in6_u;
+} __attribute__((preserve_access_index));
+
+struct sock_common {
+  __be32 skc_daddr;
+  __be32 skc_rcv_saddr;
+  __be16 skc_dport;
+  __u16 skc_num;
+  unsigned short skc_family;
+  possible_net_t skc_net;
+  struct in6_addr skc_v6_daddr;
+  struct in6_addr skc_v6_rcv_saddr;
+} __attribute__((preserve_access_index));
+
+struct sock {
+  struct sock_common __sk_common;
+  __u16 sk_protocol;
+} __attribute__((preserve_access_index));
+
+/* The kernel's struct inet_sock begins with struct sock; inet_sport survives inet_put_port,
+ * which zeroes skc_num before the CLOSE transition is traced (measured: a refused connect and
+ * a socket leaving TIME_WAIT both reach CLOSE with skc_num 0). */
+struct inet_sock {
+  __be16 inet_sport;
+} __attribute__((preserve_access_index));
+
+struct task_struct {
+  kuid_t loginuid;
+  unsigned int sessionid;
+} __attribute__((preserve_access_index));
+
+/* Who connected, kept from SYN_SENT until CLOSE. */
+struct attribution {
+  __u64 connect_ns;
+  __u64 established_ns; /* 0 until ESTABLISHED */
+  __u16 local_port; /* as the `open` record named it */
+  __u32 tid, pid, uid, gid, loginuid, sessionid;
+  char comm[16];
+};
+
+/* One ring-buffer record; bpf_recorder.c hands these bytes to connection-recorder.ts, which
+ * decodes them with the same layout (RECORD_BYTES there). */
+struct record {
+  __u8 kind; /* 1 open, 2 close */
+  __u8 family; /* 4 or 6 */
+  __u16 local_port, remote_port;
+  __u8 pad[2];
+  __u32 tid, pid, uid, gid, loginuid, sessionid;
+  __u32 netns;
+  __u64 socket;
+  __u64 connect_ns, established_ns, close_ns;
+  __u8 local[16], remote[16];
+  char comm[16];
+};
+_Static_assert(sizeof(struct record) == 120, "RECORD_SIZE of bpf_recorder.c and RECORD_BYTES of connection-recorder.ts");
+
+/* Indexes of `losses`. */
+#define LOSS_RING_FULL 0
+#define LOSS_UNATTRIBUTED 1
+
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 65536);
+  __type(key, __u64);
+  __type(value, struct attribution);
+} attributions SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_RINGBUF);
+  __uint(max_entries, 4 << 20);
+} records SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, 2);
+  __type(key, __u32);
+  __type(value, __u64);
+} losses SEC(".maps");
+
+static __always_inline void count_loss(__u32 reason) {
+  __u64 *n = bpf_map_lookup_elem(&losses, &reason);
+  if (n) __sync_fetch_and_add(n, 1);
+}
+
+static __always_inline void remember(struct sock *sk) {
+  struct attribution a = {};
+  struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+  __u64 pid_tgid = bpf_get_current_pid_tgid();
+  __u64 uid_gid = bpf_get_current_uid_gid();
+  __u64 key = (__u64)sk;
+
+  a.connect_ns = bpf_ktime_get_ns();
+  a.tid = (__u32)pid_tgid;
+  a.pid = pid_tgid >> 32;
+  a.uid = (__u32)uid_gid;
+  a.gid = uid_gid >> 32;
+  a.loginuid = 0xffffffff;
+  a.sessionid = 0xffffffff;
+  /* Both exist only with CONFIG_AUDIT; without it they stay "unset". */
+  if (bpf_core_field_exists(task->loginuid)) a.loginuid = BPF_CORE_READ(task, loginuid.val);
+  if (bpf_core_field_exists(task->sessionid)) a.sessionid = BPF_CORE_READ(task, sessionid);
+  bpf_get_current_comm(a.comm, sizeof a.comm);
+  /* A full table leaves the socket unattributed: counted when it reaches ESTABLISHED. */
+  bpf_map_update_elem(&attributions, &key, &a, BPF_ANY);
+}
+
+static __always_inline void emit(struct sock *sk, struct attribution *a, __u8 kind, __u64 now) {
+  struct record *r = bpf_ringbuf_reserve(&records, sizeof *r, 0);
+  if (!r) {
+    count_loss(LOSS_RING_FULL);
+    return;
+  }
+  __u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+  r->kind = kind;
+  r->family = family == AF_INET6 ? 6 : 4;
+  r->local_port = __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+  /* Belt and braces: the close record names the port its open record named. */
+  if (kind == 1) a->local_port = r->local_port;
+  else if (r->local_port == 0) r->local_port = a->local_port;
+  r->remote_port = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
+  r->pad[0] = r->pad[1] = 0;
+  r->tid = a->tid;
+  r->pid = a->pid;
+  r->uid = a->uid;
+  r->gid = a->gid;
+  r->loginuid = a->loginuid;
+  r->sessionid = a->sessionid;
+  r->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+  r->socket = (__u64)sk;
+  r->connect_ns = a->connect_ns;
+  r->established_ns = a->established_ns;
+  r->close_ns = kind == 2 ? now : 0;
+  __builtin_memset(r->local, 0, sizeof r->local);
+  __builtin_memset(r->remote, 0, sizeof r->remote);
+  if (family == AF_INET6) {
+    BPF_CORE_READ_INTO(&r->local, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+    BPF_CORE_READ_INTO(&r->remote, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+  } else {
+    BPF_CORE_READ_INTO((__be32 *)r->local, sk, __sk_common.skc_rcv_saddr);
+    BPF_CORE_READ_INTO((__be32 *)r->remote, sk, __sk_common.skc_daddr);
+  }
+  __builtin_memcpy(r->comm, a->comm, sizeof r->comm);
+  /* No wakeup: the reader drains the buffer on a timer, so a connect costs no reader wakeup. */
+  bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int record_state(__u64 *ctx) {
+  struct sock *sk = (struct sock *)ctx[0];
+  int oldstate = (int)ctx[1];
+  int newstate = (int)ctx[2];
+  __u64 key = (__u64)sk;
+
+  if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP) return 0;
+  if (newstate == TCP_SYN_SENT) {
+    remember(sk);
+    return 0;
+  }
+  if (newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE) return 0;
+
+  struct attribution *a = bpf_map_lookup_elem(&attributions, &key);
+  if (!a) {
+    if (oldstate == TCP_SYN_SENT) count_loss(LOSS_UNATTRIBUTED);
+    return 0;
+  }
+  __u64 now = bpf_ktime_get_ns();
+  if (newstate == TCP_ESTABLISHED) {
+    a->established_ns = now;
+    emit(sk, a, 1, now);
+    return 0;
+  }
+  /* CLOSE: a connect that never reached ESTABLISHED is announced here, with its 4-tuple. */
+  if (a->established_ns == 0) emit(sk, a, 1, now);
+  emit(sk, a, 2, now);
+  bpf_map_delete_elem(&attributions, &key);
+  return 0;
+}
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";

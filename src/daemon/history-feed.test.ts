@@ -1,41 +1,40 @@
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
 import type { ConnectionEvent, OutboundOpenEvent } from '../host/connection-events.js';
 import { FakeHost } from '../host/fake-host.js';
-import type { Endpoint } from '../host/types.js';
-import type { HistoryConnection } from '../evidence/history-entry.js';
+import { HistoryJournal } from '../evidence/history-journal.js';
+import { Ledger, readLedger } from '../evidence/ledger.js';
 import { captureConnection, type CaptureOptions } from '../trace/index.js';
 import type { AnalysisRunner } from './evidence-collector.js';
-import { HistoryFeed, type HistoryGap, type HistoryJournalWriter } from './history-feed.js';
+import { HistoryFeed } from './history-feed.js';
 
 const LOCAL = '198.51.100.2';
 const REMOTE = '192.0.2.30';
 const NETNS = 4026531840;
 
-class MemoryJournal implements HistoryJournalWriter {
-  readonly entries: HistoryConnection[] = [];
-  readonly gaps: HistoryGap[] = [];
-  readonly order: string[] = [];
-  recordOpen(connection: Omit<HistoryConnection, 'seq' | 'closedAt'>): Promise<void> {
-    this.entries.push({ ...connection, seq: this.entries.length + 1, closedAt: null });
-    this.order.push(`open ${connection.socket}`);
-    return Promise.resolve();
-  }
-  recordClose(close: { socket: string; closedAt: string }): Promise<void> {
-    const index = this.entries.findLastIndex((entry) => entry.socket === close.socket);
-    const entry = this.entries[index];
-    if (entry !== undefined) this.entries[index] = { ...entry, closedAt: close.closedAt };
-    this.order.push(`close ${close.socket}`);
-    return Promise.resolve();
-  }
-  recordGap(gap: HistoryGap): Promise<void> {
-    this.gaps.push(gap);
-    this.order.push(`gap ${gap.reason}`);
-    return Promise.resolve();
-  }
-  findConnection(local: Endpoint, remote: Endpoint): HistoryConnection | undefined {
-    return this.entries.findLast((entry) => entry.local.port === local.port && entry.remote.port === remote.port && entry.local.address === local.address && entry.remote.address === remote.address);
-  }
+const dir = mkdtempSync(join(tmpdir(), 'stopd-history-feed-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+let stores = 0;
+
+/** A real journal and ledger in a fresh store. */
+async function openJournal(): Promise<{ journal: HistoryJournal; gaps: () => Promise<Record<string, unknown>[]>; close: () => Promise<void> }> {
+  const storeDir = join(dir, String(++stores));
+  mkdirSync(storeDir);
+  const ledger = await Ledger.open(join(storeDir, 'ledger'));
+  const journal = await HistoryJournal.open(storeDir, { ledger, pruneIntervalMs: 0 });
+  const close = async (): Promise<void> => {
+    await journal.close();
+    await ledger.close();
+  };
+  const gaps = async (): Promise<Record<string, unknown>[]> => {
+    const out: Record<string, unknown>[] = [];
+    for await (const line of readLedger(join(storeDir, 'ledger'))) if (line.entry?.kind === 'history-gap') out.push(line.entry);
+    return out;
+  };
+  return { journal, gaps, close };
 }
 
 /** Captures on a fake host, with a gate to hold the analysis thread busy. */
@@ -84,8 +83,8 @@ function host(): FakeHost {
 
 const silent = { info: () => undefined, warn: () => undefined, error: () => undefined };
 
-test('HistoryFeed journals each open with its capture, then its close, in kernel order', async () => {
-  const journal = new MemoryJournal();
+test('HistoryFeed journals each open with its capture, then its close', async () => {
+  const { journal, close } = await openJournal();
   const feed = new HistoryFeed({ journal, analyses: fakeRunner(host()), save: () => ['cmdline'], netns: NETNS, log: silent });
   const events: ConnectionEvent[] = [
     open(40000),
@@ -93,44 +92,54 @@ test('HistoryFeed journals each open with its capture, then its close, in kernel
   ];
   feed.push(events);
   await feed.idle();
-  assert.deepEqual(journal.order, ['open ffff40000', 'close ffff40000']);
-  const entry = journal.entries[0];
+  const entry = journal.findConnection({ address: LOCAL, port: 40000 }, { address: REMOTE, port: 80 });
+  await close();
   assert.deepEqual(entry?.ancestry.map((process) => process.pid), [500, 400]);
   assert.deepEqual(entry?.ancestry[0]?.cmdline, ['curl', 'http://192.0.2.30/']);
   assert.equal(entry?.closedAt, '2026-12-06T10:00:01.000Z');
   assert.notEqual(entry?.capturedAt, null);
+  assert.deepEqual(feed.counts, { opens: 1, captured: 1, closes: 1, gaps: 0, ignored: 0 });
 });
 
 test('HistoryFeed keeps the kernel attribution alone when the pid now belongs to a later process', async () => {
-  const journal = new MemoryJournal();
+  const { journal, close } = await openJournal();
   const feed = new HistoryFeed({ journal, analyses: fakeRunner(host()), save: () => [], log: silent });
   // pid 500 started at 09:59:59; a connect at 09:00 was made by an earlier process with that pid.
   feed.push([open(40001, { connectedAt: Date.parse('2026-12-06T09:00:00.000Z') })]);
   await feed.idle();
-  assert.deepEqual(journal.entries[0]?.ancestry, []);
-  assert.equal(journal.entries[0]?.capturedAt, null);
-  assert.equal(journal.entries[0]?.comm, 'curl');
+  const entry = journal.findConnection({ address: LOCAL, port: 40001 }, { address: REMOTE, port: 80 });
+  await close();
+  assert.deepEqual(entry?.ancestry, []);
+  assert.equal(entry?.capturedAt, null);
+  assert.equal(entry?.comm, 'curl');
+  assert.equal(entry?.uid, 1000);
 });
 
 test('HistoryFeed ignores connections of other network namespaces', async () => {
-  const journal = new MemoryJournal();
+  const { journal, close } = await openJournal();
   const feed = new HistoryFeed({ journal, analyses: fakeRunner(host()), save: () => [], netns: NETNS, log: silent });
   feed.push([open(40002, { netns: 1 }), open(40003)]);
   await feed.idle();
-  assert.deepEqual(journal.order, ['open ffff40003']);
+  const ports = journal.list().map((entry) => entry.local.port);
+  await close();
+  assert.deepEqual(ports, [40003]);
   assert.equal(feed.counts.ignored, 1);
 });
 
-test('HistoryFeed writes recorder losses as gaps', async () => {
-  const journal = new MemoryJournal();
+test('HistoryFeed writes recorder losses as gaps in the ledger', async () => {
+  const { journal, gaps, close } = await openJournal();
   const feed = new HistoryFeed({ journal, analyses: fakeRunner(host()), save: () => [], log: silent });
   feed.push([{ kind: 'loss', reason: 'ring-buffer-full', count: 17, from: Date.parse('2026-12-06T10:00:00.000Z'), to: Date.parse('2026-12-06T10:00:02.000Z') }]);
   await feed.idle();
-  assert.deepEqual(journal.gaps, [{ reason: 'ring-buffer-full', count: 17, from: '2026-12-06T10:00:00.000Z', to: '2026-12-06T10:00:02.000Z' }]);
+  await close();
+  const written = (await gaps()).find((gap) => gap.reason === 'ring-buffer-full');
+  assert.equal(written?.count, 17);
+  assert.equal(written?.from, '2026-12-06T10:00:00.000Z');
+  assert.equal(written?.to, '2026-12-06T10:00:02.000Z');
 });
 
 test('HistoryFeed counts opens beyond its queue as an overload gap and still journals them', async () => {
-  const journal = new MemoryJournal();
+  const { journal, gaps, close } = await openJournal();
   let release: () => void = () => undefined;
   const gate = new Promise<void>((resolve) => {
     release = resolve;
@@ -142,10 +151,11 @@ test('HistoryFeed counts opens beyond its queue as an overload gap and still jou
   feed.push(burst);
   release();
   await feed.idle();
-  assert.equal(journal.entries.length, 10);
-  assert.deepEqual(journal.entries.map((entry) => entry.local.port), burst.map((event) => event.local.port));
-  assert.equal(journal.entries.filter((entry) => entry.capturedAt !== null).length, 4);
-  assert.deepEqual(journal.gaps.map((gap) => [gap.reason, gap.count]), [['overload', 6]]);
+  const entries = journal.list();
+  await close();
+  assert.deepEqual(entries.map((entry) => entry.local.port), burst.map((event) => event.local.port));
+  assert.equal(entries.filter((entry) => entry.capturedAt !== null).length, 4);
+  assert.deepEqual((await gaps()).filter((gap) => gap.reason === 'overload').map((gap) => gap.count), [6]);
   assert.equal(warnings.length, 1);
   assert.equal(runner.calls, 2);
 });

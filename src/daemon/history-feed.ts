@@ -4,33 +4,20 @@
  * and the inbound connections behind it, read by the analysis thread, which owns the
  * descriptor index), then written to the journal in kernel order with `close` and loss events.
  */
-import type { ConnectionEvent, OutboundCloseEvent, OutboundOpenEvent, RecorderLossEvent } from '../host/connection-events.js';
-import type { Endpoint } from '../host/types.js';
-import type { HistoryConnection, HistoryLookup } from '../evidence/history-entry.js';
+import type { ConnectionEvent, OutboundOpenEvent } from '../host/connection-events.js';
+import type { HistoryConnection } from '../evidence/history-entry.js';
+import type { HistoryAppendItem } from '../evidence/history-files.js';
+import type { HistoryGap, HistoryJournal } from '../evidence/history-journal.js';
 import type { SaveCategory } from '../evidence/record.js';
 import type { CapturedConnection } from '../trace/index.js';
 import type { AnalysisRunner } from './evidence-collector.js';
 import type { Logger } from './logger.js';
 
-/** Why history is incomplete for a time range (a `gap`): the recorder's losses, or captures this daemon could not keep up with. */
-export type HistoryGapReason = RecorderLossEvent['reason'] | 'overload';
-
-/** A gap in the history: `count` events (or captures) lost between `from` and `to` (ISO 8601 UTC). */
-export interface HistoryGap {
-  readonly reason: HistoryGapReason;
-  readonly count: number;
-  readonly from: string;
-  readonly to: string;
-}
-
-/** The journal as the feed writes it: the journal module's writer, behind the lookups the responder asks. */
-export interface HistoryJournalWriter extends HistoryLookup {
-  /** Appends an `open` entry; the journal gives it its seq. */
-  recordOpen(connection: Omit<HistoryConnection, 'seq' | 'closedAt'>): Promise<void>;
-  recordClose(close: { readonly socket: string; readonly netns: number; readonly local: Endpoint; readonly remote: Endpoint; readonly closedAt: string }): Promise<void>;
-  /** Writes a gap (the journal notes it in the ledger too). */
-  recordGap(gap: HistoryGap): Promise<void>;
-}
+/**
+ * The journal as the feed writes it (evidence/history-journal.ts): batches of opens and
+ * closes (group commit), and gaps, which go to the ledger.
+ */
+export type HistoryJournalWriter = Pick<HistoryJournal, 'append' | 'noteGap'>;
 
 /** Options of {@link HistoryFeed}. */
 export interface HistoryFeedOptions {
@@ -118,12 +105,28 @@ export class HistoryFeed {
       this.#waitingCaptures -= opens.length;
       const captured = await this.#capture(opens);
       const capturedAt = new Date().toISOString();
+      const items: HistoryAppendItem[] = [];
+      const gaps: HistoryGap[] = [];
       let index = 0;
-      for (const item of batch) {
-        const result = item.capture ? captured[index++] : undefined;
-        await this.#write(item.event, result === undefined ? undefined : { result, at: capturedAt });
+      for (const { event, capture } of batch) {
+        if (event.kind === 'open') {
+          const result = capture ? captured[index++] : undefined;
+          const connection = describeOpen(event, result === undefined ? undefined : { result, at: capturedAt });
+          if (connection.capturedAt !== null) this.counts.captured += 1;
+          items.push({ kind: 'open', connection });
+        } else if (event.kind === 'close') {
+          items.push({ kind: 'close', socket: event.socket, local: { ...event.local }, remote: { ...event.remote }, closedAt: event.closedAt });
+        } else {
+          gaps.push({ reason: event.reason, count: event.count, from: event.from, to: event.to });
+        }
       }
-      await this.#flushOverload();
+      const overload = this.#overload;
+      this.#overload = undefined;
+      if (overload !== undefined) {
+        this.#warnOnce('overload', `History: connections arrive faster than their processes can be read; ${overload.count} were recorded without them (a gap, reason overload, in the ledger)`);
+        gaps.push({ reason: 'overload', count: overload.count, from: overload.from, to: overload.to });
+      }
+      await this.#write(items, gaps);
     }
   }
 
@@ -140,38 +143,24 @@ export class HistoryFeed {
     }
   }
 
-  async #write(event: ConnectionEvent, capture: { result: CapturedConnection; at: string } | undefined): Promise<void> {
-    try {
-      switch (event.kind) {
-        case 'open':
-          await this.#o.journal.recordOpen(describeOpen(event, capture));
-          this.counts.opens += 1;
-          if (capture !== undefined && capture.result.ancestry.length > 0) this.counts.captured += 1;
-          return;
-        case 'close':
-          await this.#o.journal.recordClose(describeClose(event));
-          this.counts.closes += 1;
-          return;
-        case 'loss':
-          await this.#o.journal.recordGap({ reason: event.reason, count: event.count, from: iso(event.from), to: iso(event.to) });
-          this.counts.gaps += 1;
-          return;
+  async #write(items: readonly HistoryAppendItem[], gaps: readonly HistoryGap[]): Promise<void> {
+    if (items.length > 0) {
+      try {
+        // One append per batch: the journal syncs once for all of it.
+        await this.#o.journal.append(items);
+        for (const item of items) this.counts[item.kind === 'open' ? 'opens' : 'closes'] += 1;
+      } catch (error) {
+        // The journal notes its own write-failed gap in the ledger.
+        this.#warnOnce('journal', `Cannot write to the history journal: ${String(error)}`);
       }
-    } catch (error) {
-      this.#warnOnce(`journal-${event.kind}`, `Cannot write to the history journal: ${String(error)}`);
     }
-  }
-
-  async #flushOverload(): Promise<void> {
-    const overload = this.#overload;
-    if (overload === undefined) return;
-    this.#overload = undefined;
-    this.#warnOnce('overload', `History: connections arrive faster than their processes can be read; ${overload.count} were recorded without them (a gap, reason overload, in the ledger)`);
-    try {
-      await this.#o.journal.recordGap({ reason: 'overload', count: overload.count, from: iso(overload.from), to: iso(overload.to) });
-      this.counts.gaps += 1;
-    } catch (error) {
-      this.#warnOnce('journal-gap', `Cannot write to the history journal: ${String(error)}`);
+    for (const gap of gaps) {
+      try {
+        await this.#o.journal.noteGap(gap);
+        this.counts.gaps += 1;
+      } catch (error) {
+        this.#warnOnce('gap', `Cannot write a history gap to the ledger: ${String(error)}`);
+      }
     }
   }
 
@@ -190,7 +179,7 @@ function iso(ms: number): string {
 export function describeOpen(
   event: OutboundOpenEvent,
   capture: { readonly result: CapturedConnection; readonly at: string } | undefined,
-): Omit<HistoryConnection, 'seq' | 'closedAt'> {
+): Omit<HistoryConnection, 'seq'> {
   const captured = capture !== undefined && isSameProcess(event, capture.result);
   return {
     socket: event.socket,
@@ -199,6 +188,7 @@ export function describeOpen(
     remote: { ...event.remote },
     connectedAt: iso(event.connectedAt),
     establishedAt: event.establishedAt === null ? null : iso(event.establishedAt),
+    closedAt: null,
     tid: event.tid,
     pid: event.pid,
     uid: event.uid,
@@ -228,8 +218,4 @@ function isSameProcess(event: OutboundOpenEvent, result: CapturedConnection): bo
   if (process === undefined) return false;
   if (process.uid.real !== event.uid && process.uid.effective !== event.uid) return false;
   return Date.parse(process.startTime) <= event.connectedAt + START_TIME_SLACK_MS;
-}
-
-function describeClose(event: OutboundCloseEvent): Parameters<HistoryJournalWriter['recordClose']>[0] {
-  return { socket: event.socket, netns: event.netns, local: { ...event.local }, remote: { ...event.remote }, closedAt: iso(event.closedAt) };
 }

@@ -26,6 +26,8 @@ export interface HistoryFeedOptions {
   readonly analyses: AnalysisRunner;
   /** What records keep now (`cmdline` decides whether command lines are read). */
   readonly save: () => readonly SaveCategory[];
+  /** Whether the recorder's pids (initial PID namespace) are pids of this daemon's /proc; default true. */
+  readonly pidVisible?: boolean;
   /** Only connections of this network namespace (the daemon's own) are this host's; default all. */
   readonly netns?: number;
   /** Opens waiting for their capture at most; beyond, opens are journaled without capture and counted as an `overload` gap. Default 1024. */
@@ -134,7 +136,7 @@ export class HistoryFeed {
     if (opens.length === 0) return [];
     try {
       return await this.#o.analyses.capture(
-        opens.map((event) => ({ pid: event.pid, local: event.local, remote: event.remote })),
+        opens.map((event) => ({ pid: event.pid, pidVisible: this.#o.pidVisible ?? true, local: event.local, remote: event.remote })),
         this.#o.save(),
       );
     } catch (error) {

@@ -53,9 +53,9 @@ test('captureConnection falls back to the inbound connections of the ancestry on
   assert.deepEqual(captured.upstream, [{ local: { address: H2, port: 2222 }, remote: { address: H1, port: 52000 }, pid: 50 }]);
 });
 
-test('captureConnection of a process that already exited is empty', () => {
+test('captureConnection of a process that already exited, with its socket gone, is empty', () => {
   const host = buildRelayHost();
-  assert.deepEqual(captureConnection(host, { pid: 9999, local: { address: H2, port: 40000 }, remote: { address: H3, port: 22 } }), {
+  assert.deepEqual(captureConnection(host, { pid: 9999, local: { address: H2, port: 49998 }, remote: { address: H3, port: 22 } }), {
     ancestry: [],
     upstream: [],
   });
@@ -71,4 +71,25 @@ test('captureConnection stops at init when there is no session leader on the way
     captured.ancestry.map((process) => process.pid),
     [3, 2, 1],
   );
+});
+
+test('captureConnection finds the process by the socket holder when the kernel pid is of another PID namespace', () => {
+  const host = buildRelayHost();
+  const captured = captureConnection(host, {
+    pid: 123456,
+    pidVisible: false,
+    local: { address: H2, port: 40000 },
+    remote: { address: H3, port: 22 },
+  });
+  assert.deepEqual(
+    captured.ancestry.map((process) => process.pid),
+    [400, 300],
+  );
+  assert.equal(captured.upstream.length, 1);
+});
+
+test('captureConnection without a visible pid and without the socket is empty', () => {
+  const host = buildRelayHost();
+  const captured = captureConnection(host, { pid: 400, pidVisible: false, local: { address: H2, port: 49999 }, remote: { address: H3, port: 22 } });
+  assert.deepEqual(captured, { ancestry: [], upstream: [] });
 });

@@ -22,8 +22,14 @@ export interface CapturedConnection {
 
 /** Options of {@link captureConnection}. */
 export interface CaptureOptions {
-  /** The process that called connect(). */
+  /** The process that called connect(), as the kernel numbers it in the initial PID namespace. */
   readonly pid: number;
+  /**
+   * Whether `pid` means the same process in this host view (false when stopd runs in a nested
+   * PID namespace: a container, a test host); then the process is found as the socket's holder.
+   * Default true.
+   */
+  readonly pidVisible?: boolean;
   readonly local: Endpoint;
   readonly remote: Endpoint;
   /** Processes the closure may add at most: a capture runs for every connect, so it is kept small; default 64. */
@@ -44,8 +50,17 @@ export const DEFAULT_CAPTURE_MAX_PROCESSES = 64;
  * live SV would find them, within `maxProcesses`); once it is gone, those held by the ancestry itself.
  */
 export function captureConnection(host: HostView, options: CaptureOptions): CapturedConnection {
+  const socket = host.findTcp(options.local, options.remote);
+  const live = socket !== undefined && socket.inode > 0 ? socket : undefined;
+  let pid = options.pidVisible === false ? undefined : options.pid;
+  if (live !== undefined) {
+    // The holder of the socket is the connecting process, or (it exited, or its pid is of
+    // another namespace) the process that carries the connection on: a child it forked.
+    const holders = host.findHolders(live.inode, live.uid);
+    if (pid === undefined || !holders.includes(pid)) pid = holders[0] ?? pid;
+  }
   const chain: ProcessInfo[] = [];
-  let info = host.getProcess(options.pid);
+  let info = pid === undefined ? undefined : host.getProcess(pid);
   while (info !== undefined && chain.length < MAX_ANCESTRY) {
     chain.push(info);
     // The session leader is the login (sshd's child, a terminal's shell): above it is the
@@ -57,20 +72,19 @@ export function captureConnection(host: HostView, options: CaptureOptions): Capt
   if (chain.length === 0) return { ancestry, upstream: [] };
   const upstream: CapturedUpstream[] = [];
   const seen = new Set<string>();
-  const add = (local: Endpoint, remote: Endpoint, pid: number): void => {
-    const key = `${local.address}|${local.port}|${remote.address}|${remote.port}|${pid}`;
+  const add = (local: Endpoint, remote: Endpoint, holder: number): void => {
+    const key = `${local.address}|${local.port}|${remote.address}|${remote.port}|${holder}`;
     if (seen.has(key)) return;
     seen.add(key);
-    upstream.push({ local: { ...local }, remote: { ...remote }, pid });
+    upstream.push({ local: { ...local }, remote: { ...remote }, pid: holder });
   };
-  const socket = host.findTcp(options.local, options.remote);
-  if (socket !== undefined && socket.inode > 0) {
+  if (live !== undefined) {
     const closure = resolveClosure(host, {
-      socket,
+      socket: live,
       maxProcesses: options.maxProcesses ?? DEFAULT_CAPTURE_MAX_PROCESSES,
       ...(options.ephemeralPorts === undefined ? {} : { ephemeralPorts: options.ephemeralPorts }),
     });
-    for (const candidate of closure.upstream) for (const pid of candidate.pids) add(candidate.local, candidate.remote, pid);
+    for (const candidate of closure.upstream) for (const holder of candidate.pids) add(candidate.local, candidate.remote, holder);
     return { ancestry, upstream };
   }
   for (const process of chain) {

@@ -39,3 +39,15 @@ export function parseListenAddress(text: string): ListenAddress {
   if (port > 65535) throw new UsageError(`must have a port from 0 to 65535, not ${JSON.stringify(text)}`);
   return { host, port };
 }
+
+const DURATION_UNITS: Readonly<Record<string, number>> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** A duration such as `90s`, `30m`, `24h` or `7d`, in milliseconds; a UsageError naming the option otherwise. */
+export function parseDuration(text: string, name: string): number {
+  const match = /^(\d{1,9})([smhd])$/.exec(text.trim());
+  const unit = match === null ? undefined : DURATION_UNITS[match[2] ?? ''];
+  if (match === null || unit === undefined || Number(match[1]) === 0) {
+    throw new UsageError(`${name} must be a duration such as 90s, 30m, 24h or 7d, not ${JSON.stringify(text)}`);
+  }
+  return Number(match[1]) * unit;
+}

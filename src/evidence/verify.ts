@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { StoreOpenError } from '../errors.js';
 import { checkEntryMac, evolveKey, evolveKeyBy, forgetKey, ledgerKeyId, readKeyState, splitEntryMac, type LedgerKeyState } from './forward-mac.js';
+import { verifyHistory, type HistoryVerifySummary } from './history-verify.js';
 import { GENESIS_HASH, RECORD_NAME, TEMPORARY_RECORD_NAME } from './ledger.js';
 import { listLedgerSegments, readLedgerLines } from './ledger-segments.js';
 import { parseRecord, tokenHashOf } from './record.js';
@@ -107,6 +108,8 @@ export interface VerifyReport {
      */
     readonly beforeKeptLedger: number;
   };
+  /** The history journal (history-verify.ts), or null when the store has none. */
+  readonly history: HistoryVerifySummary | null;
   readonly findings: readonly VerifyFinding[];
 }
 
@@ -168,6 +171,7 @@ export async function verifyStore(storeDir: string, options: VerifyOptions = {})
     await scanLedgerGrowth(paths.ledger, scan.bytes, scan.referenced);
   }
   const recordSummary = checkRecords(paths.records, listing, scan, { live }, findings);
+  const history = await verifyHistory(storeDir, paths.ledger, findings);
   return {
     clean: findings.length === 0,
     ledger: {
@@ -183,6 +187,7 @@ export async function verifyStore(storeDir: string, options: VerifyOptions = {})
       droppedThroughSeq: scan.dropped?.lastSeq ?? null,
     },
     records: recordSummary,
+    history,
     findings: orderFindings(findings),
   };
 }

@@ -12,7 +12,8 @@ import { reportCommandError, type StopctlCommand } from './command.js';
 const HELP = `  verify [--store DIR] [--key FILE] [--json]
       Check the whole store (default ${DEFAULTS.storeDir}): every record against its token,
       the ledger's hash chain and sequence numbers, records named by the ledger but missing,
-      record files nobody names, and stray files. With --key, the initial ledger key kept off
+      record files nobody names, stray files, and the history journal's chain against the
+      hashes the ledger keeps of it (sealed segments, clean stops, dropped segments). With --key, the initial ledger key kept off
       the host, every entry's forward-secure MAC is recomputed, which detects entries altered
       or forged even by someone who holds the host's current key. Prints one line per finding
       and a summary. After a crash, start the daemon once before verifying: it recovers the
@@ -92,6 +93,12 @@ export function formatVerifyText(report: VerifyReport, options: { keyGiven: bool
       (records.absent > 0 ? `; ${records.absent} absent as the ledger says (pruned, or not kept at the quota)` : '') +
       (records.beforeKeptLedger > 0 ? `; ${records.beforeKeptLedger} older than the kept ledger (their entries were dropped; their bytes were checked)` : ''),
   );
+  const history = report.history;
+  if (history !== null) {
+    const kept = history.firstSeq === null ? 'no entries' : `${history.entries} entries, seq ${history.firstSeq}..${history.lastSeq}`;
+    const dropped = history.droppedThroughSeq === null ? '' : `; seqs 1..${history.droppedThroughSeq} dropped by retention, as the ledger notes`;
+    out.push(`History  ${kept} in ${history.segments} segment files; ${history.anchorsChecked} anchors in the ledger checked${dropped}`);
+  }
   out.push(report.clean ? 'Verdict  clean' : `Verdict  TAMPERED: ${report.findings.length} finding${report.findings.length === 1 ? '' : 's'}`);
   return out.join('\n') + '\n';
 }

@@ -81,6 +81,12 @@ export const DAEMON_OPTIONS: readonly OptionSpec[] = [
     help: 'total size of the ledger kept: past it the oldest segments are deleted, after a segment-dropped entry records the hash they end with, so `stopctl verify` checks the rest' },
   { name: 'ledger-retention', kind: 'integer', arg: 'DAYS', min: 1, max: 36_500, default: DEFAULTS.ledgerRetentionDays, reload: 'restart',
     help: 'delete ledger segments whose last entry is older than DAYS days (checked as entries are written), noted the same way' },
+  { name: 'history', kind: 'string', arg: 'auto|off', default: 'auto', reload: 'restart',
+    help: 'auto: record every outbound TCP connection with eBPF where the kernel allows it (the start-up log says once if not, and why) and answer requests about closed ones from the history journal in STORE/history; off: answer only connections open when the request arrives' },
+  { name: 'history-retention', kind: 'integer', arg: 'HOURS', min: 1, max: 87_600, default: DEFAULTS.historyRetentionHours, reload: 'restart',
+    help: 'drop history journal segments whose last entry is older than HOURS hours (noted in the ledger)' },
+  { name: 'history-max-bytes', kind: 'string', arg: 'SIZE', default: '1G', reload: 'restart',
+    help: 'total size of the history journal: past it the oldest segments are dropped (noted in the ledger)' },
 ];
 
 /** Looks a setting up by name (a programming error if it is not in the table). */
@@ -167,6 +173,11 @@ export function buildDaemonOptions(
     );
   }
   const ledgerKey = get<string>('ledger-key');
+  const history = get<string>('history') ?? 'auto';
+  if (history !== 'auto' && history !== 'off') {
+    throw new UsageError(`${context.origin('history')} must be auto or off, not ${JSON.stringify(history)}`);
+  }
+  const historyMaxBytes = checked('history-max-bytes', () => parseByteSize(get<string>('history-max-bytes') ?? '1G', '--history-max-bytes'));
   return {
     listen: context.listen ?? checked('listen', () => (get<readonly string[]>('listen') ?? ['[::]:113']).map(parseListenAddress)),
     storeDir: get<string>('store') ?? DEFAULTS.storeDir,
@@ -206,6 +217,9 @@ export function buildDaemonOptions(
     ledgerSegmentBytes,
     ledgerMaxBytes,
     ledgerRetentionDays: int('ledger-retention'),
+    history,
+    historyRetentionMs: 3_600_000 * int('history-retention'),
+    historyMaxBytes,
     log: context.log,
   };
 }

@@ -147,12 +147,21 @@ export function captureConnections(context: AnalysisContext, requests: readonly 
   if (requests.length === 0) return [];
   const view = context.hostView(save);
   const ephemeralPorts = readEphemeralPorts();
+  // A connect-heavy client opens many connections in one batch: its ancestry and the inbound
+  // connections behind it are the same for each, so one capture per process serves them all.
+  const byPid = new Map<number, CapturedConnection>();
   return requests.map((request) => {
+    const visible = request.pidVisible ?? true;
+    const known = visible ? byPid.get(request.pid) : undefined;
+    if (known !== undefined) return known;
+    let captured: CapturedConnection;
     try {
-      return captureConnection(view, { ...request, ...(ephemeralPorts === undefined ? {} : { ephemeralPorts }) });
+      captured = captureConnection(view, { ...request, ...(ephemeralPorts === undefined ? {} : { ephemeralPorts }) });
     } catch {
-      return { ancestry: [], upstream: [] };
+      captured = { ancestry: [], upstream: [] };
     }
+    if (visible && captured.ancestry[0]?.pid === request.pid) byPid.set(request.pid, captured);
+    return captured;
   });
 }
 

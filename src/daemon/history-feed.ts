@@ -32,7 +32,7 @@ export interface HistoryFeedOptions {
   readonly netns?: number;
   /** Opens waiting for their capture at most; beyond, opens are journaled without capture and counted as an `overload` gap. Default 1024. */
   readonly maxQueued?: number;
-  /** Captures per message to the analysis thread (one host view each): small enough that an SV never waits long behind one. Default 32. */
+  /** Captures per message to the analysis thread (one host view each): small enough that an SV never waits long behind one. Default 64. */
   readonly batch?: number;
   readonly log: Logger;
 }
@@ -93,7 +93,7 @@ export class HistoryFeed {
   }
 
   async #drain(): Promise<void> {
-    const batchSize = this.#o.batch ?? 32;
+    const batchSize = this.#o.batch ?? 64;
     while (this.#queue.length > 0) {
       // Take events up to the batch's captures: later events wait for the next batch, so order is kept.
       let captures = 0;
@@ -126,7 +126,13 @@ export class HistoryFeed {
       this.#overload = undefined;
       if (overload !== undefined) {
         this.#warnOnce('overload', `History: connections arrive faster than their processes can be read; ${overload.count} were recorded without them (a gap, reason overload, in the ledger)`);
-        gaps.push({ reason: 'overload', count: overload.count, from: overload.from, to: overload.to });
+        gaps.push({
+          reason: 'overload',
+          count: overload.count,
+          from: overload.from,
+          to: overload.to,
+          note: 'the daemon could not read the processes behind these connections in time: they are in the history with the kernel attribution alone (pid, uid, comm), without ancestry or upstream candidates',
+        });
       }
       await this.#write(items, gaps);
     }

@@ -4,6 +4,7 @@
 import type { IdDuringSvResult } from './sections/id-during-sv.js';
 import type { IdVsOidentdResult } from './sections/id-vs-oidentd.js';
 import type { ProfileResult } from './sections/profile.js';
+import type { RecorderResult } from './sections/recorder.js';
 import type { RecursionResult } from './sections/recursion.js';
 import type { SharedPipeResult } from './sections/shared-pipe.js';
 import { p50Of, type StructureResult, type StructuresResult } from './sections/structures.js';
@@ -29,6 +30,7 @@ export interface BenchResults {
   readonly recursion?: RecursionResult;
   readonly burst?: IdDuringSvResult;
   readonly pipes?: SharedPipeResult;
+  readonly recorder?: RecorderResult;
   readonly profile?: ProfileResult;
   /** Peak resident memory (VmHWM) of the stopd of each section. */
   readonly memory: Record<string, number>;
@@ -141,6 +143,7 @@ export function checkTargets(results: Omit<BenchResults, 'targets'>): TargetChec
   for (const n of [1000, 5000]) {
     checks.push(check(`SV with ${n} vs 100 processes sharing one pipe (p50)`, `≤ ${n / 100}× (linear)`, pipeSv(n) / pipeSv(100), (v) => v <= n / 100));
   }
+  checks.push(check('connect() rate with the eBPF connection recorder on vs off', '≥ 95 %', results.recorder?.percentOfOff.median ?? Number.NaN, (v) => v >= 95, '%'));
   const peaks = Object.values(results.memory).filter((v) => Number.isFinite(v));
   const peak = peaks.length === 0 ? Number.NaN : Math.max(...peaks);
   checks.push(check('daemon resident memory, peak (VmHWM) over the runs above', '< 80 MB', peak / 1024, (v) => v < 80, 'MB'));
@@ -379,6 +382,30 @@ export function formatReport(results: BenchResults): string {
     );
   } else {
     out.push(pipes?.skipped !== undefined ? `Skipped: ${pipes.skipped}.` : 'Not run.');
+  }
+  out.push('');
+  out.push('## connect() rate with the eBPF connection recorder on vs off (issue 14)');
+  out.push('');
+  const recorder = results.recorder;
+  if (recorder !== undefined && recorder.skipped === undefined) {
+    out.push(
+      table(
+        ['recorder', `connect()/s, median (min–max), ${recorder.rounds} rounds of ${recorder.durationMs} ms`, 'vs off'],
+        [
+          ['off', spread(recorder.off), '100 %'],
+          ['on', spread(recorder.on), `${spread(recorder.percentOfOff)} %`],
+        ],
+      ),
+    );
+    out.push('');
+    out.push(
+      `Off and on alternate within each round. The recorder delivered ${recorder.events} events and counted ${recorder.lost} lost. ` +
+        `Measured directly: the BPF program ran ${fmt(recorder.runsPerConnection)} times per connection (both ends' state changes), ` +
+        `${fmt(recorder.kernelNsPerRun)} ns a run in the kernel (kernel.bpf_stats_enabled); reading and decoding cost the reader ` +
+        `${fmt(recorder.readerUsPerEvent)} µs of CPU per event. On a shared two-CPU machine the rate ratio mostly measures CPU contention.`,
+    );
+  } else {
+    out.push(recorder?.skipped !== undefined ? `Skipped: ${recorder.skipped}` : 'Not run.');
   }
   out.push('');
   out.push('## Daemon memory');

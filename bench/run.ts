@@ -5,7 +5,7 @@
  *
  * Options (after `npm run bench --`):
  *   --quick          short runs, for trying the bench out (numbers indicative only)
- *   --only=LIST      comma-separated sections: id, structures, impact, recursion, burst, pipes
+ *   --only=LIST      comma-separated sections: id, structures, impact, recursion, burst, pipes, recorder
  *   --profile        also profile stopd with node --cpu-prof (ID and SV) and list hot functions
  *
  * Needs root (network and PID namespaces, every /proc/PID/fd), cc, python3, socat, taskset,
@@ -20,13 +20,14 @@ import { checkTargets, formatReport, type BenchResults } from './report.js';
 import { benchIdDuringSv } from './sections/id-during-sv.js';
 import { benchIdVsOidentd } from './sections/id-vs-oidentd.js';
 import { benchProfile } from './sections/profile.js';
+import { benchRecorder } from './sections/recorder.js';
 import { benchRecursion } from './sections/recursion.js';
 import { benchSharedPipe } from './sections/shared-pipe.js';
 import { benchStructures } from './sections/structures.js';
 import { benchSystemImpact } from './sections/system-impact.js';
 import { hasProgram } from './lib/processes.js';
 
-const SECTIONS = ['id', 'structures', 'impact', 'recursion', 'burst', 'pipes'] as const;
+const SECTIONS = ['id', 'structures', 'impact', 'recursion', 'burst', 'pipes', 'recorder'] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** The repository's bench/results (this file runs as dist/bench/run.js). */
@@ -121,6 +122,9 @@ async function main(): Promise<void> {
     ? await timed('SV with 100 / 1000 / 5000 processes sharing a pipe', () => benchSharedPipe({ sizes: [100, 1000, 5000], rounds: quick ? 3 : 10 }))
     : undefined;
   if (pipes?.stopdMemory !== undefined) memory['SV with 100 / 1000 / 5000 processes sharing a pipe'] = pipes.stopdMemory.vmHWMkB;
+  const recorder = only.has('recorder')
+    ? await timed('connect() rate with the connection recorder on vs off', () => benchRecorder({ rounds: quick ? 2 : 6, durationMs: quick ? 1000 : 3000 }))
+    : undefined;
   const profile = profiling ? await timed('profile', () => benchProfile({ durationMs: quick ? 2000 : 5000, svCount: quick ? 20 : 100 })) : undefined;
 
   const partial = {
@@ -134,6 +138,7 @@ async function main(): Promise<void> {
     ...(recursion === undefined ? {} : { recursion }),
     ...(burst === undefined ? {} : { burst }),
     ...(pipes === undefined ? {} : { pipes }),
+    ...(recorder === undefined ? {} : { recorder }),
     ...(profile === undefined ? {} : { profile }),
     memory,
   };

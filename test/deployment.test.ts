@@ -227,6 +227,7 @@ describe('systemd and inetd', () => {
     writeFileSync(join(units, 'stopd.socket'), readFileSync(join(ROOT, 'deploy/stopd.socket')));
     const { stderr } = await run('systemd-analyze', ['verify', '--man=no', join(units, 'stopd.socket'), join(units, 'stopd.service')]);
     assert.equal(stderr.trim(), '', 'no warnings');
-    assert.match(service, /AmbientCapabilities=CAP_SYS_PTRACE CAP_DAC_READ_SEARCH/);
+    assert.match(service, /AmbientCapabilities=CAP_SYS_PTRACE CAP_DAC_READ_SEARCH CAP_BPF CAP_PERFMON$/m);
+    assert.match(service, /^SystemCallFilter=bpf$/m);
   });
 });

@@ -89,6 +89,9 @@ describe('npm package', () => {
       'native/addon.c',
       'native/compat.h',
       'native/FD_INDEX.md',
+      'native/bpf_recorder.c',
+      'native/BPF.md',
+      'native/bpf/connection-recorder.bpf.o',
       'binding.gyp',
       'scripts/build-addon.mjs',
     ]) {

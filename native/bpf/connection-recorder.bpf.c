@@ -222,12 +222,13 @@ int record_state(__u64 *ctx) {
   int newstate = (int)ctx[2];
   __u64 key = (__u64)sk;
 
+  /* Cheapest test first: most transitions (FIN_WAIT, TIME_WAIT, LISTEN...) concern no one. */
+  if (newstate != TCP_SYN_SENT && newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE) return 0;
   if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP) return 0;
   if (newstate == TCP_SYN_SENT) {
     remember(sk);
     return 0;
   }
-  if (newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE) return 0;
 
   struct attribution *a = bpf_map_lookup_elem(&attributions, &key);
   if (!a) {

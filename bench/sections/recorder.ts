@@ -1,0 +1,137 @@
+/**
+ * Issue 14: what the eBPF connection recorder costs the host. A connect-heavy client in C
+ * (`floor/connload.c`: connect, accept, reset, in a loop) runs for a fixed time with the
+ * recorder off and on, alternating within each round; the recorder runs in this process and
+ * drains its ring buffer as the daemon would (events decoded and handed to a consumer). The
+ * ratio of connect rates, on ÷ off, is the target (≥ 95 %).
+ *
+ * On a shared two-CPU machine that ratio mostly measures CPU contention, so two costs are
+ * also measured directly, free of noise: the kernel's time per run of the BPF program
+ * (kernel.bpf_stats_enabled, turned on for the section and restored, read from this
+ * process's fdinfo of the program) and this process's CPU time per event delivered.
+ */
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import type { ConnectionEvent } from '../../src/host/connection-events.js';
+import { createConnectionRecorderStarter, probeConnectionRecorder } from '../../src/host/connection-recorder.js';
+import { compileC, runJson } from '../lib/processes.js';
+import { repeated, type Repeated } from '../lib/stats.js';
+
+export interface RecorderResult {
+  readonly skipped?: string;
+  readonly rounds: number;
+  readonly durationMs: number;
+  /** connect() per second, per round. */
+  readonly off: Repeated;
+  readonly on: Repeated;
+  /** on ÷ off, per round (percent). */
+  readonly percentOfOff: Repeated;
+  /** Events the recorder delivered and losses it counted over all the "on" runs. */
+  readonly events: number;
+  readonly lost: number;
+  /** Kernel time per run of the BPF program (one run per TCP state change), ns; NaN when unmeasured. */
+  readonly kernelNsPerRun: number;
+  /** Program runs per connection of the client (both ends' state changes). */
+  readonly runsPerConnection: number;
+  /** This process's CPU time (reading, decoding, delivering) per event, microseconds. */
+  readonly readerUsPerEvent: number;
+}
+
+const BPF_STATS = '/proc/sys/kernel/bpf_stats_enabled';
+
+/** run_time_ns and run_cnt of the BPF programs this process holds (fdinfo), summed. */
+function programStats(): { ns: number; runs: number } {
+  let ns = 0;
+  let runs = 0;
+  for (const fd of readdirSync('/proc/self/fdinfo')) {
+    let text: string;
+    try {
+      text = readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
+    } catch {
+      continue;
+    }
+    if (!text.includes('prog_tag')) continue;
+    ns += Number(/^run_time_ns:\s*(\d+)/m.exec(text)?.[1] ?? 0);
+    runs += Number(/^run_cnt:\s*(\d+)/m.exec(text)?.[1] ?? 0);
+  }
+  return { ns, runs };
+}
+
+export async function benchRecorder(options: { rounds: number; durationMs: number }): Promise<RecorderResult> {
+  const empty = repeated([]);
+  const skippedWith = (reason: string): RecorderResult => ({
+    skipped: reason,
+    rounds: 0,
+    durationMs: options.durationMs,
+    off: empty,
+    on: empty,
+    percentOfOff: empty,
+    events: 0,
+    lost: 0,
+    kernelNsPerRun: Number.NaN,
+    runsPerConnection: Number.NaN,
+    readerUsPerEvent: Number.NaN,
+  });
+  const availability = probeConnectionRecorder();
+  if (!availability.available) return skippedWith(availability.reason);
+  const binary = await compileC('connload');
+  let connectionsOn = 0;
+  const rate = async (recording: boolean): Promise<number> => {
+    const out = await runJson<{ connections: number; seconds: number }>([binary, String(options.durationMs)]);
+    if (recording) connectionsOn += out.connections;
+    return out.connections / out.seconds;
+  };
+  let statsBefore: string | undefined;
+  try {
+    statsBefore = readFileSync(BPF_STATS, 'utf8').trim();
+    writeFileSync(BPF_STATS, '1');
+  } catch {
+    statsBefore = undefined; // not measurable here: kernelNsPerRun stays NaN
+  }
+  let kernelNs = 0;
+  let runs = 0;
+  let readerUs = 0;
+  const off: number[] = [];
+  const on: number[] = [];
+  let events = 0;
+  let lost = 0;
+  const consume = (batch: readonly ConnectionEvent[]): void => {
+    for (const event of batch) {
+      if (event.kind === 'loss') lost += event.count;
+      else events++;
+    }
+  };
+  for (let round = 0; round < options.rounds; round++) {
+    // Alternate which goes first, so a drift in the machine's load favours neither.
+    for (const recording of round % 2 === 0 ? [false, true] : [true, false]) {
+      if (!recording) {
+        off.push(await rate(false));
+        continue;
+      }
+      const cpu = process.cpuUsage();
+      const recorder = createConnectionRecorderStarter()(consume);
+      try {
+        on.push(await rate(true));
+        const stats = programStats();
+        kernelNs += stats.ns;
+        runs += stats.runs;
+      } finally {
+        await recorder.close();
+        const used = process.cpuUsage(cpu);
+        readerUs += used.user + used.system;
+      }
+    }
+  }
+  if (statsBefore !== undefined) writeFileSync(BPF_STATS, statsBefore);
+  return {
+    rounds: options.rounds,
+    durationMs: options.durationMs,
+    off: repeated(off),
+    on: repeated(on),
+    percentOfOff: repeated(on.map((value, i) => (100 * value) / (off[i] ?? Number.NaN))),
+    events,
+    lost,
+    kernelNsPerRun: statsBefore === undefined || runs === 0 ? Number.NaN : kernelNs / runs,
+    runsPerConnection: connectionsOn === 0 ? Number.NaN : runs / connectionsOn,
+    readerUsPerEvent: events === 0 ? Number.NaN : readerUs / events,
+  };
+}

@@ -1,0 +1,109 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { decodeRecorderRecords, findRecorderObject, RECORD_BYTES } from './connection-recorder.js';
+import { findPackageRoot } from './native-addon.js';
+
+/** One record laid out as `struct record` of native/bpf/connection-recorder.bpf.c. */
+function record(fields: { kind: number; family: 4 | 6; established?: bigint; local: number[]; remote: number[] }): Buffer {
+  const r = Buffer.alloc(RECORD_BYTES);
+  r.writeUInt8(fields.kind, 0);
+  r.writeUInt8(fields.family, 1);
+  r.writeUInt16LE(40000, 2);
+  r.writeUInt16LE(22, 4);
+  [101, 100, 1000, 1001, 4242, 7].forEach((v, i) => r.writeUInt32LE(v, 8 + 4 * i));
+  r.writeUInt32LE(4026531840, 32);
+  r.writeBigUInt64LE(0xffff888100de65c0n, 40);
+  r.writeBigUInt64LE(5_000_000_000n, 48);
+  r.writeBigUInt64LE(fields.established ?? 0n, 56);
+  r.writeBigUInt64LE(9_000_000_000n, 64);
+  Buffer.from(fields.local).copy(r, 72);
+  Buffer.from(fields.remote).copy(r, 88);
+  r.write('ssh', 104);
+  return r;
+}
+
+describe('decodeRecorderRecords', () => {
+  test('decodes open and close records, with kernel times made epoch milliseconds', () => {
+    const v4 = record({ kind: 1, family: 4, established: 5_500_000_000n, local: [192, 0, 2, 1], remote: [198, 51, 100, 7] });
+    const v6 = record({ kind: 2, family: 6, local: [0x20, 0x01, 0x0d, 0xb8, ...Array<number>(11).fill(0), 1], remote: [...Array<number>(15).fill(0), 1] });
+    const [open, close] = decodeRecorderRecords(Buffer.concat([v4, v6]), 1_000_000);
+    assert.deepEqual(open, {
+      kind: 'open',
+      socket: 'ffff888100de65c0',
+      connectedAt: 1_005_000,
+      establishedAt: 1_005_500,
+      tid: 101,
+      pid: 100,
+      uid: 1000,
+      gid: 1001,
+      loginuid: 4242,
+      sessionid: 7,
+      comm: 'ssh',
+      netns: 4026531840,
+      local: { address: '192.0.2.1', port: 40000 },
+      remote: { address: '198.51.100.7', port: 22 },
+    });
+    assert.deepEqual(close, {
+      kind: 'close',
+      socket: 'ffff888100de65c0',
+      closedAt: 1_009_000,
+      netns: 4026531840,
+      local: { address: '2001:db8::1', port: 40000 },
+      remote: { address: '::1', port: 22 },
+    });
+  });
+
+  test('a failed connect has establishedAt null; a v4-mapped address reads as IPv4', () => {
+    const mapped = [...Array<number>(10).fill(0), 0xff, 0xff, 192, 0, 2, 9];
+    const [open] = decodeRecorderRecords(record({ kind: 1, family: 6, local: mapped, remote: mapped }), 0);
+    assert.equal(open?.kind === 'open' && open.establishedAt, null);
+    assert.equal(open?.kind === 'open' && open.remote.address, '192.0.2.9');
+  });
+
+  test('refuses a truncated batch or an unknown kind rather than guess', () => {
+    assert.throws(() => decodeRecorderRecords(Buffer.alloc(RECORD_BYTES + 1), 0), /not a multiple of 120/);
+    assert.throws(() => decodeRecorderRecords(record({ kind: 9, family: 4, local: [], remote: [] }), 0), /unknown kind 9/);
+  });
+});
+
+/** The clang that built the shipped object, from its .comment section ("Debian clang version 14.0.6"). */
+function builtWith(object: Buffer): string | undefined {
+  return /[\w ]*clang version [^\0(]+/.exec(object.toString('latin1'))?.[0].trim();
+}
+
+const clang = spawnSync('clang', ['--version'], { encoding: 'utf8' });
+const clangVersion = clang.error === undefined && clang.status === 0 ? /[\w ]*clang version \S+/.exec(clang.stdout)?.[0].trim() : undefined;
+const hasHeaders = spawnSync('sh', ['-c', 'test -f /usr/include/bpf/bpf_helpers.h']).status === 0;
+
+describe('the shipped BPF object', () => {
+  const shipped = findRecorderObject();
+
+  test('is shipped', () => {
+    assert.ok(shipped !== undefined);
+    assert.ok(readFileSync(shipped).length > 0);
+  });
+
+  test('matches its source: rebuilt with clang, the bytes are the same', { skip: clangVersion === undefined || !hasHeaders ? 'needs clang and libbpf-dev (CI installs them)' : false }, (t) => {
+    assert.ok(shipped !== undefined);
+    const bytes = readFileSync(shipped);
+    if (builtWith(bytes) !== clangVersion) {
+      t.skip(`the shipped object was built with ${builtWith(bytes) ?? 'an unknown clang'}, this machine has ${clangVersion}: clang's output is only byte-stable within one version`);
+      return;
+    }
+    const dir = mkdtempSync(join(tmpdir(), 'stopd-bpf-'));
+    try {
+      const out = join(dir, 'rebuilt.bpf.o');
+      const root = findPackageRoot();
+      assert.ok(root !== undefined);
+      const build = spawnSync(process.execPath, [join(root, 'scripts', 'build-bpf.mjs'), '--out', out], { encoding: 'utf8' });
+      assert.equal(build.status, 0, build.stderr);
+      assert.ok(readFileSync(out).equals(bytes), 'the shipped object is not what its source builds to: run npm run build-bpf and commit it');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

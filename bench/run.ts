@@ -5,29 +5,30 @@
  *
  * Options (after `npm run bench --`):
  *   --quick          short runs, for trying the bench out (numbers indicative only)
- *   --only=LIST      comma-separated sections: id, structures, impact, recursion, burst, pipes, recorder
+ *   --only=LIST      comma-separated sections: id, structures, impact, recursion, burst, pipes, recorder, history
  *   --profile        also profile stopd with node --cpu-prof (ID and SV) and list hot functions
  *
  * Needs root (network and PID namespaces, every /proc/PID/fd), cc, python3, socat, taskset,
  * prlimit and ss; oidentd for the comparison (apt-get install oidentd), skipped without it.
  * Speed is only ever compared side by side within one run: the machine may be shared and noisy.
  */
+import { benchRecorder } from './sections/recorder.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { checkTargets, formatReport, type BenchResults } from './report.js';
+import { benchHistory } from './sections/history.js';
 import { benchIdDuringSv } from './sections/id-during-sv.js';
 import { benchIdVsOidentd } from './sections/id-vs-oidentd.js';
 import { benchProfile } from './sections/profile.js';
-import { benchRecorder } from './sections/recorder.js';
 import { benchRecursion } from './sections/recursion.js';
 import { benchSharedPipe } from './sections/shared-pipe.js';
 import { benchStructures } from './sections/structures.js';
 import { benchSystemImpact } from './sections/system-impact.js';
 import { hasProgram } from './lib/processes.js';
 
-const SECTIONS = ['id', 'structures', 'impact', 'recursion', 'burst', 'pipes', 'recorder'] as const;
+const SECTIONS = ['id', 'structures', 'impact', 'recursion', 'burst', 'pipes', 'recorder', 'history'] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** The repository's bench/results (this file runs as dist/bench/run.js). */
@@ -125,6 +126,11 @@ async function main(): Promise<void> {
   const recorder = only.has('recorder')
     ? await timed('connect() rate with the connection recorder on vs off', () => benchRecorder({ rounds: quick ? 2 : 6, durationMs: quick ? 1000 : 3000 }))
     : undefined;
+  const history = only.has('history')
+    ? await timed('history journal: lookups at 1 000 and 1 000 000 connections', () =>
+        benchHistory({ sizes: quick ? [1000, 100_000] : [1000, 1_000_000], rounds: quick ? 2 : 4, lookups: quick ? 2000 : 10_000 }),
+      )
+    : undefined;
   const profile = profiling ? await timed('profile', () => benchProfile({ durationMs: quick ? 2000 : 5000, svCount: quick ? 20 : 100 })) : undefined;
 
   const partial = {
@@ -139,6 +145,7 @@ async function main(): Promise<void> {
     ...(burst === undefined ? {} : { burst }),
     ...(pipes === undefined ? {} : { pipes }),
     ...(recorder === undefined ? {} : { recorder }),
+    ...(history === undefined ? {} : { history }),
     ...(profile === undefined ? {} : { profile }),
     memory,
   };

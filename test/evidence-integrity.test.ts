@@ -15,8 +15,8 @@ import { closeSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readFi
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { formatEntryLine, readKeyState, writeKeyState } from '../src/evidence/forward-mac.js';
-import { hashLine } from '../src/evidence/ledger.js';
+import { readKeyState, writeKeyState } from '../src/evidence/forward-mac.js';
+import { formatLedgerLine, hashLine } from '../src/evidence/ledger-format.js';
 import { exchange, startDaemon, STOPCTL, type DaemonHandle } from './support/daemon.js';
 import { listen, spawnClient, type ClientProcess, type TestListener } from './support/peers.js';
 
@@ -245,7 +245,7 @@ describe('stopctl verify against tampering', { skip: isRoot ? false : 'needs roo
     const forged: string[] = [];
     for (let seq = k + 1; seq <= lines.length; seq += 1) {
       const entry = { seq, time: new Date().toISOString(), prev, kind: 'reply', request: '1,2', requester: { address: '127.0.0.1', port: 1 }, decision: 'error', error: 'NO-USER' };
-      const { line } = formatEntryLine(entry, state.key);
+      const { line } = formatLedgerLine(entry, state.key);
       forged.push(line);
       prev = hashLine(line);
     }

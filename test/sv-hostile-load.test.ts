@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { DEFAULT_MAX_RECORD_BYTES } from '../src/evidence/record.js';
+import { DEFAULT_MAX_RECORD_BYTES } from '../src/evidence/record-files.js';
 import { DEFAULT_CLOSURE_LIMITS } from '../src/trace/types.js';
 import { exchange, startDaemon, type DaemonHandle } from './support/daemon.js';
 import { readPeakMemory, startCrowd } from './support/crowd.js';

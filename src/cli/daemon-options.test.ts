@@ -45,6 +45,8 @@ function sampleChange(spec: OptionSpec, caFile: string): { value: OptionValue; n
     'max-store-bytes': { value: '2G' },
     'ledger-segment-bytes': { value: '8M' },
     'ledger-max-bytes': { value: '2G' },
+    'history-retention': { value: '7d' },
+    'history-max-bytes': { value: '2G' },
   };
   const sample = samples[spec.name];
   if (sample === undefined) return assert.fail(`no sample value for --${spec.name}: add one to this test`);

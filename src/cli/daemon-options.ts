@@ -9,11 +9,13 @@ import { UsageError } from '../errors.js';
 import { parseSyslogTarget } from '../evidence/forwarder.js';
 import { parseByteSize } from '../evidence/quota.js';
 import { parseSaveCategories } from '../evidence/record.js';
-import { parseListenAddress } from './args.js';
+import { parseDuration, parseListenAddress } from './args.js';
 import type { OptionSpec, OptionValue, Settings } from './options.js';
 
 /** A ledger segment smaller than this would rotate at nearly every entry. */
 const MIN_SEGMENT_BYTES = 1024;
+/** A history journal smaller than this would drop a segment at nearly every write. */
+const MIN_HISTORY_BYTES = 1024 * 1024;
 
 /** Every setting of stopd, in `--help` order. */
 export const DAEMON_OPTIONS: readonly OptionSpec[] = [
@@ -83,10 +85,10 @@ export const DAEMON_OPTIONS: readonly OptionSpec[] = [
     help: 'delete ledger segments whose last entry is older than DAYS days (checked as entries are written), noted the same way' },
   { name: 'history', kind: 'string', arg: 'auto|off', default: 'auto', reload: 'restart',
     help: 'auto: record every outbound TCP connection with eBPF where the kernel allows it (the start-up log says once if not, and why) and answer requests about closed ones from the history journal in STORE/history; off: answer only connections open when the request arrives' },
-  { name: 'history-retention', kind: 'integer', arg: 'HOURS', min: 1, max: 87_600, default: DEFAULTS.historyRetentionHours, reload: 'restart',
-    help: 'drop history journal segments whose last entry is older than HOURS hours (noted in the ledger)' },
+  { name: 'history-retention', kind: 'string', arg: 'DURATION', default: '24h', reload: 'restart',
+    help: 'keep the history of outbound connections this long (e.g. 90m, 24h, 7d): older journal segments are deleted, each after a history-dropped ledger entry' },
   { name: 'history-max-bytes', kind: 'string', arg: 'SIZE', default: '1G', reload: 'restart',
-    help: 'total size of the history journal: past it the oldest segments are dropped (noted in the ledger)' },
+    help: 'total size of the history journal (STORE/history/, about 700 bytes a connection): past it the oldest segments are deleted the same way' },
 ];
 
 /** Looks a setting up by name (a programming error if it is not in the table). */
@@ -172,12 +174,16 @@ export function buildDaemonOptions(
       `${context.origin('ledger-segment-bytes')} (${ledgerSegmentBytes}) must be at most half of --ledger-max-bytes (${ledgerMaxBytes}): the active segment is never dropped`,
     );
   }
+  const historyMaxBytes = checked('history-max-bytes', () => parseByteSize(get<string>('history-max-bytes') ?? '1G', '--history-max-bytes'));
+  const historyRetentionMs = checked('history-retention', () => parseDuration(get<string>('history-retention') ?? '24h', '--history-retention'));
+  if (historyMaxBytes < MIN_HISTORY_BYTES) {
+    throw new UsageError(`${context.origin('history-max-bytes')} must be at least 1M (${MIN_HISTORY_BYTES} bytes): the journal keeps at least two segments`);
+  }
   const ledgerKey = get<string>('ledger-key');
   const history = get<string>('history') ?? 'auto';
   if (history !== 'auto' && history !== 'off') {
     throw new UsageError(`${context.origin('history')} must be auto or off, not ${JSON.stringify(history)}`);
   }
-  const historyMaxBytes = checked('history-max-bytes', () => parseByteSize(get<string>('history-max-bytes') ?? '1G', '--history-max-bytes'));
   return {
     listen: context.listen ?? checked('listen', () => (get<readonly string[]>('listen') ?? ['[::]:113']).map(parseListenAddress)),
     storeDir: get<string>('store') ?? DEFAULTS.storeDir,
@@ -218,7 +224,7 @@ export function buildDaemonOptions(
     ledgerMaxBytes,
     ledgerRetentionDays: int('ledger-retention'),
     history,
-    historyRetentionMs: 3_600_000 * int('history-retention'),
+    historyRetentionMs,
     historyMaxBytes,
     log: context.log,
   };

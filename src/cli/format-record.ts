@@ -10,8 +10,7 @@
  */
 import type { EvidenceRecord, RecordHistory, RecordProcess, SaveCategory } from '../evidence/record.js';
 import { AUDIT_UNSET } from '../evidence/history-record.js';
-import { tokenHashOf } from '../evidence/record.js';
-import type { TokenHash } from '../evidence/tokens.js';
+import { tokenHashOf, type TokenHash } from '../evidence/tokens.js';
 import type { Endpoint, HostFacts, ProcessFacts, TcpState, UtmpEntry } from '../host/types.js';
 import { quote, show, showEndpoint } from './show.js';
 import type {

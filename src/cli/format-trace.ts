@@ -4,7 +4,7 @@
  * the upstream token, which only that host's administrator can redeem.
  */
 import type { Redemption } from '../evidence/redeem.js';
-import { isReplyEntry, isUpstreamEntry, type UpstreamEntry } from '../evidence/entries.js';
+import { isReplyEntry, isUpstreamEntry, type UpstreamEntry } from '../evidence/ledger-format.js';
 import type { Endpoint } from '../host/types.js';
 import type { AnalysisProblem } from '../trace/types.js';
 import { showProblem } from './format-record.js';

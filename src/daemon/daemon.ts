@@ -75,6 +75,9 @@ export interface DaemonOptions {
   readonly ledgerSegmentBytes?: number;
   readonly ledgerMaxBytes?: number;
   readonly ledgerRetentionDays?: number;
+  /** `--history-retention`, `--history-max-bytes`: bounds of the history journal (evidence/history-journal.ts). */
+  readonly historyRetentionMs?: number;
+  readonly historyMaxBytes?: number;
   /** Wait this long for the store lock (inetd mode: one process per connection, taking turns). */
   readonly storeLockWaitMs?: number;
   /**
@@ -83,9 +86,6 @@ export interface DaemonOptions {
    * as before history existed. Either way the start-up log says once whether history is on, and why not.
    */
   readonly history?: 'auto' | 'off';
-  /** `--history-retention` (ms) and `--history-max-bytes`: the journal's bounds (default 24 h, 1 GiB). */
-  readonly historyRetentionMs?: number;
-  readonly historyMaxBytes?: number;
   /** Replaces the connection recorder (tests): its probe and start. */
   readonly recorder?: { readonly probe: () => RecorderAvailability; readonly start: StartConnectionRecorder };
   /** Replaces the Linux socket table (tests). */
@@ -136,8 +136,9 @@ export const DEFAULTS = {
   ledgerSegmentBytes: 16 * 1024 ** 2,
   ledgerMaxBytes: 1024 ** 3,
   ledgerRetentionDays: 400,
-  /** History journal: a day of outbound connections (issue 14), at most 1 GiB. */
-  historyRetentionHours: 24,
+  /** History: a day of connections, at most 1 GiB (about 1.5 million connections with their capture). */
+  historyRetentionMs: 24 * 3_600_000,
+  historyMaxBytes: 1024 ** 3,
 };
 
 /** A running daemon. */

@@ -4,6 +4,7 @@
  * while others wait. Pure bookkeeping with an injected clock; the daemon decides what to
  * reply and writes the window summaries to the ledger.
  */
+import type { RateLimitedEntryInput } from '../evidence/ledger-format.js';
 
 /**
  * Which bucket a request draws from: `analysis` for what costs a process analysis or upstream
@@ -198,10 +199,7 @@ function reportOf(requester: string, entry: Entry, now: number): RateLimitReport
  * The ledger entry of one report (kind `rate-limited`, README "Store layout"): at most one per
  * requester and window, so that the limiter cannot flood the ledger it protects.
  */
-export function describeRateLimitReport(report: RateLimitReport, limits: RateLimits): {
-  readonly kind: 'rate-limited';
-  readonly [field: string]: unknown;
-} {
+export function describeRateLimitReport(report: RateLimitReport, limits: RateLimits): RateLimitedEntryInput {
   return {
     kind: 'rate-limited',
     requester: report.requester,

@@ -2,7 +2,8 @@ import { StopdError } from '../errors.js';
 import { listLocalAddresses } from '../host/addresses.js';
 import type { Endpoint, SocketTable, TcpSocket } from '../host/types.js';
 import { readOptInFile, type AccountDirectory } from '../host/users.js';
-import type { Ledger, LedgerEntryInput } from '../evidence/ledger.js';
+import type { Ledger } from '../evidence/ledger.js';
+import type { ReplyEntryInput } from '../evidence/ledger-format.js';
 import type { HistoryConnection, HistoryLookup } from '../evidence/history-entry.js';
 import { toUpstreamCandidates } from '../evidence/history-record.js';
 import { generateToken, type TokenHash } from '../evidence/tokens.js';
@@ -133,7 +134,7 @@ export class Responder {
         ? await this.#admits(account, origin.requester.address)
         : false;
     let decision = decideConnection(finding, { policy: this.#o.policy, clientIp, optedIn });
-    const record: Record<string, unknown> = {
+    const record: ReplyDraft = {
       ...describeRequest(line, request),
       finding: finding.kind,
       ...(socket === undefined
@@ -187,7 +188,7 @@ export class Responder {
         const result = await this.#analyse(socket, request, { line, origin });
         token = result.token;
         upstream = result.upstream;
-        if (result.record) record.record = result.token;
+        if (result.record && result.token !== undefined) record.record = result.token;
         record.processes = result.processCount;
         if (isRecursiveType(request.type)) record.upstream = upstream.length;
       } catch (error) {
@@ -198,7 +199,7 @@ export class Responder {
         release?.();
       }
     }
-    const reply = await this.#reply(decision, { ports, origin, user: account?.name, token, record: record as LedgerEntryInput });
+    const reply = await this.#reply(decision, { ports, origin, user: account?.name, token, record });
     // Paper 3.1.3: reply first, then ask upstream; their tokens go to the ledger only.
     if ('sid' in request && reply.token !== undefined && upstream.length > 0) {
       this.#o.upstream?.dispatch(reply.token, { type: request.type, sid: request.sid }, upstream);
@@ -390,7 +391,7 @@ export class Responder {
       user?: string | undefined;
       /** The token to send for a token decision: an SV record's hash; default a fresh random one. */
       token?: string | undefined;
-      record: LedgerEntryInput;
+      record: ReplyDraft;
     },
   ): Promise<{ line: string; token?: string }> {
     const { client: clientPort, server: serverPort } = options.ports;
@@ -404,7 +405,7 @@ export class Responder {
     } else {
       reply = { kind: 'token', clientPort, serverPort, token: generateToken(this.#o.tokenHash) };
     }
-    const entry: LedgerEntryInput = {
+    const entry: ReplyEntryInput = {
       ...options.record,
       requester: options.origin.requester,
       decision: decision.reply,
@@ -426,7 +427,7 @@ export class Responder {
   }
 
   /** Appends to the ledger; false (and a log line) when the store cannot take it. */
-  async #record(entry: LedgerEntryInput): Promise<boolean> {
+  async #record(entry: ReplyEntryInput): Promise<boolean> {
     try {
       await this.#o.ledger.append(entry);
       return true;
@@ -445,7 +446,10 @@ interface FoundConnection {
   readonly history?: HistoryConnection;
 }
 
-function describeRequest(line: string, request: Request): LedgerEntryInput {
+/** A reply entry being built: the request's fields first, the decision's once it is made. */
+type ReplyDraft = { -readonly [K in keyof Omit<ReplyEntryInput, 'requester' | 'decision'>]: ReplyEntryInput[K] };
+
+function describeRequest(line: string, request: Request): ReplyDraft {
   return {
     kind: 'reply',
     request: line,

@@ -1,5 +1,5 @@
 import { PeerProtocolError, PeerReplyTooLongError, PeerTimeoutError, PeerUnreachableError } from '../errors.js';
-import type { UpstreamEntry, UpstreamOutcome } from '../evidence/entries.js';
+import type { UpstreamEntry, UpstreamEntryInput, UpstreamOutcome } from '../evidence/ledger-format.js';
 import type { Ledger } from '../evidence/ledger.js';
 import type { Endpoint } from '../host/types.js';
 import { isPlainToken, type RecursiveRequestType, type Request } from '../protocol/index.js';
@@ -9,7 +9,7 @@ import type { Logger } from './logger.js';
 import type { LoopTable } from './loop-table.js';
 import { Semaphore } from './semaphore.js';
 
-export type { UpstreamOutcome } from '../evidence/entries.js';
+export type { UpstreamOutcome } from '../evidence/ledger-format.js';
 
 export interface UpstreamOptions {
   /** The STOP port of upstream hosts (`--upstream-port`, default 113). */
@@ -107,7 +107,7 @@ export class UpstreamDispatcher {
     result: UpstreamEntryFields,
   ): Promise<void> {
     const peer: Endpoint = { address: candidate.remote.address, port: this.#o.port };
-    const entry = {
+    const entry: UpstreamEntryInput = {
       kind: 'upstream',
       parentToken,
       type: request.type,
@@ -132,7 +132,7 @@ export class UpstreamDispatcher {
   }
 }
 
-/** The outcome fields of an `upstream` ledger entry, as evidence/entries.ts types them. */
+/** The outcome fields of an `upstream` ledger entry, as evidence/ledger-format.ts types them. */
 export type UpstreamEntryFields = Pick<UpstreamEntry, 'outcome' | 'token' | 'user' | 'error' | 'reply' | 'replyLength' | 'message' | 'elapsedMs'>;
 
 /** Longest upstream reply kept in a ledger entry, escaped: a 512-character token reply fits. */

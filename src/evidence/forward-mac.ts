@@ -27,9 +27,9 @@
  * whose key was still on disk at the time (see {@link writeKeyState} for the crash window).
  */
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { open, rename, unlink } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { UsageError } from '../errors.js';
+import { writeFileDurably, writeFileDurablySync, type DurableWriteOptions } from './durable-file.js';
 
 /** Bytes of a ledger key (A_i). */
 export const LEDGER_KEY_BYTES = 32;
@@ -88,18 +88,6 @@ const MAC_SUFFIX = /,"mac":"([0-9a-f]{64})"\}$/;
  */
 export function appendEntryMac(lineWithoutMac: string, mac: string): string {
   return `${lineWithoutMac.slice(0, -1)},"mac":"${mac}"}`;
-}
-
-/**
- * The stored line of an entry: its JSON, with the MAC under `key` appended when keyed. (The
- * ledger writes entries with it; an attacker holding a key could too, which is why the key of
- * each position is gone once that position is written.)
- */
-export function formatEntryLine(entry: object, key: Uint8Array | undefined): { readonly line: string; readonly mac?: string } {
-  const line = JSON.stringify(entry);
-  if (key === undefined) return { line };
-  const mac = computeEntryMac(key, line);
-  return { line: appendEntryMac(line, mac), mac };
 }
 
 /** Splits a stored line into the MACed bytes and its MAC, or undefined when it has no MAC at its end. */
@@ -185,40 +173,20 @@ export function readKeyState(path: string): LedgerKeyState | undefined {
  * crash may bring back the previous state, which restart evolves forward.
  */
 export function writeKeyState(path: string, state: LedgerKeyState): void {
-  const text = formatKeyState(state);
-  const temporary = `${path}.tmp`;
-  const fd = openSync(temporary, 'w', 0o600);
-  try {
-    writeAll(fd, Buffer.from(text, 'utf8'));
-    fsyncSync(fd);
-  } catch (error) {
-    closeSync(fd);
-    try {
-      unlinkSync(temporary);
-    } catch {
-      // Nothing to clean up.
-    }
-    throw error;
-  }
-  closeSync(fd);
-  renameSync(temporary, path);
+  writeFileDurablySync(path, formatKeyState(state), keyStateWrite(path));
 }
 
 /** {@link writeKeyState} without blocking the event loop (the daemon's path, once per group commit). */
 export async function saveKeyState(path: string, state: LedgerKeyState): Promise<void> {
-  const text = formatKeyState(state);
-  const temporary = `${path}.tmp`;
-  const handle = await open(temporary, 'w', 0o600);
-  try {
-    await handle.writeFile(text, 'utf8');
-    await handle.sync();
-  } catch (error) {
-    await handle.close();
-    await unlink(temporary).catch(() => undefined);
-    throw error;
-  }
-  await handle.close();
-  await rename(temporary, path);
+  await writeFileDurably(path, formatKeyState(state), keyStateWrite(path));
+}
+
+/**
+ * How the key state is replaced (durable-file.ts): a fixed temporary name, so a crash leaves
+ * at most one leftover, which the next write reuses; no directory flush (see writeKeyState).
+ */
+function keyStateWrite(path: string): DurableWriteOptions {
+  return { temporaryPath: `${path}.tmp`, overwriteTemporary: true, syncDirectory: false };
 }
 
 function formatKeyState(state: LedgerKeyState): string {
@@ -230,11 +198,6 @@ function formatKeyState(state: LedgerKeyState): string {
     head: state.head,
     key: state.key.toString('hex'),
   })}\n`;
-}
-
-function writeAll(fd: number, bytes: Buffer): void {
-  let offset = 0;
-  while (offset < bytes.length) offset += writeSync(fd, bytes, offset, bytes.length - offset);
 }
 
 /** Parses the text of a key file made by `stopctl keygen`: 64 hex digits, surrounding space allowed. */

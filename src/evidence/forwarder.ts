@@ -27,14 +27,13 @@
  * reading for longer than `settleMs` and then crashes can lose what sat in its socket buffer;
  * only an application-level acknowledgement (RELP) would close that gap.
  */
-import { randomBytes } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
-import { open, rename, unlink } from 'node:fs/promises';
 import { isIP, connect as connectTcp, type Socket } from 'node:net';
 import { hostname as osHostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { connect as connectTls, type ConnectionOptions } from 'node:tls';
 import { UsageError } from '../errors.js';
+import { writeFileDurably } from './durable-file.js';
 import type { DurableLine } from './ledger.js';
 import { readLastEntry, readLedgerRange } from './ledger-segments.js';
 
@@ -598,7 +597,8 @@ export class SyslogForwarder {
         this.#persistAgain = false;
         const state = { seq: this.#delivered.seq, segment: this.#delivered.segment ?? null, offset: this.#delivered.end, target: this.targetText };
         try {
-          await writeFileAtomic(this.#o.statePath, `${JSON.stringify(state)}\n`);
+          // No directory flush: a rename lost in a crash brings back an older seq, and older means sending again (at-least-once).
+          await writeFileDurably(this.#o.statePath, `${JSON.stringify(state)}\n`, { syncDirectory: false });
         } catch (error) {
           this.#o.log?.warn(`Cannot save the syslog forwarding state: ${(error as Error).message}`);
         }
@@ -648,22 +648,5 @@ function fileSize(path: string): number {
     return statSync(path).size;
   } catch {
     return 0;
-  }
-}
-
-async function writeFileAtomic(path: string, text: string): Promise<void> {
-  const temporary = `${path}.tmp-${randomBytes(6).toString('hex')}`;
-  try {
-    const handle = await open(temporary, 'wx', 0o600);
-    try {
-      await handle.writeFile(text);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(temporary, path);
-  } catch (error) {
-    await unlink(temporary).catch(() => undefined);
-    throw error;
   }
 }

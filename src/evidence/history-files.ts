@@ -87,9 +87,66 @@ export type HistoryEntryBody =
   | { readonly kind: 'close'; readonly open: number; readonly closedAt: string; readonly socket: string }
   | { readonly kind: 'stop' };
 
-/** The line of an entry: seq, time and prev first (as the ledger's), then the body. */
+/**
+ * The line of an entry: seq, time and prev first (as the ledger's), then the body, its members
+ * in a fixed order so that the start of a line holds what the index needs ({@link scanHistoryIndexFields}).
+ */
 export function formatHistoryLine(head: { seq: number; time: string; prev: string }, body: HistoryEntryBody): string {
-  return JSON.stringify({ seq: head.seq, time: head.time, prev: head.prev, ...body });
+  if (body.kind !== 'open') return JSON.stringify({ seq: head.seq, time: head.time, prev: head.prev, ...body });
+  return JSON.stringify({
+    seq: head.seq,
+    time: head.time,
+    prev: head.prev,
+    kind: 'open',
+    socket: body.socket,
+    netns: body.netns,
+    local: { address: body.local.address, port: body.local.port },
+    remote: { address: body.remote.address, port: body.remote.port },
+    connectedAt: body.connectedAt,
+    establishedAt: body.establishedAt,
+    closedAt: body.closedAt,
+    tid: body.tid,
+    pid: body.pid,
+    uid: body.uid,
+    gid: body.gid,
+    loginuid: body.loginuid,
+    sessionid: body.sessionid,
+    comm: body.comm,
+    capturedAt: body.capturedAt,
+    ancestry: body.ancestry,
+    upstream: body.upstream,
+  });
+}
+
+/** What the index keeps of an entry. */
+export type HistoryIndexFields =
+  | { readonly seq: number; readonly time: string; readonly kind: 'open'; readonly local: Endpoint; readonly remote: Endpoint; readonly closedAt: string | null }
+  | { readonly seq: number; readonly time: string; readonly kind: 'close'; readonly open: number; readonly closedAt: string }
+  | { readonly seq: number; readonly time: string; readonly kind: 'stop' };
+
+const OPEN_PREFIX =
+  /^\{"seq":(\d+),"time":"([^"]+)","prev":"[0-9a-f]{64}","kind":"open","socket":"[^"]*","netns":\d+,"local":\{"address":"([^"]+)","port":(\d+)\},"remote":\{"address":"([^"]+)","port":(\d+)\},"connectedAt":"[^"]+","establishedAt":(?:null|"[^"]+"),"closedAt":(null|"[^"]+")/;
+const CLOSE_PREFIX = /^\{"seq":(\d+),"time":"([^"]+)","prev":"[0-9a-f]{64}","kind":"close","open":(\d+),"closedAt":"([^"]+)"/;
+
+/**
+ * The index's fields of one line, read from its first bytes when it has the writer's member
+ * order (a million lines are indexed at start without parsing their captures), else from the
+ * whole line. Undefined when the line is not an entry.
+ */
+export function scanHistoryIndexFields(buffer: Buffer, start: number, end: number): HistoryIndexFields | undefined {
+  const prefix = buffer.toString('utf8', start, Math.min(end, start + 768));
+  const open = OPEN_PREFIX.exec(prefix);
+  if (open !== null) {
+    const closedAt = open[7] === 'null' || open[7] === undefined ? null : open[7].slice(1, -1);
+    return { seq: Number(open[1]), time: open[2] ?? '', kind: 'open', local: { address: open[3] ?? '', port: Number(open[4]) }, remote: { address: open[5] ?? '', port: Number(open[6]) }, closedAt };
+  }
+  const close = CLOSE_PREFIX.exec(prefix);
+  if (close !== null) return { seq: Number(close[1]), time: close[2] ?? '', kind: 'close', open: Number(close[3]), closedAt: close[4] ?? '' };
+  const entry = parseHistoryLine(buffer.toString('utf8', start, end));
+  if (entry === undefined) return undefined;
+  if (entry.kind === 'open') return { seq: entry.seq, time: entry.time, kind: 'open', local: entry.local, remote: entry.remote, closedAt: entry.closedAt };
+  if (entry.kind === 'close') return { seq: entry.seq, time: entry.time, kind: 'close', open: entry.open, closedAt: entry.closedAt };
+  return { seq: entry.seq, time: entry.time, kind: 'stop' };
 }
 
 /** Parses one line; undefined when it is not a journal entry (verify reports such lines). */

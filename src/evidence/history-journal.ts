@@ -10,7 +10,7 @@
  * (`history-checkpoint`), and every gap the daemon reports or it finds itself
  * (`history-gap`): the time the recorder was off between two runs, events lost in the kernel.
  */
-import { closeSync, chmodSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, chmodSync, ftruncateSync, mkdirSync, openSync, readSync, unlinkSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StoreWriteError } from '../errors.js';
@@ -23,15 +23,18 @@ import {
   historyDirOf,
   listHistorySegments,
   parseHistoryLine,
+  scanHistoryIndexFields,
   toHistoryConnection,
   type HistoryAppendItem,
   type HistoryEntryBody,
+  type HistoryIndexFields,
   type HistoryLineEntry,
 } from './history-files.js';
 import { HistoryIndex, INDEX_KIND } from './history-index.js';
+import { syncDirectorySync, writeAllSync } from './durable-file.js';
+import { visitLinesForward } from './line-reader.js';
 import { matchesHistoryFilter, type HistoryFilter } from './history-read.js';
-import { GENESIS_HASH, hashLine, type LedgerEntry, type LedgerEntryInput } from './ledger.js';
-import { readSegmentLines } from './ledger-segments.js';
+import { GENESIS_HASH, hashLine, type LedgerEntry, type LedgerEntryInput } from './ledger-format.js';
 
 /** Defaults of the journal's bounds (`--history-retention`, `--history-max-bytes`). */
 export const HISTORY_DEFAULTS = {
@@ -152,32 +155,41 @@ export class HistoryJournal implements HistoryLookup {
     const segments: Segment[] = [];
     let seq = 0;
     let prev = GENESIS_HASH;
-    let last: HistoryLineEntry | undefined;
+    let last: HistoryIndexFields | undefined;
     let discarded: Buffer | undefined;
     for (const file of listHistorySegments(storeDir)) {
       const segment: Segment = { path: file.path, name: file.name, firstSeq: file.firstSeq, lastSeq: file.firstSeq - 1, lastHash: prev, firstTime: undefined, lastTime: undefined, bytes: 0 };
-      for await (const line of readSegmentLines(file)) {
-        if (!line.complete) {
-          // A crash in the middle of a write: cut it off (only the active file is written).
-          if (file.active) {
-            discarded = line.bytes;
-            truncateFile(file.path, line.offset);
+      let lastLine: { offset: number; length: number } | undefined;
+      let partial: { bytes: Buffer; offset: number } | undefined;
+      visitLinesForward(
+        file.path,
+        (line) => {
+          if (!line.complete) {
+            partial = { bytes: line.bytes, offset: line.offset };
+            return false;
           }
-          break;
-        }
-        segment.bytes = line.end;
-        const text = line.bytes.toString('utf8');
-        prev = hashLine(text);
-        segment.lastHash = prev;
-        const entry = parseHistoryLine(text);
-        if (entry === undefined || entry.seq <= seq) continue; // damage: `stopctl verify` reports it
-        seq = entry.seq;
-        segment.lastSeq = seq;
-        const time = Date.parse(entry.time);
-        segment.firstTime ??= time;
-        segment.lastTime = time;
-        last = entry;
-        addToIndex(index, entry, line.offset);
+          lastLine = { offset: line.offset, length: line.bytes.length };
+          segment.bytes = line.end;
+          const entry = scanHistoryIndexFields(line.bytes, 0, line.bytes.length);
+          if (entry === undefined || entry.seq <= seq) return true; // damage: `stopctl verify` reports it
+          seq = entry.seq;
+          segment.lastSeq = seq;
+          const time = Date.parse(entry.time);
+          segment.firstTime ??= time;
+          segment.lastTime = time;
+          last = entry;
+          addToIndex(index, entry, line.offset);
+          return true;
+        },
+        { partialLast: 'include', chunkBytes: 4 * 1024 * 1024 },
+      );
+      // Only the last line's hash is needed: the next entry's prev, and the segment's anchor.
+      if (lastLine !== undefined) prev = hashLine(readLine(file.path, lastLine.offset, lastLine.length));
+      segment.lastHash = prev;
+      if (partial !== undefined && file.active) {
+        // A crash in the middle of a write: cut it off (only the active file is written).
+        discarded = partial.bytes;
+        truncateFile(file.path, partial.offset);
       }
       segments.push(segment);
     }
@@ -308,7 +320,7 @@ export class HistoryJournal implements HistoryLookup {
       segment = await this.#activeSegment(this.#seq + 1);
       start = segment.bytes;
       const bytes = Buffer.from(lines.map((line) => `${line}\n`).join(''), 'utf8');
-      writeAll(this.#requireHandle().fd, bytes);
+      writeAllSync(this.#requireHandle().fd, bytes);
       await this.#requireHandle().datasync();
     } catch (error) {
       if (segment !== undefined) truncateFile(segment.path, start);
@@ -357,7 +369,8 @@ export class HistoryJournal implements HistoryLookup {
     const old = this.#handle;
     this.#handle = await open(segment.path, 'a', 0o600);
     await old?.close().catch(NOOP);
-    syncDirectory(this.dir);
+    // The new file must survive a crash before the entries written to it.
+    syncDirectorySync(this.dir, { bestEffort: true });
     this.#segments.push(segment);
     this.#rotated = false;
     return segment;
@@ -559,7 +572,7 @@ export class HistoryJournal implements HistoryLookup {
       const segment = await this.#activeSegment(this.#seq + 1);
       const time = new Date(this.#now()).toISOString();
       const line = formatHistoryLine({ seq: this.#seq + 1, time, prev: this.#prev }, { kind: 'stop' });
-      writeAll(this.#requireHandle().fd, Buffer.from(`${line}\n`));
+      writeAllSync(this.#requireHandle().fd, Buffer.from(`${line}\n`));
       await this.#requireHandle().datasync();
       this.#seq += 1;
       this.#prev = hashLine(line);
@@ -580,7 +593,7 @@ export class HistoryJournal implements HistoryLookup {
   }
 }
 
-function addToIndex(index: HistoryIndex, entry: HistoryLineEntry, offset: number): void {
+function addToIndex(index: HistoryIndex, entry: HistoryIndexFields, offset: number): void {
   const time = Date.parse(entry.time);
   if (entry.kind === 'open') {
     const closed = entry.closedAt === null ? Number.NaN : Date.parse(entry.closedAt);
@@ -611,14 +624,15 @@ function describeGap(reason: HistoryGap['reason']): string {
   }
 }
 
-/** Writes all of `bytes`: a short write (a nearly full disk) is continued, never ignored. */
-function writeAll(fd: number, bytes: Buffer): void {
-  let offset = 0;
-  while (offset < bytes.length) {
-    const written = writeSync(fd, bytes, offset, bytes.length - offset);
-    if (written <= 0) throw new Error('the file system accepted no bytes');
-    offset += written;
+function readLine(path: string, offset: number, length: number): string {
+  const buffer = Buffer.alloc(length);
+  const fd = openSync(path, 'r');
+  try {
+    readSync(fd, buffer, 0, length, offset);
+  } finally {
+    closeSync(fd);
   }
+  return buffer.toString('utf8');
 }
 
 function truncateFile(path: string, length: number): void {
@@ -631,19 +645,5 @@ function truncateFile(path: string, length: number): void {
     }
   } catch {
     // Cannot cut: verify reports the partial line.
-  }
-}
-
-/** fsync of a directory, so that a new segment file survives a crash (best effort). */
-function syncDirectory(dir: string): void {
-  try {
-    const fd = openSync(dir, 'r');
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-  } catch {
-    // A file system without directory fsync: the new file is still there after a clean stop.
   }
 }

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { HistoryConnection } from './history-entry.js';
 import { AUDIT_UNSET, buildHistoryRecord, toUpstreamCandidates } from './history-record.js';
-import { formatRecordBytes, parseRecord } from './record.js';
+import { formatRecordBytes } from './record.js';
+import { parseRecord } from './record-reader.js';
 
 const connection: HistoryConnection = {
   seq: 12,

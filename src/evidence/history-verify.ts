@@ -8,7 +8,7 @@
  */
 import { createHash } from 'node:crypto';
 import { listHistorySegments, parseHistoryLine } from './history-files.js';
-import { GENESIS_HASH } from './ledger.js';
+import { GENESIS_HASH } from './ledger-format.js';
 import { readLedgerLines, readSegmentLines } from './ledger-segments.js';
 import type { VerifyFinding } from './verify.js';
 

@@ -5,12 +5,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { generateLedgerKey } from './forward-mac.js';
-import { GENESIS_HASH, hashLine, Ledger, readLedger, type LedgerOptions } from './ledger.js';
+import { Ledger, readLedger, type LedgerOptions } from './ledger.js';
+import { GENESIS_HASH, hashLine } from './ledger-format.js';
 import { listLedgerSegments, readLastEntry, readLedgerRange, segmentsDirOf } from './ledger-segments.js';
 import { redeemToken } from './redeem.js';
 import { formatRecordBytes, writeRecord, type EvidenceRecord } from './record.js';
 import { storePaths } from './store.js';
 import { verifyStore } from './verify.js';
+
+/** The requester of the reply entries these tests write (RFC 5737). */
+const REQUESTER = { address: '192.0.2.1', port: 40000 };
 
 const root = mkdtempSync(join(tmpdir(), 'stopd-segments-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -219,9 +223,9 @@ test('redeemToken says a token issued in a dropped segment was dropped by retent
   const paths = newStore();
   const ledger = await Ledger.open(paths.ledger, { retention: { segmentBytes: 1024, maxBytes: 2048 } });
   const idToken = randomBytes(32).toString('hex');
-  await ledger.append({ kind: 'reply', request: '6191,23', decision: 'token', token: idToken });
+  await ledger.append({ kind: 'reply', requester: REQUESTER, request: '6191,23', decision: 'token', token: idToken });
   const svToken = await writeRecord(paths.records, formatRecordBytes(sampleRecord(40001)), { hash: 'sha256' });
-  await ledger.append({ kind: 'reply', request: '40001,22:SV', decision: 'token', token: svToken, record: svToken });
+  await ledger.append({ kind: 'reply', requester: REQUESTER, request: '40001,22:SV', decision: 'token', token: svToken, record: svToken });
   await appendMany(ledger, 60);
   await ledger.close();
   const lines = await allLines(paths.ledger);
@@ -257,7 +261,7 @@ test('redeemToken reports a broken chain when leading segments were deleted with
   const ledger = await Ledger.open(paths.ledger, { retention: { segmentBytes: 1024 } });
   await appendMany(ledger, 20);
   const token = randomBytes(32).toString('hex');
-  await ledger.append({ kind: 'reply', request: '6191,23', decision: 'token', token });
+  await ledger.append({ kind: 'reply', requester: REQUESTER, request: '6191,23', decision: 'token', token });
   await ledger.close();
   assert.equal((await redeemToken(paths.dir, token)).status, 0);
   const first = listLedgerSegments(paths.ledger)[0];

@@ -17,10 +17,11 @@
  * durable: the first kept line's `prev` must equal that hash, so `stopctl verify` checks the
  * kept suffix from its first seq on, and a prefix deleted without that note is still reported.
  */
-import { createHash } from 'node:crypto';
-import { closeSync, fstatSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { hashLine, readLineSeq } from './ledger-format.js';
+import { readLinesForward, visitLinesBackward, visitLinesForward, type FileLine } from './line-reader.js';
 
 /** Rotated segments live in this directory beside the active `ledger` file. */
 export function segmentsDirOf(ledgerPath: string): string {
@@ -84,55 +85,14 @@ function fileExists(path: string): boolean {
   }
 }
 
-/** One line of one segment, as bytes. */
-export interface SegmentLine {
+/** One line of one segment, as bytes (line-reader.ts), with the segment it is in. */
+export interface SegmentLine extends FileLine {
   readonly segment: LedgerSegment;
-  /** 1-based line number within the segment. */
-  readonly lineNumber: number;
-  readonly bytes: Buffer;
-  /** False for a last line without a newline (an interrupted write). */
-  readonly complete: boolean;
-  /** Byte offset of the line in its segment, and just after its newline. */
-  readonly offset: number;
-  readonly end: number;
 }
 
-/** Lines of one file from `offset` (a line start), chunked so a long file never sits in memory whole. */
+/** Lines of one file from `offset` (a line start), read by line-reader.ts; a segment dropped meanwhile has none. */
 export async function* readSegmentLines(segment: LedgerSegment, offset = 0): AsyncGenerator<SegmentLine> {
-  let handle;
-  try {
-    handle = await open(segment.path, 'r');
-  } catch (error) {
-    // Dropped by retention between listing and reading: nothing to read.
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw error;
-  }
-  try {
-    const chunk = Buffer.alloc(1024 * 1024);
-    let carry = Buffer.alloc(0);
-    let lineNumber = 0;
-    let position = offset;
-    let readAt = offset;
-    for (;;) {
-      const { bytesRead } = await handle.read(chunk, 0, chunk.length, readAt);
-      if (bytesRead === 0) break;
-      readAt += bytesRead;
-      let data = carry.length === 0 ? chunk.subarray(0, bytesRead) : Buffer.concat([carry, chunk.subarray(0, bytesRead)]);
-      let newline = data.indexOf(0x0a);
-      while (newline >= 0) {
-        lineNumber += 1;
-        const start = position;
-        position += newline + 1;
-        yield { segment, lineNumber, bytes: Buffer.from(data.subarray(0, newline)), complete: true, offset: start, end: position };
-        data = data.subarray(newline + 1);
-        newline = data.indexOf(0x0a);
-      }
-      carry = Buffer.from(data);
-    }
-    if (carry.length > 0) yield { segment, lineNumber: lineNumber + 1, bytes: carry, complete: false, offset: position, end: position };
-  } finally {
-    await handle.close();
-  }
+  for await (const line of readLinesForward(segment.path, { offset })) yield { ...line, segment };
 }
 
 /** Every line of the ledger, segment after segment, in order. */
@@ -149,66 +109,28 @@ export interface LineSummary {
 
 /** The first and the last entry of one file (undefined when it holds none), and its size. */
 export function summarizeSegment(path: string): { first: LineSummary | undefined; last: LineSummary | undefined; bytes: number } {
-  let fd: number;
+  let bytes: number;
   try {
-    fd = openSync(path, 'r');
+    bytes = statSync(path).size;
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { first: undefined, last: undefined, bytes: 0 };
     throw error;
   }
-  try {
-    const size = fstatSync(fd).size;
-    return { first: scanForward(fd, size), last: scanBackward(fd, size), bytes: size };
-  } finally {
-    closeSync(fd);
-  }
+  // Complete lines only: a line being appended is not an entry yet.
+  return { first: findSummary(path, visitLinesForward), last: findSummary(path, visitLinesBackward), bytes };
 }
 
-function summarize(line: string): LineSummary | undefined {
-  try {
-    const value = JSON.parse(line) as { seq?: unknown; time?: unknown } | null;
-    if (typeof value !== 'object' || value === null || !Number.isSafeInteger(value.seq)) return undefined;
-    return { seq: value.seq as number, time: typeof value.time === 'string' ? value.time : undefined, hash: createHash('sha256').update(line).digest('hex') };
-  } catch {
-    return undefined;
-  }
-}
-
-function scanForward(fd: number, size: number): LineSummary | undefined {
-  let chunk = 64 * 1024;
-  for (;;) {
-    const buf = Buffer.alloc(Math.min(chunk, size));
-    readSync(fd, buf, 0, buf.length, 0);
-    let start = 0;
-    let newline = buf.indexOf(0x0a);
-    while (newline >= 0) {
-      const found = summarize(buf.toString('utf8', start, newline));
-      if (found !== undefined) return found;
-      start = newline + 1;
-      newline = buf.indexOf(0x0a, start);
-    }
-    if (buf.length >= size) return undefined;
-    chunk *= 4;
-  }
-}
-
-function scanBackward(fd: number, size: number): LineSummary | undefined {
-  let chunk = 64 * 1024;
-  for (;;) {
-    const start = Math.max(0, size - chunk);
-    const buf = Buffer.alloc(size - start);
-    readSync(fd, buf, 0, buf.length, start);
-    let end = buf.lastIndexOf(0x0a);
-    while (end >= 0) {
-      const before = end === 0 ? -1 : buf.lastIndexOf(0x0a, end - 1);
-      if (before < 0 && start > 0) break; // the line may begin before this chunk
-      const found = summarize(buf.toString('utf8', before + 1, end));
-      if (found !== undefined) return found;
-      end = before;
-    }
-    if (start === 0) return undefined;
-    chunk *= 4;
-  }
+/** The first line met in the visiting order that is an entry with a seq. */
+function findSummary(path: string, visitLines: typeof visitLinesForward): LineSummary | undefined {
+  let found: LineSummary | undefined;
+  visitLines(path, (line) => {
+    const text = line.bytes.toString('utf8');
+    const parsed = readLineSeq(text);
+    if (parsed === undefined) return true;
+    found = { seq: parsed.seq, time: typeof parsed.time === 'string' ? parsed.time : undefined, hash: hashLine(text) };
+    return false;
+  });
+  return found;
 }
 
 /** The last entry of the whole ledger (the active file, else the newest segment that has one). */
@@ -273,7 +195,7 @@ export async function readLedgerRange(
     for await (const line of readSegmentLines(segment, offset)) {
       if (!line.complete) break; // being written, or cut: verify reports it
       const text = line.bytes.toString('utf8');
-      const parsed = summarizeSeq(text);
+      const parsed = readLineSeq(text);
       if (parsed === undefined) continue; // damage is for `stopctl verify` to report
       if (first && offset > 0 && parsed.seq > wanted.minSeq) {
         // The hint skipped the wanted line: read this segment from its start.
@@ -289,16 +211,6 @@ export async function readLedgerRange(
     }
   }
   return { items, end };
-}
-
-function summarizeSeq(line: string): { seq: number; time: unknown } | undefined {
-  try {
-    const value = JSON.parse(line) as { seq?: unknown; time?: unknown } | null;
-    if (typeof value !== 'object' || value === null || !Number.isSafeInteger(value.seq)) return undefined;
-    return { seq: value.seq as number, time: value.time };
-  } catch {
-    return undefined;
-  }
 }
 
 async function isLineStart(path: string, offset: number): Promise<boolean> {

@@ -3,7 +3,8 @@ import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { GENESIS_HASH, Ledger, hashLine, readLedger } from './ledger.js';
+import { Ledger, readLedger } from './ledger.js';
+import { GENESIS_HASH, hashLine } from './ledger-format.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'stopd-ledger-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -56,7 +57,7 @@ test('Ledger.open cuts a partial tail and records its bytes in a recovery entry'
 test('readLedger reports a line whose predecessor was altered as not chained', async () => {
   const path = join(dir, 'altered');
   const ledger = await Ledger.open(path);
-  for (const kind of ['a', 'b', 'c']) await ledger.append({ kind });
+  for (const kind of ['a', 'b', 'c'] as const) await ledger.append({ kind });
   await ledger.close();
   const text = readFileSync(path, 'utf8').replace('"kind":"a"', '"kind":"x"');
   writeFileSync(path, text);

@@ -1,45 +1,30 @@
-import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, unlinkSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { StoreWriteError } from '../errors.js';
+import { syncDirectorySync, writeAllSync } from './durable-file.js';
+import { evolveKey, evolveKeyBy, forgetKey, ledgerKeyId, readKeyState, saveKeyState, writeKeyState, type LedgerKeyState } from './forward-mac.js';
 import {
-  evolveKey,
-  evolveKeyBy,
-  forgetKey,
-  formatEntryLine,
-  ledgerKeyId,
-  readKeyState,
-  readLedgerKeyFile,
-  saveKeyState,
-  writeKeyState,
-  type LedgerKeyState,
-} from './forward-mac.js';
+  GENESIS_HASH,
+  formatLedgerLine,
+  hashLine,
+  parseLedgerLine,
+  type EntryInput,
+  type ForeignEntryInput,
+  type LedgerEntry,
+  type LedgerEntryInput,
+  type RecoveryEntryInput,
+  type SegmentDroppedEntryInput,
+  type SegmentStartEntryInput,
+} from './ledger-format.js';
+import { describeOpenRecovery, findOrphanRecords, MAX_LISTED, readInstallKey, recoverTail, unlinkIfPresent } from './ledger-recovery.js';
 import { formatSegmentName, listLedgerSegments, readLedgerLines, segmentsDirOf, summarizeSegment } from './ledger-segments.js';
 
-/** The `prev` of the first entry: 64 zeros. */
-export const GENESIS_HASH = '0'.repeat(64);
+/** What the queue holds: a known kind, or a foreign one (see ledger-format.ts `EntryInput`). */
+type AnyEntryInput = LedgerEntryInput | ForeignEntryInput;
 
-/** What callers append; the ledger adds `seq`, `time` and `prev` (and `mac` once keyed). */
-export interface LedgerEntryInput {
-  readonly kind: string;
-  readonly [field: string]: unknown;
-}
-
-/** An entry as stored: one JSON line. */
-export interface LedgerEntry extends LedgerEntryInput {
-  readonly seq: number;
-  readonly time: string;
-  /** SHA-256 hex of the previous line's bytes (without its newline). */
-  readonly prev: string;
-  /** Forward-secure HMAC of the line without this member (see forward-mac.ts); absent before a key is installed. */
-  readonly mac?: string;
-}
-
-/** SHA-256 hex of one ledger line (without newline): the `prev` of the next entry. */
-export function hashLine(line: string): string {
-  return createHash('sha256').update(line).digest('hex');
-}
+/** The members of the recovery entry written at open, gathered as the checks run. */
+type OpenNotes = { -readonly [K in Exclude<keyof RecoveryEntryInput, 'kind' | 'note'>]?: RecoveryEntryInput[K] };
 
 /** An entry that is on disk, with its exact line (without newline). */
 export interface DurableLine {
@@ -92,30 +77,6 @@ export interface LedgerRetention {
   readonly now?: () => number;
 }
 
-/** The entry that starts every rotated-to active file (`kind: "segment-start"`). */
-export interface SegmentStartEntry extends LedgerEntry {
-  readonly kind: 'segment-start';
-  /** The segment before this one: its file, first and last seq, and the hash of its last line (this entry's prev). */
-  readonly previous: { readonly segment: string; readonly firstSeq: number; readonly lastSeq: number; readonly lastHash: string };
-  /** The ledger key's epoch, so that MACs can be checked after the key-installed entry was dropped. */
-  readonly keyId?: string;
-  readonly installSeq?: number;
-}
-
-/** The entry written before a segment is deleted by retention (`kind: "segment-dropped"`). */
-export interface SegmentDroppedEntry extends LedgerEntry {
-  readonly kind: 'segment-dropped';
-  readonly segment: string;
-  readonly firstSeq: number;
-  readonly lastSeq: number;
-  /** SHA-256 of the segment's last line: the prev of the first kept entry (seq lastSeq + 1). */
-  readonly lastHash: string;
-  readonly lastTime: string | null;
-  readonly bytes: number;
-  readonly reason: 'ledger-max-bytes' | 'ledger-retention';
-  readonly limit: number;
-}
-
 /** A rotated segment as the writer tracks it. */
 interface RotatedSegment {
   readonly path: string;
@@ -130,7 +91,7 @@ interface RotatedSegment {
 
 /** An append waiting for its group commit. */
 interface Pending {
-  readonly input: LedgerEntryInput;
+  readonly input: AnyEntryInput;
   readonly time: string;
   readonly resolve: (entry: LedgerEntry) => void;
   readonly reject: (error: unknown) => void;
@@ -149,17 +110,6 @@ interface FailureNote {
   /** SV records whose reply entry did not reach the file: their tokens were never sent. */
   unrepliedRecords: string[];
 }
-
-/** Caps on what a recovery entry lists, so a long outage cannot make one entry unbounded. */
-const MAX_LISTED = 10_000;
-
-/**
- * A record written this long before the last ledger entry cannot be the orphan of a crash: its
- * entry would have been queued (and so written before) that last entry. The margin covers a
- * stalled event loop; a clock stepped back by more than this makes verify report such records
- * as unreferenced (never the reverse).
- */
-const ORPHAN_WINDOW_MS = 10 * 60 * 1000;
 
 const NOOP = (): void => undefined;
 
@@ -196,7 +146,7 @@ export class Ledger {
   /** Time (ms) of the last entry written. */
   #lastTime: number | undefined;
   /** A segment-start entry owed at the head of the active file (written with the next batch). */
-  #pendingStart: LedgerEntryInput | undefined;
+  #pendingStart: SegmentStartEntryInput | undefined;
 
   readonly #onDurable: ((entries: readonly DurableLine[]) => void) | undefined;
   readonly #keyStatePath: string | undefined;
@@ -250,7 +200,7 @@ export class Ledger {
     const statePath = options.keyStatePath;
     let key = statePath === undefined ? undefined : readKeyState(statePath);
     let seq = tail.seq;
-    const notes: Record<string, unknown> = {};
+    const notes: OpenNotes = {};
     if (key !== undefined && statePath !== undefined) {
       if (key.seq > tail.seq) {
         notes.missingEntries = { from: tail.seq + 1, to: key.seq };
@@ -317,7 +267,7 @@ export class Ledger {
     return { segments: this.#segments.length, bytes: this.#activeBytes + this.#segments.reduce((sum, segment) => sum + segment.bytes, 0) };
   }
 
-  #describeStart(previous: RotatedSegment): LedgerEntryInput {
+  #describeStart(previous: RotatedSegment): SegmentStartEntryInput {
     return {
       kind: 'segment-start',
       previous: { segment: previous.name, firstSeq: previous.firstSeq, lastSeq: previous.lastSeq, lastHash: previous.lastHash },
@@ -346,8 +296,9 @@ export class Ledger {
     this.#handle = await open(this.path, 'a', 0o600);
     await old.close().catch(NOOP);
     // The rename and the new file must survive a crash before the entries that follow them.
-    syncDirectoryOf(dir);
-    syncDirectoryOf(dirname(this.path));
+    // Best effort: on a file system without directory fsync the rename is still atomic.
+    syncDirectorySync(dir, { bestEffort: true });
+    syncDirectorySync(dirname(this.path), { bestEffort: true });
     const segment: RotatedSegment = {
       path: target,
       name: `${basename(dir)}/${formatSegmentName(firstSeq)}`,
@@ -384,7 +335,7 @@ export class Ledger {
       total -= segment.bytes;
       const reason = tooBig ? 'ledger-max-bytes' : 'ledger-retention';
       const limit = tooBig ? (retention.maxBytes ?? 0) : (retention.maxAgeMs ?? 0);
-      const input: LedgerEntryInput = {
+      const input: SegmentDroppedEntryInput = {
         kind: 'segment-dropped',
         segment: segment.name,
         firstSeq: segment.firstSeq,
@@ -423,15 +374,18 @@ export class Ledger {
     this.#segments = this.#segments.filter((candidate) => candidate !== segment);
   }
 
-  /** Appends one entry and resolves when it is durably on disk. */
-  append(input: LedgerEntryInput): Promise<LedgerEntry> {
+  /**
+   * Appends one entry and resolves when it is durably on disk. `input` is one of the kinds of
+   * ledger-format.ts, typed by its `kind` (another literal kind is written as given).
+   */
+  append<K extends string>(input: { readonly kind: K } & EntryInput<K>): Promise<LedgerEntry> {
     if (this.#closed) {
       return Promise.reject(new StoreWriteError('Cannot write to the ledger: it is closed'));
     }
     return this.#enqueue(input);
   }
 
-  #enqueue(input: LedgerEntryInput): Promise<LedgerEntry> {
+  #enqueue(input: AnyEntryInput): Promise<LedgerEntry> {
     const time = new Date().toISOString();
     return new Promise((resolve, reject) => {
       this.#queue.push({ input, time, resolve, reject });
@@ -498,10 +452,10 @@ export class Ledger {
     for (const item of items) {
       // The ledger's own members cannot be overridden by the caller's.
       // eslint-disable-next-line @typescript-eslint/no-unused-vars
-      const { seq: _s, time: _t, prev: _p, mac: _m, ...rest } = item.input as LedgerEntryInput & Record<string, unknown>;
+      const { seq: _s, time: _t, prev: _p, mac: _m, ...rest } = item.input as AnyEntryInput & Partial<Record<'seq' | 'time' | 'prev' | 'mac', unknown>>;
       seq += 1;
       const entry = { seq, time: item.time, prev, ...rest } as LedgerEntry;
-      const { line, mac } = formatEntryLine(entry, key);
+      const { line, mac } = formatLedgerLine(entry, key);
       if (key !== undefined && mac !== undefined) {
         entries.push({ ...entry, mac });
         // Forward security: the key of this entry is replaced by the next one at once.
@@ -523,14 +477,7 @@ export class Ledger {
    * a round trip through libuv's thread pool; only the flush to disk is waited for.
    */
   #write(text: string): void {
-    const bytes = Buffer.from(text, 'utf8');
-    const fd = this.#requireHandle().fd;
-    let offset = 0;
-    while (offset < bytes.length) {
-      const bytesWritten = writeSync(fd, bytes, offset, bytes.length - offset);
-      if (bytesWritten <= 0) throw new Error('the file system accepted no bytes');
-      offset += bytesWritten;
-    }
+    writeAllSync(this.#requireHandle().fd, Buffer.from(text, 'utf8'));
   }
 
   #requireHandle(): FileHandle {
@@ -615,7 +562,7 @@ export class Ledger {
         return;
       }
       note.lostEntries += 1;
-      const record = item.input.record;
+      const record = 'record' in item.input ? item.input.record : undefined;
       if (typeof record === 'string' && note.unrepliedRecords.length < MAX_LISTED) note.unrepliedRecords.push(record);
     });
     this.#failure = note;
@@ -652,7 +599,7 @@ export class Ledger {
   }
 }
 
-function describeFailure(note: FailureNote): LedgerEntryInput {
+function describeFailure(note: FailureNote): RecoveryEntryInput {
   return {
     kind: 'recovery',
     note:
@@ -664,136 +611,6 @@ function describeFailure(note: FailureNote): LedgerEntryInput {
     lostEntries: note.lostEntries,
     unrepliedRecords: note.unrepliedRecords,
   };
-}
-
-function describeOpenRecovery(notes: Record<string, unknown>): string {
-  const parts: string[] = [];
-  if (notes.discarded !== undefined) parts.push('a partial entry left by an interrupted write was removed from the end of the ledger');
-  if (notes.missingEntries !== undefined) {
-    parts.push('the key state had reached a later entry than the ledger holds: entries were removed from the end of the ledger');
-  }
-  if (notes.removedTemporaryFiles !== undefined) parts.push('temporary files of interrupted record writes were removed');
-  if (notes.unrepliedRecords !== undefined) {
-    parts.push('records were saved for requests whose reply entry never reached the ledger (the daemon stopped first): their tokens were never sent');
-  }
-  return parts.join('; ');
-}
-
-/** Reads the initial key to install; undefined when the file is gone but the store already has a key (moved before). */
-function readInstallKey(file: string, stateExists: boolean): Buffer | undefined {
-  try {
-    return readLedgerKeyFile(file);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
-      if (stateExists) return undefined;
-      throw new Error(`cannot read the ledger key ${file}: no such file; make one with \`stopctl keygen --out ${file}\``);
-    }
-    throw error;
-  }
-}
-
-function unlinkIfPresent(path: string): void {
-  try {
-    unlinkSync(path);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-  }
-}
-
-/** A temporary file of `writeRecord`: `.<token>.tmp-<random>`. */
-export const TEMPORARY_RECORD_NAME = /^\.[0-9a-f]{40}(?:[0-9a-f]{24})?\.tmp-[0-9a-f]+$/;
-/** A record file: `<token>.json`. */
-export const RECORD_NAME = /^([0-9a-f]{40}(?:[0-9a-f]{24})?)\.json$/;
-
-/**
- * After a crash: removes temporary record files (the store is locked by us, so no write is in
- * progress), and finds record files that no ledger entry names. Only records written within
- * {@link ORPHAN_WINDOW_MS} of the last entry are candidates, and only that end of the ledger is
- * read, so a start costs little however long the ledger is.
- */
-function findOrphanRecords(
-  recordsDir: string,
-  ledgerPath: string,
-  lastTime: number | undefined,
-): { removedTemporaryFiles: string[]; unrepliedRecords: string[] } {
-  let names: string[];
-  try {
-    names = readdirSync(recordsDir);
-  } catch {
-    return { removedTemporaryFiles: [], unrepliedRecords: [] };
-  }
-  const removedTemporaryFiles: string[] = [];
-  const candidates = new Set<string>();
-  const since = lastTime === undefined ? -Infinity : lastTime - ORPHAN_WINDOW_MS;
-  for (const name of names) {
-    if (TEMPORARY_RECORD_NAME.test(name)) {
-      try {
-        unlinkSync(join(recordsDir, name));
-        removedTemporaryFiles.push(name);
-      } catch {
-        // Verify will report it.
-      }
-      continue;
-    }
-    const token = RECORD_NAME.exec(name)?.[1];
-    if (token === undefined) continue;
-    try {
-      if (statSync(join(recordsDir, name)).mtimeMs >= since) candidates.add(token);
-    } catch {
-      // Gone or unreadable: verify reports it.
-    }
-  }
-  if (candidates.size > 0) {
-    const stopBefore = lastTime === undefined ? -Infinity : lastTime - 2 * ORPHAN_WINDOW_MS;
-    // Newest file first: the entries near the end of the ledger may lie in the last rotated segment.
-    for (const segment of listLedgerSegments(ledgerPath).reverse()) {
-      let more = true;
-      scanLinesBackward(segment.path, (line) => {
-        // Tokens are random 160- or 256-bit strings: any occurrence in a line is a reference to it.
-        for (const token of candidates) if (line.includes(token)) candidates.delete(token);
-        if (candidates.size === 0) return (more = false);
-        const time = Date.parse(/"time":"([^"]+)"/.exec(line)?.[1] ?? '');
-        more = !(Number.isFinite(time) && time < stopBefore);
-        return more;
-      });
-      if (!more) break;
-    }
-  }
-  return { removedTemporaryFiles: removedTemporaryFiles.slice(0, MAX_LISTED), unrepliedRecords: [...candidates].slice(0, MAX_LISTED) };
-}
-
-/** Calls `visit` with each complete line from the end of the file to its start, until it returns false. */
-function scanLinesBackward(path: string, visit: (line: string) => boolean): void {
-  let fd: number;
-  try {
-    fd = openSync(path, 'r');
-  } catch {
-    return;
-  }
-  try {
-    let position = fstatSync(fd).size;
-    let carry = Buffer.alloc(0);
-    const chunk = 64 * 1024;
-    while (position > 0) {
-      const start = Math.max(0, position - chunk);
-      const buf = Buffer.alloc(position - start);
-      readSync(fd, buf, 0, buf.length, start);
-      position = start;
-      let data = Buffer.concat([buf, carry]);
-      let newline = data.lastIndexOf(0x0a, data.length - 2);
-      while (newline >= 0) {
-        const line = data.subarray(newline + 1).toString('utf8').replace(/\n$/, '');
-        if (line !== '' && !visit(line)) return;
-        data = data.subarray(0, newline + 1);
-        newline = data.lastIndexOf(0x0a, data.length - 2);
-      }
-      carry = Buffer.from(data);
-    }
-    const first = carry.toString('utf8').replace(/\n$/, '');
-    if (first !== '') visit(first);
-  } finally {
-    closeSync(fd);
-  }
 }
 
 /** The rotated segments of the ledger at `path`, with their last entry (segments without one are skipped). */
@@ -816,76 +633,6 @@ function readRotatedSegments(path: string): RotatedSegment[] {
     });
   }
   return segments;
-}
-
-/** fsync of a directory, so that a rename or a new file in it survives a crash (best effort). */
-function syncDirectoryOf(dir: string): void {
-  try {
-    const fd = openSync(dir, 'r');
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-  } catch {
-    // A file system without directory fsync: the rename is still atomic.
-  }
-}
-
-/** Reads the last complete line of the ledger (its seq, hash and time); cuts off a partial tail. */
-function recoverTail(path: string): { seq: number; prev: string; time?: number; partial?: Buffer } {
-  let fd: number;
-  try {
-    fd = openSync(path, 'r+');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { seq: 0, prev: GENESIS_HASH };
-    throw error;
-  }
-  try {
-    const size = fstatSync(fd).size;
-    if (size === 0) return { seq: 0, prev: GENESIS_HASH };
-    // Read backwards in chunks until we hold the last complete line.
-    let chunk = 64 * 1024;
-    for (;;) {
-      const start = Math.max(0, size - chunk);
-      const buf = Buffer.alloc(size - start);
-      readSync(fd, buf, 0, buf.length, start);
-      const lastNewline = buf.lastIndexOf(0x0a);
-      let partial: Buffer | undefined;
-      let end = buf.length;
-      if (lastNewline !== buf.length - 1) {
-        if (lastNewline < 0 && start > 0) {
-          chunk *= 4;
-          continue;
-        }
-        partial = Buffer.from(buf.subarray(lastNewline + 1));
-        end = lastNewline + 1;
-        ftruncateSync(fd, start + end);
-      }
-      if (end === 0) return partial === undefined ? { seq: 0, prev: GENESIS_HASH } : { seq: 0, prev: GENESIS_HASH, partial };
-      const before = buf.lastIndexOf(0x0a, end - 2);
-      if (before < 0 && start > 0) {
-        chunk *= 4;
-        continue;
-      }
-      const line = buf.subarray(before + 1, end - 1).toString('utf8');
-      let parsed: { seq?: unknown; time?: unknown } = {};
-      try {
-        parsed = JSON.parse(line) as { seq?: unknown; time?: unknown };
-      } catch {
-        // An unparsable last line (altered by hand): chain onto it anyway; verify reports it.
-      }
-      const time = typeof parsed.time === 'string' ? Date.parse(parsed.time) : Number.NaN;
-      const result = {
-        seq: typeof parsed.seq === 'number' ? parsed.seq : 0,
-        prev: hashLine(line),
-        ...(Number.isFinite(time) ? { time } : {}),
-      };
-      return partial === undefined ? result : { ...result, partial };
-    }
-  } finally {
-    closeSync(fd);
-  }
 }
 
 /** One line of the ledger as read back, with its position and whether it chains to the one before. */
@@ -913,13 +660,7 @@ export async function* readLedger(path: string): AsyncGenerator<LedgerLine> {
   for await (const line of readLedgerLines(path)) {
     lineNumber += 1;
     const text = line.bytes.toString('utf8');
-    let entry: LedgerEntry | undefined;
-    try {
-      const parsed: unknown = JSON.parse(text);
-      if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)) entry = parsed as LedgerEntry;
-    } catch {
-      entry = undefined;
-    }
+    const entry = parseLedgerLine(text);
     const chained = prev === undefined ? entry?.prev === GENESIS_HASH || entry?.kind === 'segment-start' : entry?.prev === prev;
     yield { lineNumber, segment: line.segment.name, text, entry, chained };
     prev = hashLine(text);

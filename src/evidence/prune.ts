@@ -13,18 +13,17 @@
  * and only then are the original files removed. A crash in between leaves a record that is
  * both present and noted as pruned (harmless), never a record gone without a note.
  */
-import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { open, readFile, readdir, rename, stat, unlink, utimes } from 'node:fs/promises';
+import { readFile, readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gunzip, gzip } from 'node:zlib';
 import { StoreOpenError } from '../errors.js';
-import type { LedgerEntryInput } from './ledger.js';
-import { RECORD_FILE } from './quota.js';
-import { syncDirectory, tokenHashOf } from './record.js';
+import type { PruneEntryInput } from './ledger-format.js';
+import { syncDirectory, writeFileDurably } from './durable-file.js';
+import { parseRecordFileName, recordFileName, temporaryRecordPath } from './record-files.js';
 import { openStore, requireStore, storePaths } from './store.js';
-import { hashToken } from './tokens.js';
+import { findLockHolder } from './store-lock.js';
+import { hashToken, tokenHashOf } from './tokens.js';
 
 const gzipAsync = promisify(gzip);
 const gunzipAsync = promisify(gunzip);
@@ -49,21 +48,6 @@ export interface PruneResult {
   readonly failed: readonly { readonly token: string; readonly error: string }[];
   /** Pruned records whose bytes did not match their token (noted as such in the ledger). */
   readonly unverified: readonly string[];
-}
-
-/** The ledger entry of one pruned record (`kind: "prune"`). */
-export interface PruneEntryInput extends LedgerEntryInput {
-  readonly kind: 'prune';
-  /** The record's token. */
-  readonly record: string;
-  readonly action: 'removed' | 'gzipped';
-  /** Whether the bytes still matched the token when they were pruned. */
-  readonly verified: boolean;
-  /** Size of the record (uncompressed). */
-  readonly bytes: number;
-  /** When the record file was last modified. */
-  readonly modified: string;
-  readonly olderThanDays: number;
 }
 
 const BATCH = 64;
@@ -139,13 +123,14 @@ interface Candidate {
 async function findOldRecords(recordsDir: string, cutoff: number, gzip: boolean): Promise<Candidate[]> {
   const found: Candidate[] = [];
   for (const name of await readdir(recordsDir)) {
-    if (!RECORD_FILE.test(name)) continue;
-    const compressed = name.endsWith('.gz');
+    const file = parseRecordFileName(name);
+    if (file.kind !== 'record') continue;
+    const compressed = file.compressed;
     if (gzip && compressed) continue;
     try {
       const info = await stat(join(recordsDir, name));
       if (!info.isFile() || info.mtimeMs >= cutoff) continue;
-      found.push({ token: name.slice(0, name.indexOf('.')), name, compressed, mtime: info.mtime, atime: info.atime });
+      found.push({ token: file.token, name, compressed, mtime: info.mtime, atime: info.atime });
     } catch {
       // Gone meanwhile.
     }
@@ -181,44 +166,24 @@ async function prepare(
 }
 
 /**
- * Writes `<token>.json.gz` crash-safely (a temporary file named like writeRecord's, which the
- * ledger's recovery removes after a crash; fsync; rename) with the original's times, so its
- * age, and with it later prunes, are unchanged.
+ * Writes `<token>.json.gz` crash-safely (durable-file.ts, with a temporary file named like
+ * writeRecord's, which the ledger's recovery removes after a crash) with the original's
+ * times, so its age, and with it later prunes, are unchanged. The directory is flushed once
+ * per batch by the caller.
  */
 async function writeGzip(recordsDir: string, candidate: Candidate, bytes: Buffer): Promise<void> {
   const packed = await gzipAsync(bytes, { level: 9 });
-  const temporary = join(recordsDir, `.${candidate.token}.tmp-${randomBytes(6).toString('hex')}`);
-  try {
-    const handle = await open(temporary, 'wx', 0o600);
-    try {
-      await handle.writeFile(packed);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await utimes(temporary, candidate.atime, candidate.mtime);
-    await rename(temporary, join(recordsDir, `${candidate.token}.json.gz`));
-  } catch (error) {
-    await unlink(temporary).catch(() => undefined);
-    throw error;
-  }
+  await writeFileDurably(join(recordsDir, recordFileName(candidate.token, { compressed: true })), packed, {
+    temporaryPath: temporaryRecordPath(recordsDir, candidate.token),
+    times: { atime: candidate.atime, mtime: candidate.mtime },
+    syncDirectory: false,
+  });
 }
-
 
 /** A clear refusal while the daemon holds the store (openStore's lock check is the real guard). */
 function refuseWhileDaemonRuns(storeDir: string): void {
-  let owner: number;
-  try {
-    owner = Number.parseInt(readFileSync(storePaths(storeDir).lock, 'utf8'), 10);
-  } catch {
-    return;
-  }
-  if (!Number.isInteger(owner) || owner <= 0 || owner === process.pid) return;
-  try {
-    process.kill(owner, 0);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EPERM') return; // a stale lock
-  }
+  const owner = findLockHolder(storePaths(storeDir).lock);
+  if (owner === undefined || owner === process.pid) return;
   throw new StoreOpenError(
     `Cannot prune ${storeDir}: stopd (pid ${owner}) holds the store, and only one process may write its ledger, where prune notes what it removes; stop stopd, prune, then start it again`,
   );

@@ -22,6 +22,8 @@ import { open, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UsageError } from '../errors.js';
 import { formatRequesterGroup } from '../protocol/index.js';
+import type { RecordNotKeptEntryInput } from './ledger-format.js';
+import { isRecordFileName } from './record-files.js';
 
 /** The limits; an absent one is no limit. */
 export interface QuotaLimits {
@@ -53,26 +55,6 @@ export interface QuotaRefusal {
   readonly sharePercent?: number;
 }
 
-/**
- * The ledger entry written instead of a record at the limit (`kind: "record-not-kept"`).
- * `record` is the token replied: the hash of the bytes that would have been saved, so the
- * reply has the same form as every other.
- */
-export interface RecordNotKeptEntryInput {
-  readonly kind: 'record-not-kept';
-  readonly record: string;
-  readonly reason: QuotaRefusal['reason'];
-  readonly limit: number;
-  readonly usage: QuotaUsage;
-  readonly group?: string;
-  /** Size of the record that was not saved. */
-  readonly bytes: number;
-  readonly [field: string]: unknown;
-}
-
-/** Names of record files: `<token>.json`, or `<token>.json.gz` after `stopctl prune --gzip`. */
-export const RECORD_FILE = /^(?:[0-9a-f]{40}|[0-9a-f]{64})\.json(?:\.gz)?$/;
-
 /** Usage per requester group (records whose requester cannot be read count for the store only). */
 export type GroupUsage = Map<string, { records: number; bytes: number }>;
 
@@ -92,7 +74,7 @@ export async function measureRecords(recordsDir: string, options: { groups?: Gro
   let records = 0;
   let bytes = 0;
   for (const name of names) {
-    if (!RECORD_FILE.test(name)) continue;
+    if (!isRecordFileName(name)) continue;
     try {
       const path = join(recordsDir, name);
       const info = await stat(path);
@@ -229,7 +211,7 @@ export function describeRecordNotKept(token: string, refusal: QuotaRefusal, byte
 }
 
 /** A sentence for `stopctl redeem`: why a record is missing. */
-export function explainRecordNotKept(entry: { readonly [field: string]: unknown }): string {
+export function explainRecordNotKept(entry: { readonly [field: string]: unknown } | RecordNotKeptEntryInput): string {
   const limit = typeof entry.limit === 'number' ? entry.limit : undefined;
   if (entry.reason === 'max-records') return `record not kept: store quota (--max-records ${limit ?? '?'} reached)`;
   if (entry.reason === 'max-store-bytes') return `record not kept: store quota (--max-store-bytes ${limit ?? '?'} reached)`;

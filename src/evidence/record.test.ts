@@ -13,14 +13,12 @@ import {
   buildRecord,
   formatCanonicalJson,
   formatRecordBytes,
-  parseRecord,
   parseSaveCategories,
-  readRecord,
   writeRecord,
-  directorySync,
   type BuildRecordInput,
   type SaveCategory,
 } from './record.js';
+import { parseRecord, readRecord } from './record-reader.js';
 import { hashToken } from './tokens.js';
 
 const HOST: HostFacts = {
@@ -263,18 +261,6 @@ test('writeRecord called 40 times at once keeps every record, each verified, and
   assert.equal(new Set(tokens).size, 40);
   assert.deepEqual(readdirSync(dir).sort(), tokens.map((token) => `${token}.json`).sort());
   for (const [i, token] of tokens.entries()) assert.deepEqual(readFileSync(join(dir, `${token}.json`)), inputs[i]);
-});
-
-test('directorySync shares flushes among concurrent callers, and each caller sees a failing flush', async (t) => {
-  const dir = temporaryDir(t);
-  await Promise.all(Array.from({ length: 10 }, () => directorySync(dir)));
-  // A flush that cannot run (no such directory) rejects every caller waiting for it, the
-  // first and the queued ones alike, and the next call tries again.
-  const missing = join(dir, 'missing');
-  const results = await Promise.allSettled(Array.from({ length: 5 }, () => directorySync(missing)));
-  assert.deepEqual(results.map((result) => result.status), Array(5).fill('rejected'));
-  mkdirSync(missing);
-  await directorySync(missing);
 });
 
 test('readRecord round-trips a written record, verified', async (t) => {

@@ -1,8 +1,10 @@
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { storePaths } from './store.js';
-import { readLedger, type LedgerEntry } from './ledger.js';
-import { readRecord, type StoredRecord } from './record.js';
+import { readLedger } from './ledger.js';
+import type { LedgerEntry } from './ledger-format.js';
+import { recordFileName } from './record-files.js';
+import { readRecord, type StoredRecord } from './record-reader.js';
 import { explainRecordNotKept } from './quota.js';
 
 /** What a token stands for, as found in the ledger. */
@@ -148,7 +150,7 @@ function issuedBeforeKeptLedger(storeDir: string, token: string, dropped: Ledger
   if (dropped === undefined) return false;
   const until = dropped.lastTime === undefined ? Infinity : Date.parse(dropped.lastTime) + 60_000;
   const records = storePaths(storeDir).records;
-  for (const name of [`${token}.json`, `${token}.json.gz`]) {
+  for (const name of [recordFileName(token), recordFileName(token, { compressed: true })]) {
     try {
       return statSync(join(records, name)).mtimeMs <= until;
     } catch {

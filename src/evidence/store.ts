@@ -1,10 +1,11 @@
-import { accessSync, chmodSync, closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { accessSync, chmodSync, constants, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { errnoCode, StoreOpenError } from '../errors.js';
 import { Ledger, type LedgerRetention } from './ledger.js';
 import { ledgerExists } from './ledger-segments.js';
 import { SyslogForwarder, type SyslogForwarderOptions } from './forwarder.js';
 import { StoreQuota, type QuotaLimits } from './quota.js';
+import { releaseStoreLock, takeStoreLock } from './store-lock.js';
 
 /** Paths inside a store directory (DESIGN "Evidence"). */
 export function storePaths(dir: string): { dir: string; ledger: string; records: string; lock: string; ledgerKey: string } {
@@ -58,7 +59,7 @@ export async function openStore(
       { cause: error },
     );
   }
-  await takeLock(paths.lock, options.lockWaitMs ?? 0);
+  await takeStoreLock(paths.lock, options.lockWaitMs ?? 0);
   let ledger: Ledger;
   let quota: StoreQuota | undefined;
   const forward = options.forward;
@@ -75,7 +76,7 @@ export async function openStore(
     // Entries the ledger holds but the collector has not had are read back from the file.
     forwarder?.start();
   } catch (error) {
-    releaseLock(paths.lock);
+    releaseStoreLock(paths.lock);
     throw new StoreOpenError(`Cannot open the ledger in ${dir}: ${(error as Error).message}`, { cause: error });
   }
   let closing: Promise<void> | undefined;
@@ -89,68 +90,10 @@ export async function openStore(
       closing ??= ledger
         .close()
         .finally(() => forwarder?.close())
-        .finally(() => releaseLock(paths.lock));
+        .finally(() => releaseStoreLock(paths.lock));
       return closing;
     },
   };
-}
-
-async function takeLock(path: string, waitMs: number): Promise<void> {
-  const deadline = Date.now() + waitMs;
-  for (;;) {
-    try {
-      const fd = openSync(path, 'wx', 0o600);
-      writeSync(fd, `${process.pid}\n`);
-      closeSync(fd);
-      return;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') {
-        throw new StoreOpenError(`Cannot lock the store: ${(error as Error).message}`, { cause: error });
-      }
-    }
-    const owner = readLockOwner(path);
-    if (owner !== undefined && !isAlive(owner) && readLockOwner(path) === owner) {
-      // A stale lock of a dead process (read twice, so a lock being replaced is left alone).
-      try {
-        unlinkSync(path);
-      } catch {
-        // Someone else removed it first: try again.
-      }
-      continue;
-    }
-    if (Date.now() >= deadline) {
-      const who = owner === undefined ? 'another process' : `running process ${owner}`;
-      throw new StoreOpenError(`Cannot lock the store: ${path} is held by ${who}; stop that daemon or use another --store`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
-
-/** The pid in a lock file; undefined while it is being written or already gone. */
-function readLockOwner(path: string): number | undefined {
-  try {
-    const owner = Number.parseInt(readFileSync(path, 'utf8'), 10);
-    return Number.isInteger(owner) && owner > 0 ? owner : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-function releaseLock(path: string): void {
-  try {
-    if (Number.parseInt(readFileSync(path, 'utf8'), 10) === process.pid) unlinkSync(path);
-  } catch {
-    // Already gone: nothing to release.
-  }
 }
 
 /**

@@ -39,7 +39,18 @@ export function tokenLength(hash: TokenHash): number {
   return BYTES[hash] * 2;
 }
 
+/** A token under any supported hash, as a regular expression source: 40 or 64 lowercase hex digits. */
+export const TOKEN_PATTERN = '[0-9a-f]{40}(?:[0-9a-f]{24})?';
+
+const TOKEN = new RegExp(`^${TOKEN_PATTERN}$`);
+
 /** Whether `text` has the shape of a token under any supported hash (for argument checks). */
 export function isTokenShaped(text: string): boolean {
-  return /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/.test(text);
+  return TOKEN.test(text);
+}
+
+/** The hash a token was made with, from its length: 64 hex digits SHA-256, 40 SHA-1. */
+export function tokenHashOf(token: string): TokenHash | undefined {
+  if (!isTokenShaped(token)) return undefined;
+  return token.length === BYTES.sha256 * 2 ? 'sha256' : 'sha1';
 }

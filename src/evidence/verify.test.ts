@@ -5,11 +5,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
-import { evolveKeyBy, formatEntryLine, generateLedgerKey, readKeyState, writeKeyState } from './forward-mac.js';
-import { hashLine, Ledger } from './ledger.js';
+import { evolveKeyBy, generateLedgerKey, readKeyState, writeKeyState } from './forward-mac.js';
+import { Ledger } from './ledger.js';
+import { formatLedgerLine, hashLine } from './ledger-format.js';
 import { formatRecordBytes, writeRecord, type EvidenceRecord } from './record.js';
 import { storePaths } from './store.js';
 import { verifyStore, type FindingKind, type VerifyReport } from './verify.js';
+
+/** The requester of the reply entries these tests write (RFC 5737). */
+const REQUESTER = { address: '192.0.2.1', port: 40000 };
 
 const root = mkdtempSync(join(tmpdir(), 'stopd-verify-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -65,9 +69,9 @@ async function makeStore(options: { keyed?: boolean; entries?: number } = {}): P
     if (index % 2 === 0) {
       const token = await writeRecord(paths.records, formatRecordBytes(sampleRecord(40000 + index)), { hash: 'sha256' });
       tokens.push(token);
-      await ledger.append({ kind: 'reply', request: `${40000 + index},22:SV`, decision: 'token', token, record: token });
+      await ledger.append({ kind: 'reply', requester: REQUESTER, request: `${40000 + index},22:SV`, decision: 'token', token, record: token });
     } else {
-      await ledger.append({ kind: 'reply', request: `${40000 + index},22`, decision: 'token', token: randomBytes(32).toString('hex') });
+      await ledger.append({ kind: 'reply', requester: REQUESTER, request: `${40000 + index},22`, decision: 'token', token: randomBytes(32).toString('hex') });
     }
   }
   await ledger.close();
@@ -210,8 +214,8 @@ describe('verifyStore', () => {
     let prev = hashLine(kept[kept.length - 1] ?? '');
     const forged: string[] = [];
     for (let seq = 5; seq <= 9; seq += 1) {
-      const entry = { seq, time: new Date().toISOString(), prev, kind: 'reply', request: '1,2', decision: 'token', token: 'f'.repeat(64) };
-      const { line } = formatEntryLine(entry, state.key);
+      const entry = { seq, time: new Date().toISOString(), prev, kind: 'reply', requester: REQUESTER, request: '1,2', decision: 'token', token: 'f'.repeat(64) };
+      const { line } = formatLedgerLine(entry, state.key);
       forged.push(line);
       prev = hashLine(line);
     }
@@ -247,9 +251,9 @@ describe('verifyStore', () => {
     unlinkSync(join(store.paths.records, `${removed}.json`));
     unlinkSync(join(store.paths.records, `${notKept}.json`));
     const ledger = await Ledger.open(store.paths.ledger, { keyStatePath: store.paths.ledgerKey, recordsDir: store.paths.records });
-    await ledger.append({ kind: 'prune', record: gzipped, action: 'gzipped', verified: true });
-    await ledger.append({ kind: 'prune', record: removed, action: 'removed', verified: true });
-    await ledger.append({ kind: 'record-not-kept', record: notKept, reason: 'max-records', limit: 2 });
+    await ledger.append({ kind: 'prune', record: gzipped, action: 'gzipped', verified: true, bytes: 1, modified: '2024-01-01T00:00:00.000Z', olderThanDays: 1 });
+    await ledger.append({ kind: 'prune', record: removed, action: 'removed', verified: true, bytes: 1, modified: '2024-01-01T00:00:00.000Z', olderThanDays: 1 });
+    await ledger.append({ kind: 'record-not-kept', record: notKept, reason: 'max-records', limit: 2, usage: { records: 2, bytes: 2 }, bytes: 1 });
     await ledger.close();
     const report = await verifyStore(store.dir);
     assert.deepEqual(report.findings, []);

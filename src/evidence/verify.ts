@@ -10,19 +10,16 @@
  * (`partial-line`, `temporary-file`, `record-unreferenced`) whose detail says so; after the
  * daemon's restart they are accounted for in a `recovery` entry and the store verifies clean.
  */
-import { createHash } from 'node:crypto';
-import { existsSync, lstatSync, readdirSync, readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { gunzipSync } from 'node:zlib';
+import { existsSync } from 'node:fs';
 import { StoreOpenError } from '../errors.js';
 import { checkEntryMac, evolveKey, evolveKeyBy, forgetKey, ledgerKeyId, readKeyState, splitEntryMac, type LedgerKeyState } from './forward-mac.js';
 import { verifyHistory, type HistoryVerifySummary } from './history-verify.js';
-import { GENESIS_HASH, RECORD_NAME, TEMPORARY_RECORD_NAME } from './ledger.js';
+import { GENESIS_HASH, hashLine, parseLedgerEntry } from './ledger-format.js';
 import { listLedgerSegments, readLedgerLines } from './ledger-segments.js';
-import { parseRecord, tokenHashOf } from './record.js';
+import { readLinesForward } from './line-reader.js';
 import { storePaths } from './store.js';
-import { hashToken } from './tokens.js';
+import { findLockHolder } from './store-lock.js';
+import { checkRecords, listRecords } from './verify-records.js';
 
 /** What kind of problem a finding is. */
 export type FindingKind =
@@ -128,17 +125,6 @@ interface ParsedLine {
   readonly where: string;
 }
 
-/** A record pruned with `stopctl prune --gzip`. */
-const GZIPPED_RECORD_NAME = /^([0-9a-f]{40}(?:[0-9a-f]{24})?)\.json\.gz$/;
-/** A decompressed record larger than this is not a record (a gzip bomb, or damage), as record.ts. */
-const MAX_RECORD_BYTES = 256 * 1024 * 1024;
-
-/** A record is written just before its reply entry: this much later than the last dropped entry is still "before". */
-const DROPPED_RECORD_MARGIN_MS = 60_000;
-
-/** How long a temporary record file of a running daemon may be a write in progress. */
-const IN_PROGRESS_MS = 60_000;
-
 /**
  * Verifies the store in `storeDir`. Resolves a report (tampering is a finding, not an error);
  * rejects with a {@link StoreOpenError} when the store cannot be read at all.
@@ -165,7 +151,7 @@ export async function verifyStore(storeDir: string, options: VerifyOptions = {})
   }
   const scan = ledgerExists ? await scanLedger(paths.ledger, options.key, findings) : emptyScan();
   const keyStateSeq = checkKeyState(paths.ledgerKey, scan, options.key, findings);
-  const live = isDaemonRunning(paths.lock);
+  const live = findLockHolder(paths.lock) !== undefined;
   if (live && listing !== undefined) {
     // Records written while we read: their entries may have landed after our read.
     await scanLedgerGrowth(paths.ledger, scan.bytes, scan.referenced);
@@ -303,12 +289,12 @@ async function scanLedger(path: string, initialKey: Buffer | undefined, findings
           : `the last ${bytes.length} bytes of this rotated segment have no line end: the segment was cut in the middle of an entry`,
       });
       if (segment.active) break;
-      previous = { line: lineNumber, hash: createHash('sha256').update(bytes).digest('hex'), seq: undefined, where };
+      previous = { line: lineNumber, hash: hashLine(bytes), seq: undefined, where };
       continue;
     }
     const text = bytes.toString('utf8');
-    const hash = createHash('sha256').update(bytes).digest('hex');
-    const entry = parseEntry(text);
+    const hash = hashLine(bytes);
+    const entry = parseLedgerEntry(text);
     if (entry === undefined) {
       findings.push({ kind: 'entry-not-json', where, detail: `the line is not a ledger entry (a JSON object with seq, time and prev): ${JSON.stringify(text.slice(0, 80))}` });
       previous = { line: lineNumber, hash, seq: undefined, where };
@@ -537,189 +523,15 @@ function checkKeyState(path: string, scan: LedgerScan, initialKey: Buffer | unde
   }
 }
 
-interface Listing {
-  readonly names: string[];
-}
-
-function listRecords(dir: string): Listing | undefined {
-  try {
-    return { names: readdirSync(dir) };
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new StoreOpenError(`Cannot list the records in ${dir}: ${(error as Error).message}`, { cause: error });
-  }
-}
-
-function checkRecords(
-  dir: string,
-  listing: Listing | undefined,
-  scan: LedgerScan,
-  context: { live: boolean },
-  findings: VerifyFinding[],
-): VerifyReport['records'] {
-  const present = new Map<string, Buffer | undefined>();
-  const modified = new Map<string, number>();
-  const now = Date.now();
-  for (const name of listing?.names ?? []) {
-    const path = join(dir, name);
-    const where = `records/${name}`;
-    let stats;
-    try {
-      stats = lstatSync(path);
-    } catch {
-      continue; // removed since listing (a running daemon's temporary file)
-    }
-    if (TEMPORARY_RECORD_NAME.test(name)) {
-      if (context.live && now - stats.mtimeMs < IN_PROGRESS_MS) continue; // a write in progress
-      findings.push({
-        kind: 'temporary-file',
-        where,
-        detail: 'a temporary file of an interrupted record write (the daemon stopped mid-write; it removes these when it starts)',
-      });
-      continue;
-    }
-    const plain = RECORD_NAME.exec(name)?.[1];
-    const packed = GZIPPED_RECORD_NAME.exec(name)?.[1];
-    const token = plain ?? packed;
-    if (token === undefined || !stats.isFile()) {
-      findings.push({
-        kind: 'unexpected-file',
-        where,
-        detail: token === undefined ? 'not a record name (<token>.json or <token>.json.gz, 40 or 64 lowercase hex digits)' : 'not a regular file',
-      });
-      continue;
-    }
-    // `stopctl prune --gzip` writes <token>.json.gz, then removes <token>.json: after a crash in
-    // between both exist, and both are checked.
-    const key = packed === undefined ? token : `${token}.json.gz`;
-    modified.set(key, stats.mtimeMs);
-    try {
-      const bytes = readFileSync(path);
-      present.set(key, packed === undefined ? bytes : gunzipSync(bytes, { maxOutputLength: MAX_RECORD_BYTES }));
-    } catch (error) {
-      present.set(key, undefined);
-      const what = packed === undefined ? 'cannot read it' : 'cannot read or decompress it';
-      findings.push({ kind: 'record-unreadable', where, detail: `${what}: ${(error as Error).message}` });
-    }
-  }
-  const tokenOf = (key: string): string => key.replace(/\.json\.gz$/, '');
-  const fileOf = (key: string): string => (key.endsWith('.gz') ? `records/${key}` : `records/${key}.json`);
-  const tokens = new Set([...present.keys()].map(tokenOf));
-  // Hashes of every record's bytes, to recognise a record copied under another record's name.
-  const ownerOfHash = new Map<string, string>();
-  const actual = new Map<string, string>();
-  for (const [key, bytes] of present) {
-    if (bytes === undefined) continue;
-    const token = tokenOf(key);
-    const hash = hashToken(bytes, tokenHashOf(token) ?? 'sha256');
-    actual.set(key, hash);
-    if (hash === token) ownerOfHash.set(hash, token);
-  }
-  for (const [key, bytes] of present) {
-    if (bytes === undefined) continue;
-    const token = tokenOf(key);
-    const where = fileOf(key);
-    const hash = actual.get(key) ?? '';
-    if (hash !== token) {
-      const known = ownerOfHash.get(hash) ?? (scan.referenced.has(hash) || scan.unreplied.has(hash) ? hash : undefined);
-      let wellFormed = true;
-      try {
-        parseRecord(bytes);
-      } catch {
-        wellFormed = false;
-      }
-      const what =
-        known !== undefined
-          ? `they are the bytes of record ${known}${ownerOfHash.has(hash) ? '' : ' (named by the ledger)'}: another valid record was put under this name`
-          : wellFormed
-            ? 'they form a well-formed record, but not the one saved under this token: the record was replaced or edited'
-            : 'they are not a well-formed record: the file was changed';
-      findings.push({ kind: 'record-altered', where, detail: `its bytes hash to ${hash}, not to its token; ${what}` });
-      continue;
-    }
-    try {
-      parseRecord(bytes);
-    } catch (error) {
-      findings.push({ kind: 'record-unreadable', where, detail: `its bytes match its token but are not a record: ${(error as Error).message}` });
-    }
-  }
-  for (const [token, at] of scan.referenced) {
-    if (tokens.has(token) || scan.absent.has(token)) continue;
-    findings.push({
-      kind: 'record-missing',
-      where: `records/${token}.json`,
-      detail: `the ledger names this record (${at}), but the file is missing, and no prune or record-not-kept entry explains it: it was deleted`,
-    });
-  }
-  let beforeKeptLedger = 0;
-  // Written before the last dropped entry (with a margin for the record-then-entry order): its
-  // reply entry was in a dropped segment.
-  const droppedUntil = scan.dropped === undefined ? undefined : (scan.dropped.lastTime ?? Infinity) + DROPPED_RECORD_MARGIN_MS;
-  for (const key of present.keys()) {
-    const token = tokenOf(key);
-    if (scan.referenced.has(token) || scan.unreplied.has(token)) continue;
-    if (droppedUntil !== undefined && (modified.get(key) ?? Infinity) <= droppedUntil) {
-      beforeKeptLedger += 1;
-      continue;
-    }
-    findings.push({
-      kind: 'record-unreferenced',
-      where: fileOf(key),
-      detail:
-        'no ledger entry names this record: it was planted, or its entry was removed, or the daemon stopped between saving it and writing its entry (starting the daemon accounts for such records in a recovery entry)',
-    });
-  }
-  return { count: tokens.size, referenced: scan.referenced.size, unreplied: scan.unreplied.size, absent: scan.absent.size, beforeKeptLedger };
-}
-
 /** Adds record references from lines appended after `offset` (a running daemon's latest entries). */
 async function scanLedgerGrowth(path: string, offset: number, referenced: Map<string, string>): Promise<void> {
-  let text: string;
   try {
-    text = (await readFile(path)).subarray(offset).toString('utf8');
+    for await (const line of readLinesForward(path, { offset })) {
+      const entry = parseLedgerEntry(line.bytes.toString('utf8'));
+      if (entry?.kind === 'reply' && typeof entry.record === 'string') referenced.set(entry.record, `seq ${entry.seq}, written during verification`);
+    }
   } catch {
-    return;
-  }
-  for (const line of text.split('\n')) {
-    const entry = parseEntry(line);
-    if (entry?.kind === 'reply' && typeof entry.record === 'string') referenced.set(entry.record, `seq ${entry.seq}, written during verification`);
-  }
-}
-
-interface ParsedEntry {
-  readonly seq: number;
-  readonly prev: string;
-  readonly kind: unknown;
-  readonly [field: string]: unknown;
-}
-
-function parseEntry(text: string): ParsedEntry | undefined {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
-  const entry = value as Record<string, unknown>;
-  if (!Number.isSafeInteger(entry.seq) || (entry.seq as number) < 1 || typeof entry.prev !== 'string') return undefined;
-  return entry as ParsedEntry;
-}
-
-/** Whether a live process holds the store's lock (a daemon may be writing while we read). */
-function isDaemonRunning(lockPath: string): boolean {
-  let pid: number;
-  try {
-    pid = Number.parseInt(readFileSync(lockPath, 'utf8'), 10);
-  } catch {
-    return false;
-  }
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
+    // Unreadable now: the records are judged on what was read.
   }
 }
 

@@ -1,7 +1,7 @@
 /** `stopctl redeem`: what a token stands for, from the store, checked against the ledger. */
 import { DEFAULTS } from '../../daemon/daemon.js';
 import { redeemToken, type LedgerFinding } from '../../evidence/redeem.js';
-import { isReplyEntry } from '../../evidence/entries.js';
+import { isReplyEntry } from '../../evidence/ledger-format.js';
 import { UsageError } from '../../errors.js';
 import { formatCommandHelp } from '../args.js';
 import { describeRecordJson, describeUnreadableRecordJson, formatRecordText, formatUnreadableRecordText } from '../format-record.js';

@@ -45,6 +45,7 @@ function sampleChange(spec: OptionSpec, caFile: string): { value: OptionValue; n
     'max-store-bytes': { value: '2G' },
     'ledger-segment-bytes': { value: '8M' },
     'ledger-max-bytes': { value: '2G' },
+    history: { value: 'off' },
     'history-retention': { value: '7d' },
     'history-max-bytes': { value: '2G' },
   };

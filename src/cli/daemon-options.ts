@@ -83,6 +83,8 @@ export const DAEMON_OPTIONS: readonly OptionSpec[] = [
     help: 'total size of the ledger kept: past it the oldest segments are deleted, after a segment-dropped entry records the hash they end with, so `stopctl verify` checks the rest' },
   { name: 'ledger-retention', kind: 'integer', arg: 'DAYS', min: 1, max: 36_500, default: DEFAULTS.ledgerRetentionDays, reload: 'restart',
     help: 'delete ledger segments whose last entry is older than DAYS days (checked as entries are written), noted the same way' },
+  { name: 'history', kind: 'string', arg: 'auto|off', default: 'auto', reload: 'restart',
+    help: 'auto: record every outbound TCP connection with eBPF where the kernel allows it (the start-up log says once if not, and why) and answer requests about closed ones from the history journal in STORE/history; off: answer only connections open when the request arrives' },
   { name: 'history-retention', kind: 'string', arg: 'DURATION', default: '24h', reload: 'restart',
     help: 'keep the history of outbound connections this long (e.g. 90m, 24h, 7d): older journal segments are deleted, each after a history-dropped ledger entry' },
   { name: 'history-max-bytes', kind: 'string', arg: 'SIZE', default: '1G', reload: 'restart',
@@ -172,12 +174,16 @@ export function buildDaemonOptions(
       `${context.origin('ledger-segment-bytes')} (${ledgerSegmentBytes}) must be at most half of --ledger-max-bytes (${ledgerMaxBytes}): the active segment is never dropped`,
     );
   }
-  const historyRetentionMs = checked('history-retention', () => parseDuration(get<string>('history-retention') ?? '24h', '--history-retention'));
   const historyMaxBytes = checked('history-max-bytes', () => parseByteSize(get<string>('history-max-bytes') ?? '1G', '--history-max-bytes'));
+  const historyRetentionMs = checked('history-retention', () => parseDuration(get<string>('history-retention') ?? '24h', '--history-retention'));
   if (historyMaxBytes < MIN_HISTORY_BYTES) {
     throw new UsageError(`${context.origin('history-max-bytes')} must be at least 1M (${MIN_HISTORY_BYTES} bytes): the journal keeps at least two segments`);
   }
   const ledgerKey = get<string>('ledger-key');
+  const history = get<string>('history') ?? 'auto';
+  if (history !== 'auto' && history !== 'off') {
+    throw new UsageError(`${context.origin('history')} must be auto or off, not ${JSON.stringify(history)}`);
+  }
   return {
     listen: context.listen ?? checked('listen', () => (get<readonly string[]>('listen') ?? ['[::]:113']).map(parseListenAddress)),
     storeDir: get<string>('store') ?? DEFAULTS.storeDir,
@@ -217,6 +223,7 @@ export function buildDaemonOptions(
     ledgerSegmentBytes,
     ledgerMaxBytes,
     ledgerRetentionDays: int('ledger-retention'),
+    history,
     historyRetentionMs,
     historyMaxBytes,
     log: context.log,

@@ -92,6 +92,13 @@ export function formatRecordDot(token: string, record: EvidenceRecord, options: 
     `${record.type} record ${shortToken(token)}`,
     `${record.host === undefined ? 'host not saved' : `host ${record.host.hostname}`}, ${record.time}`,
     ...(record.sid === undefined ? [] : [`SID ${record.sid}`]),
+    // Issue 14: a record from history draws processes as captured at connect time, not at the request.
+    ...(record.history === undefined
+      ? []
+      : [
+          `FROM HISTORY: connection closed ${record.history.closedAt ?? '(close not seen)'}`,
+          `processes as captured ${record.history.capturedAt ?? 'never (exited before capture)'}`,
+        ]),
     ...problems.map((problem) => `INTEGRITY FAILURE: ${problem}`),
     // What the analysis could not see, as prominent as in `stopctl redeem` (issue 13).
     ...(record.problems ?? []).map((problem) => `PROBLEM: ${problem.message} (${problem.code}${problem.reason === undefined ? '' : `: ${problem.reason}`})`),
@@ -155,7 +162,10 @@ export function formatRecordDot(token: string, record: EvidenceRecord, options: 
   out.push(
     `  ${id('next')} [label=${label(['next host', showEndpoint(connection.remote)])}, shape=ellipse, fillcolor="${STYLE.externalFill}"];`,
   );
-  const queriedLabel = label([`queried socket:[${connection.inode}]`, `:${connection.local.port} -> :${connection.remote.port}`]);
+  const queriedLabel = label([
+    record.history === undefined ? `queried socket:[${connection.inode}]` : 'queried connection (closed, from history)',
+    `:${connection.local.port} -> :${connection.remote.port}`,
+  ]);
   for (const holder of holderIds) {
     out.push(`  ${id(holder)} -> ${id('next')} [label=${queriedLabel}, color="${STYLE.holderPen}", penwidth=2];`);
   }

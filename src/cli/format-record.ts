@@ -8,7 +8,8 @@
  * escapes control and bidirectional-override characters so that reading evidence cannot
  * rewrite the investigator's terminal.
  */
-import type { EvidenceRecord, RecordProcess, SaveCategory } from '../evidence/record.js';
+import type { EvidenceRecord, RecordHistory, RecordProcess, SaveCategory } from '../evidence/record.js';
+import { AUDIT_UNSET } from '../evidence/history-record.js';
 import { tokenHashOf, type TokenHash } from '../evidence/tokens.js';
 import type { Endpoint, HostFacts, ProcessFacts, TcpState, UtmpEntry } from '../host/types.js';
 import { quote, show, showEndpoint } from './show.js';
@@ -50,6 +51,7 @@ export function formatRecordText(token: string, record: EvidenceRecord, options:
     `Connection  ${showEndpoint(connection.local)} -> ${showEndpoint(connection.remote)} ` +
       `(${connection.state}, socket:[${connection.inode}], owner ${showUser(connection.uid, connection.user)})`,
   );
+  if (record.history !== undefined) out.push(...formatHistoryLines(record.history));
   out.push(`Host        ${record.host === undefined ? 'not saved' : showHost(record.host)}`);
   out.push(`Saved       ${record.saved.length === 0 ? 'the minimum (request, connection, upstream)' : record.saved.join(', ')}`);
   // Shown before the processes: an empty or cut list must not read as "nobody" (issue 13).
@@ -150,6 +152,10 @@ export interface RecordDescription {
   readonly hash: TokenHash;
   readonly actualHash: string;
   readonly version: 1;
+  /** `live` or `history` (issue 14); records made before history are `live`. */
+  readonly source: 'live' | 'history';
+  /** The journal's facts of a `history` record, else null. */
+  readonly history: RecordHistory | null;
   readonly type: 'SV' | 'SV_REC';
   readonly sid: string | null;
   readonly time: string;
@@ -201,6 +207,9 @@ export function describeRecordJson(
     hash: tokenHashOf(token) ?? 'sha256',
     actualHash: options.actualHash,
     version: record.version,
+    // Records made before history existed are live (issue 14).
+    source: record.source ?? 'live',
+    history: record.history ?? null,
     type: record.type,
     sid: record.sid ?? null,
     time: record.time,
@@ -383,6 +392,20 @@ function showIntegrity(options: FormatRecordTextOptions): string {
   if (options.verified) return 'Integrity: record matches its token';
   const actual = options.actualHash === undefined ? '' : ` (its hash is ${options.actualHash})`;
   return `INTEGRITY FAILURE: the record does not match its token${actual}; it was altered after it was saved`;
+}
+
+/**
+ * The lines of a record answered from history (issue 14): it describes a connection that had
+ * closed, with processes as the capture read them at connect time, not at the request.
+ */
+function formatHistoryLines(history: RecordHistory): string[] {
+  const login = history.loginuid === AUDIT_UNSET ? 'none' : showUser(history.loginuid, history.loginUser);
+  return [
+    `Source      HISTORY: the connection was not open when asked; history journal entry ${history.seq}`,
+    `Connected   ${show(history.connectedAt)}, established ${history.establishedAt === null ? 'never' : show(history.establishedAt)}, closed ${history.closedAt === null ? 'not seen' : show(history.closedAt)}`,
+    `Captured    ${history.capturedAt === null ? 'never: the process had exited before stopd could read it' : `${show(history.capturedAt)} (the processes below are as they were then)`}`,
+    `Attributed  pid ${history.pid} ${quote(history.comm)} by the kernel at connect(), uid ${showUser(history.uid, history.user)}, login uid ${login}, session ${history.sessionid === AUDIT_UNSET ? 'none' : history.sessionid}`,
+  ];
 }
 
 function showUser(uid: number, user: string | null): string {

@@ -24,6 +24,14 @@ export interface TraceView {
     readonly connection: { readonly local: Endpoint; readonly remote: Endpoint } | null;
     readonly user: string | null;
     readonly uid: number | null;
+    /**
+     * Where the connection was found (issue 14): `live`, or `history` when it had closed and
+     * the answer came from the history journal (then `closedAt` and `capturedAt` say when); null
+     * when no connection was found.
+     */
+    readonly source?: 'live' | 'history' | null;
+    readonly closedAt?: string | null;
+    readonly capturedAt?: string | null;
     readonly processes: number | null;
     readonly record: boolean;
     readonly processed: boolean;
@@ -85,6 +93,9 @@ export function describeTrace(token: string, redemption: Redemption): TraceView 
             connection: entry.connection === undefined ? null : { local: entry.connection.local, remote: entry.connection.remote },
             user: entry.user ?? null,
             uid: entry.uid ?? null,
+            source: entry.source ?? (entry.connection === undefined ? null : 'live'),
+            closedAt: record?.record?.history?.closedAt ?? entry.closedAt ?? null,
+            capturedAt: record?.record?.history?.capturedAt ?? null,
             processes: record?.record?.processes?.length ?? entry.processes ?? null,
             record: record !== undefined,
             processed: entry.processed !== false,
@@ -119,6 +130,12 @@ export function formatTraceText(view: TraceView): string {
     out.push(`Connection  ${showEndpoint(local.connection.local)} -> ${showEndpoint(local.connection.remote)}`);
   }
   if (local.uid !== null) out.push(`User        ${local.user === null ? '(no passwd entry)' : show(local.user)} (uid ${local.uid})`);
+  if (local.source === 'history') {
+    out.push(
+      `Source      HISTORY: answered from the history journal, the connection closed ${local.closedAt === null || local.closedAt === undefined ? '(close not seen)' : show(local.closedAt)}` +
+        `${local.capturedAt === null || local.capturedAt === undefined ? '' : `, processes captured ${show(local.capturedAt)}`}`,
+    );
+  }
   if (local.processes !== null) out.push(`Processes   ${local.processes}${local.record ? ' (see stopctl redeem for the record)' : ''}`);
   for (const problem of local.analysisProblems) out.push(`PROBLEM     ${showProblem(problem)}`);
   if (!local.processed) out.push('Processed   no: a repeated or over-budget recursive request (paper 3.1.4)');

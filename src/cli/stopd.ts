@@ -84,7 +84,10 @@ async function main(argv: string[]): Promise<number> {
   const loaded = read();
   // inetd mode starts a process per connection: they take turns on the store's lock, and there
   // is no later request to keep a descriptor index for.
-  const options: DaemonOptions = inetd ? { ...loaded.options, storeLockWaitMs: 30_000, keepFdIndex: false, inlineAnalyses: true } : loaded.options;
+  // History needs a resident recorder: a process per connection has none (README, Limits).
+  const options: DaemonOptions = inetd
+    ? { ...loaded.options, storeLockWaitMs: 30_000, keepFdIndex: false, inlineAnalyses: true, history: 'off' }
+    : loaded.options;
   if (values['check-config'] === true) {
     process.stdout.write(`stopd: configuration is valid (${describeSources(configFile, values.config !== undefined)})\n`);
     return 0;

@@ -10,7 +10,7 @@ import { createLinuxHostView } from '../host/linux-host.js';
 import { createLinuxSocketTable } from '../host/linux-sockets.js';
 import { createPersistentFdIndex, type PersistentFdIndex } from '../host/persistent-fd-index.js';
 import { AccountDirectory } from '../host/users.js';
-import { prepareEvidence, summariseClosure, type AnalysisContext } from './evidence-collector.js';
+import { captureConnections, prepareEvidence, summariseClosure, type AnalysisContext } from './evidence-collector.js';
 import type { AnalysisReply, AnalysisRequest, AnalysisThreadData } from './analysis-worker.js';
 
 function describe(error: unknown): string {
@@ -53,7 +53,7 @@ function startThread(port: MessagePort, data: AnalysisThreadData): void {
       port.close();
       return;
     }
-    if (crashPort > 0 && message.socket.remote.port === crashPort) {
+    if (message.kind !== 'capture' && crashPort > 0 && message.socket.remote.port === crashPort) {
       throw new Error(`test crash of the analysis thread (STOPD_TEST_CRASH_ANALYSIS_PORT=${crashPort})`);
     }
     let reply: AnalysisReply;
@@ -70,7 +70,10 @@ function startThread(port: MessagePort, data: AnalysisThreadData): void {
         port.postMessage(reply, [owned.buffer as ArrayBuffer]);
         return;
       }
-      reply = { kind: 'done', id: message.id, result: summariseClosure(context, message.socket, message.save) };
+      reply =
+        message.kind === 'capture'
+          ? { kind: 'done', id: message.id, result: captureConnections(context, message.requests, message.save) }
+          : { kind: 'done', id: message.id, result: summariseClosure(context, message.socket, message.save) };
     } catch (error) {
       reply = {
         kind: 'failed',

@@ -3,6 +3,7 @@ import { AnalysisWorkerError, StopdError } from '../errors.js';
 import type { TcpSocket } from '../host/types.js';
 import type { SaveCategory } from '../evidence/record.js';
 import type { TokenHash } from '../evidence/tokens.js';
+import type { CapturedConnection, CaptureOptions } from '../trace/index.js';
 import type { AnalysisRunner, ClosureSummary, EvidenceRequest, PreparedEvidence } from './evidence-collector.js';
 import type { Logger } from './logger.js';
 
@@ -26,18 +27,19 @@ export type AnalysisRequest =
       readonly save: readonly SaveCategory[];
     }
   | { readonly kind: 'summarise'; readonly id: number; readonly socket: TcpSocket; readonly save: readonly SaveCategory[] }
+  | { readonly kind: 'capture'; readonly id: number; readonly requests: readonly CaptureOptions[]; readonly save: readonly SaveCategory[] }
   | { readonly kind: 'close' };
 
 /** A message from the analysis thread. */
 export type AnalysisReply =
-  | { readonly kind: 'done'; readonly id: number; readonly result: PreparedEvidence | ClosureSummary }
+  | { readonly kind: 'done'; readonly id: number; readonly result: PreparedEvidence | ClosureSummary | CapturedConnection[] }
   | { readonly kind: 'failed'; readonly id: number; readonly error: { readonly message: string; readonly name: string; readonly code?: string } }
   | { readonly kind: 'log'; readonly level: 'warn' | 'error'; readonly message: string };
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 interface Pending {
-  resolve(result: PreparedEvidence | ClosureSummary): void;
+  resolve(result: PreparedEvidence | ClosureSummary | CapturedConnection[]): void;
   reject(error: Error): void;
 }
 
@@ -70,7 +72,11 @@ export class AnalysisWorker implements AnalysisRunner {
   }
 
   summarise(socket: TcpSocket, save: readonly SaveCategory[]): Promise<ClosureSummary> {
-    return this.#send({ kind: 'summarise', socket, save });
+    return this.#send({ kind: 'summarise', socket, save }) as Promise<ClosureSummary>;
+  }
+
+  capture(requests: readonly CaptureOptions[], save: readonly SaveCategory[]): Promise<CapturedConnection[]> {
+    return this.#send({ kind: 'capture', requests, save }) as Promise<CapturedConnection[]>;
   }
 
   /** Asks the thread to close its descriptor index and end; waits for it (at most 5 s, then ends it). Idempotent. */
@@ -91,7 +97,7 @@ export class AnalysisWorker implements AnalysisRunner {
     return this.#closing;
   }
 
-  #send(message: DistributiveOmit<Extract<AnalysisRequest, { id: number }>, 'id'>): Promise<PreparedEvidence | ClosureSummary> {
+  #send(message: DistributiveOmit<Extract<AnalysisRequest, { id: number }>, 'id'>): Promise<PreparedEvidence | ClosureSummary | CapturedConnection[]> {
     if (this.#closing !== undefined) return Promise.reject(new AnalysisWorkerError('Cannot analyse: the analysis thread is closed'));
     const worker = this.#ensure();
     const id = this.#nextId++;

@@ -17,6 +17,12 @@ import { LoopTable } from './loop-table.js';
 import { Responder } from './responder.js';
 import { UpstreamDispatcher } from './upstream.js';
 import { Semaphore } from './semaphore.js';
+import { probeConnectionRecorder, startConnectionRecorder } from '../host/connection-recorder.js';
+import type { ConnectionRecorder, RecorderAvailability, StartConnectionRecorder } from '../host/connection-events.js';
+import { readNetworkNamespaceInode } from '../host/network-namespace.js';
+import { readPidNamespaceView } from '../host/pid-namespace.js';
+import { HistoryJournal, type HistoryLedger } from '../evidence/history-journal.js';
+import { HistoryFeed } from './history-feed.js';
 import { StopServer, type ListenAddress } from './server.js';
 import { describeRateLimitReport, RateLimiter, type RateLimits } from './rate-limiter.js';
 
@@ -74,6 +80,14 @@ export interface DaemonOptions {
   readonly historyMaxBytes?: number;
   /** Wait this long for the store lock (inetd mode: one process per connection, taking turns). */
   readonly storeLockWaitMs?: number;
+  /**
+   * `--history`: `auto` (default) records outbound connections with the eBPF recorder where
+   * the kernel allows it and answers closed connections from the history journal; `off` runs
+   * as before history existed. Either way the start-up log says once whether history is on, and why not.
+   */
+  readonly history?: 'auto' | 'off';
+  /** Replaces the connection recorder (tests): its probe and start. */
+  readonly recorder?: { readonly probe: () => RecorderAvailability; readonly start: StartConnectionRecorder };
   /** Replaces the Linux socket table (tests). */
   readonly sockets?: LinuxSocketTable;
   /**
@@ -206,6 +220,8 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     }
     // The rates in force, which the ledger's rate-limited entries name.
     let rateLimits = options.rateLimits;
+    // What records keep now: history captures read command lines only when records keep them.
+    let currentSave = options.save;
     const accounts = new AccountDirectory();
     // One descriptor index for the daemon's lifetime, owned by the thread the analyses run on:
     // each SV analysis refreshes it, which re-reads only the processes that may have changed
@@ -249,8 +265,10 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       recordsDir: storePaths(options.storeDir).records,
       save: options.save,
       tokenHash: options.tokenHash,
+      accounts,
       ...(store.quota === undefined ? {} : { quota: { limits: store.quota, ledger: store.ledger, log: options.log } }),
     });
+    const history = await startHistory(options, { ledger: store.ledger, analyses, save: () => currentSave });
     const rates = new RateLimiter(options.rateLimits);
     const reportRates = async (): Promise<void> => {
       for (const report of rates.takeReports()) {
@@ -277,6 +295,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       loops,
       upstream,
       rates,
+      ...(history === undefined ? {} : { history: history.journal }),
       log: options.log,
     });
     const server = new StopServer(responder, {
@@ -294,6 +313,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       clearInterval(rateTimer);
       await server.close();
       await upstream.close();
+      await history?.close();
       await evidence.close();
       throw error;
     }
@@ -312,6 +332,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
         rates.configure(next.rateLimits);
         rateLimits = next.rateLimits;
         evidence.configure({ save: next.save });
+        currentSave = next.save;
         upstream.configure({
           port: next.upstreamPort,
           connectTimeoutMs: next.upstreamTimeoutMs,
@@ -330,6 +351,8 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
             return reportRates();
           })
           .then(() => upstream.close())
+          // The recorder's last events go to the journal, which closes before the store's ledger.
+          .then(() => history?.close())
           .then(() => store.close())
           .finally(() => evidence.close());
         return closing;
@@ -340,4 +363,76 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     await store.close();
     throw error;
   }
+}
+
+/** A running history: the recorder feeding the journal, which answers lookups. */
+interface RunningHistory {
+  readonly journal: HistoryJournal;
+  /** Stops the recorder, writes what it delivered, closes the journal. Idempotent. */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the history (issue 14) unless `--history off` or the host cannot record: probes the
+ * recorder, opens the journal, and feeds the recorder's events to it through captures on the
+ * analysis runner. Says once, at start, whether history is on and if not why; never fails the
+ * daemon's start for history's sake (without it stopd answers as before).
+ */
+async function startHistory(
+  options: DaemonOptions,
+  context: { ledger: HistoryLedger; analyses: AnalysisRunner; save: () => readonly SaveCategory[] },
+): Promise<RunningHistory | undefined> {
+  const log = options.log;
+  if ((options.history ?? 'auto') === 'off') {
+    log.info('History is off (history = off, or --inetd mode, which has no resident recorder): only connections open when a request arrives can be answered');
+    return undefined;
+  }
+  const recorder = options.recorder ?? { probe: probeConnectionRecorder, start: startConnectionRecorder };
+  const availability = recorder.probe();
+  if (!availability.available) {
+    log.warn(`${availability.reason} Only connections open when a request arrives can be answered.`);
+    return undefined;
+  }
+  let journal: HistoryJournal;
+  try {
+    journal = await HistoryJournal.open(options.storeDir, {
+      ledger: context.ledger,
+      ...(options.historyRetentionMs === undefined ? {} : { retentionMs: options.historyRetentionMs }),
+      ...(options.historyMaxBytes === undefined ? {} : { maxBytes: options.historyMaxBytes }),
+    });
+  } catch (error) {
+    log.error(`History is off: cannot open the history journal: ${String(error)}`);
+    return undefined;
+  }
+  const netns = readNetworkNamespaceInode();
+  const feed = new HistoryFeed({
+    journal,
+    analyses: context.analyses,
+    save: context.save,
+    // In a nested PID namespace the kernel's pids are not ours: the capture finds the holder.
+    pidVisible: readPidNamespaceView() !== 'nested',
+    ...(netns === undefined ? {} : { netns }),
+    log,
+  });
+  let running: ConnectionRecorder;
+  try {
+    running = recorder.start((events) => feed.push(events));
+  } catch (error) {
+    log.warn(`${error instanceof Error ? error.message : String(error)} Only connections open when a request arrives can be answered.`);
+    await journal.close();
+    return undefined;
+  }
+  log.info('History is on: outbound TCP connections are recorded, and requests about closed ones are answered from the history journal');
+  let closing: Promise<void> | undefined;
+  return {
+    journal,
+    close() {
+      closing ??= running
+        .close()
+        .catch((error: unknown) => log.warn(`Cannot stop the connection recorder cleanly: ${String(error)}`))
+        .then(() => feed.idle())
+        .then(() => journal.close());
+      return closing;
+    },
+  };
 }

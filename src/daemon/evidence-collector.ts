@@ -6,11 +6,22 @@ import type { Endpoint, TcpSocket } from '../host/types.js';
 import type { AccountDirectory } from '../host/users.js';
 import { readUtmp } from '../host/utmp.js';
 import { buildRecord, formatRecordBytes, writeRecord, type SaveCategory } from '../evidence/record.js';
+import type { HistoryConnection } from '../evidence/history-entry.js';
+import { buildHistoryRecord } from '../evidence/history-record.js';
 import type { Ledger } from '../evidence/ledger.js';
 import { describeRecordNotKept, type StoreQuota } from '../evidence/quota.js';
 import { hashToken, type TokenHash } from '../evidence/tokens.js';
 import type { Logger } from './logger.js';
-import { checkHolderVisibility, resolveClosure, type AnalysisProblem, type Closure, type UpstreamCandidate } from '../trace/index.js';
+import {
+  captureConnection,
+  checkHolderVisibility,
+  resolveClosure,
+  type AnalysisProblem,
+  type CapturedConnection,
+  type CaptureOptions,
+  type Closure,
+  type UpstreamCandidate,
+} from '../trace/index.js';
 
 /** The facts of an SV/SV_REC request that go into its record. */
 export interface EvidenceRequest {
@@ -128,6 +139,33 @@ export function prepareEvidence(
 }
 
 /**
+ * The history captures of a batch of new outbound connections (issue 14), in one host view:
+ * one descriptor index refresh serves the whole batch. A capture that fails (a process that
+ * vanished mid-read) is an empty one, never the batch's failure.
+ */
+export function captureConnections(context: AnalysisContext, requests: readonly CaptureOptions[], save: readonly SaveCategory[]): CapturedConnection[] {
+  if (requests.length === 0) return [];
+  const view = context.hostView(save);
+  const ephemeralPorts = readEphemeralPorts();
+  // A connect-heavy client opens many connections in one batch: its ancestry and the inbound
+  // connections behind it are the same for each, so one capture per process serves them all.
+  const byPid = new Map<number, CapturedConnection>();
+  return requests.map((request) => {
+    const visible = request.pidVisible ?? true;
+    const known = visible ? byPid.get(request.pid) : undefined;
+    if (known !== undefined) return known;
+    let captured: CapturedConnection;
+    try {
+      captured = captureConnection(view, { ...request, ...(ephemeralPorts === undefined ? {} : { ephemeralPorts }) });
+    } catch {
+      captured = { ancestry: [], upstream: [] };
+    }
+    if (visible && captured.ancestry[0]?.pid === request.pid) byPid.set(request.pid, captured);
+    return captured;
+  });
+}
+
+/**
  * Where analyses run: {@link createInlineAnalyses} on the calling thread, or the analysis
  * worker thread (analysis-worker.ts), which keeps them off the event loop that accepts
  * connections and answers ID requests.
@@ -135,6 +173,8 @@ export function prepareEvidence(
 export interface AnalysisRunner {
   prepare(socket: TcpSocket, options: { request: EvidenceRequest; save: readonly SaveCategory[] }): Promise<PreparedEvidence>;
   summarise(socket: TcpSocket, save: readonly SaveCategory[]): Promise<ClosureSummary>;
+  /** History captures of new outbound connections ({@link captureConnections}). */
+  capture(requests: readonly CaptureOptions[], save: readonly SaveCategory[]): Promise<CapturedConnection[]>;
   /** Ends the runner (and releases what it holds: the worker, the descriptor index). Idempotent. */
   close(): Promise<void>;
 }
@@ -148,6 +188,7 @@ export function createInlineAnalyses(context: AnalysisContext, onClose?: () => v
   return {
     prepare: (socket, options) => Promise.resolve().then(() => prepareEvidence(context, socket, options)),
     summarise: (socket, save) => Promise.resolve().then(() => summariseClosure(context, socket, save)),
+    capture: (requests, save) => Promise.resolve().then(() => captureConnections(context, requests, save)),
     close() {
       if (!closed) {
         closed = true;
@@ -165,6 +206,10 @@ export interface EvidenceCollectorOptions {
   readonly recordsDir: string;
   readonly save: readonly SaveCategory[];
   readonly tokenHash: TokenHash;
+  /** Names uids in records built from history (live records are named by the analysis thread's own directory). */
+  readonly accounts?: AccountDirectory;
+  /** Where utmp is read for records built from history (default `/var/run/utmp`). */
+  readonly utmpPath?: string;
   /**
    * Store limits (`--max-records`, `--max-store-bytes`): at the limit the record is not
    * written, a `record-not-kept` entry goes to `ledger` first, and the token is still the
@@ -214,10 +259,45 @@ export class EvidenceCollector {
    */
   async collect(socket: TcpSocket, request: EvidenceRequest, options: { readonly requesterGroup: string }): Promise<CollectedEvidence> {
     const prepared = await this.#o.analyses.prepare(socket, { request, save: this.#o.save });
-    const { token, processCount, upstream } = prepared;
     const bytes = Buffer.from(prepared.bytes.buffer, prepared.bytes.byteOffset, prepared.bytes.byteLength);
+    const kept = await this.#keep(bytes, prepared.token, options.requesterGroup);
+    return { token: prepared.token, processCount: prepared.processCount, upstream: prepared.upstream, kept };
+  }
+
+  /**
+   * The record of a request answered from history (issue 14): built here from the journal
+   * entry (no /proc scan, so no analysis thread), then kept under the same quota and shares.
+   */
+  async collectHistory(
+    connection: HistoryConnection,
+    request: EvidenceRequest,
+    options: { readonly requesterGroup: string },
+  ): Promise<CollectedEvidence> {
+    const save = this.#o.save;
+    const accounts = this.#o.accounts;
+    const record = buildHistoryRecord({
+      connection,
+      request: {
+        line: request.line,
+        requester: request.requester,
+        ...(request.clientIp === undefined ? {} : { clientIp: request.clientIp }),
+      },
+      userName: (uid) => accounts?.lookup(uid)?.name ?? null,
+      host: recent('host facts', readHostFacts),
+      utmp: save.includes('utmp') ? readUtmp(this.#o.utmpPath) : [],
+      save,
+      type: request.type,
+      ...(request.sid === undefined ? {} : { sid: request.sid }),
+    });
+    const bytes = formatRecordBytes(record);
+    const token = hashToken(bytes, this.#o.tokenHash);
+    const kept = await this.#keep(bytes, token, options.requesterGroup);
+    return { token, processCount: record.processes?.length ?? 0, upstream: record.upstream, kept };
+  }
+
+  /** Writes a record unless the store quota or the group's share is used up; false when not kept. */
+  async #keep(bytes: Buffer, token: string, group: string): Promise<boolean> {
     const quota = this.#o.quota;
-    const group = options.requesterGroup;
     const refusal = quota?.limits.admit(bytes.length, group);
     if (quota !== undefined && refusal !== undefined) {
       // Duty 9: what the token stands for (nothing kept, and why) is durable before the reply.
@@ -231,7 +311,7 @@ export class EvidenceCollector {
         if (!this.#quotaReached) quota.log?.warn(`Store quota reached (${refusal.reason} ${refusal.limit}): SV records are no longer kept`);
         this.#quotaReached = true;
       }
-      return { token, processCount, upstream, kept: false };
+      return false;
     }
     this.#quotaReached = false;
     try {
@@ -240,7 +320,7 @@ export class EvidenceCollector {
       quota?.limits.release(bytes.length, group);
       throw error;
     }
-    return { token, processCount, upstream, kept: true };
+    return true;
   }
 
   /** Ends the analysis runner. Idempotent. */

@@ -4,6 +4,8 @@ import type { Endpoint, SocketTable, TcpSocket } from '../host/types.js';
 import { readOptInFile, type AccountDirectory } from '../host/users.js';
 import type { Ledger } from '../evidence/ledger.js';
 import type { ReplyEntryInput } from '../evidence/ledger-format.js';
+import type { HistoryConnection, HistoryLookup } from '../evidence/history-entry.js';
+import { toUpstreamCandidates } from '../evidence/history-record.js';
 import { generateToken, type TokenHash } from '../evidence/tokens.js';
 import { addressFamily, formatReply, isRecursiveType, isValidUserId, mentionsClientIp, normaliseAddress, parseRequest, RequestSyntaxError, type IpAddress, type Reply, type Request } from '../protocol/index.js';
 import { optInAdmits } from './opt-in.js';
@@ -47,6 +49,11 @@ export interface ResponderOptions {
   readonly upstream?: UpstreamDispatcher;
   /** Per-requester rate limits; without it nothing is limited. */
   readonly rates?: RateLimiter;
+  /**
+   * The history journal (issue 14): a connection the socket table no longer holds (or holds
+   * closing) is answered from its entry; without it such requests get NO-USER as before.
+   */
+  readonly history?: HistoryLookup;
   readonly log: Logger;
 }
 
@@ -100,8 +107,9 @@ export class Responder {
     if (!this.#admitRate(origin, request.type === 'ID' ? 'id' : 'analysis')) return this.#refuseRate(ports, clientIp);
     let finding: ConnectionFinding;
     let socket: TcpSocket | undefined;
+    let history: HistoryConnection | undefined;
     try {
-      ({ finding, socket } = await this.#findConnection(request, origin));
+      ({ finding, socket, history } = await this.#findConnection(request, origin));
     } catch (error) {
       this.#o.log.warn(`Cannot look up ${ports.client},${ports.server} for ${origin.requester.address}: ${String(error)}`);
       const decision = decideError('UNKNOWN-ERROR', { policy: this.#o.policy, clientIp });
@@ -119,7 +127,8 @@ export class Responder {
       const refused = await this.#refuseRepeat(request, origin, line);
       if (refused !== undefined) return refused;
     }
-    const account = socket === undefined ? undefined : this.#o.accounts.lookup(socket.uid);
+    const ownerUid = history?.uid ?? socket?.uid;
+    const account = ownerUid === undefined ? undefined : this.#o.accounts.lookup(ownerUid);
     const optedIn =
       this.#o.optIn && request.type === 'ID' && !clientIp && finding.kind === 'outbound' && account !== undefined
         ? await this.#admits(account, origin.requester.address)
@@ -131,9 +140,25 @@ export class Responder {
       ...(socket === undefined
         ? {}
         : {
+            source: 'live',
             connection: { local: socket.local, remote: socket.remote, state: socket.state, inode: socket.inode },
             uid: socket.uid,
             user: account?.name ?? null,
+          }),
+      // An ID token of a closed connection points to its journal entry (issue 14).
+      ...(history === undefined
+        ? {}
+        : {
+            source: 'history',
+            history: history.seq,
+            connection: { local: history.local, remote: history.remote, state: history.closedAt === null ? 'ESTABLISHED' : 'CLOSE', inode: 0 },
+            uid: history.uid,
+            user: account?.name ?? null,
+            pid: history.pid,
+            comm: history.comm,
+            loginuid: history.loginuid,
+            connectedAt: history.connectedAt,
+            closedAt: history.closedAt,
           }),
     };
     let token: string | undefined;
@@ -142,7 +167,19 @@ export class Responder {
     // host made; with CL_IP (a gateway or an IDS asking, paper 3.1.2) also for ones it
     // accepted, since the reply is a token anyway.
     const analysed = request.type !== 'ID' && (finding.kind === 'outbound' || (clientIp && finding.kind === 'inbound'));
-    if (analysed && socket !== undefined && decision.reply === 'token') {
+    if (analysed && history !== undefined && decision.reply === 'token') {
+      try {
+        const result = await this.#answerFromHistory(history, request, { line, origin });
+        token = result.token;
+        upstream = result.upstream;
+        if (result.token !== undefined) record.record = result.token;
+        if (isRecursiveType(request.type)) record.upstream = upstream.length;
+      } catch (error) {
+        this.#o.log.error(`Cannot answer ${JSON.stringify(line)} from history: ${String(error)}`);
+        record.evidenceError = errorCode(error);
+        decision = decideError('UNKNOWN-ERROR', { policy: this.#o.policy, clientIp });
+      }
+    } else if (analysed && socket !== undefined && decision.reply === 'token') {
       let release: (() => void) | undefined;
       try {
         // Analyses run one at a time (they scan /proc synchronously); a bounded queue waits,
@@ -225,6 +262,35 @@ export class Responder {
     return reply.line;
   }
 
+  /**
+   * SV/SV_REC record, or the upstream candidates alone (ID_REC), of a connection the history
+   * holds. No /proc scan: everything was captured when the connection opened.
+   */
+  async #answerFromHistory(
+    connection: HistoryConnection,
+    request: Request,
+    context: { line: string; origin: QueryOrigin },
+  ): Promise<{ token: string | undefined; upstream: readonly UpstreamCandidate[] }> {
+    const evidence = this.#o.evidence;
+    if (evidence === undefined) return { token: undefined, upstream: [] };
+    if (request.type === 'SV' || request.type === 'SV_REC') {
+      const clientIp = clientIpOf(request);
+      const saved = await evidence.collectHistory(
+        connection,
+        {
+          line: context.line,
+          requester: context.origin.requester,
+          type: request.type,
+          ...('sid' in request ? { sid: request.sid.toString() } : {}),
+          ...(clientIp === undefined ? {} : { clientIp: normaliseAddress(clientIp.address) }),
+        },
+        { requesterGroup: context.origin.requesterGroup },
+      );
+      return { token: saved.token, upstream: saved.upstream };
+    }
+    return { token: undefined, upstream: toUpstreamCandidates(connection.upstream) };
+  }
+
   /** Evidence (SV, SV_REC) or analysis alone (ID_REC) of an established connection. */
   async #analyse(
     socket: TcpSocket,
@@ -252,10 +318,7 @@ export class Responder {
     return { token: undefined, record: false, processCount: analysis.processCount, upstream: analysis.upstream };
   }
 
-  async #findConnection(
-    request: Request,
-    origin: QueryOrigin,
-  ): Promise<{ finding: ConnectionFinding; socket?: TcpSocket }> {
+  async #findConnection(request: Request, origin: QueryOrigin): Promise<FoundConnection> {
     // RFC 1413: the queried connection joins our <cl_port> and the requester's <sv_port>;
     // STOP's CL_IP names another remote address (paper 3.1.2), for gateways and IDS hosts.
     const remote: Endpoint = {
@@ -277,13 +340,42 @@ export class Responder {
         socket = this.#o.sockets.findTcp({ address, port: request.clientPort }, remote);
         if (socket !== undefined) break;
       }
+      if (socket !== undefined && socket.state === 'ESTABLISHED') {
+        // Issue 14, "direction becomes a fact": the recorder saw this host connect, so the
+        // connection is outbound whatever listener shares its local port.
+        if (this.#recordedOpen(socket)) return { finding: { kind: 'outbound' }, socket };
+        if (this.#o.sockets.hasListener(socket.local)) return { finding: { kind: 'inbound' }, socket };
+        return { finding: { kind: 'outbound' }, socket };
+      }
+      // Gone, or closing (TIME_WAIT, FIN_WAIT2, ...): nobody holds it now, but the history may
+      // say who did. The newest entry of the tuple wins (the journal's rule for reused tuples).
+      const history = this.#findHistory(locals, { port: request.clientPort }, remote);
+      if (history !== undefined) return { finding: { kind: 'outbound' }, history };
       if (socket === undefined) return { finding: { kind: 'not-found' } };
-      if (socket.state !== 'ESTABLISHED') return { finding: { kind: 'not-established', state: socket.state }, socket };
-      if (this.#o.sockets.hasListener(socket.local)) return { finding: { kind: 'inbound' }, socket };
-      return { finding: { kind: 'outbound' }, socket };
+      return { finding: { kind: 'not-established', state: socket.state }, socket };
     } finally {
       release();
     }
+  }
+
+  /** Whether the history holds `socket` as an outbound connection still open. */
+  #recordedOpen(socket: TcpSocket): boolean {
+    const entry = this.#o.history?.findConnection(socket.local, socket.remote);
+    return entry !== undefined && entry.closedAt === null && entry.establishedAt !== null;
+  }
+
+  /** The newest established connection recorded from one of `locals` at `port` to `remote`. */
+  #findHistory(locals: readonly string[], local: { port: number }, remote: Endpoint): HistoryConnection | undefined {
+    const history = this.#o.history;
+    if (history === undefined) return undefined;
+    let found: HistoryConnection | undefined;
+    for (const address of locals) {
+      const entry = history.findConnection({ address, port: local.port }, remote);
+      // A connect that never got established never carried anything to the requester.
+      if (entry === undefined || entry.establishedAt === null) continue;
+      if (found === undefined || entry.seq > found.seq) found = entry;
+    }
+    return found;
   }
 
   async #admits(account: { uid: number; name: string; home: string }, requester: string): Promise<boolean> {
@@ -344,6 +436,14 @@ export class Responder {
       return false;
     }
   }
+}
+
+/** What the socket table (or the history) says about the queried connection. */
+interface FoundConnection {
+  readonly finding: ConnectionFinding;
+  readonly socket?: TcpSocket;
+  /** Set when the answer comes from the history journal (issue 14). */
+  readonly history?: HistoryConnection;
 }
 
 /** A reply entry being built: the request's fields first, the decision's once it is made. */

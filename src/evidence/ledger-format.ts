@@ -67,6 +67,18 @@ export interface ReplyEntryInput {
   readonly connection?: { readonly local: Endpoint; readonly remote: Endpoint; readonly state: string; readonly inode: number };
   readonly uid?: number;
   readonly user?: string | null;
+  /**
+   * Where the connection was found: `live` in the socket table, `history` in the history
+   * journal (issue 14). Absent in entries made before history existed (live).
+   */
+  readonly source?: 'live' | 'history';
+  /** `source: history`: the journal entry's seq, and what it says of the connecting process. */
+  readonly history?: number;
+  readonly pid?: number;
+  readonly comm?: string;
+  readonly loginuid?: number;
+  readonly connectedAt?: string;
+  readonly closedAt?: string | null;
   readonly decision: 'token' | 'user' | 'error' | 'close';
   readonly reason?: string;
   readonly replaces?: string;

@@ -215,6 +215,23 @@ const processCheck = objectOf(
 const checkRecord = objectOf(
   {
     version: (value, path) => (value === 1 ? undefined : `${path} is ${JSON.stringify(value)}, not 1`),
+    source: oneOf('live', 'history'),
+    history: objectOf({
+      seq: integer,
+      connectedAt: string,
+      establishedAt: nullable(string),
+      closedAt: nullable(string),
+      capturedAt: nullable(string),
+      pid: integer,
+      tid: integer,
+      uid: integer,
+      gid: integer,
+      loginuid: integer,
+      sessionid: integer,
+      comm: string,
+      user: nullable(string),
+      loginUser: nullable(string),
+    }),
     salt: string,
     time: string,
     type: oneOf('SV', 'SV_REC'),
@@ -246,5 +263,5 @@ const checkRecord = objectOf(
     ),
     saved: arrayOf(oneOf(...ALL_SAVE_CATEGORIES)),
   },
-  ['sid', 'host', 'processes', 'links', 'channels', 'utmp', 'problems'],
+  ['source', 'history', 'sid', 'host', 'processes', 'links', 'channels', 'utmp', 'problems'],
 );

@@ -146,6 +146,14 @@ export interface RecordRequest {
  */
 export interface EvidenceRecord {
   readonly version: 1;
+  /**
+   * `live`: read from the running host when the request arrived; `history`: built from the
+   * history journal for a connection that had closed (issue 14). Absent in records made
+   * before it existed, which are live.
+   */
+  readonly source?: RecordSource;
+  /** What the history journal held of the connection (`source: history` only). */
+  readonly history?: RecordHistory;
   readonly salt: string;
   readonly time: string;
   readonly type: 'SV' | 'SV_REC';
@@ -163,6 +171,34 @@ export interface EvidenceRecord {
   readonly problems?: readonly AnalysisProblem[];
   readonly utmp?: readonly UtmpEntry[];
   readonly saved: readonly SaveCategory[];
+}
+
+/** Where a record's processes were read: see {@link EvidenceRecord.source}. */
+export type RecordSource = 'live' | 'history';
+
+/**
+ * The history journal's facts of a connection a `source: history` record answers for: the
+ * kernel's attribution at connect() (issue 14) and when stopd read the processes behind it.
+ * Times are ISO 8601 UTC; `capturedAt` is null when the process had exited before it was read.
+ */
+export interface RecordHistory {
+  /** Sequence number of the journal's entry. */
+  readonly seq: number;
+  readonly connectedAt: string;
+  readonly establishedAt: string | null;
+  readonly closedAt: string | null;
+  readonly capturedAt: string | null;
+  readonly pid: number;
+  readonly tid: number;
+  readonly uid: number;
+  readonly gid: number;
+  /** Audit login uid and session (4294967295 = unset): they survive su and sudo. */
+  readonly loginuid: number;
+  readonly sessionid: number;
+  readonly comm: string;
+  /** Account names of `uid` and `loginuid`, or null. */
+  readonly user: string | null;
+  readonly loginUser: string | null;
 }
 
 /** Input of {@link buildRecord}. */
@@ -286,6 +322,7 @@ function buildWholeRecord(input: BuildRecordInput): EvidenceRecord {
   };
   return {
     version: 1,
+    source: 'live',
     salt: randomBytes(16).toString('hex'),
     time: (input.now ?? new Date()).toISOString(),
     type: input.type,

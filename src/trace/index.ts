@@ -26,3 +26,4 @@ export {
   type TcpDirection,
   type UpstreamCandidate,
 } from './types.js';
+export { captureConnection, DEFAULT_CAPTURE_MAX_PROCESSES, type CapturedConnection, type CapturedUpstream, type CaptureOptions } from './history-capture.js';

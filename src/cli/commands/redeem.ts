@@ -90,6 +90,20 @@ function describeFinding(token: string, finding: LedgerFinding, status: 0 | 2 | 
     replaces: entry.replaces ?? null,
     uid: entry.uid ?? null,
     user: entry.user ?? null,
+    // Issue 14: where the connection was found, and for history the journal's entry.
+    source: entry.source ?? (entry.connection === undefined ? null : 'live'),
+    ...(entry.source === 'history'
+      ? {
+          history: {
+            seq: entry.history ?? null,
+            pid: entry.pid ?? null,
+            comm: entry.comm ?? null,
+            loginuid: entry.loginuid ?? null,
+            connectedAt: entry.connectedAt ?? null,
+            closedAt: entry.closedAt ?? null,
+          },
+        }
+      : {}),
   };
 }
 
@@ -110,6 +124,10 @@ function formatFinding(token: string, finding: LedgerFinding, verdict: { status:
       out.push(`Connection  ${showEndpoint(entry.connection.local)} -> ${showEndpoint(entry.connection.remote)} (${entry.connection.state})`);
     }
     if (entry.uid !== undefined) out.push(`User        ${entry.user ?? '(no passwd entry)'} (uid ${entry.uid})`);
+    if (entry.source === 'history') {
+      out.push(`Source      HISTORY: the connection had closed; history journal entry ${entry.history ?? '?'} (\`stopctl history\`)`);
+      out.push(`Process     pid ${entry.pid ?? '?'} ${entry.comm === undefined ? '' : quote(entry.comm)}, connected ${entry.connectedAt ?? '?'}, closed ${entry.closedAt ?? 'not seen'}`);
+    }
     if (entry.processed === false) out.push('Processed   no: a repeated or over-budget recursive request (paper 3.1.4)');
     const why = entry.replaces === undefined ? (entry.reason ?? entry.decision) : `${entry.reason ?? ''}, instead of ${entry.replaces}`;
     out.push(`Reply       token (${why})`);

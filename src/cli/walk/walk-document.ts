@@ -20,7 +20,10 @@ export interface WalkEndpoint {
 
 /** The outcome of one of a hop's three checks. */
 export interface WalkCheck {
-  /** true: checked and sound; false: checked and failed; null: could not be checked (see `detail`). */
+  /**
+   * true: checked and sound; false: failed, or could not be checked (see `detail`); null: does
+   * not apply (only the link of a start token given on the command line: nothing links to it).
+   */
   readonly ok: boolean | null;
   /** One sentence: what was compared, or why it failed or could not be checked. */
   readonly detail: string;
@@ -52,7 +55,7 @@ export interface WalkHop {
   readonly via: WalkUpstreamEntry | null;
   /** How the store was read: `ssh` (the `--ssh` command) or `local` (this host's store). */
   readonly access: 'ssh' | 'local';
-  /** True only when the record, the ledger chain and the link were all checked and sound. */
+  /** True only when the record, the ledger chain and the link (where one applies) were all checked and sound. */
   readonly verified: boolean;
   /** The three checks behind `verified`. */
   readonly checks: {
@@ -92,6 +95,8 @@ export interface WalkHop {
 export type WalkEndReason =
   /** The hop's record has no upstream: the chain starts here (the user sat here, or nothing was behind). */
   | 'origin'
+  /** The host still had upstream questions without an outcome in its ledger when the walk gave up waiting. */
+  | 'pending'
   /** The host's STOP daemon refused, timed out, answered an error...: the trace entry's outcome says which. */
   | 'upstream-outcome'
   /** The host named by an upstream token could not be reached over SSH (or its stopctl failed). */

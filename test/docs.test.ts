@@ -355,7 +355,7 @@ describe('manual pages', () => {
   test('stopctl.8 documents every command and option of stopctl --help', () => {
     const help = runProgram(STOPCTL, ['--help']);
     const commands = [...help.matchAll(/^ {2}([a-z]+) /gm)].map((match) => match[1] ?? '');
-    assert.deepEqual(commands.sort(), ['keygen', 'prune', 'query', 'redeem', 'trace', 'verify']);
+    assert.deepEqual(commands.sort(), ['keygen', 'prune', 'query', 'redeem', 'trace', 'verify', 'walk']);
     const options = new Set([...help.matchAll(/--[a-z][a-z-]*/g)].map((match) => match[0]));
     const source = pages['stopctl.8'];
     const text = deroff(source);

@@ -86,7 +86,7 @@ test('formatTraceText shows the Community ID of each connection it names', () =>
   assert.ok(local);
   const connection = { local: { address: '192.0.2.66', port: 4000 }, remote: { address: '198.51.100.9', port: 22 }, communityId: '1:local+id=' };
   const text = formatTraceText({ ...base, local: { ...local, connection } });
-  assert.match(text, /\nCommunity   1:local\+id=\n/);
+  assert.match(text, /\nCommunity {3}1:local\+id=\n/);
   assert.match(text, /\n {6}community ID 1:Qhn7bI2I7PLvI\+8X0ZzQWGCaS3s=\n/);
   const without = formatTraceText({ ...base, upstream: base.upstream.map((u) => ({ ...u, connection: { ...u.connection, communityId: null } })) });
   assert.doesNotMatch(without, /community ID/i);

@@ -50,6 +50,7 @@ test('renderWalkHtml escapes everything the hosts wrote', async () => {
   const page = await renderWalkHtml(buildWalkFigure({ evil: EVIL, tampered: true }));
   assert.ok(!page.includes('<script>alert'), 'no raw markup from a host');
   assert.ok(!page.includes('onerror=alert(2)>'), 'no raw attribute from a host');
+  // eslint-disable-next-line no-control-regex -- matching control characters is the point
   assert.ok(!/[\x1b\u202e]/u.test(page), 'controls and bidi overrides are made visible');
   assert.ok(page.includes('&#60;script&#62;alert(1)&#60;/script&#62;'), 'the text is there, escaped');
   assert.ok(page.includes('\\x1b[2J'), 'the escape shown as text');

@@ -4,6 +4,7 @@
  * previous hop (paper 3.1.3: the upstream token host N recorded must be the one host N+1
  * issued for the same request, SID and connection).
  */
+import { describeCommunityId } from '../../evidence/community-id.js';
 import type { WalkCheck, WalkEndpoint, WalkHop, WalkKeyProcess, WalkStart, WalkUpstreamEntry } from './walk-document.js';
 
 type Json = Readonly<Record<string, unknown>>;
@@ -126,7 +127,14 @@ export function summarizeRedeem(redeem: Json | null): WalkHop['summary'] {
     uid: typeof connection?.uid === 'number' ? connection.uid : typeof redeem.uid === 'number' ? redeem.uid : null,
     hostname: typeof host?.hostname === 'string' ? host.hostname : null,
     keyProcesses: pickKeyProcesses(processes),
+    ...withCommunityId(issued.local, issued.remote),
   };
+}
+
+/** The connection's Community ID (worked out from its ends, whatever the record says), when it has one. */
+function withCommunityId(local: WalkEndpoint | null, remote: WalkEndpoint | null): { communityId?: string } {
+  const communityId = local === null || remote === null ? null : describeCommunityId({ local, remote });
+  return communityId === null ? {} : { communityId };
 }
 
 /**

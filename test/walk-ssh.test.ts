@@ -4,12 +4,12 @@
  * connection to H3 and walks the chain back, reading every host's store over SSH.
  */
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { STOPCTL } from './support/daemon.js';
-import { peerPort } from './support/chain.js';
+import { eventually, peerPort } from './support/chain.js';
 import { createSshKit, HAS_OPENSSH, startSshd, type SshKit } from './support/ssh-hosts.js';
 import { createTestNet, type TestHost, type TestNet, type TestStopd } from './support/testnet.js';
 import type { WalkDocument } from '../src/cli/walk/walk-document.js';
@@ -74,8 +74,9 @@ describe('stopctl walk follows a chain of ssh logins over real SSH', { skip }, (
     assert.match(h1Token, /^[0-9a-f]{64}$/);
   });
 
-  test('walk HOST TOKEN --json gives the hops with their redeem documents, trace entries and checks', async () => {
-    const result = await walkFromH4([h2.address, h2Token, '--json']);
+  test('walk HOST TOKEN --json gives the hops with their redeem documents, trace entries and checks; --html in the same run', async () => {
+    const htmlFile = join(kit.dir, 'walk.html');
+    const result = await walkFromH4([h2.address, h2Token, '--json', '--html', htmlFile]);
     assert.equal(result.code, 0, result.stderr);
     const doc = JSON.parse(result.stdout) as WalkDocument;
     assert.equal(doc.verdict, 'verified');
@@ -96,6 +97,11 @@ describe('stopctl walk follows a chain of ssh logins over real SSH', { skip }, (
     assert.equal(second.verify?.clean, true);
     assert.ok(second.summary?.keyProcesses.some((p) => p.name === 'ssh'));
     assert.deepEqual(doc.ends.map((end) => [end.reason, end.host]), [['origin', h1.address]]);
+    // The report is rendered from the same document (its own checks are in walk-html.test.ts).
+    const html = readFileSync(htmlFile, 'utf8');
+    assert.match(html, /^<!DOCTYPE html>/i);
+    assert.ok(html.includes(h2Token) && html.includes(h1Token), 'the report names both tokens');
+    assert.match(html, /<svg/);
   });
 
   test('an unreachable H1 ends the walk with the reason and H1\'s token', async () => {
@@ -139,5 +145,24 @@ describe('stopctl walk follows a chain of ssh logins over real SSH', { skip }, (
     assert.match(hop2, /^ {4}record {2}FAILED +integrity failure/m);
     assert.match(hop2, /^ {4}ledger {2}FAILED +the store has 1 verification finding/m);
     assert.match(result.stdout, /^Verdict {5}FAILED: 1 hop failed verification$/m);
+  });
+
+  test('Ctrl-C ends the walk and prints what was gathered', async () => {
+    // H1's stopctl hangs (as a slow host would): the walk has read H2 and waits on H1.
+    const marker = join(kit.dir, 'h1-reached');
+    const slow = join(kit.dir, 'stopctl-slow-on-walk1');
+    writeFileSync(slow, `#!/bin/sh\nif [ "$(hostname)" = walk1 ]; then touch ${marker}; exec sleep 120; fi\nexec ${kit.remoteStopctl} "$@"\n`, { mode: 0o755 });
+    const walk = h4.spawn([process.execPath, STOPCTL, 'walk', h2.address, h2Token, '--json', '--ssh', kit.sshLine, '--remote-stopctl', slow], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    walk.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => walk.once('exit', (code) => resolve(code)));
+    await eventually('the walk to reach H1', () => existsSync(marker), 60_000);
+    walk.kill('SIGINT');
+    assert.equal(await exited, 130);
+    const doc = JSON.parse(stdout) as WalkDocument;
+    assert.equal(doc.interrupted, true);
+    assert.equal(doc.verdict, 'incomplete');
+    assert.deepEqual(doc.hops.map((hop) => [hop.host, hop.verified]), [[h2.address, true]]);
+    assert.deepEqual(doc.ends.map((end) => [end.reason, end.host, end.token]), [['interrupted', h1.address, h1Token]]);
   });
 });

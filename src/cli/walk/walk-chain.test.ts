@@ -66,7 +66,7 @@ function upstreamEntry(to: string, token: string | null, options: { request: str
     host: to,
     port: 113,
     request: options.request,
-    connection: { local: { address: options.from, port: options.fromPort }, remote: { address: to, port: options.toPort } },
+    connection: { local: { address: options.from, port: options.fromPort }, remote: { address: to, port: options.toPort }, communityId: null },
     direction: 'inbound',
     outcome: options.outcome ?? 'token',
     token,

@@ -74,9 +74,10 @@ describe('stopctl walk follows a chain of ssh logins over real SSH', { skip }, (
     assert.match(h1Token, /^[0-9a-f]{64}$/);
   });
 
-  test('walk HOST TOKEN --json gives the hops with their redeem documents, trace entries and checks; --html in the same run', async () => {
+  test('walk HOST TOKEN --json gives the hops with their redeem documents, trace entries and checks; --html and --case in the same run', async () => {
     const htmlFile = join(kit.dir, 'walk.html');
-    const result = await walkFromH4([h2.address, h2Token, '--json', '--html', htmlFile]);
+    const caseFile = join(kit.dir, 'walk.jsonld');
+    const result = await walkFromH4([h2.address, h2Token, '--json', '--html', htmlFile, '--case', caseFile]);
     assert.equal(result.code, 0, result.stderr);
     const doc = JSON.parse(result.stdout) as WalkDocument;
     assert.equal(doc.verdict, 'verified');
@@ -102,6 +103,10 @@ describe('stopctl walk follows a chain of ssh logins over real SSH', { skip }, (
     assert.match(html, /^<!DOCTYPE html>/i);
     assert.ok(html.includes(h2Token) && html.includes(h1Token), 'the report names both tokens');
     assert.match(html, /<svg/);
+    // So is the CASE bundle (validated against the ontology in walk-case.test.ts).
+    const bundle = readFileSync(caseFile, 'utf8');
+    assert.ok(typeof (JSON.parse(bundle) as Record<string, unknown>)['@context'] === 'object');
+    assert.ok(bundle.includes(h2Token) && bundle.includes(h1Token), 'the bundle names both tokens');
   });
 
   test('an unreachable H1 ends the walk with the reason and H1\'s token', async () => {

@@ -3,6 +3,7 @@
  * a recursive request it sends first), it reads each host's store over SSH, verifies the hop
  * where it lives and follows every upstream token, breadth-first (paper 3.1.3, section 5).
  */
+import { writeFileSync } from 'node:fs';
 import { hostname, networkInterfaces } from 'node:os';
 import { isIP } from 'node:net';
 import { queryStop } from '../../daemon/client.js';
@@ -12,6 +13,7 @@ import { StopdError, UsageError } from '../../errors.js';
 import { formatRequest } from '../../protocol/index.js';
 import { formatCommandHelp, parseCommandLine, parseInteger } from '../args.js';
 import { formatWalkText } from '../walk/format-walk.js';
+import { renderWalkHtml } from '../walk/walk-html.js';
 import { createStoreReader, DEFAULT_SSH, splitCommandLine } from '../walk/remote-stopctl.js';
 import { isWalkableHost, walkChain } from '../walk/walk-chain.js';
 import type { WalkDocument, WalkStart } from '../walk/walk-document.js';
@@ -42,6 +44,8 @@ const HELP = `  walk HOST TOKEN [options]
       --settle SEC          wait this long for upstream questions a host has not finished
                             (default 10)
       --json                print the walk as one JSON document (schema in the README)
+      --html FILE           also write the walk as one self-contained HTML report (no
+                            network access when opened: inline SVG, raw records inside)
       Progress goes to stderr when it is a terminal; Ctrl-C ends the walk and prints what
       was gathered. Exit status: 0 every hop verified; 3 a hop failed verification; 4 the
       walk is incomplete (a host unreachable, a token unknown, a bound reached); 2 --ask got
@@ -73,6 +77,7 @@ async function runWalk(argv: string[]): Promise<number> {
         timeout: { type: 'string' },
         settle: { type: 'string' },
         json: { type: 'boolean' },
+        html: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     },
@@ -86,6 +91,7 @@ async function runWalk(argv: string[]): Promise<number> {
   const maxHosts = parseInteger(values['max-hosts'] ?? '32', { name: '--max-hosts', min: 1, max: 10_000 });
   const timeoutMs = 1000 * parseInteger(values.timeout ?? '60', { name: '--timeout', min: 1, max: 3600 });
   const settleMs = 1000 * parseInteger(values.settle ?? '10', { name: '--settle', min: 0, max: 3600 });
+  if (values.html === '') throw new UsageError('--html needs a FILE to write the report to');
   const ssh = splitCommandLine(values.ssh ?? DEFAULT_SSH);
   const remoteStopctl = values['remote-stopctl'] ?? 'stopctl';
   if (remoteStopctl.trim() === '') throw new UsageError('--remote-stopctl must name a command, for example "sudo stopctl"');
@@ -116,7 +122,7 @@ async function runWalk(argv: string[]): Promise<number> {
       progress.clear();
     }
     process.stdout.write(values.json === true ? `${JSON.stringify(doc, null, 2)}\n` : formatWalkText(doc));
-    writeReports(doc, values);
+    if (!(await writeReports(doc, { html: values.html }))) return 1;
     if (doc.interrupted) return WALK_EXIT.interrupted;
     return doc.verdict === 'verified' ? WALK_EXIT.verified : doc.verdict === 'failed' ? WALK_EXIT.failed : WALK_EXIT.incomplete;
   } finally {
@@ -125,9 +131,24 @@ async function runWalk(argv: string[]): Promise<number> {
   }
 }
 
-/** The HTML report and the CASE bundle (rendered from the same document), when asked for. */
-function writeReports(_doc: WalkDocument, _values: Record<string, unknown>): void {
-  // --html and --case are registered once their renderers (walk-html.ts, walk-case.ts) are merged.
+/**
+ * The reports rendered from the same document, when asked for; false (with one sentence on
+ * stderr) when a file cannot be written. The files hold evidence: readable by their owner only.
+ */
+async function writeReports(doc: WalkDocument, files: { html: string | undefined }): Promise<boolean> {
+  const reports: [string, string | undefined, () => Promise<string>][] = [['--html', files.html, () => renderWalkHtml(doc)]];
+  let ok = true;
+  for (const [option, file, render] of reports) {
+    if (file === undefined) continue;
+    try {
+      writeFileSync(file, await render(), { mode: 0o600 });
+    } catch (error) {
+      if (!(error instanceof Error && 'code' in error)) throw error;
+      process.stderr.write(`stopctl: Cannot write ${option} ${file}: ${error.message}\n`);
+      ok = false;
+    }
+  }
+  return ok;
 }
 
 /** `walk HOST TOKEN`. */

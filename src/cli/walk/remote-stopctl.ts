@@ -70,14 +70,21 @@ function runCommand(argv: readonly string[], options: { signal: AbortSignal; tim
     };
     child.stdout.on('data', keep(stdout));
     child.stderr.on('data', keep(stderr));
-    child.on('error', (error) => {
-      failure ??= new HostUnreachableError(`cannot run ${program}: ${error.message}`);
-    });
-    child.on('close', (status) => {
+    let settled = false;
+    const settle = (outcome: () => void): void => {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
       options.signal.removeEventListener('abort', onAbort);
-      if (failure !== undefined) reject(failure);
-      else resolve({ status, stdout: Buffer.concat(stdout).toString('utf8'), stderr: Buffer.concat(stderr).toString('utf8') });
+      outcome();
+    };
+    // A program that cannot start gets 'error' (and maybe 'close') and never 'spawn'.
+    child.on('error', (error) => settle(() => reject(failure ?? new HostUnreachableError(`cannot run ${program}: ${error.message}`))));
+    child.on('close', (status) => {
+      settle(() => {
+        if (failure !== undefined) reject(failure);
+        else resolve({ status, stdout: Buffer.concat(stdout).toString('utf8'), stderr: Buffer.concat(stderr).toString('utf8') });
+      });
     });
   });
 }

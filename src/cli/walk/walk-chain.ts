@@ -249,15 +249,23 @@ interface HostReading {
  */
 async function readHost(pending: Pending, options: WalkOptions): Promise<HostReading> {
   const { reader, signal } = options;
-  const redeem = await runJson(reader, pending.host, ['redeem', pending.token, '--json'], signal);
-  let trace = await runJson(reader, pending.host, ['trace', pending.token, '--json'], signal);
+  // Three independent commands: run side by side, each host costs one round trip, not three.
+  const [redeem, first, verifyRun] = await Promise.allSettled([
+    runJson(reader, pending.host, ['redeem', pending.token, '--json'], signal),
+    runJson(reader, pending.host, ['trace', pending.token, '--json'], signal),
+    runJson(reader, pending.host, ['verify', '--json'], signal),
+  ]).then((results) => results.map((result) => {
+    if (result.status === 'rejected') throw result.reason;
+    return result.value;
+  }) as [JsonOutput, JsonOutput, JsonOutput]);
+  let trace = first;
   const deadline = Date.now() + (options.settleMs ?? 10_000);
   const wait = options.wait ?? waitFor;
   while (pendingOf(trace.json) > 0 && Date.now() < deadline && !signal.aborted) {
     await wait(250, signal);
     trace = await runJson(reader, pending.host, ['trace', pending.token, '--json'], signal);
   }
-  const verify = await runJson(reader, pending.host, ['verify', '--json'], signal);
+  const verify = verifyRun;
   const upstream = Array.isArray(trace.json?.upstream) ? (trace.json.upstream as WalkUpstreamEntry[]) : [];
   return {
     redeem: redeem.json,
@@ -272,6 +280,11 @@ function pendingOf(trace: Readonly<Record<string, unknown>> | null): number {
   return typeof trace?.pending === 'number' ? trace.pending : 0;
 }
 
+interface JsonOutput {
+  readonly json: Readonly<Record<string, unknown>> | null;
+  readonly status: number | null;
+}
+
 /**
  * One command's JSON. `stopctl` prints JSON with exit 0, 2 (unknown token) and 3 (integrity
  * failure); anything else (1: no store, 64, 127: no stopctl, 255: SSH failed) means the
@@ -282,7 +295,7 @@ async function runJson(
   host: string,
   args: readonly string[],
   signal: AbortSignal,
-): Promise<{ json: Readonly<Record<string, unknown>> | null; status: number | null }> {
+): Promise<JsonOutput> {
   const output = await reader.run(host, args, { signal });
   if (output.status !== 0 && output.status !== 2 && output.status !== 3) {
     const why = lastLine(output.stderr) || `exit status ${output.status ?? 'none (killed)'}`;

@@ -14,6 +14,7 @@ import { formatRequest } from '../../protocol/index.js';
 import { formatCommandHelp, parseCommandLine, parseInteger } from '../args.js';
 import { formatWalkText } from '../walk/format-walk.js';
 import { renderWalkHtml } from '../walk/walk-html.js';
+import { renderWalkCase } from '../walk/walk-case.js';
 import { createStoreReader, DEFAULT_SSH, splitCommandLine } from '../walk/remote-stopctl.js';
 import { isWalkableHost, walkChain } from '../walk/walk-chain.js';
 import type { WalkDocument, WalkStart } from '../walk/walk-document.js';
@@ -46,6 +47,8 @@ const HELP = `  walk HOST TOKEN [options]
       --json                print the walk as one JSON document (schema in the README)
       --html FILE           also write the walk as one self-contained HTML report (no
                             network access when opened: inline SVG, raw records inside)
+      --case FILE           also write the walk as a CASE/UCO JSON-LD bundle (each hop's
+                            connection with its Community ID, processes, accounts, provenance)
       Progress goes to stderr when it is a terminal; Ctrl-C ends the walk and prints what
       was gathered. Exit status: 0 every hop verified; 3 a hop failed verification; 4 the
       walk is incomplete (a host unreachable, a token unknown, a bound reached); 2 --ask got
@@ -78,6 +81,7 @@ async function runWalk(argv: string[]): Promise<number> {
         settle: { type: 'string' },
         json: { type: 'boolean' },
         html: { type: 'string' },
+        case: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     },
@@ -92,6 +96,7 @@ async function runWalk(argv: string[]): Promise<number> {
   const timeoutMs = 1000 * parseInteger(values.timeout ?? '60', { name: '--timeout', min: 1, max: 3600 });
   const settleMs = 1000 * parseInteger(values.settle ?? '10', { name: '--settle', min: 0, max: 3600 });
   if (values.html === '') throw new UsageError('--html needs a FILE to write the report to');
+  if (values.case === '') throw new UsageError('--case needs a FILE to write the CASE bundle to');
   const ssh = splitCommandLine(values.ssh ?? DEFAULT_SSH);
   const remoteStopctl = values['remote-stopctl'] ?? 'stopctl';
   if (remoteStopctl.trim() === '') throw new UsageError('--remote-stopctl must name a command, for example "sudo stopctl"');
@@ -122,7 +127,7 @@ async function runWalk(argv: string[]): Promise<number> {
       progress.clear();
     }
     process.stdout.write(values.json === true ? `${JSON.stringify(doc, null, 2)}\n` : formatWalkText(doc));
-    if (!(await writeReports(doc, { html: values.html }))) return 1;
+    if (!(await writeReports(doc, { html: values.html, case: values.case }))) return 1;
     if (doc.interrupted) return WALK_EXIT.interrupted;
     return doc.verdict === 'verified' ? WALK_EXIT.verified : doc.verdict === 'failed' ? WALK_EXIT.failed : WALK_EXIT.incomplete;
   } finally {
@@ -135,8 +140,11 @@ async function runWalk(argv: string[]): Promise<number> {
  * The reports rendered from the same document, when asked for; false (with one sentence on
  * stderr) when a file cannot be written. The files hold evidence: readable by their owner only.
  */
-async function writeReports(doc: WalkDocument, files: { html: string | undefined }): Promise<boolean> {
-  const reports: [string, string | undefined, () => Promise<string>][] = [['--html', files.html, () => renderWalkHtml(doc)]];
+async function writeReports(doc: WalkDocument, files: { html: string | undefined; case: string | undefined }): Promise<boolean> {
+  const reports: [string, string | undefined, () => Promise<string>][] = [
+    ['--html', files.html, () => renderWalkHtml(doc)],
+    ['--case', files.case, () => Promise.resolve(`${JSON.stringify(renderWalkCase(doc), null, 2)}\n`)],
+  ];
   let ok = true;
   for (const [option, file, render] of reports) {
     if (file === undefined) continue;

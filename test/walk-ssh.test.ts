@@ -12,6 +12,7 @@ import { STOPCTL } from './support/daemon.js';
 import { eventually, peerPort } from './support/chain.js';
 import { createSshKit, HAS_OPENSSH, startSshd, type SshKit } from './support/ssh-hosts.js';
 import { createTestNet, type TestHost, type TestNet, type TestStopd } from './support/testnet.js';
+import { validateCase } from './support/case-validate.js';
 import type { WalkDocument } from '../src/cli/walk/walk-document.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -103,10 +104,16 @@ describe('stopctl walk follows a chain of ssh logins over real SSH', { skip }, (
     assert.match(html, /^<!DOCTYPE html>/i);
     assert.ok(html.includes(h2Token) && html.includes(h1Token), 'the report names both tokens');
     assert.match(html, /<svg/);
-    // So is the CASE bundle (validated against the ontology in walk-case.test.ts).
-    const bundle = readFileSync(caseFile, 'utf8');
-    assert.ok(typeof (JSON.parse(bundle) as Record<string, unknown>)['@context'] === 'object');
-    assert.ok(bundle.includes(h2Token) && bundle.includes(h1Token), 'the bundle names both tokens');
+    // Community ID joins the hops: H2's trace entry about the connection from H1 and H1's own
+    // record of that connection (seen from its other end) name the same flow.
+    assert.match(second.summary?.communityId ?? '', /^1:[A-Za-z0-9+/]{27}=$/);
+    assert.equal(first.upstream[0]?.connection.communityId, second.summary?.communityId);
+    // The CASE bundle of the same run validates (test/support/case-validate.ts) and names both records.
+    const bundle = JSON.parse(readFileSync(caseFile, 'utf8')) as object;
+    const report = await validateCase(bundle);
+    assert.deepEqual(report.problems.filter((problem) => problem.severity !== 'Info'), []);
+    const exhibits = report.quads.filter((q) => q.predicate.value.endsWith('/investigation/exhibitNumber')).map((q) => q.object.value);
+    assert.deepEqual(exhibits.sort(), [h2Token, h1Token].sort());
   });
 
   test('an unreachable H1 ends the walk with the reason and H1\'s token', async () => {

@@ -49,7 +49,7 @@ function loadOntology(): Quad[] {
 
 /** Validates a JSON-LD document against CASE 1.4.0 as described above. */
 export async function validateCase(document: object): Promise<CaseReport> {
-  const nquads = (await jsonld.toRDF(document as jsonld.JsonLdDocument, { format: 'application/n-quads', safe: true } as jsonld.Options.ToRdf)) as unknown as string;
+  const nquads = (await jsonld.toRDF(document, { format: 'application/n-quads', safe: true } as jsonld.Options.ToRdf)) as unknown as string;
   const quads = new Parser({ format: 'N-Quads' }).parse(nquads);
   const ontologyQuads = loadOntology();
   const defined = new Set(ontologyQuads.map((quad) => quad.subject.value));

@@ -13,8 +13,8 @@ import { StopdError, UsageError } from '../../errors.js';
 import { formatRequest } from '../../protocol/index.js';
 import { formatCommandHelp, parseCommandLine, parseInteger } from '../args.js';
 import { formatWalkText } from '../walk/format-walk.js';
-import { renderWalkCase } from '../walk/walk-case.js';
 import { renderWalkHtml } from '../walk/walk-html.js';
+import { renderWalkCase } from '../walk/walk-case.js';
 import { createStoreReader, DEFAULT_SSH, splitCommandLine } from '../walk/remote-stopctl.js';
 import { isWalkableHost, walkChain } from '../walk/walk-chain.js';
 import type { WalkDocument, WalkStart } from '../walk/walk-document.js';
@@ -48,7 +48,7 @@ const HELP = `  walk HOST TOKEN [options]
       --html FILE           also write the walk as one self-contained HTML report (no
                             network access when opened: inline SVG, raw records inside)
       --case FILE           also write the walk as a CASE/UCO JSON-LD bundle (each hop's
-                            connection, processes and accounts, the provenance of each record)
+                            connection with its Community ID, processes, accounts, provenance)
       Progress goes to stderr when it is a terminal; Ctrl-C ends the walk and prints what
       was gathered. Exit status: 0 every hop verified; 3 a hop failed verification; 4 the
       walk is incomplete (a host unreachable, a token unknown, a bound reached); 2 --ask got
@@ -95,7 +95,8 @@ async function runWalk(argv: string[]): Promise<number> {
   const maxHosts = parseInteger(values['max-hosts'] ?? '32', { name: '--max-hosts', min: 1, max: 10_000 });
   const timeoutMs = 1000 * parseInteger(values.timeout ?? '60', { name: '--timeout', min: 1, max: 3600 });
   const settleMs = 1000 * parseInteger(values.settle ?? '10', { name: '--settle', min: 0, max: 3600 });
-  if (values.html === '' || values.case === '') throw new UsageError('--html and --case need a FILE to write to');
+  if (values.html === '') throw new UsageError('--html needs a FILE to write the report to');
+  if (values.case === '') throw new UsageError('--case needs a FILE to write the CASE bundle to');
   const ssh = splitCommandLine(values.ssh ?? DEFAULT_SSH);
   const remoteStopctl = values['remote-stopctl'] ?? 'stopctl';
   if (remoteStopctl.trim() === '') throw new UsageError('--remote-stopctl must name a command, for example "sudo stopctl"');

@@ -37,7 +37,7 @@ export default tseslint.config(
           layers: ['protocol', 'host', 'trace', 'evidence', 'daemon', 'cli'],
           below: ['errors.ts'],
           above: ['index.ts'],
-          testOnly: ['host/fake-host.ts', 'trace/figures.ts'],
+          testOnly: ['host/fake-host.ts', 'trace/figures.ts', 'cli/walk/walk-figures.ts'],
         },
       ],
     },

@@ -6,7 +6,8 @@
  * inbound connection with an SV_REC request. H3 replies a token, saves what it found, and
  * (recursion, DESIGN duty 6) asks H2, which asks H1. Finally the demo shows what an
  * investigator gets on each host: `stopctl redeem` of the local token, then `stopctl trace`,
- * which names the upstream host and the token to take there.
+ * which names the upstream host and the token to take there. Last, the same in one command:
+ * `stopctl walk` on H4 reads each host's store over real SSH (sshd on each host, a test key).
  *
  * Needs root (network and PID namespaces); every connection stays between the test hosts.
  * Compiled with the tests to dist/test/demo.js.
@@ -16,6 +17,7 @@ import { randomInt } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { STOPCTL } from './support/daemon.js';
+import { createSshKit, HAS_OPENSSH, startSshd } from './support/ssh-hosts.js';
 import { cleanupStale, createTestNet, readLedger, startHopChain, type TestHost, type TestNet, type TestStopd } from './support/testnet.js';
 
 const run = promisify(execFile);
@@ -153,6 +155,28 @@ async function runDemo(): Promise<number> {
       } else {
         const entries = readLedger(finding.stopd.storeDir).filter((entry) => entry.kind === 'upstream' && entry.parentToken === finding.token);
         process.stdout.write(`\nUpstream ledger entries for this token:\n${entries.map((entry) => `  ${describeUpstream(entry)}\n`).join('') || '  none\n'}`);
+      }
+    }
+
+    const start = findings[0];
+    if (start !== undefined) {
+      heading(`The same in one command: stopctl walk on H4, reaching each host's store over SSH`);
+      if (!HAS_OPENSSH) process.stdout.write('Skipped: needs openssh-server and openssh-client (sshd on each host, ssh on H4).\n');
+      else {
+        // A test host key and user key; sshd on H1..H3 on their addresses, each giving its
+        // sessions that host's store (the remote stopctl the walk runs reads it).
+        const kit = createSshKit(net.hosts);
+        try {
+          for (const host of net.hosts.slice(0, -1)) {
+            const stopd = stopds.get(host);
+            if (stopd !== undefined) await startSshd(host, kit, { storeDir: stopd.storeDir });
+          }
+          const walkArgs = ['walk', start.host.address, start.token, '--ssh', kit.sshLine, '--remote-stopctl', kit.remoteStopctl];
+          const walked = await last.to.exec([process.execPath, STOPCTL, ...walkArgs], { timeoutMs: 180_000 });
+          process.stdout.write(`H4# stopctl walk ${start.host.address} ${start.token} --ssh "ssh -i KEY -l root ..."\n${walked.stdout}${walked.stderr}(exit status ${walked.code})\n`);
+        } finally {
+          kit.remove();
+        }
       }
     }
 

@@ -117,6 +117,16 @@ describe('SV_REC walks a chain of four hosts back to the first', { skip }, () =>
     assert.equal(trace.upstream[0]?.outcome, 'token');
     assert.equal(trace.upstream[0]?.token, h2Token);
     assert.match(trace.upstream[0]?.request ?? '', new RegExp(`^\\d+,${SHELL_PORT}:SV_REC:${sid}$`));
+
+    // Community ID joins the hops: h3's inbound connection from h2 (in its record and its
+    // trace) and h2's outbound connection to h3 (in h2's record) are one flow, seen from each end.
+    const h3Record = (await redeemJson(s(h3), h3Token)) as { upstream: { communityId?: string }[]; connection: { communityId?: string } };
+    const h2Record = (await redeemJson(s(h2), h2Token)) as { connection: { communityId?: string } };
+    const joined = h2Record.connection.communityId;
+    assert.match(joined ?? '', /^1:[A-Za-z0-9+/]{27}=$/);
+    assert.equal(h3Record.upstream[0]?.communityId, joined);
+    assert.equal((trace.upstream[0] as { connection?: { communityId?: string } } | undefined)?.connection?.communityId, joined);
+    assert.notEqual(h3Record.connection.communityId, joined, "h3's own queried connection is another flow");
   });
 
   test('ID_REC follows the same chain without saving records', async () => {

@@ -115,7 +115,7 @@ function hostileTraceView(): TraceView {
         host: '192.0.2.66',
         port: 113,
         request: '4000,22:SV_REC:7',
-        connection: { local: { address: '198.51.100.2', port: 22 }, remote: { address: '192.0.2.66', port: 4000 } },
+        connection: { local: { address: '198.51.100.2', port: 22 }, remote: { address: '192.0.2.66', port: 4000 }, communityId: null },
         direction: 'inbound',
         outcome: 'token',
         token: 'cd'.repeat(32),
@@ -355,6 +355,7 @@ function traceView(overrides: Partial<TraceView> = {}): TraceView {
   const connection = (port: number): TraceView['upstream'][number]['connection'] => ({
     local: { address: THIS_HOST, port: 22 },
     remote: { address: PREVIOUS_HOST, port },
+    communityId: null,
   });
   const base = {
     token: TOKEN,
@@ -366,7 +367,7 @@ function traceView(overrides: Partial<TraceView> = {}): TraceView {
       time: '2024-01-02T10:00:00.000Z',
       request: '968, 23 : SV_REC : 92847523456',
       requester: { address: NEXT_HOST, port: 40123 },
-      connection: { local: { address: THIS_HOST, port: 968 }, remote: { address: NEXT_HOST, port: 23 } },
+      connection: { local: { address: THIS_HOST, port: 968 }, remote: { address: NEXT_HOST, port: 23 }, communityId: null },
       user: 'alice',
       uid: 1000,
       processes: 5,

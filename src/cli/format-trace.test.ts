@@ -31,7 +31,7 @@ function view(upstream: Partial<TraceView['upstream'][number]>[]): TraceView {
       host: '192.0.2.66',
       port: 113,
       request: '4000,22:SV_REC:7',
-      connection: { local: { address: '192.0.2.2', port: 22 }, remote: { address: '192.0.2.66', port: 4000 } },
+      connection: { local: { address: '192.0.2.2', port: 22 }, remote: { address: '192.0.2.66', port: 4000 }, communityId: '1:Qhn7bI2I7PLvI+8X0ZzQWGCaS3s=' },
       direction: `inbound${EVIL}`,
       outcome: 'token',
       token: null,
@@ -78,4 +78,16 @@ test('showStored keeps stored escapes as they are and still escapes raw controls
   assert.equal(showStored('ok\\x1b'), 'ok\\x1b');
   assert.equal(showStored('ok\x1b'), 'ok\\x1b');
   assert.doesNotMatch(showStored('\\\x1b\\\\\x9b'), RAW_CONTROL);
+});
+
+test('formatTraceText shows the Community ID of each connection it names', () => {
+  const base = view([{ outcome: 'token', token: 'cd'.repeat(32) }]);
+  const local = base.local;
+  assert.ok(local);
+  const connection = { local: { address: '192.0.2.66', port: 4000 }, remote: { address: '198.51.100.9', port: 22 }, communityId: '1:local+id=' };
+  const text = formatTraceText({ ...base, local: { ...local, connection } });
+  assert.match(text, /\nCommunity {3}1:local\+id=\n/);
+  assert.match(text, /\n {6}community ID 1:Qhn7bI2I7PLvI\+8X0ZzQWGCaS3s=\n/);
+  const without = formatTraceText({ ...base, upstream: base.upstream.map((u) => ({ ...u, connection: { ...u.connection, communityId: null } })) });
+  assert.doesNotMatch(without, /community ID/i);
 });

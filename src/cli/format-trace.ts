@@ -5,6 +5,7 @@
  */
 import type { Redemption } from '../evidence/redeem.js';
 import { isReplyEntry, isUpstreamEntry, type UpstreamEntry } from '../evidence/ledger-format.js';
+import { describeCommunityId } from '../evidence/community-id.js';
 import type { Endpoint } from '../host/types.js';
 import type { AnalysisProblem } from '../trace/types.js';
 import { showProblem } from './format-record.js';
@@ -21,7 +22,8 @@ export interface TraceView {
     readonly time: string;
     readonly request: string;
     readonly requester: Endpoint;
-    readonly connection: { readonly local: Endpoint; readonly remote: Endpoint } | null;
+    /** `communityId`: the connection's Community ID (null when an end is not an IP address). */
+    readonly connection: { readonly local: Endpoint; readonly remote: Endpoint; readonly communityId: string | null } | null;
     readonly user: string | null;
     readonly uid: number | null;
     /**
@@ -42,7 +44,7 @@ export interface TraceView {
     readonly host: string;
     readonly port: number;
     readonly request: string;
-    readonly connection: { readonly local: Endpoint; readonly remote: Endpoint };
+    readonly connection: { readonly local: Endpoint; readonly remote: Endpoint; readonly communityId: string | null };
     readonly direction: string;
     readonly outcome: UpstreamEntry['outcome'];
     readonly token: string | null;
@@ -66,7 +68,7 @@ export function describeTrace(token: string, redemption: Redemption): TraceView 
     host: u.peer.address,
     port: u.peer.port,
     request: u.request,
-    connection: u.connection,
+    connection: { local: u.connection.local, remote: u.connection.remote, communityId: describeCommunityId(u.connection) },
     direction: u.direction,
     outcome: u.outcome,
     token: u.token ?? null,
@@ -90,7 +92,10 @@ export function describeTrace(token: string, redemption: Redemption): TraceView 
             time: entry.time,
             request: entry.request,
             requester: entry.requester,
-            connection: entry.connection === undefined ? null : { local: entry.connection.local, remote: entry.connection.remote },
+            connection:
+              entry.connection === undefined
+                ? null
+                : { local: entry.connection.local, remote: entry.connection.remote, communityId: describeCommunityId(entry.connection) },
             user: entry.user ?? null,
             uid: entry.uid ?? null,
             source: entry.source ?? (entry.connection === undefined ? null : 'live'),
@@ -128,6 +133,7 @@ export function formatTraceText(view: TraceView): string {
   out.push(`Type        ${show(local.type ?? 'unparsed')}${local.sid === null ? '' : `, SID ${show(local.sid)}`}`);
   if (local.connection !== null) {
     out.push(`Connection  ${showEndpoint(local.connection.local)} -> ${showEndpoint(local.connection.remote)}`);
+    if (local.connection.communityId !== null) out.push(`Community   ${local.connection.communityId}`);
   }
   if (local.uid !== null) out.push(`User        ${local.user === null ? '(no passwd entry)' : show(local.user)} (uid ${local.uid})`);
   if (local.source === 'history') {
@@ -146,6 +152,7 @@ export function formatTraceText(view: TraceView): string {
     for (const u of view.upstream) {
       out.push(`  ${showEndpoint({ address: u.host, port: u.port })}  asked ${quote(u.request)}`);
       out.push(`      about ${showEndpoint(u.connection.remote)} -> ${showEndpoint(u.connection.local)} (${show(u.direction)})`);
+      if (u.connection.communityId !== null) out.push(`      community ID ${u.connection.communityId}`);
       out.push(`      ${describeOutcome(u)}${u.elapsedMs === null ? '' : ` (${u.elapsedMs} ms)`}`);
     }
   }

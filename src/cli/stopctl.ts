@@ -10,9 +10,10 @@ import { VERIFY_COMMAND } from './commands/verify.js';
 import { KEYGEN_COMMAND } from './commands/keygen.js';
 import { PRUNE_COMMAND } from './commands/prune.js';
 import { HISTORY_COMMAND } from './commands/history.js';
+import { WALK_COMMAND } from './commands/walk.js';
 
 /** Every command, in `stopctl --help` order. */
-const COMMANDS: readonly StopctlCommand[] = [QUERY_COMMAND, REDEEM_COMMAND, TRACE_COMMAND, VERIFY_COMMAND, KEYGEN_COMMAND, PRUNE_COMMAND, HISTORY_COMMAND];
+const COMMANDS: readonly StopctlCommand[] = [QUERY_COMMAND, REDEEM_COMMAND, TRACE_COMMAND, WALK_COMMAND, VERIFY_COMMAND, KEYGEN_COMMAND, PRUNE_COMMAND, HISTORY_COMMAND];
 
 const HELP = `Usage: stopctl <command> [options]
 

@@ -237,7 +237,10 @@ const checkRecord = objectOf(
     type: oneOf('SV', 'SV_REC'),
     sid: string,
     request: objectOf({ line: string, requester: endpoint, clientIp: string }, ['clientIp']),
-    connection: objectOf({ local: endpoint, remote: endpoint, state: tcpState, inode: integer, uid: integer, user: nullable(string) }),
+    connection: objectOf(
+      { local: endpoint, remote: endpoint, state: tcpState, inode: integer, uid: integer, user: nullable(string), communityId: string },
+      ['communityId'],
+    ),
     host: objectOf({ hostname: string, bootTime: string, kernel: string, os: nullable(string) }),
     processes: arrayOf(processCheck),
     links: arrayOf(
@@ -245,14 +248,18 @@ const checkRecord = objectOf(
     ),
     channels: arrayOf(objectOf({ kind: oneOf('pipe', 'tcp', 'unix', 'shared'), inodes: pids, from: pids, to: pids })),
     upstream: arrayOf(
-      objectOf({
-        local: endpoint,
-        remote: endpoint,
-        inode: integer,
-        state: tcpState,
-        direction: oneOf('inbound', 'unknown'),
-        pids,
-      }),
+      objectOf(
+        {
+          local: endpoint,
+          remote: endpoint,
+          inode: integer,
+          state: tcpState,
+          direction: oneOf('inbound', 'unknown'),
+          pids,
+          communityId: string,
+        },
+        ['communityId'],
+      ),
     ),
     vanished: pids,
     denied: pids,

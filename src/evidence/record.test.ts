@@ -20,6 +20,7 @@ import {
 } from './record.js';
 import { parseRecord, readRecord } from './record-reader.js';
 import { hashToken } from './tokens.js';
+import { formatCommunityId } from './community-id.js';
 
 const HOST: HostFacts = {
   hostname: 'h2.example',
@@ -135,7 +136,10 @@ test('buildRecord with every category saves the whole of Table II', () => {
     inode: record.connection.inode,
     uid: 1000,
     user: 'alice',
+    // Either direction gives the same ID (the spec orders the endpoints).
+    communityId: formatCommunityId({ address: NEXT_HOST, port: 23 }, { address: '198.51.100.2', port: 968 }),
   });
+  assert.match(record.connection.communityId ?? '', /^1:[A-Za-z0-9+/]{27}=$/);
   assert.deepEqual(record.host, HOST);
   assert.deepEqual(
     record.processes?.map((process) => [process.name, process.pid, process.user, process.role]),
@@ -153,6 +157,19 @@ test('buildRecord with every category saves the whole of Table II', () => {
   assert.ok((record.links?.length ?? 0) > 0);
   assert.deepEqual(record.saved, ALL_SAVE_CATEGORIES);
   assert.deepEqual(record.upstream.map((candidate) => candidate.remote), [{ address: '192.0.2.1', port: 616 }]);
+  const upstream = record.upstream[0];
+  assert.ok(upstream);
+  assert.equal(upstream.communityId, formatCommunityId(upstream.local, upstream.remote));
+});
+
+test('parseRecord reads records with and without Community IDs, and refuses one that is not text', () => {
+  const record = buildRecord(figure7Input());
+  assert.deepEqual(parseRecord(formatRecordBytes(record)), record);
+  const { communityId: _dropped, ...older } = record.connection;
+  const before = { ...record, connection: older, upstream: record.upstream.map(({ communityId: _id, ...candidate }) => candidate) };
+  assert.deepEqual(parseRecord(formatRecordBytes(before)), before);
+  const bad = { ...record, connection: { ...record.connection, communityId: 7 } };
+  assert.throws(() => parseRecord(formatRecordBytes(bad as unknown as typeof record)), /communityId/);
 });
 
 test('buildRecord keeps only the utmp entries of users named in the record', () => {

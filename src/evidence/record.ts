@@ -26,6 +26,7 @@ import type {
 import { writeFileDurably } from './durable-file.js';
 import { DEFAULT_MAX_RECORD_BYTES, recordFileName, temporaryRecordPath } from './record-files.js';
 import { hashToken, type TokenHash } from './tokens.js';
+import { describeCommunityId } from './community-id.js';
 
 /**
  * What an operator may choose to save (paper 4: "select what state data to save for SV and
@@ -109,6 +110,13 @@ export interface RecordConnection {
   readonly uid: number;
   /** Account name of `uid`, or null. */
   readonly user: string | null;
+  /** Its Community ID (TCP, seed 0: `community-id.ts`); absent in records made before it existed. */
+  readonly communityId?: string;
+}
+
+/** An upstream candidate as saved: the closure's, with its Community ID (absent in older records). */
+export interface RecordUpstream extends UpstreamCandidate {
+  readonly communityId?: string;
 }
 
 /** The request a record answers (paper Table II: address of the requesting host, type of request). */
@@ -164,7 +172,7 @@ export interface EvidenceRecord {
   readonly processes?: readonly RecordProcess[];
   readonly links?: readonly ClosureLink[];
   readonly channels?: readonly ClosureChannel[];
-  readonly upstream: readonly UpstreamCandidate[];
+  readonly upstream: readonly RecordUpstream[];
   readonly vanished: readonly number[];
   readonly denied: readonly number[];
   readonly truncated: boolean;
@@ -308,6 +316,7 @@ function buildWholeRecord(input: BuildRecordInput): EvidenceRecord {
     inode: queried.inode,
     uid: queried.uid,
     user: userName(queried.uid),
+    ...withCommunityId(queried),
   };
   const processes = save.has('processes')
     ? closure.processes.map((process) => copyProcess(process, userName(process.uid.real), save))
@@ -347,6 +356,7 @@ function buildWholeRecord(input: BuildRecordInput): EvidenceRecord {
       local: copyEndpoint(candidate.local),
       remote: copyEndpoint(candidate.remote),
       pids: [...candidate.pids],
+      ...withCommunityId(candidate),
     })),
     vanished: [...closure.vanished],
     denied: [...new Set(input.denied)],
@@ -362,6 +372,12 @@ function buildWholeRecord(input: BuildRecordInput): EvidenceRecord {
     ...(save.has('utmp') ? { utmp: filterUtmpForUsers(input.utmp, [...reportUsers]).map((entry) => ({ ...entry })) } : {}),
     saved,
   };
+}
+
+/** `{ communityId }` of a connection, or nothing when its endpoints are not IP addresses. */
+function withCommunityId(connection: { readonly local: Endpoint; readonly remote: Endpoint }): { communityId?: string } {
+  const communityId = describeCommunityId(connection);
+  return communityId === null ? {} : { communityId };
 }
 
 function copyEndpoint(endpoint: Endpoint): Endpoint {

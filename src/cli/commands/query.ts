@@ -59,8 +59,8 @@ async function runQuery(argv: string[]): Promise<number> {
   }
 }
 
-/** Builds the request through the codec, so stopctl can only send what a daemon would accept. */
-function buildRequest(options: {
+/** Builds the request through the codec, so stopctl can only send what a daemon would accept (also `walk --ask`). */
+export function buildRequest(options: {
   clientPort: string;
   serverPort: string;
   type: string | undefined;
@@ -84,7 +84,8 @@ function buildRequest(options: {
   }
 }
 
-function parseTarget(text: string): { host: string; port: number } {
+/** `HOST[:PORT]` or `[IPV6]:PORT`, port 113 unless given (also `walk --ask`). */
+export function parseTarget(text: string): { host: string; port: number } {
   const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(text);
   if (bracketed !== null) {
     return { host: bracketed[1] ?? '', port: parseInteger(bracketed[2] ?? '113', { name: 'port', min: 1, max: 65535 }) };

@@ -165,8 +165,17 @@ test('buildRecord with every category saves the whole of Table II', () => {
 test('parseRecord reads records with and without Community IDs, and refuses one that is not text', () => {
   const record = buildRecord(figure7Input());
   assert.deepEqual(parseRecord(formatRecordBytes(record)), record);
-  const { communityId: _dropped, ...older } = record.connection;
-  const before = { ...record, connection: older, upstream: record.upstream.map(({ communityId: _id, ...candidate }) => candidate) };
+  const older = { ...record.connection };
+  delete older.communityId;
+  const before = {
+    ...record,
+    connection: older,
+    upstream: record.upstream.map((candidate) => {
+      const copy = { ...candidate };
+      delete copy.communityId;
+      return copy;
+    }),
+  };
   assert.deepEqual(parseRecord(formatRecordBytes(before)), before);
   const bad = { ...record, connection: { ...record.connection, communityId: 7 } };
   assert.throws(() => parseRecord(formatRecordBytes(bad as unknown as typeof record)), /communityId/);

@@ -15,7 +15,9 @@
         "native/fd_index_keeper.c",
         "native/fd_index_napi.c",
         "native/socket_fd.c",
-        "native/socket_fd_napi.c"
+        "native/socket_fd_napi.c",
+        "native/conntrack.c",
+        "native/conntrack_napi.c"
       ],
       "cflags": ["-O2", "-Wall", "-Wextra", "-std=gnu11"]
     }

@@ -11,6 +11,7 @@
  *   fd_index*.c/.h     the incremental descriptor index kept between refreshes
  *                      (why it is exact: FD_INDEX.md)
  *   socket_fd.c/.h     what one socket descriptor of a process is (pidfd_getfd)
+ *   conntrack.c/.h     one conntrack entry by tuple (NETLINK_NETFILTER GET, never a dump)
  *   NAME_napi.c        each part's N-API binding and its NAME_register
  *   napi_common.c/.h   N-API helpers shared by the bindings (errors, arguments, properties)
  *   compat.h           system-call numbers older headers lack (also used by bench/floor)
@@ -24,6 +25,7 @@
  *   fdIndexCreate, fdIndexRefresh, fdIndexHolders, fdIndexFds, fdIndexDenied, fdIndexClose
  *     (see fd_index_napi.c)
  *   socketOf(pid, fd, inode) (see socket_fd_napi.c)
+ *   conntrackLookup(family, 'orig'|'reply', src, srcPort, dst, dstPort) (see conntrack_napi.c)
  * TcpEntry  = { family, state, uid, inode, localAddr: Buffer, localPort, remoteAddr: Buffer, remotePort }
  * UnixEntry = { inode, type, state, path: string | null, peer }
  * The TypeScript view of all of them is src/host/native-addon.ts.
@@ -40,7 +42,8 @@
 
 NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   if (sock_diag_register(env, exports) != napi_ok || fd_scan_register(env, exports) != napi_ok ||
-      fd_index_register(env, exports) != napi_ok || socket_fd_register(env, exports) != napi_ok) {
+      fd_index_register(env, exports) != napi_ok || socket_fd_register(env, exports) != napi_ok ||
+      conntrack_register(env, exports) != napi_ok) {
     throw_napi_failure(env);
     return NULL;
   }

@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import { AccountDirectory } from '../host/users.js';
 import { missingCapabilities, PROCESS_VIEW_CAPABILITIES, readEffectiveCapabilities } from '../host/capabilities.js';
+import { checkConntrack, createConntrackTable, type ConntrackTable } from '../host/conntrack.js';
 import { createLinuxHostView } from '../host/linux-host.js';
 import { createLinuxSocketTable, type LinuxSocketTable } from '../host/linux-sockets.js';
 import { createPersistentFdIndex, type PersistentFdIndex } from '../host/persistent-fd-index.js';
@@ -50,6 +51,8 @@ export interface DaemonOptions {
   readonly maxFanOut: number;
   /** Upstream requests in flight at once. */
   readonly maxUpstream: number;
+  /** `--nat`: answer for connections this gateway translated and ask the host behind them. */
+  readonly nat?: boolean;
   /** How long a recursive request is remembered for loop detection (paper 3.1.4: 120 s). */
   readonly loopWindowMs: number;
   /** Work (requests processed + upstream requests sent) per SID and window. */
@@ -245,6 +248,12 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       tokenHash: options.tokenHash,
       ...(store.quota === undefined ? {} : { quota: { limits: store.quota, ledger: store.ledger, log: options.log } }),
     });
+    let nat: ConntrackTable | undefined;
+    if (options.nat === true) {
+      // Fail at start, with the reason, rather than at the first question (ConntrackError).
+      nat = createConntrackTable();
+      checkConntrack(nat);
+    }
     const rates = new RateLimiter(options.rateLimits);
     const reportRates = async (): Promise<void> => {
       for (const report of rates.takeReports()) {
@@ -270,6 +279,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       analyses: new Semaphore(1, { maxWaiting: options.maxAnalysisQueue }),
       loops,
       upstream,
+      ...(nat === undefined ? {} : { nat }),
       rates,
       log: options.log,
     });

@@ -1,5 +1,6 @@
 import { StopdError } from '../errors.js';
 import { listLocalAddresses } from '../host/addresses.js';
+import type { ConntrackTable, TrackedFlow } from '../host/conntrack.js';
 import type { Endpoint, SocketTable, TcpSocket } from '../host/types.js';
 import { readOptInFile, type AccountDirectory } from '../host/users.js';
 import type { Ledger, LedgerEntryInput } from '../evidence/ledger.js';
@@ -44,6 +45,11 @@ export interface ResponderOptions {
   readonly loops?: LoopTable;
   /** Asks upstream hosts for ID_REC/SV_REC; without it nothing is sent upstream. */
   readonly upstream?: UpstreamDispatcher;
+  /**
+   * `--nat`: the gateway's conntrack table. A connection no local socket holds is looked up
+   * there by its translated tuple; without it such requests get NO-USER as before.
+   */
+  readonly nat?: ConntrackTable;
   /** Per-requester rate limits; without it nothing is limited. */
   readonly rates?: RateLimiter;
   readonly log: Logger;
@@ -99,8 +105,9 @@ export class Responder {
     if (!this.#admitRate(origin, request.type === 'ID' ? 'id' : 'analysis')) return this.#refuseRate(ports, clientIp);
     let finding: ConnectionFinding;
     let socket: TcpSocket | undefined;
+    let flow: TrackedFlow | undefined;
     try {
-      ({ finding, socket } = await this.#findConnection(request, origin));
+      ({ finding, socket, flow } = await this.#findConnection(request, origin));
     } catch (error) {
       this.#o.log.warn(`Cannot look up ${ports.client},${ports.server} for ${origin.requester.address}: ${String(error)}`);
       const decision = decideError('UNKNOWN-ERROR', { policy: this.#o.policy, clientIp });
@@ -134,6 +141,7 @@ export class Responder {
             uid: socket.uid,
             user: account?.name ?? null,
           }),
+      ...(flow === undefined ? {} : { translation: describeFlow(flow), upstream: 1 }),
     };
     let token: string | undefined;
     let upstream: readonly UpstreamCandidate[] = [];
@@ -165,6 +173,10 @@ export class Responder {
     // Paper 3.1.3: reply first, then ask upstream; their tokens go to the ledger only.
     if ('sid' in request && reply.token !== undefined && upstream.length > 0) {
       this.#o.upstream?.dispatch(reply.token, { type: request.type, sid: request.sid }, upstream);
+    }
+    // --nat: the same order, our own token first; the inside host's answer goes to the ledger.
+    if (flow !== undefined && reply.token !== undefined) {
+      this.#o.upstream?.dispatchTranslated(reply.token, { type: request.type, ...('sid' in request ? { sid: request.sid } : {}) }, flow);
     }
     return reply.line;
   }
@@ -254,7 +266,7 @@ export class Responder {
   async #findConnection(
     request: Request,
     origin: QueryOrigin,
-  ): Promise<{ finding: ConnectionFinding; socket?: TcpSocket }> {
+  ): Promise<{ finding: ConnectionFinding; socket?: TcpSocket; flow?: TrackedFlow }> {
     // RFC 1413: the queried connection joins our <cl_port> and the requester's <sv_port>;
     // STOP's CL_IP names another remote address (paper 3.1.2), for gateways and IDS hosts.
     const remote: Endpoint = {
@@ -276,13 +288,34 @@ export class Responder {
         socket = this.#o.sockets.findTcp({ address, port: request.clientPort }, remote);
         if (socket !== undefined) break;
       }
-      if (socket === undefined) return { finding: { kind: 'not-found' } };
+      if (socket === undefined) {
+        const flow = this.#findTranslated(locals, { port: request.clientPort }, remote);
+        return flow === undefined ? { finding: { kind: 'not-found' } } : { finding: { kind: 'translated' }, flow };
+      }
       if (socket.state !== 'ESTABLISHED') return { finding: { kind: 'not-established', state: socket.state }, socket };
       if (this.#o.sockets.hasListener(socket.local)) return { finding: { kind: 'inbound' }, socket };
       return { finding: { kind: 'outbound' }, socket };
     } finally {
       release();
     }
+  }
+
+  /**
+   * `--nat`: the flow this gateway translated whose reply direction runs from the requester's
+   * end (`remote`) to one of our addresses at `<cl_port>`: what the requester sees of a
+   * masqueraded connection, and what an inside host sees of one that came in through a port
+   * forward with SNAT. Only established flows that were translated count: anything else is
+   * not a connection this gateway stands behind.
+   */
+  #findTranslated(locals: readonly string[], local: { port: number }, remote: Endpoint): TrackedFlow | undefined {
+    const nat = this.#o.nat;
+    if (nat === undefined) return undefined;
+    for (const address of locals) {
+      if (addressFamily(address) !== addressFamily(remote.address)) continue;
+      const flow = nat.findByReply(remote, { address, port: local.port });
+      if (flow !== undefined && flow.state === 'ESTABLISHED' && (flow.sourceNat || flow.destinationNat)) return flow;
+    }
+    return undefined;
   }
 
   async #admits(account: { uid: number; name: string; home: string }, requester: string): Promise<boolean> {
@@ -352,6 +385,19 @@ function describeRequest(line: string, request: Request): LedgerEntryInput {
     type: request.type,
     ...('sid' in request ? { sid: request.sid.toString() } : {}),
     ...(clientIpOf(request) === undefined ? {} : { clientIp: normaliseAddress(clientIpOf(request)?.address ?? '') }),
+  };
+}
+
+/** A translated flow as the ledger keeps it (the gateway's evidence: no process stands behind it here). */
+function describeFlow(flow: TrackedFlow): Record<string, unknown> {
+  return {
+    original: flow.original,
+    reply: flow.reply,
+    sourceNat: flow.sourceNat,
+    destinationNat: flow.destinationNat,
+    state: flow.state,
+    zone: flow.zone,
+    conntrackId: flow.id,
   };
 }
 

@@ -65,11 +65,13 @@ export interface UpstreamEntry extends LedgerEntry {
   /** The local token the question belongs to. */
   readonly parentToken: string;
   readonly type: string;
-  readonly sid: string;
+  /** Absent for an `ID` question through a NAT gateway (`--nat`), which has none. */
+  readonly sid?: string;
   /** The upstream STOP daemon asked. */
   readonly peer: Endpoint;
   /** The connection asked about, as this host sees it. */
   readonly connection: { readonly local: Endpoint; readonly remote: Endpoint };
+  /** `inbound`, `unknown` (recursion), or `translated` (`--nat`: the host behind the translation). */
   readonly direction: string;
   readonly pids: readonly number[];
   /** The request line sent. */

@@ -206,6 +206,37 @@ export interface NativeAddon {
   fdIndexDenied?(index: RawFdIndex): { readonly denied: Int32Array; readonly failed: Int32Array };
   /** Closes the kept files and forgets everything; later calls but this one throw. Idempotent. */
   fdIndexClose?(index: RawFdIndex): void;
+  /**
+   * One conntrack entry (TCP) whose `direction` tuple is `src:srcPort -> dst:dstPort`, by one
+   * NETLINK_NETFILTER GET (native/conntrack.c; never a dump), in this thread's network namespace
+   * and the default zone; null when the kernel tracks no such flow. Throws with `code` EPERM
+   * without CAP_NET_ADMIN, EPROTONOSUPPORT or EOPNOTSUPP without ctnetlink. Absent in a build
+   * older than the function.
+   */
+  conntrackLookup?(family: 4 | 6, direction: 'orig' | 'reply', src: Buffer, srcPort: number, dst: Buffer, dstPort: number): RawConntrackEntry | null;
+}
+
+/** One direction of a tracked flow, as the kernel reports it (addresses of 4 or 16 bytes). */
+export interface RawConntrackTuple {
+  readonly src: Buffer;
+  readonly srcPort: number;
+  readonly dst: Buffer;
+  readonly dstPort: number;
+}
+
+/** One conntrack entry (native/conntrack.h, struct ct_entry). */
+export interface RawConntrackEntry {
+  readonly family: 4 | 6;
+  /** enum tcp_conntrack (linux/netfilter/nf_conntrack_tcp.h): 3 ESTABLISHED; 0 when absent. */
+  readonly tcpState: number;
+  readonly zone: number;
+  /** enum ip_conntrack_status bits: 0x10 SRC_NAT, 0x20 DST_NAT, ... */
+  readonly status: number;
+  readonly id: number;
+  /** Seconds left before the kernel forgets the entry. */
+  readonly timeout: number;
+  readonly orig: RawConntrackTuple;
+  readonly reply: RawConntrackTuple;
 }
 
 /** The names of the incremental index functions, which a build has all or none of. */
@@ -273,7 +304,7 @@ function tryLoad(): NativeAddonLoad {
     // scanFds, socketOf and unixLookup are optional: a build without them still serves the
     // netlink lookups; the process view then scans from JavaScript, and SV analysis reads
     // whole socket tables.
-    for (const name of ['scanFds', 'socketOf', 'unixLookup'] as const) {
+    for (const name of ['scanFds', 'socketOf', 'unixLookup', 'conntrackLookup'] as const) {
       if (binding[name] !== undefined && typeof binding[name] !== 'function') {
         return { binding: undefined, error: new Error(`Cannot use ${path}: ${name} is not a function; rebuild it`) };
       }

@@ -96,7 +96,7 @@ export function createConntrackTable(options: { addon?: NativeAddon } = {}): Con
     if (loaded.binding === undefined) throw new ConntrackError(`Cannot read conntrack: the native addon did not load: ${loaded.error.message}`);
     addon = loaded.binding;
   }
-  const lookup = addon.conntrackLookup;
+  const lookup = addon.conntrackLookup?.bind(addon);
   if (lookup === undefined) throw new ConntrackError('Cannot read conntrack: the native addon predates conntrackLookup; rebuild it (node scripts/build-addon.mjs)');
   return {
     findByReply(from, to) {

@@ -7,8 +7,8 @@ import { execFile, type ChildProcess } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { STOPCTL } from './support/daemon.js';
-import { eventually, peerPort, queryFrom } from './support/chain.js';
-import { makeNatGateway } from './support/nat-net.js';
+import { eventually, peerPort, queryFrom, SHELL_PORT, startShellService } from './support/chain.js';
+import { addPortForward, INSIDE_GATEWAY, makeNatGateway } from './support/nat-net.js';
 import { createTestNet, readLedger, type TestHost, type TestNet, type TestStopd } from './support/testnet.js';
 
 const run = promisify(execFile);
@@ -135,5 +135,106 @@ describe('stopd --nat on a masquerading gateway', { skip }, () => {
   test('a connection GW did not translate still gets NO-USER', async () => {
     const { line } = await queryFrom(outside, gateway.address, { client: translatedPort + 1 > 65535 ? 1 : translatedPort + 1, server: SERVER_PORT });
     assert.match(line, /:ERROR:NO-USER$/);
+  });
+});
+
+describe('recursion through a NAT gateway: a chain through masquerade, and a port forward', { skip }, () => {
+  let net: TestNet;
+  const stopd = new Map<string, TestStopd>();
+  const s = (host: TestHost): TestStopd => stopd.get(host.name) as TestStopd;
+  const children: ChildProcess[] = [];
+
+  before(async () => {
+    net = await createTestNet({
+      hosts: [
+        { name: 'h1', address: '198.51.100.10' },
+        { name: 'inner', address: '198.51.100.30' },
+        { name: 'gw', address: '192.0.2.1' },
+        { name: 'h2', address: '192.0.2.20' },
+        { name: 'h3', address: '192.0.2.30' },
+      ],
+    });
+    const [h1, inner, gw] = [net.host('h1'), net.host('inner'), net.host('gw')];
+    await makeNatGateway(gw, [h1, inner]);
+    await addPortForward(gw, { port: SHELL_PORT, target: h1.address, targetPort: SHELL_PORT });
+    for (const host of net.hosts) {
+      if (host.name === 'inner' || host.name === 'h3') continue;
+      stopd.set(host.name, await host.startStopd(host === gw ? ['--nat'] : []));
+    }
+    for (const host of [net.host('h1'), net.host('h2'), net.host('h3')]) await startShellService(host);
+  });
+  after(async () => {
+    for (const child of children) child.stdin?.end();
+    await net?.destroy();
+  });
+
+  /** The test host with `address` (the gateway has two). */
+  const hostAt = (address: string): TestHost | undefined => (address === INSIDE_GATEWAY ? net.host('gw') : net.hosts.find((h) => h.address === address));
+
+  /** The SV_REC chain from the investigator's query: [asked host, its token] for every hop that answered. */
+  async function followChain(first: { host: TestHost; token: string }): Promise<{ host: string; token: string; link?: Entry }[]> {
+    const hops: { host: string; token: string; link?: Entry }[] = [];
+    let current: { host: TestHost; token: string } | undefined = first;
+    while (current !== undefined) {
+      const { host, token }: { host: TestHost; token: string } = current;
+      const done: { links: Entry[] } = await eventually(`${host.name} to finish ${token}`, () => {
+        const reply = entries(s(host), 'reply').find((e) => e.token === token);
+        if (reply === undefined) return undefined;
+        const links = entries(s(host), 'upstream').filter((e) => e.parentToken === token);
+        return links.length >= Number(reply.upstream ?? 0) ? { links } : undefined;
+      });
+      const link: Entry | undefined = done.links.find((e) => e.outcome === 'token');
+      hops.push({ host: host.name, token, ...(link === undefined ? {} : { link }) });
+      const next: TestHost | undefined = link === undefined ? undefined : hostAt((link.peer as { address: string }).address);
+      current = next === undefined || link === undefined ? undefined : { host: next, token: String(link.token) };
+    }
+    return hops;
+  }
+
+  test('H1 -> (masquerade) -> H2 -> H3: H3 asks H2 and the trace reaches H1\'s process through the gateway', async () => {
+    const [h1, gw, h2, h3] = [net.host('h1'), net.host('gw'), net.host('h2'), net.host('h3')];
+    const session = h1.spawn(['socat', '-', `TCP:${h2.address}:${SHELL_PORT}`], { uid: NOBODY, stdio: ['pipe', 'ignore', 'ignore'] });
+    children.push(session);
+    await peerPort(h2, SHELL_PORT, { fromAddress: gw.address });
+    session.stdin?.write(`exec socat - TCP:${h3.address}:${SHELL_PORT}\n`);
+    const port = await peerPort(h3, SHELL_PORT, { fromAddress: h2.address });
+    const sid = '31415';
+    const { line } = await queryFrom(h3, h2.address, { client: port, server: SHELL_PORT }, { type: 'SV_REC', sid });
+    const h2Token = TOKEN_REPLY.exec(line)?.[3];
+    assert.ok(h2Token, line);
+    const hops = await followChain({ host: h2, token: h2Token });
+    assert.deepEqual(hops.map((hop) => hop.host), ['h2', 'gw', 'h1']);
+    assert.equal(hops[1]?.link?.direction, 'translated');
+    const first = JSON.parse(await stopctl(['redeem', hops[2]?.token ?? '', '--store', s(h1).storeDir, '--json'])) as { verdict: string; processes: RecordProcess[] };
+    assert.equal(first.verdict, 'verified');
+    const holder = first.processes.find((p) => p.sockets.some((so) => so.queried === true));
+    assert.equal(holder?.name, 'socat');
+    assert.equal(holder?.uid.real, NOBODY, 'the user who started the chain on H1');
+  });
+
+  test('port forward: OUT -> GW:2222 (DNAT + SNAT) -> relay on IN -> a third host; the trace runs IN -> GW -> OUT', async () => {
+    const [h1, inner, gw, h2] = [net.host('h1'), net.host('inner'), net.host('gw'), net.host('h2')];
+    // inner plays the third host: a listener the relay on h1 connects on to.
+    inner.spawn(['socat', `TCP-LISTEN:${SHELL_PORT + 1},reuseaddr,fork`, 'EXEC:cat'], { stdio: 'ignore' });
+    await inner.waitForListener(SHELL_PORT + 1);
+    // The user on OUT (h2) connects to the gateway's forwarded port and lands in h1's shell.
+    const session = h2.spawn(['socat', '-', `TCP:${gw.address}:${SHELL_PORT}`], { uid: NOBODY, stdio: ['pipe', 'ignore', 'ignore'] });
+    children.push(session);
+    await peerPort(h1, SHELL_PORT, { fromAddress: INSIDE_GATEWAY });
+    session.stdin?.write(`exec socat - TCP:${inner.address}:${SHELL_PORT + 1}\n`);
+    const port = await peerPort(inner, SHELL_PORT + 1, { fromAddress: h1.address });
+    const sid = '2718';
+    const { line } = await queryFrom(inner, h1.address, { client: port, server: SHELL_PORT + 1 }, { type: 'SV_REC', sid });
+    const h1Token = TOKEN_REPLY.exec(line)?.[3];
+    assert.ok(h1Token, line);
+    const hops = await followChain({ host: h1, token: h1Token });
+    assert.deepEqual(hops.map((hop) => hop.host), ['h1', 'gw', 'h2'], JSON.stringify([...entries(s(h1), 'upstream'), ...entries(s(gw), 'reply')]));
+    const gwReply = entries(s(gw), 'reply').find((e) => e.token === hops[1]?.token);
+    assert.equal((gwReply?.translation as { destinationNat: boolean }).destinationNat, true);
+    const last = JSON.parse(await stopctl(['redeem', hops[2]?.token ?? '', '--store', s(h2).storeDir, '--json'])) as { verdict: string; processes: RecordProcess[] };
+    assert.equal(last.verdict, 'verified');
+    const holder = last.processes.find((p) => p.sockets.some((so) => so.queried === true));
+    assert.equal(holder?.name, 'socat');
+    assert.equal(holder?.uid.real, NOBODY, 'the user on OUT who came in through the forward');
   });
 });

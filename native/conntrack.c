@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -109,7 +110,7 @@ static uint16_t read_be16(const struct nlattr *a) {
   return ntohs(v);
 }
 
-static void parse_tuple(const struct nlattr *nest, struct ct_tuple *t) {
+static void parse_tuple(const struct nlattr *nest, struct ct_tuple *t, uint8_t *proto) {
   FOR_ATTR(a, ATTR_DATA(nest), ATTR_LEN(nest)) {
     if (ATTR_TYPE(a) == CTA_TUPLE_IP) {
       FOR_ATTR(ip, ATTR_DATA(a), ATTR_LEN(a)) {
@@ -122,6 +123,7 @@ static void parse_tuple(const struct nlattr *nest, struct ct_tuple *t) {
       FOR_ATTR(p, ATTR_DATA(a), ATTR_LEN(a)) {
         if (ATTR_TYPE(p) == CTA_PROTO_SRC_PORT) t->src_port = read_be16(p);
         if (ATTR_TYPE(p) == CTA_PROTO_DST_PORT) t->dst_port = read_be16(p);
+        if (ATTR_TYPE(p) == CTA_PROTO_NUM && ATTR_LEN(p) >= 1) *proto = *ATTR_DATA(p);
       }
     }
   }
@@ -136,8 +138,8 @@ static void parse_entry(const struct nlmsghdr *nlh, struct ct_entry *out) {
   size_t len = nlh->nlmsg_len - NLMSG_LENGTH(NLMSG_ALIGN(sizeof *nfg));
   FOR_ATTR(a, attrs, len) {
     switch (ATTR_TYPE(a)) {
-    case CTA_TUPLE_ORIG: parse_tuple(a, &out->orig); break;
-    case CTA_TUPLE_REPLY: parse_tuple(a, &out->reply); break;
+    case CTA_TUPLE_ORIG: parse_tuple(a, &out->orig, &out->proto); break;
+    case CTA_TUPLE_REPLY: parse_tuple(a, &out->reply, &out->proto); break;
     case CTA_STATUS: out->status = read_be32(a); break;
     case CTA_ID: out->id = read_be32(a); break;
     case CTA_TIMEOUT: out->timeout = read_be32(a); break;
@@ -224,4 +226,96 @@ int conntrack_lookup(int family, enum ct_direction direction, const struct ct_tu
   }
   close(fd);
   return result;
+}
+
+/* ---------- events ---------- */
+
+struct ct_events {
+  int fd;
+  unsigned char *buf;
+  /* Messages of the datagram read last and not handed out yet (a datagram may hold several). */
+  size_t pending_len;
+  size_t pending_at;
+};
+
+int conntrack_events_open(size_t buffer_bytes, struct ct_events **out, bool *opened) {
+  *out = NULL;
+  *opened = false;
+  struct ct_events *ev = calloc(1, sizeof *ev);
+  if (ev == NULL) return ENOMEM;
+  ev->buf = malloc(CT_BUF_SIZE);
+  if (ev->buf == NULL) {
+    free(ev);
+    return ENOMEM;
+  }
+  ev->fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_NETFILTER);
+  if (ev->fd < 0) {
+    int err = errno != 0 ? errno : EIO;
+    free(ev->buf);
+    free(ev);
+    return err;
+  }
+  *opened = true;
+  int size = buffer_bytes > (size_t)INT32_MAX ? INT32_MAX : (int)buffer_bytes;
+  /* SO_RCVBUFFORCE passes net.core.rmem_max with CAP_NET_ADMIN, which --nat needs anyway. */
+  if (setsockopt(ev->fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) != 0)
+    (void)setsockopt(ev->fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+  /* The legacy group bitmask: NF_NETLINK_CONNTRACK_NEW (1) | NF_NETLINK_CONNTRACK_DESTROY (4),
+   * i.e. groups NFNLGRP_CONNTRACK_NEW and NFNLGRP_CONNTRACK_DESTROY. */
+  struct sockaddr_nl local = {.nl_family = AF_NETLINK, .nl_groups = (1u << (NFNLGRP_CONNTRACK_NEW - 1)) | (1u << (NFNLGRP_CONNTRACK_DESTROY - 1))};
+  if (bind(ev->fd, (struct sockaddr *)&local, sizeof local) != 0) {
+    int err = errno != 0 ? errno : EIO;
+    conntrack_events_close(ev);
+    return err;
+  }
+  *out = ev;
+  return 0;
+}
+
+int conntrack_events_read(struct ct_events *ev, struct ct_entry *items, uint8_t *kinds, size_t max, size_t *count,
+                          bool *lost) {
+  *count = 0;
+  *lost = false;
+  while (*count < max) {
+    if (ev->pending_at >= ev->pending_len) {
+      ssize_t n = recv(ev->fd, ev->buf, CT_BUF_SIZE, MSG_DONTWAIT);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+        /* The kernel dropped events: say so and go on reading what follows. */
+        if (errno == ENOBUFS) {
+          *lost = true;
+          continue;
+        }
+        return errno != 0 ? errno : EIO;
+      }
+      ev->pending_len = (size_t)n;
+      ev->pending_at = 0;
+    }
+    size_t left = ev->pending_len - ev->pending_at;
+    struct nlmsghdr *h = (struct nlmsghdr *)(ev->buf + ev->pending_at);
+    if (!NLMSG_OK(h, left)) {
+      ev->pending_at = ev->pending_len;
+      continue;
+    }
+    ev->pending_at += NLMSG_ALIGN(h->nlmsg_len) < left ? NLMSG_ALIGN(h->nlmsg_len) : left;
+    if ((h->nlmsg_type >> 8) != NFNL_SUBSYS_CTNETLINK || h->nlmsg_len < NLMSG_LENGTH(sizeof(struct nfgenmsg))) continue;
+    uint8_t type = h->nlmsg_type & 0xff;
+    if (type != IPCTNL_MSG_CT_NEW && type != IPCTNL_MSG_CT_DELETE) continue;
+    struct ct_entry entry;
+    parse_entry(h, &entry);
+    /* TCP only: STOP asks about TCP connections. */
+    if (entry.proto != IPPROTO_TCP) continue;
+    items[*count] = entry;
+    kinds[*count] = type == IPCTNL_MSG_CT_NEW ? 1 : 2;
+    (*count)++;
+  }
+  return 0;
+}
+
+void conntrack_events_close(struct ct_events *ev) {
+  if (ev == NULL) return;
+  if (ev->fd >= 0) close(ev->fd);
+  free(ev->buf);
+  free(ev);
 }

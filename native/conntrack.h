@@ -28,6 +28,7 @@ struct ct_tuple {
 /* One conntrack entry (TCP only). */
 struct ct_entry {
   uint8_t family; /* AF_INET or AF_INET6 */
+  uint8_t proto; /* IPPROTO_TCP, IPPROTO_UDP, ... (CTA_PROTO_NUM) */
   uint8_t tcp_state; /* enum tcp_conntrack (linux/netfilter/nf_conntrack_tcp.h); 0 when absent */
   uint16_t zone;
   uint32_t status; /* enum ip_conntrack_status bits (IPS_SRC_NAT, IPS_DST_NAT, ...) */
@@ -45,5 +46,21 @@ enum ct_direction { CT_BY_ORIG, CT_BY_REPLY };
  * table (ctnetlink_get_conntrack -> nf_conntrack_find_get), never a dump. */
 int conntrack_lookup(int family, enum ct_direction direction, const struct ct_tuple *key, struct ct_entry *out,
                      bool *found, bool *opened);
+
+/* An event subscription: new and destroyed flows, read without blocking. */
+struct ct_events;
+
+/* Subscribes to NFNLGRP_CONNTRACK_NEW and NFNLGRP_CONNTRACK_DESTROY with a receive buffer of
+ * `buffer_bytes` (forced beyond rmem_max when the caller may: CAP_NET_ADMIN). Binding to the
+ * groups needs CAP_NET_ADMIN too (nfnetlink_bind). */
+int conntrack_events_open(size_t buffer_bytes, struct ct_events **out, bool *opened);
+
+/* Reads the TCP events waiting, at most `max`, without blocking: kinds[i] is 1 for a new flow,
+ * 2 for a destroyed one. *lost is set when the kernel dropped events since the last read
+ * (ENOBUFS: the receive buffer overflowed). */
+int conntrack_events_read(struct ct_events *events, struct ct_entry *items, uint8_t *kinds, size_t max, size_t *count,
+                          bool *lost);
+
+void conntrack_events_close(struct ct_events *events);
 
 #endif

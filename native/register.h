@@ -25,7 +25,8 @@ napi_status fd_index_register(napi_env env, napi_value exports);
 /* socket_fd: socketOf (one socket descriptor of a process, via pidfd_getfd). */
 napi_status socket_fd_register(napi_env env, napi_value exports);
 
-/* conntrack: conntrackLookup (one NETLINK_NETFILTER conntrack GET by tuple). */
+/* conntrack: conntrackLookup (one NETLINK_NETFILTER conntrack GET by tuple), conntrackEventsOpen,
+ * conntrackEventsRead, conntrackEventsClose (new and destroyed flows). */
 napi_status conntrack_register(napi_env env, napi_value exports);
 
 #endif

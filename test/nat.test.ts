@@ -136,6 +136,32 @@ describe('stopd --nat on a masquerading gateway', { skip }, () => {
     const { line } = await queryFrom(outside, gateway.address, { client: translatedPort + 1 > 65535 ? 1 : translatedPort + 1, server: SERVER_PORT });
     assert.match(line, /:ERROR:NO-USER$/);
   });
+  test('after the connection closed and conntrack dropped it, GW answers from its NAT journal', async () => {
+    // Runs last in this suite: it ends the user's connection.
+    const closed = new Promise<void>((resolve) => user.once('exit', () => resolve()));
+    user.stdin?.end();
+    await closed;
+    const deleted = await gateway.exec(['conntrack', '-D', '-p', 'tcp', '--orig-src', inside.address, '--orig-port-src', String(insidePort)]);
+    assert.equal(deleted.code, 0, deleted.stderr);
+    const listed = await gateway.exec(['conntrack', '-L', '-p', 'tcp', '--orig-src', inside.address, '--orig-port-src', String(insidePort)]);
+    assert.doesNotMatch(listed.stdout, new RegExp(`sport=${insidePort}\\b`), 'conntrack has forgotten the flow');
+    const sid = '2653';
+    const { code, line } = await queryFrom(outside, gateway.address, { client: translatedPort, server: SERVER_PORT }, { type: 'SV_REC', sid });
+    assert.equal(code, 0, line);
+    const gwToken = TOKEN_REPLY.exec(line)?.[3];
+    assert.ok(gwToken, line);
+    const reply = entries(gwStopd, 'reply').find((e) => e.token === gwToken);
+    const translation = reply?.translation as { source: string; closed?: string; original: { source: { address: string; port: number } } } | undefined;
+    assert.equal(translation?.source, 'journal', JSON.stringify(reply));
+    assert.ok(translation.closed !== undefined && !Number.isNaN(Date.parse(translation.closed)), 'the journal knows when it closed');
+    assert.deepEqual(translation.original.source, { address: inside.address, port: insidePort });
+    // GW still asks IN about the original port pair. IN's own answer for a closed connection
+    // needs IN's history (issue 14); with CL_IP it is a token whatever IN finds.
+    const link = await eventually('GW to ask IN', () => entries(gwStopd, 'upstream').find((e) => e.parentToken === gwToken && e.outcome !== undefined));
+    assert.equal(link.request, `${insidePort},${SERVER_PORT}:SV_REC:${sid}:${outside.address}`);
+    assert.equal(link.outcome, 'token');
+  });
+
 });
 
 describe('recursion through a NAT gateway: a chain through masquerade, and a port forward', { skip }, () => {

@@ -4,6 +4,7 @@ import type { ConntrackTable, TrackedFlow } from '../host/conntrack.js';
 import type { Endpoint, SocketTable, TcpSocket } from '../host/types.js';
 import { readOptInFile, type AccountDirectory } from '../host/users.js';
 import type { Ledger, LedgerEntryInput } from '../evidence/ledger.js';
+import type { NatJournal } from '../evidence/nat-journal.js';
 import { generateToken, type TokenHash } from '../evidence/tokens.js';
 import { addressFamily, formatReply, isRecursiveType, isValidUserId, mentionsClientIp, normaliseAddress, parseRequest, RequestSyntaxError, type IpAddress, type Reply, type Request } from '../protocol/index.js';
 import { optInAdmits } from './opt-in.js';
@@ -50,6 +51,10 @@ export interface ResponderOptions {
    * there by its translated tuple; without it such requests get NO-USER as before.
    */
   readonly nat?: ConntrackTable;
+  /** `--nat`: translations conntrack has forgotten (its events, kept by the daemon). */
+  readonly natJournal?: NatJournal;
+  /** Brings the journal up to date (reads the conntrack events waiting) before it is asked. */
+  readonly natRefresh?: () => void;
   /** Per-requester rate limits; without it nothing is limited. */
   readonly rates?: RateLimiter;
   readonly log: Logger;
@@ -105,9 +110,9 @@ export class Responder {
     if (!this.#admitRate(origin, request.type === 'ID' ? 'id' : 'analysis')) return this.#refuseRate(ports, clientIp);
     let finding: ConnectionFinding;
     let socket: TcpSocket | undefined;
-    let flow: TrackedFlow | undefined;
+    let translation: Translation | undefined;
     try {
-      ({ finding, socket, flow } = await this.#findConnection(request, origin));
+      ({ finding, socket, translation } = await this.#findConnection(request, origin));
     } catch (error) {
       this.#o.log.warn(`Cannot look up ${ports.client},${ports.server} for ${origin.requester.address}: ${String(error)}`);
       const decision = decideError('UNKNOWN-ERROR', { policy: this.#o.policy, clientIp });
@@ -141,7 +146,7 @@ export class Responder {
             uid: socket.uid,
             user: account?.name ?? null,
           }),
-      ...(flow === undefined ? {} : { translation: describeFlow(flow), upstream: 1 }),
+      ...(translation === undefined ? {} : { translation: describeFlow(translation), upstream: 1 }),
     };
     let token: string | undefined;
     let upstream: readonly UpstreamCandidate[] = [];
@@ -175,8 +180,8 @@ export class Responder {
       this.#o.upstream?.dispatch(reply.token, { type: request.type, sid: request.sid }, upstream);
     }
     // --nat: the same order, our own token first; the inside host's answer goes to the ledger.
-    if (flow !== undefined && reply.token !== undefined) {
-      this.#o.upstream?.dispatchTranslated(reply.token, { type: request.type, ...('sid' in request ? { sid: request.sid } : {}) }, flow);
+    if (translation !== undefined && reply.token !== undefined) {
+      this.#o.upstream?.dispatchTranslated(reply.token, { type: request.type, ...('sid' in request ? { sid: request.sid } : {}) }, translation.flow);
     }
     return reply.line;
   }
@@ -266,7 +271,7 @@ export class Responder {
   async #findConnection(
     request: Request,
     origin: QueryOrigin,
-  ): Promise<{ finding: ConnectionFinding; socket?: TcpSocket; flow?: TrackedFlow }> {
+  ): Promise<{ finding: ConnectionFinding; socket?: TcpSocket; translation?: Translation }> {
     // RFC 1413: the queried connection joins our <cl_port> and the requester's <sv_port>;
     // STOP's CL_IP names another remote address (paper 3.1.2), for gateways and IDS hosts.
     const remote: Endpoint = {
@@ -289,8 +294,8 @@ export class Responder {
         if (socket !== undefined) break;
       }
       if (socket === undefined) {
-        const flow = this.#findTranslated(locals, { port: request.clientPort }, remote);
-        return flow === undefined ? { finding: { kind: 'not-found' } } : { finding: { kind: 'translated' }, flow };
+        const translation = this.#findTranslated(locals, { port: request.clientPort }, remote);
+        return translation === undefined ? { finding: { kind: 'not-found' } } : { finding: { kind: 'translated' }, translation };
       }
       if (socket.state !== 'ESTABLISHED') return { finding: { kind: 'not-established', state: socket.state }, socket };
       if (this.#o.sockets.hasListener(socket.local)) return { finding: { kind: 'inbound' }, socket };
@@ -307,13 +312,20 @@ export class Responder {
    * forward with SNAT. Only established flows that were translated count: anything else is
    * not a connection this gateway stands behind.
    */
-  #findTranslated(locals: readonly string[], local: { port: number }, remote: Endpoint): TrackedFlow | undefined {
+  #findTranslated(locals: readonly string[], local: { port: number }, remote: Endpoint): Translation | undefined {
     const nat = this.#o.nat;
     if (nat === undefined) return undefined;
-    for (const address of locals) {
-      if (addressFamily(address) !== addressFamily(remote.address)) continue;
+    const candidates = locals.filter((address) => addressFamily(address) === addressFamily(remote.address));
+    for (const address of candidates) {
       const flow = nat.findByReply(remote, { address, port: local.port });
-      if (flow !== undefined && flow.state === 'ESTABLISHED' && (flow.sourceNat || flow.destinationNat)) return flow;
+      if (flow !== undefined && flow.state === 'ESTABLISHED' && (flow.sourceNat || flow.destinationNat)) return { flow, source: 'conntrack' };
+    }
+    // Conntrack forgot it (the connection closed): the journal of its events may remember,
+    // once it has read what the kernel said since its last read.
+    if (this.#o.natJournal !== undefined) this.#o.natRefresh?.();
+    for (const address of candidates) {
+      const known = this.#o.natJournal?.findByReply(remote, { address, port: local.port });
+      if (known !== undefined) return { flow: known.flow, source: 'journal', ...(known.closed === undefined ? {} : { closed: known.closed }) };
     }
     return undefined;
   }
@@ -388,9 +400,19 @@ function describeRequest(line: string, request: Request): LedgerEntryInput {
   };
 }
 
+/** A translated flow and where it was found: live in conntrack, or in the journal after it closed. */
+interface Translation {
+  readonly flow: TrackedFlow;
+  readonly source: 'conntrack' | 'journal';
+  readonly closed?: string;
+}
+
 /** A translated flow as the ledger keeps it (the gateway's evidence: no process stands behind it here). */
-function describeFlow(flow: TrackedFlow): Record<string, unknown> {
+function describeFlow(translation: Translation): Record<string, unknown> {
+  const { flow } = translation;
   return {
+    source: translation.source,
+    ...(translation.closed === undefined ? {} : { closed: translation.closed }),
     original: flow.original,
     reply: flow.reply,
     sourceNat: flow.sourceNat,

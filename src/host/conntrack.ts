@@ -1,6 +1,6 @@
 import { ConntrackError, errnoCode } from '../errors.js';
 import { formatIpBytes, parseIpBytes } from '../protocol/index.js';
-import { loadNativeAddon, type NativeAddon, type RawConntrackEntry } from './native-addon.js';
+import { loadNativeAddon, type NativeAddon, type RawConntrackEntry, type RawConntrackEvents } from './native-addon.js';
 import type { Endpoint } from './types.js';
 
 /** One direction of a translated flow. */
@@ -123,4 +123,59 @@ export function createConntrackTable(options: { addon?: NativeAddon } = {}): Con
  */
 export function checkConntrack(table: ConntrackTable): void {
   table.findByReply({ address: '0.0.0.0', port: 0 }, { address: '0.0.0.0', port: 0 });
+}
+
+/** One flow event: a translated flow began, or conntrack forgot it. */
+export interface FlowEvent {
+  readonly kind: 'new' | 'destroy';
+  readonly flow: TrackedFlow;
+}
+
+/** A subscription to the kernel's conntrack events (new and destroyed TCP flows). */
+export interface ConntrackEvents {
+  /** The events waiting, without blocking; `lost` when the kernel dropped some (its buffer overflowed). */
+  read(): { readonly events: readonly FlowEvent[]; readonly lost: boolean };
+  /** Idempotent. */
+  close(): void;
+}
+
+/**
+ * Subscribes to conntrack events in the daemon's network namespace (native/conntrack.c), with a
+ * kernel receive buffer of `bufferBytes` (default 8 MiB: a few seconds of a busy gateway's
+ * flows between two reads). Throws {@link ConntrackError}.
+ */
+export function openConntrackEvents(options: { addon?: NativeAddon; bufferBytes?: number } = {}): ConntrackEvents {
+  let addon = options.addon;
+  if (addon === undefined) {
+    const loaded = loadNativeAddon();
+    if (loaded.binding === undefined) throw new ConntrackError(`Cannot subscribe to conntrack events: the native addon did not load: ${loaded.error.message}`);
+    addon = loaded.binding;
+  }
+  const { conntrackEventsOpen: open, conntrackEventsRead: read, conntrackEventsClose: close } = addon;
+  if (open === undefined || read === undefined || close === undefined) {
+    throw new ConntrackError('Cannot subscribe to conntrack events: the native addon predates them; rebuild it (node scripts/build-addon.mjs)');
+  }
+  let handle: RawConntrackEvents | undefined;
+  try {
+    handle = open.call(addon, options.bufferBytes ?? 8 * 1024 * 1024);
+  } catch (error) {
+    throw new ConntrackError(`Cannot subscribe to conntrack events: ${explainConntrackFailure(error)}`, { cause: error });
+  }
+  const native = addon;
+  return {
+    read() {
+      if (handle === undefined) return { events: [], lost: false };
+      let raw: ReturnType<typeof read>;
+      try {
+        raw = read.call(native, handle);
+      } catch (error) {
+        throw new ConntrackError(`Cannot read conntrack events: ${explainConntrackFailure(error)}`, { cause: error });
+      }
+      return { events: raw.events.map((e) => ({ kind: e.kind, flow: toTrackedFlow(e.entry) })), lost: raw.lost };
+    },
+    close() {
+      if (handle !== undefined) close.call(native, handle);
+      handle = undefined;
+    },
+  };
 }

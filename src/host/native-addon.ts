@@ -213,8 +213,20 @@ export interface NativeAddon {
    * without CAP_NET_ADMIN, EPROTONOSUPPORT or EOPNOTSUPP without ctnetlink. Absent in a build
    * older than the function.
    */
+  /**
+   * Subscribes to conntrack's new and destroyed flows (this thread's network namespace) with a
+   * receive buffer of `bufferBytes`; needs CAP_NET_ADMIN. Comes with the two below.
+   */
+  conntrackEventsOpen?(bufferBytes: number): RawConntrackEvents;
+  /** The TCP events waiting (at most 1024), without blocking; `lost` when the kernel dropped some. */
+  conntrackEventsRead?(events: RawConntrackEvents): { readonly events: readonly { readonly kind: 'new' | 'destroy'; readonly entry: RawConntrackEntry }[]; readonly lost: boolean };
+  /** Ends the subscription. Idempotent. */
+  conntrackEventsClose?(events: RawConntrackEvents): void;
   conntrackLookup?(family: 4 | 6, direction: 'orig' | 'reply', src: Buffer, srcPort: number, dst: Buffer, dstPort: number): RawConntrackEntry | null;
 }
+
+/** A conntrack event subscription living in the addon (an opaque handle). */
+export type RawConntrackEvents = { readonly __brand: 'RawConntrackEvents' };
 
 /** One direction of a tracked flow, as the kernel reports it (addresses of 4 or 16 bytes). */
 export interface RawConntrackTuple {
@@ -304,7 +316,7 @@ function tryLoad(): NativeAddonLoad {
     // scanFds, socketOf and unixLookup are optional: a build without them still serves the
     // netlink lookups; the process view then scans from JavaScript, and SV analysis reads
     // whole socket tables.
-    for (const name of ['scanFds', 'socketOf', 'unixLookup', 'conntrackLookup'] as const) {
+    for (const name of ['scanFds', 'socketOf', 'unixLookup', 'conntrackLookup', 'conntrackEventsOpen', 'conntrackEventsRead', 'conntrackEventsClose'] as const) {
       if (binding[name] !== undefined && typeof binding[name] !== 'function') {
         return { binding: undefined, error: new Error(`Cannot use ${path}: ${name} is not a function; rebuild it`) };
       }

@@ -151,30 +151,31 @@ export function openConntrackEvents(options: { addon?: NativeAddon; bufferBytes?
     if (loaded.binding === undefined) throw new ConntrackError(`Cannot subscribe to conntrack events: the native addon did not load: ${loaded.error.message}`);
     addon = loaded.binding;
   }
-  const { conntrackEventsOpen: open, conntrackEventsRead: read, conntrackEventsClose: close } = addon;
+  const open = addon.conntrackEventsOpen?.bind(addon);
+  const read = addon.conntrackEventsRead?.bind(addon);
+  const close = addon.conntrackEventsClose?.bind(addon);
   if (open === undefined || read === undefined || close === undefined) {
     throw new ConntrackError('Cannot subscribe to conntrack events: the native addon predates them; rebuild it (node scripts/build-addon.mjs)');
   }
   let handle: RawConntrackEvents | undefined;
   try {
-    handle = open.call(addon, options.bufferBytes ?? 8 * 1024 * 1024);
+    handle = open(options.bufferBytes ?? 8 * 1024 * 1024);
   } catch (error) {
     throw new ConntrackError(`Cannot subscribe to conntrack events: ${explainConntrackFailure(error)}`, { cause: error });
   }
-  const native = addon;
   return {
     read() {
       if (handle === undefined) return { events: [], lost: false };
-      let raw: ReturnType<typeof read>;
+      let raw: ReturnType<NonNullable<NativeAddon['conntrackEventsRead']>>;
       try {
-        raw = read.call(native, handle);
+        raw = read(handle);
       } catch (error) {
         throw new ConntrackError(`Cannot read conntrack events: ${explainConntrackFailure(error)}`, { cause: error });
       }
       return { events: raw.events.map((e) => ({ kind: e.kind, flow: toTrackedFlow(e.entry) })), lost: raw.lost };
     },
     close() {
-      if (handle !== undefined) close.call(native, handle);
+      if (handle !== undefined) close(handle);
       handle = undefined;
     },
   };

@@ -122,7 +122,11 @@ export function createConntrackTable(options: { addon?: NativeAddon } = {}): Con
  * instead of at the first question. Throws {@link ConntrackError}.
  */
 export function checkConntrack(table: ConntrackTable): void {
-  table.findByReply({ address: '0.0.0.0', port: 0 }, { address: '0.0.0.0', port: 0 });
+  try {
+    table.findByReply({ address: '0.0.0.0', port: 0 }, { address: '0.0.0.0', port: 0 });
+  } catch (error) {
+    throw new ConntrackError(`Cannot use --nat: ${explainConntrackFailure(error instanceof ConntrackError ? error.cause : error)}`, { cause: error });
+  }
 }
 
 /** One flow event: a translated flow began, or conntrack forgot it. */

@@ -3,7 +3,7 @@
  * inside network with nftables and running `stopd --nat` (test/support/nat-net.ts).
  */
 import assert from 'node:assert/strict';
-import { execFile, type ChildProcess } from 'node:child_process';
+import { execFile, spawnSync, type ChildProcess } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { STOPCTL } from './support/daemon.js';
@@ -263,4 +263,62 @@ describe('recursion through a NAT gateway: a chain through masquerade, and a por
     assert.equal(holder?.name, 'socat');
     assert.equal(holder?.uid.real, NOBODY, 'the user on OUT who came in through the forward');
   });
+});
+
+// Compatibility (issue 15): the inside host runs Debian's oidentd (a plain IDENT daemon) instead
+// of stopd. It runs inside the test host only: its own network namespace, port 113 there.
+const hasOidentd = spawnSync('oidentd', ['--version'], { stdio: 'ignore' }).status === 0;
+
+describe('an inside host running oidentd instead of stopd', { skip: skip !== false ? skip : hasOidentd ? false : 'needs oidentd (Debian package oidentd)' }, () => {
+  let net: TestNet;
+  let user: ChildProcess;
+  let gwStopd: TestStopd;
+  let insidePort: number;
+  let translatedPort: number;
+
+  before(async () => {
+    net = await createTestNet({
+      hosts: [
+        { name: 'in', address: '198.51.100.10' },
+        { name: 'gw', address: '192.0.2.1' },
+        { name: 'out', address: '192.0.2.20' },
+      ],
+    });
+    const [inside, gateway, outside] = [net.host('in'), net.host('gw'), net.host('out')];
+    await makeNatGateway(gateway, [inside]);
+    inside.spawn(['oidentd', '--foreground', '--nosyslog', '--address', inside.address, '--port', '113'], { stdio: 'ignore' });
+    await inside.waitForListener(113);
+    gwStopd = await gateway.startStopd(['--nat']);
+    outside.spawn(['socat', `TCP-LISTEN:${SERVER_PORT},reuseaddr,fork`, 'EXEC:cat'], { stdio: 'ignore' });
+    await outside.waitForListener(SERVER_PORT);
+    user = inside.spawn(['socat', '-', `TCP:${outside.address}:${SERVER_PORT}`], { uid: NOBODY, stdio: ['pipe', 'ignore', 'ignore'] });
+    translatedPort = await peerPort(outside, SERVER_PORT, { fromAddress: gateway.address });
+    const { stdout } = await inside.exec(['ss', '-Htn', 'state', 'established', `( dport = :${SERVER_PORT} )`]);
+    insidePort = Number(/:(\d+)\s+\S+:\d+\s*$/m.exec(stdout)?.[1]);
+  });
+  after(async () => {
+    user?.stdin?.end();
+    await net?.destroy();
+  });
+
+  for (const type of ['SV_REC', undefined] as const) {
+    test(`${type ?? 'a plain RFC 1413 query'}: GW replies its token and records what oidentd answered`, async () => {
+      const [inside, gateway, outside] = [net.host('in'), net.host('gw'), net.host('out')];
+      const { line } = await queryFrom(outside, gateway.address, { client: translatedPort, server: SERVER_PORT }, type === undefined ? {} : { type, sid: '77' });
+      const gwToken = TOKEN_REPLY.exec(line)?.[3];
+      assert.ok(gwToken, line);
+      const link = await eventually('GW to record oidentd\'s answer', () => entries(gwStopd, 'upstream').find((e) => e.parentToken === gwToken && e.outcome !== undefined));
+      assert.equal((link.peer as { address: string }).address, inside.address);
+      assert.ok(String(link.request).startsWith(`${insidePort},${SERVER_PORT}:`), String(link.request));
+      // What oidentd says to that very question, asked directly from the gateway.
+      const asked = String(link.request);
+      const direct = await queryFrom(gateway, inside.address, { client: insidePort, server: SERVER_PORT }, { type: type ?? 'ID', ...(type === undefined ? {} : { sid: '77' }), ip: outside.address });
+      const said = direct.line;
+      assert.ok(said.length > 0, `oidentd answered ${JSON.stringify(asked)} directly: ${direct.stderr}`);
+      assert.equal(link.reply, said, 'the ledger keeps the reply line as oidentd sent it');
+      assert.ok(['user', 'error'].includes(String(link.outcome)), `outcome ${String(link.outcome)}`);
+      if (link.outcome === 'error') assert.equal(link.error, /:ERROR:(.*)$/.exec(said)?.[1]?.trim());
+      else assert.equal(link.user, /:USERID:[^:]*:(.*)$/.exec(said)?.[1]);
+    });
+  }
 });

@@ -17,7 +17,9 @@
         "native/socket_fd.c",
         "native/socket_fd_napi.c",
         "native/bpf_recorder.c",
-        "native/bpf_recorder_napi.c"
+        "native/bpf_recorder_napi.c",
+        "native/conntrack.c",
+        "native/conntrack_napi.c"
       ],
       "libraries": ["-ldl", "-lpthread"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-std=gnu11"]

@@ -13,6 +13,7 @@
  *   socket_fd.c/.h     what one socket descriptor of a process is (pidfd_getfd)
  *   bpf_recorder.c/.h  the eBPF connection recorder: loads bpf/connection-recorder.bpf.o with
  *                      libbpf (dlopen'ed at run time) and drains its ring buffer (BPF.md)
+ *   conntrack.c/.h     one conntrack entry by tuple (NETLINK_NETFILTER GET, never a dump)
  *   NAME_napi.c        each part's N-API binding and its NAME_register
  *   napi_common.c/.h   N-API helpers shared by the bindings (errors, arguments, properties)
  *   compat.h           system-call numbers older headers lack (also used by bench/floor)
@@ -27,6 +28,7 @@
  *     (see fd_index_napi.c)
  *   socketOf(pid, fd, inode) (see socket_fd_napi.c)
  *   recorderSupport, recorderOpen, recorderRead, recorderClose (see bpf_recorder_napi.c)
+ *   conntrackLookup(family, 'orig'|'reply', src, srcPort, dst, dstPort) (see conntrack_napi.c)
  * TcpEntry  = { family, state, uid, inode, localAddr: Buffer, localPort, remoteAddr: Buffer, remotePort }
  * UnixEntry = { inode, type, state, path: string | null, peer }
  * The TypeScript view of all of them is src/host/native-addon.ts.
@@ -45,7 +47,7 @@
 NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   if (sock_diag_register(env, exports) != napi_ok || fd_scan_register(env, exports) != napi_ok ||
       fd_index_register(env, exports) != napi_ok || socket_fd_register(env, exports) != napi_ok ||
-      bpf_recorder_register(env, exports) != napi_ok) {
+      bpf_recorder_register(env, exports) != napi_ok || conntrack_register(env, exports) != napi_ok) {
     throw_napi_failure(env);
     return NULL;
   }

@@ -29,4 +29,8 @@ napi_status socket_fd_register(napi_env env, napi_value exports);
  * recorder of issue 14; libbpf.so.1 is opened at run time). */
 napi_status bpf_recorder_register(napi_env env, napi_value exports);
 
+/* conntrack: conntrackLookup (one NETLINK_NETFILTER conntrack GET by tuple), conntrackEventsOpen,
+ * conntrackEventsRead, conntrackEventsClose (new and destroyed flows). */
+napi_status conntrack_register(napi_env env, napi_value exports);
+
 #endif

@@ -108,6 +108,16 @@ export class HostLookupError extends StopdError {
 }
 
 /**
+ * `--nat`: the kernel's connection tracking cannot be read (no CAP_NET_ADMIN in the daemon's
+ * network namespace, no ctnetlink in the kernel, no addon); the message says which.
+ */
+export class ConntrackError extends StopdError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_CONNTRACK', message, options);
+  }
+}
+
+/**
  * The analysis worker thread ended (a crash, a failed start, `close`) before it answered: the
  * request in flight gets the error reply of the policy, and the next one starts a new worker.
  */

@@ -82,6 +82,20 @@ describe('stopd as a dedicated user', { skip: isRoot ? false : 'needs root: crea
     }
   });
 
+  test('--nat needs CAP_NET_ADMIN: it starts with it, and without it refuses to start saying why', async () => {
+    // Only reads conntrack (one GET of a flow that cannot exist, and the event subscription).
+    const daemon = await startDaemon(['--nat'], { storeDir: storeFor(), wrap: asUser('+sys_ptrace,+dac_read_search,+net_admin') });
+    try {
+      assert.doesNotMatch(daemon.stderr(), /conntrack/i);
+    } finally {
+      await daemon.stop();
+    }
+    await assert.rejects(
+      startDaemon(['--nat'], { storeDir: storeFor(), wrap: asUser('+sys_ptrace,+dac_read_search') }),
+      /Cannot use --nat: the kernel refused the conntrack request: stopd needs CAP_NET_ADMIN/,
+    );
+  });
+
   test('without those capabilities it says so at start, and SV fails with a clear message', async () => {
     const daemon = await startDaemon([], { storeDir: storeFor(), wrap: asUser(undefined) });
     const client = await spawnClient('127.0.0.1', service.port);

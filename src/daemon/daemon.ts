@@ -1,6 +1,9 @@
 import type { Socket } from 'node:net';
 import { AccountDirectory } from '../host/users.js';
 import { missingCapabilities, PROCESS_VIEW_CAPABILITIES, readEffectiveCapabilities } from '../host/capabilities.js';
+import { checkConntrack, createConntrackTable, openConntrackEvents, type ConntrackEvents, type ConntrackTable } from '../host/conntrack.js';
+import { NatJournal } from '../evidence/nat-journal.js';
+import { join } from 'node:path';
 import { createLinuxHostView } from '../host/linux-host.js';
 import { createLinuxSocketTable, type LinuxSocketTable } from '../host/linux-sockets.js';
 import { createPersistentFdIndex, type PersistentFdIndex } from '../host/persistent-fd-index.js';
@@ -56,6 +59,8 @@ export interface DaemonOptions {
   readonly maxFanOut: number;
   /** Upstream requests in flight at once. */
   readonly maxUpstream: number;
+  /** `--nat`: answer for connections this gateway translated and ask the host behind them. */
+  readonly nat?: boolean;
   /** How long a recursive request is remembered for loop detection (paper 3.1.4: 120 s). */
   readonly loopWindowMs: number;
   /** Work (requests processed + upstream requests sent) per SID and window. */
@@ -269,6 +274,41 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       ...(store.quota === undefined ? {} : { quota: { limits: store.quota, ledger: store.ledger, log: options.log } }),
     });
     const history = await startHistory(options, { ledger: store.ledger, analyses, save: () => currentSave });
+    let nat: ConntrackTable | undefined;
+    let natJournal: NatJournal | undefined;
+    let natEvents: ConntrackEvents | undefined;
+    if (options.nat === true) {
+      // Fail at start, with the reason, rather than at the first question (ConntrackError).
+      nat = createConntrackTable();
+      checkConntrack(nat);
+      natJournal = new NatJournal({
+        dir: join(options.storeDir, 'nat'),
+        retentionMs: (options.ledgerRetentionDays ?? DEFAULTS.ledgerRetentionDays) * 86_400_000,
+      });
+      natEvents = openConntrackEvents();
+    }
+    const journal = natJournal;
+    const events = natEvents;
+    const drainNatEvents = (): void => {
+      if (journal === undefined || events === undefined) return;
+      try {
+        // At most 1024 events a read: read until the kernel has no more waiting.
+        for (let round = 0; round < 64; round++) {
+          const batch = events.read();
+          if (batch.lost) {
+            options.log.warn('conntrack events were lost (the kernel buffer overflowed): translations of that moment may be missing from the NAT journal');
+            void store.ledger.append({ kind: 'nat-events-lost', message: 'The kernel dropped conntrack events: the NAT journal has a gap here' }).catch(() => undefined);
+          }
+          journal.add(batch.events, { lost: batch.lost });
+          if (batch.events.length < 1024) break;
+        }
+      } catch (error) {
+        options.log.error(`Cannot keep conntrack events in the NAT journal: ${String(error)}`);
+      }
+    };
+    // Four reads a second: the kernel buffer (8 MiB) holds far more than a quarter second of events.
+    const natTimer = journal === undefined ? undefined : setInterval(drainNatEvents, 250);
+    natTimer?.unref();
     const rates = new RateLimiter(options.rateLimits);
     const reportRates = async (): Promise<void> => {
       for (const report of rates.takeReports()) {
@@ -294,6 +334,8 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       analyses: new Semaphore(1, { maxWaiting: options.maxAnalysisQueue }),
       loops,
       upstream,
+      ...(nat === undefined ? {} : { nat }),
+      ...(natJournal === undefined ? {} : { natJournal, natRefresh: drainNatEvents }),
       rates,
       ...(history === undefined ? {} : { history: history.journal }),
       log: options.log,
@@ -311,6 +353,8 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       endpoints = await server.listen();
     } catch (error) {
       clearInterval(rateTimer);
+      clearInterval(natTimer);
+      natEvents?.close();
       await server.close();
       await upstream.close();
       await history?.close();
@@ -348,6 +392,9 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
           .close()
           .then(() => {
             clearInterval(rateTimer);
+            clearInterval(natTimer);
+            drainNatEvents();
+            natEvents?.close();
             return reportRates();
           })
           .then(() => upstream.close())

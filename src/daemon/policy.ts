@@ -15,7 +15,12 @@ export type ConnectionFinding =
   | { readonly kind: 'not-established'; readonly state: string }
   /** This host accepted it: never answered (DESIGN duty 2, the "ident scan" leak). */
   | { readonly kind: 'inbound' }
-  | { readonly kind: 'outbound' };
+  | { readonly kind: 'outbound' }
+  /**
+   * `--nat`: no local socket, but this gateway translated the connection (conntrack): the
+   * gateway vouches with a token of its own and asks the host behind the translation.
+   */
+  | { readonly kind: 'translated' };
 
 /** What to reply, and why (the reason goes to the ledger, never on the wire). */
 export type Decision =
@@ -24,11 +29,11 @@ export type Decision =
   | { readonly reply: 'error'; readonly error: ErrorToken; readonly precise: ErrorToken };
 
 /**
- * Why a token was sent: an outbound connection; CL_IP; `--random-errors`; or a recursive
+ * Why a token was sent: an outbound connection; a connection this gateway translated (`--nat`); CL_IP; `--random-errors`; or a recursive
  * request that was not processed (paper 3.1.4: a repeat within the loop window, the SID's
  * work budget used up, the loop table full).
  */
-export type TokenReason = 'outbound' | 'cl-ip' | 'random-errors' | 'repeat' | 'sid-budget' | 'loop-table-full';
+export type TokenReason = 'outbound' | 'nat' | 'cl-ip' | 'random-errors' | 'repeat' | 'sid-budget' | 'loop-table-full';
 
 /**
  * Turns a wire error into the reply policy wants. With CL_IP every reply is a token (paper
@@ -49,6 +54,8 @@ export function decideConnection(
   finding: ConnectionFinding,
   options: { policy: ReplyPolicy; clientIp: boolean; optedIn: boolean },
 ): Decision {
+  // A translated connection has no local user: never a user name, always a token.
+  if (finding.kind === 'translated') return { reply: 'token', reason: options.clientIp ? 'cl-ip' : 'nat' };
   if (finding.kind !== 'outbound') return decideError('NO-USER', options);
   if (options.optedIn && !options.clientIp) return { reply: 'user' };
   return { reply: 'token', reason: options.clientIp ? 'cl-ip' : 'outbound' };

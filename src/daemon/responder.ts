@@ -1,11 +1,13 @@
 import { StopdError } from '../errors.js';
 import { listLocalAddresses } from '../host/addresses.js';
+import type { ConntrackTable, TrackedFlow } from '../host/conntrack.js';
 import type { Endpoint, SocketTable, TcpSocket } from '../host/types.js';
 import { readOptInFile, type AccountDirectory } from '../host/users.js';
 import type { Ledger } from '../evidence/ledger.js';
 import type { ReplyEntryInput } from '../evidence/ledger-format.js';
 import type { HistoryConnection, HistoryLookup } from '../evidence/history-entry.js';
 import { toUpstreamCandidates } from '../evidence/history-record.js';
+import type { NatJournal } from '../evidence/nat-journal.js';
 import { generateToken, type TokenHash } from '../evidence/tokens.js';
 import { addressFamily, formatReply, isRecursiveType, isValidUserId, mentionsClientIp, normaliseAddress, parseRequest, RequestSyntaxError, type IpAddress, type Reply, type Request } from '../protocol/index.js';
 import { optInAdmits } from './opt-in.js';
@@ -47,6 +49,15 @@ export interface ResponderOptions {
   readonly loops?: LoopTable;
   /** Asks upstream hosts for ID_REC/SV_REC; without it nothing is sent upstream. */
   readonly upstream?: UpstreamDispatcher;
+  /**
+   * `--nat`: the gateway's conntrack table. A connection no local socket holds is looked up
+   * there by its translated tuple; without it such requests get NO-USER as before.
+   */
+  readonly nat?: ConntrackTable;
+  /** `--nat`: translations conntrack has forgotten (its events, kept by the daemon). */
+  readonly natJournal?: NatJournal;
+  /** Brings the journal up to date (reads the conntrack events waiting) before it is asked. */
+  readonly natRefresh?: () => void;
   /** Per-requester rate limits; without it nothing is limited. */
   readonly rates?: RateLimiter;
   /**
@@ -108,8 +119,9 @@ export class Responder {
     let finding: ConnectionFinding;
     let socket: TcpSocket | undefined;
     let history: HistoryConnection | undefined;
+    let translation: Translation | undefined;
     try {
-      ({ finding, socket, history } = await this.#findConnection(request, origin));
+      ({ finding, socket, history, translation } = await this.#findConnection(request, origin));
     } catch (error) {
       this.#o.log.warn(`Cannot look up ${ports.client},${ports.server} for ${origin.requester.address}: ${String(error)}`);
       const decision = decideError('UNKNOWN-ERROR', { policy: this.#o.policy, clientIp });
@@ -160,6 +172,7 @@ export class Responder {
             connectedAt: history.connectedAt,
             closedAt: history.closedAt,
           }),
+      ...(translation === undefined ? {} : { translation: describeFlow(translation), upstream: 1 }),
     };
     let token: string | undefined;
     let upstream: readonly UpstreamCandidate[] = [];
@@ -203,6 +216,10 @@ export class Responder {
     // Paper 3.1.3: reply first, then ask upstream; their tokens go to the ledger only.
     if ('sid' in request && reply.token !== undefined && upstream.length > 0) {
       this.#o.upstream?.dispatch(reply.token, { type: request.type, sid: request.sid }, upstream);
+    }
+    // --nat: the same order, our own token first; the inside host's answer goes to the ledger.
+    if (translation !== undefined && reply.token !== undefined) {
+      this.#o.upstream?.dispatchTranslated(reply.token, { type: request.type, ...('sid' in request ? { sid: request.sid } : {}) }, translation.flow);
     }
     return reply.line;
   }
@@ -351,7 +368,11 @@ export class Responder {
       // say who did. The newest entry of the tuple wins (the journal's rule for reused tuples).
       const history = this.#findHistory(locals, { port: request.clientPort }, remote);
       if (history !== undefined) return { finding: { kind: 'outbound' }, history };
-      if (socket === undefined) return { finding: { kind: 'not-found' } };
+      if (socket === undefined) {
+        // `--nat`: a connection this gateway translated rather than holds.
+        const translation = this.#findTranslated(locals, { port: request.clientPort }, remote);
+        return translation === undefined ? { finding: { kind: 'not-found' } } : { finding: { kind: 'translated' }, translation };
+      }
       return { finding: { kind: 'not-established', state: socket.state }, socket };
     } finally {
       release();
@@ -376,6 +397,31 @@ export class Responder {
       if (found === undefined || entry.seq > found.seq) found = entry;
     }
     return found;
+  }
+
+  /**
+   * `--nat`: the flow this gateway translated whose reply direction runs from the requester's
+   * end (`remote`) to one of our addresses at `<cl_port>`: what the requester sees of a
+   * masqueraded connection, and what an inside host sees of one that came in through a port
+   * forward with SNAT. Only established flows that were translated count: anything else is
+   * not a connection this gateway stands behind.
+   */
+  #findTranslated(locals: readonly string[], local: { port: number }, remote: Endpoint): Translation | undefined {
+    const nat = this.#o.nat;
+    if (nat === undefined) return undefined;
+    const candidates = locals.filter((address) => addressFamily(address) === addressFamily(remote.address));
+    for (const address of candidates) {
+      const flow = nat.findByReply(remote, { address, port: local.port });
+      if (flow !== undefined && flow.state === 'ESTABLISHED' && (flow.sourceNat || flow.destinationNat)) return { flow, source: 'conntrack' };
+    }
+    // Conntrack forgot it (the connection closed): the journal of its events may remember,
+    // once it has read what the kernel said since its last read.
+    if (this.#o.natJournal !== undefined) this.#o.natRefresh?.();
+    for (const address of candidates) {
+      const known = this.#o.natJournal?.findByReply(remote, { address, port: local.port });
+      if (known !== undefined) return { flow: known.flow, source: 'journal', ...(known.closed === undefined ? {} : { closed: known.closed }) };
+    }
+    return undefined;
   }
 
   async #admits(account: { uid: number; name: string; home: string }, requester: string): Promise<boolean> {
@@ -444,6 +490,8 @@ interface FoundConnection {
   readonly socket?: TcpSocket;
   /** Set when the answer comes from the history journal (issue 14). */
   readonly history?: HistoryConnection;
+  /** Set when a `--nat` gateway translated the connection rather than holds it (issue 15). */
+  readonly translation?: Translation;
 }
 
 /** A reply entry being built: the request's fields first, the decision's once it is made. */
@@ -456,6 +504,29 @@ function describeRequest(line: string, request: Request): ReplyDraft {
     type: request.type,
     ...('sid' in request ? { sid: request.sid.toString() } : {}),
     ...(clientIpOf(request) === undefined ? {} : { clientIp: normaliseAddress(clientIpOf(request)?.address ?? '') }),
+  };
+}
+
+/** A translated flow and where it was found: live in conntrack, or in the journal after it closed. */
+interface Translation {
+  readonly flow: TrackedFlow;
+  readonly source: 'conntrack' | 'journal';
+  readonly closed?: string;
+}
+
+/** A translated flow as the ledger keeps it (the gateway's evidence: no process stands behind it here). */
+function describeFlow(translation: Translation): Record<string, unknown> {
+  const { flow } = translation;
+  return {
+    source: translation.source,
+    ...(translation.closed === undefined ? {} : { closed: translation.closed }),
+    original: flow.original,
+    reply: flow.reply,
+    sourceNat: flow.sourceNat,
+    destinationNat: flow.destinationNat,
+    state: flow.state,
+    zone: flow.zone,
+    conntrackId: flow.id,
   };
 }
 

@@ -1,8 +1,9 @@
 import { PeerProtocolError, PeerReplyTooLongError, PeerTimeoutError, PeerUnreachableError } from '../errors.js';
 import type { UpstreamEntry, UpstreamEntryInput, UpstreamOutcome } from '../evidence/ledger-format.js';
 import type { Ledger } from '../evidence/ledger.js';
+import type { TrackedFlow } from '../host/conntrack.js';
 import type { Endpoint } from '../host/types.js';
-import { isPlainToken, type RecursiveRequestType, type Request } from '../protocol/index.js';
+import { formatRequest, isPlainToken, isRecursiveType, parseIpAddress, type RecursiveRequestType, type Request, type RequestType } from '../protocol/index.js';
 import type { UpstreamCandidate } from '../trace/index.js';
 import { queryStop, type QueryOptions, type QueryResult } from './client.js';
 import type { Logger } from './logger.js';
@@ -56,6 +57,84 @@ export class UpstreamDispatcher {
     });
     this.#inFlight.add(job);
     void job.finally(() => this.#inFlight.delete(job));
+  }
+
+  /**
+   * `--nat`: asks the host on the other side of a translation about the flow's original port
+   * pair, the same type (and SID), with CL_IP set to the original destination: the inside
+   * host's connection runs to that address, not to this gateway, so a question bound to the
+   * asker's address would be refused (paper 3.1.2, CL_IP). `ID` goes too, so that a plain
+   * RFC 1413 client's token at the gateway leads to the inside host's. The source address is
+   * the one the route to the inside host gives (the gateway's inside address). The outcome goes
+   * to the ledger linked to `parentToken`, like every upstream answer.
+   */
+  dispatchTranslated(parentToken: string, request: { type: RequestType; sid?: bigint }, flow: TrackedFlow): void {
+    const job = this.#askTranslated(parentToken, request, flow).catch((error: unknown) => {
+      this.#o.log.error(`The NAT question for ${parentToken} failed: ${String(error)}`);
+    });
+    this.#inFlight.add(job);
+    void job.finally(() => this.#inFlight.delete(job));
+  }
+
+  async #askTranslated(parentToken: string, request: { type: RequestType; sid?: bigint }, flow: TrackedFlow): Promise<void> {
+    const inside = flow.original.source;
+    const outside = flow.original.destination;
+    const clientIp = parseIpAddress(outside.address);
+    if (clientIp === undefined) throw new Error(`The original destination ${outside.address} is not an address`);
+    const ports = { rfc1413: false, clientPort: inside.port, serverPort: outside.port, clientIp } as const;
+    const upstreamRequest: Request =
+      isRecursiveType(request.type) && request.sid !== undefined
+        ? { ...ports, type: request.type, sid: request.sid }
+        : { ...ports, type: request.type === 'SV' || request.type === 'SV_REC' ? 'SV' : 'ID' };
+    const candidate: UpstreamCandidate = { local: outside, remote: inside, inode: 0, state: 'ESTABLISHED', direction: 'inbound', pids: [] };
+    const line = formatRequest(upstreamRequest);
+    const base = { parentToken, type: upstreamRequest.type, ...('sid' in upstreamRequest ? { sid: upstreamRequest.sid.toString() } : {}), line };
+    // Recursive types share the SID's work budget with recursion (paper 3.1.4).
+    if ('sid' in upstreamRequest && this.#o.loops.take(upstreamRequest.sid.toString(), 1) < 1) {
+      await this.#append(candidate, base, { outcome: 'skipped', message: 'work budget of this SID used up' });
+      return;
+    }
+    const release = await this.#slots.acquire();
+    const started = Date.now();
+    let result: UpstreamEntryFields;
+    try {
+      const received = await (this.#o.query ?? queryStop)(upstreamRequest, {
+        host: inside.address,
+        port: this.#o.port,
+        connectTimeoutMs: this.#o.connectTimeoutMs,
+        timeoutMs: this.#o.replyTimeoutMs,
+      });
+      result = describeUpstreamReply(upstreamRequest, received);
+    } catch (error) {
+      result = describeUpstreamFailure(error);
+    } finally {
+      release();
+    }
+    await this.#append(candidate, base, { ...result, elapsedMs: Date.now() - started });
+  }
+
+  async #append(
+    candidate: UpstreamCandidate,
+    base: { parentToken: string; type: string; sid?: string; line: string },
+    result: UpstreamEntryFields,
+  ): Promise<void> {
+    const entry: UpstreamEntryInput = {
+      kind: 'upstream',
+      parentToken: base.parentToken,
+      type: base.type,
+      ...(base.sid === undefined ? {} : { sid: base.sid }),
+      peer: { address: candidate.remote.address, port: this.#o.port },
+      connection: { local: candidate.local, remote: candidate.remote },
+      direction: 'translated',
+      pids: [],
+      request: base.line,
+      ...result,
+    };
+    try {
+      await this.#o.ledger.append(entry);
+    } catch (error) {
+      this.#o.log.error(`Cannot record the upstream outcome for ${base.parentToken}: ${String(error)}`);
+    }
   }
 
   async #run(parentToken: string, request: { type: RecursiveRequestType; sid: bigint }, candidates: readonly UpstreamCandidate[]): Promise<void> {

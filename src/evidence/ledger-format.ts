@@ -62,7 +62,8 @@ export interface ReplyEntryInput {
   readonly answeredAs?: string;
   readonly sid?: string;
   readonly clientIp?: string;
-  readonly finding?: 'not-found' | 'not-established' | 'inbound' | 'outbound';
+  /** `translated`: a `--nat` gateway translated the connection (issue 15; `translation` says how). */
+  readonly finding?: 'not-found' | 'not-established' | 'inbound' | 'outbound' | 'translated';
   readonly lookupError?: string;
   readonly connection?: { readonly local: Endpoint; readonly remote: Endpoint; readonly state: string; readonly inode: number };
   readonly uid?: number;
@@ -79,6 +80,8 @@ export interface ReplyEntryInput {
   readonly loginuid?: number;
   readonly connectedAt?: string;
   readonly closedAt?: string | null;
+  /** `finding: translated`: the conntrack flow (both tuples) and where it was found (`conntrack` or the NAT journal). */
+  readonly translation?: Readonly<Record<string, unknown>>;
   readonly decision: 'token' | 'user' | 'error' | 'close';
   readonly reason?: string;
   readonly replaces?: string;
@@ -123,11 +126,13 @@ export interface UpstreamEntryInput {
   /** The local token the question belongs to. */
   readonly parentToken: string;
   readonly type: string;
-  readonly sid: string;
+  /** Absent for an `ID` question through a NAT gateway (`--nat`), which has none. */
+  readonly sid?: string;
   /** The upstream STOP daemon asked. */
   readonly peer: Endpoint;
   /** The connection asked about, as this host sees it. */
   readonly connection: { readonly local: Endpoint; readonly remote: Endpoint };
+  /** `inbound`, `unknown` (recursion), or `translated` (`--nat`: the host behind the translation). */
   readonly direction: string;
   readonly pids: readonly number[];
   /** The request line sent. */
@@ -324,7 +329,14 @@ export type LedgerEntryInput =
   | HistorySealedEntryInput
   | HistoryCheckpointEntryInput
   | HistoryDroppedEntryInput
-  | HistoryGapEntryInput;
+  | HistoryGapEntryInput
+  | NatEventsLostEntryInput;
+
+/** The kernel dropped conntrack events (`--nat`): the NAT journal has a gap at this time (`kind: "nat-events-lost"`). */
+export interface NatEventsLostEntryInput {
+  readonly kind: 'nat-events-lost';
+  readonly message: string;
+}
 
 /** The kinds this version writes. */
 export type LedgerEntryKind = LedgerEntryInput['kind'];

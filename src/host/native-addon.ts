@@ -221,6 +221,23 @@ export interface NativeAddon {
   recorderRead?(recorder: RawRecorder): RawRecorderRead;
   /** Detaches and frees the recorder; later reads throw. Idempotent. */
   recorderClose?(recorder: RawRecorder): void;
+  /**
+   * One conntrack entry (TCP) whose `direction` tuple is `src:srcPort -> dst:dstPort`, by one
+   * NETLINK_NETFILTER GET (native/conntrack.c; never a dump), in this thread's network namespace
+   * and the default zone; null when the kernel tracks no such flow. Throws with `code` EPERM
+   * without CAP_NET_ADMIN, EPROTONOSUPPORT or EOPNOTSUPP without ctnetlink. Absent in a build
+   * older than the function.
+   */
+  conntrackLookup?(family: 4 | 6, direction: 'orig' | 'reply', src: Buffer, srcPort: number, dst: Buffer, dstPort: number): RawConntrackEntry | null;
+  /**
+   * Subscribes to conntrack's new and destroyed flows (this thread's network namespace) with a
+   * receive buffer of `bufferBytes`; needs CAP_NET_ADMIN. Comes with the two below.
+   */
+  conntrackEventsOpen?(bufferBytes: number): RawConntrackEvents;
+  /** The TCP events waiting (at most 1024), without blocking; `lost` when the kernel dropped some. */
+  conntrackEventsRead?(events: RawConntrackEvents): { readonly events: readonly { readonly kind: 'new' | 'destroy'; readonly entry: RawConntrackEntry }[]; readonly lost: boolean };
+  /** Ends the subscription. Idempotent. */
+  conntrackEventsClose?(events: RawConntrackEvents): void;
 }
 
 /** A loaded connection recorder in the addon (an opaque handle). */
@@ -250,6 +267,32 @@ export function nativeRecorderFunctions(): NativeRecorderFunctions | undefined {
   const record = binding as unknown as Record<string, unknown>;
   if (!RECORDER_FUNCTIONS.every((name) => typeof record[name] === 'function')) return undefined;
   return binding as NativeRecorderFunctions;
+}
+
+/** A conntrack event subscription living in the addon (an opaque handle). */
+export type RawConntrackEvents = { readonly __brand: 'RawConntrackEvents' };
+
+/** One direction of a tracked flow, as the kernel reports it (addresses of 4 or 16 bytes). */
+export interface RawConntrackTuple {
+  readonly src: Buffer;
+  readonly srcPort: number;
+  readonly dst: Buffer;
+  readonly dstPort: number;
+}
+
+/** One conntrack entry (native/conntrack.h, struct ct_entry). */
+export interface RawConntrackEntry {
+  readonly family: 4 | 6;
+  /** enum tcp_conntrack (linux/netfilter/nf_conntrack_tcp.h): 3 ESTABLISHED; 0 when absent. */
+  readonly tcpState: number;
+  readonly zone: number;
+  /** enum ip_conntrack_status bits: 0x10 SRC_NAT, 0x20 DST_NAT, ... */
+  readonly status: number;
+  readonly id: number;
+  /** Seconds left before the kernel forgets the entry. */
+  readonly timeout: number;
+  readonly orig: RawConntrackTuple;
+  readonly reply: RawConntrackTuple;
 }
 
 /** The names of the incremental index functions, which a build has all or none of. */
@@ -317,7 +360,7 @@ function tryLoad(): NativeAddonLoad {
     // scanFds, socketOf and unixLookup are optional: a build without them still serves the
     // netlink lookups; the process view then scans from JavaScript, and SV analysis reads
     // whole socket tables.
-    for (const name of ['scanFds', 'socketOf', 'unixLookup'] as const) {
+    for (const name of ['scanFds', 'socketOf', 'unixLookup', 'conntrackLookup', 'conntrackEventsOpen', 'conntrackEventsRead', 'conntrackEventsClose'] as const) {
       if (binding[name] !== undefined && typeof binding[name] !== 'function') {
         return { binding: undefined, error: new Error(`Cannot use ${path}: ${name} is not a function; rebuild it`) };
       }

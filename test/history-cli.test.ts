@@ -68,7 +68,9 @@ describe('stopctl history', () => {
   });
 
   test('lists every recorded connection with its close time, while the daemon holds the store and after it stopped', async () => {
-    const daemon: DaemonHandle = await startDaemon([], { storeDir: store, keepStore: true });
+    // The fixture's connections are months old: a retention that keeps them, or the daemon's
+    // journal (history is on wherever BPF works) would rightly drop them at start.
+    const daemon: DaemonHandle = await startDaemon(['--history-retention', '3650d'], { storeDir: store, keepStore: true });
     let running: Awaited<ReturnType<typeof runStopctl>>;
     try {
       running = await runStopctl(['history', '--store', store]);
@@ -130,7 +132,9 @@ describe('stopctl history', () => {
   test('stopctl verify checks the journal and reports a tampered line (exit 3)', async () => {
     const clean = await runStopctl(['verify', '--store', store]);
     assert.equal(clean.code, 0, clean.stdout);
-    assert.match(clean.stdout, /^History {2}5 entries, seq 1\.\.5 in 1 segment files; 1 anchors in the ledger checked$/m);
+    // The five connections, and the `stop` entry the daemon of the first test wrote when it
+    // stopped; anchors: the history-checkpoints of the fixture's close and of that daemon's.
+    assert.match(clean.stdout, /^History {2}6 entries, seq 1\.\.6 in 1 segment files; 2 anchors in the ledger checked$/m);
     const segment = listHistorySegments(store)[0];
     assert.ok(segment !== undefined);
     const text = readFileSync(segment.path, 'utf8');

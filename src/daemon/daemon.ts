@@ -273,7 +273,6 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       accounts,
       ...(store.quota === undefined ? {} : { quota: { limits: store.quota, ledger: store.ledger, log: options.log } }),
     });
-    const history = await startHistory(options, { ledger: store.ledger, analyses, save: () => currentSave });
     let nat: ConntrackTable | undefined;
     let natJournal: NatJournal | undefined;
     let natEvents: ConntrackEvents | undefined;
@@ -337,7 +336,6 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       ...(nat === undefined ? {} : { nat }),
       ...(natJournal === undefined ? {} : { natJournal, natRefresh: drainNatEvents }),
       rates,
-      ...(history === undefined ? {} : { history: history.journal }),
       log: options.log,
     });
     const server = new StopServer(responder, {
@@ -357,10 +355,13 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       natEvents?.close();
       await server.close();
       await upstream.close();
-      await history?.close();
       await evidence.close();
       throw error;
     }
+    // History starts once the daemon listens, so that a start that fails leaves no journal
+    // behind and says only why it failed; until then closed connections are not answered.
+    const history = await startHistory(options, { ledger: store.ledger, analyses, save: () => currentSave });
+    if (history !== undefined) responder.attachHistory(history.journal);
     let closing: Promise<void> | undefined;
     return {
       endpoints,

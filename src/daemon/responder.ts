@@ -13,7 +13,7 @@ import { addressFamily, formatReply, isRecursiveType, isValidUserId, mentionsCli
 import { optInAdmits } from './opt-in.js';
 import { decideConnection, decideError, type ConnectionFinding, type Decision, type ReplyPolicy } from './policy.js';
 import type { Semaphore } from './semaphore.js';
-import type { EvidenceCollector } from './evidence-collector.js';
+import type { EvidenceCollector, EvidenceRequest } from './evidence-collector.js';
 import type { Logger } from './logger.js';
 import type { LoopTable } from './loop-table.js';
 import type { RateClass, RateLimiter } from './rate-limiter.js';
@@ -77,6 +77,11 @@ export class Responder {
 
   constructor(options: ResponderOptions) {
     this.#o = options;
+  }
+
+  /** Answers closed connections from `history` from now on (the daemon starts it once it listens). */
+  attachHistory(history: HistoryLookup): void {
+    this.#o = { ...this.#o, history };
   }
 
   /** Changes the reply policy and opt-in (SIGHUP reload); requests in flight keep the old ones. */
@@ -291,16 +296,9 @@ export class Responder {
     const evidence = this.#o.evidence;
     if (evidence === undefined) return { token: undefined, upstream: [] };
     if (request.type === 'SV' || request.type === 'SV_REC') {
-      const clientIp = clientIpOf(request);
       const saved = await evidence.collectHistory(
         connection,
-        {
-          line: context.line,
-          requester: context.origin.requester,
-          type: request.type,
-          ...('sid' in request ? { sid: request.sid.toString() } : {}),
-          ...(clientIp === undefined ? {} : { clientIp: normaliseAddress(clientIp.address) }),
-        },
+        describeRecordRequest(request.type, request, context),
         { requesterGroup: context.origin.requesterGroup },
       );
       return { token: saved.token, upstream: saved.upstream };
@@ -317,16 +315,9 @@ export class Responder {
     const evidence = this.#o.evidence;
     if (evidence === undefined) return { token: undefined, record: false, processCount: 0, upstream: [] };
     if (request.type === 'SV' || request.type === 'SV_REC') {
-      const clientIp = clientIpOf(request);
       const saved = await evidence.collect(
         socket,
-        {
-          line: context.line,
-          requester: context.origin.requester,
-          type: request.type,
-          ...('sid' in request ? { sid: request.sid.toString() } : {}),
-          ...(clientIp === undefined ? {} : { clientIp: normaliseAddress(clientIp.address) }),
-        },
+        describeRecordRequest(request.type, request, context),
         { requesterGroup: context.origin.requesterGroup },
       );
       return { token: saved.token, record: true, processCount: saved.processCount, upstream: saved.upstream };
@@ -537,4 +528,16 @@ function clientIpOf(request: Request): IpAddress | undefined {
 
 function errorCode(error: unknown): string {
   return error instanceof StopdError ? error.code : 'ERR_UNEXPECTED';
+}
+
+/** The request part of an SV/SV_REC record: the line as received, who asked, the SID and CL_IP. */
+function describeRecordRequest(type: 'SV' | 'SV_REC', request: Request, context: { line: string; origin: QueryOrigin }): EvidenceRequest {
+  const clientIp = clientIpOf(request);
+  return {
+    line: context.line,
+    requester: context.origin.requester,
+    type,
+    ...('sid' in request ? { sid: request.sid.toString() } : {}),
+    ...(clientIp === undefined ? {} : { clientIp: normaliseAddress(clientIp.address) }),
+  };
 }

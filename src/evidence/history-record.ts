@@ -10,11 +10,11 @@
  * the capture found then; the per-request facts (host, utmp) are read when the request arrives.
  */
 import { randomBytes } from 'node:crypto';
-import type { Endpoint, HostFacts, ProcessFacts, UtmpEntry } from '../host/types.js';
+import type { Endpoint, HostFacts, UtmpEntry } from '../host/types.js';
 import { filterUtmpForUsers } from '../host/utmp.js';
 import type { AnalysisProblem, ClosureLink, UpstreamCandidate } from '../trace/types.js';
 import type { HistoryConnection, HistoryUpstreamCandidate } from './history-entry.js';
-import { ALL_SAVE_CATEGORIES, type EvidenceRecord, type RecordHistory, type RecordProcess, type RecordRequest, type SaveCategory } from './record.js';
+import { ALL_SAVE_CATEGORIES, copyRecordProcess, type EvidenceRecord, type RecordHistory, type RecordRequest, type SaveCategory } from './record.js';
 
 /** The audit subsystem's "unset" login uid and session id. */
 export const AUDIT_UNSET = 4294967295;
@@ -98,7 +98,13 @@ export function buildHistoryRecord(input: BuildHistoryRecordInput): EvidenceReco
   };
   const history = describeHistory(connection, userName);
   const processes = save.has('processes')
-    ? connection.ancestry.map((process) => copyProcess(process, userName(process.uid.real), save.has('cmdline')))
+    ? connection.ancestry.map((process) => copyRecordProcess(process, userName(process.uid.real), {
+        // The connecting process and its ancestors are the primary processes of a live closure too.
+        role: 'primary',
+        // Their IPC was followed at capture time; what it led to is in `upstream`.
+        ipc: process.ppid === 0 ? 'root' : 'followed',
+        cmdline: save.has('cmdline'),
+      }))
     : undefined;
   // Ancestry is child first: each entry's parent is the next one.
   const links: ClosureLink[] = [];
@@ -151,29 +157,5 @@ export function buildHistoryRecord(input: BuildHistoryRecordInput): EvidenceReco
     problems,
     ...(save.has('utmp') ? { utmp: filterUtmpForUsers(input.utmp, [...reportUsers]).map((entry) => ({ ...entry })) } : {}),
     saved,
-  };
-}
-
-function copyProcess(process: ProcessFacts, user: string | null, cmdline: boolean): RecordProcess {
-  return {
-    pid: process.pid,
-    ppid: process.ppid,
-    name: process.name,
-    uid: { real: process.uid.real, effective: process.uid.effective },
-    user,
-    startTime: process.startTime,
-    tty: process.tty,
-    priority: process.priority,
-    nice: process.nice,
-    pgid: process.pgid,
-    sid: process.sid,
-    // The connecting process and its ancestors are the primary processes of a live closure too.
-    role: 'primary',
-    // Their IPC was followed at capture time; what it led to is in `upstream`.
-    ipc: process.ppid === 0 ? 'root' : 'followed',
-    ...(cmdline ? { cmdline: [...process.cmdline] } : {}),
-    ...(cmdline && process.cmdlineTruncated !== undefined
-      ? { cmdlineTruncated: { bytes: process.cmdlineTruncated.bytes, sha256: process.cmdlineTruncated.sha256 } }
-      : {}),
   };
 }

@@ -386,6 +386,23 @@ function copyEndpoint(endpoint: Endpoint): Endpoint {
 
 function copyProcess(process: ClosureProcess, user: string | null, save: ReadonlySet<SaveCategory>): RecordProcess {
   return {
+    ...copyRecordProcess(process, user, { role: process.role, ipc: process.ipc, cmdline: save.has('cmdline') }),
+    ...(save.has('sockets') ? { sockets: process.sockets.map(copySocket) } : {}),
+    ...(save.has('pipes') ? { pipes: process.pipes.map((pipe) => ({ ...pipe, otherPids: [...pipe.otherPids] })) } : {}),
+    ...(process.fdsOmitted === undefined ? {} : { fdsOmitted: process.fdsOmitted }),
+  };
+}
+
+/**
+ * A record's process entry without descriptors: the facts, the account name, the role and
+ * IPC verdict, and the command line when it is saved. Live records add sockets and pipes.
+ */
+export function copyRecordProcess(
+  process: ProcessFacts,
+  user: string | null,
+  options: { readonly role: RecordProcess['role']; readonly ipc: RecordProcess['ipc']; readonly cmdline: boolean },
+): RecordProcess {
+  return {
     pid: process.pid,
     ppid: process.ppid,
     name: process.name,
@@ -397,15 +414,12 @@ function copyProcess(process: ClosureProcess, user: string | null, save: Readonl
     nice: process.nice,
     pgid: process.pgid,
     sid: process.sid,
-    role: process.role,
-    ipc: process.ipc,
-    ...(save.has('cmdline') ? { cmdline: [...process.cmdline] } : {}),
-    ...(save.has('cmdline') && process.cmdlineTruncated !== undefined
+    role: options.role,
+    ipc: options.ipc,
+    ...(options.cmdline ? { cmdline: [...process.cmdline] } : {}),
+    ...(options.cmdline && process.cmdlineTruncated !== undefined
       ? { cmdlineTruncated: { bytes: process.cmdlineTruncated.bytes, sha256: process.cmdlineTruncated.sha256 } }
       : {}),
-    ...(save.has('sockets') ? { sockets: process.sockets.map(copySocket) } : {}),
-    ...(save.has('pipes') ? { pipes: process.pipes.map((pipe) => ({ ...pipe, otherPids: [...pipe.otherPids] })) } : {}),
-    ...(process.fdsOmitted === undefined ? {} : { fdsOmitted: process.fdsOmitted }),
   };
 }
 

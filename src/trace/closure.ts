@@ -5,7 +5,7 @@
  * connections of all of them that lead to a previous host. Pure: it only calls the
  * {@link HostView} interface, so the paper's figures are unit tests (figures.ts).
  */
-import { MAX_CMDLINE_BYTES, type HostView, type OpenFd, type ProcessInfo, type TcpSocket } from '../host/types.js';
+import { MAX_CMDLINE_BYTES, type HostView, type OpenFd, type ProcessFacts, type ProcessInfo, type TcpSocket } from '../host/types.js';
 import { ClosureHost, copyEndpoint, copyTcp, sameEndpoint } from './closure-host.js';
 import {
   DEFAULT_CLOSURE_LIMITS,
@@ -444,18 +444,7 @@ class ClosureAnalysis {
     }
     const omitted = this.#omitted.get(pid);
     return {
-      pid: info.pid,
-      ppid: info.ppid,
-      name: info.name,
-      uid: { real: info.uid.real, effective: info.uid.effective },
-      startTime: info.startTime,
-      tty: info.tty,
-      priority: info.priority,
-      nice: info.nice,
-      pgid: info.pgid,
-      sid: info.sid,
-      cmdline: [...info.cmdline],
-      ...(info.cmdlineTruncated === undefined ? {} : { cmdlineTruncated: { bytes: info.cmdlineTruncated.bytes, sha256: info.cmdlineTruncated.sha256 } }),
+      ...copyProcessFacts(info),
       role: this.#roles.get(pid) ?? 'resolved',
       ipc: this.#ipc.get(pid) ?? 'truncated',
       sockets,
@@ -610,4 +599,22 @@ function positiveInteger(name: string, value: number): number {
     throw new RangeError(`Cannot resolve closure: ${name} must be a positive integer, got ${value}`);
   }
   return value;
+}
+
+/** A process's facts (everything but its descriptors) as plain copied data, for records and the history. */
+export function copyProcessFacts(info: ProcessFacts): ProcessFacts {
+  return {
+    pid: info.pid,
+    ppid: info.ppid,
+    name: info.name,
+    uid: { real: info.uid.real, effective: info.uid.effective },
+    startTime: info.startTime,
+    tty: info.tty,
+    priority: info.priority,
+    nice: info.nice,
+    pgid: info.pgid,
+    sid: info.sid,
+    cmdline: [...info.cmdline],
+    ...(info.cmdlineTruncated === undefined ? {} : { cmdlineTruncated: { bytes: info.cmdlineTruncated.bytes, sha256: info.cmdlineTruncated.sha256 } }),
+  };
 }

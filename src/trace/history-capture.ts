@@ -3,7 +3,7 @@
  * evidence a later SV/SV_REC request about it would have needed, read while it still exists.
  */
 import type { Endpoint, HostView, ProcessFacts, ProcessInfo } from '../host/types.js';
-import { resolveClosure } from './closure.js';
+import { copyProcessFacts, resolveClosure } from './closure.js';
 import type { PortRange } from './types.js';
 
 /** An inbound connection held by the connecting process's ancestry or closure: where a recursive request goes. */
@@ -68,7 +68,7 @@ export function captureConnection(host: HostView, options: CaptureOptions): Capt
     if (info.pid === info.sid || info.ppid === 0 || info.ppid === info.pid) break;
     info = host.getProcess(info.ppid);
   }
-  const ancestry = chain.map(factsOf);
+  const ancestry = chain.map(copyProcessFacts);
   if (chain.length === 0) return { ancestry, upstream: [] };
   const upstream: CapturedUpstream[] = [];
   const seen = new Set<string>();
@@ -99,21 +99,4 @@ export function captureConnection(host: HostView, options: CaptureOptions): Capt
     }
   }
   return { ancestry, upstream };
-}
-
-function factsOf(info: ProcessInfo): ProcessFacts {
-  return {
-    pid: info.pid,
-    ppid: info.ppid,
-    name: info.name,
-    uid: { real: info.uid.real, effective: info.uid.effective },
-    startTime: info.startTime,
-    tty: info.tty,
-    priority: info.priority,
-    nice: info.nice,
-    pgid: info.pgid,
-    sid: info.sid,
-    cmdline: [...info.cmdline],
-    ...(info.cmdlineTruncated === undefined ? {} : { cmdlineTruncated: { ...info.cmdlineTruncated } }),
-  };
 }

@@ -1,6 +1,7 @@
 /**
  * Turns the results of `npm run bench` into the target checks of issue 6 and a Markdown report.
  */
+import type { ConntrackBenchResult } from './sections/conntrack.js';
 import type { HistoryBenchResult } from './sections/history.js';
 import type { IdDuringSvResult } from './sections/id-during-sv.js';
 import type { IdVsOidentdResult } from './sections/id-vs-oidentd.js';
@@ -33,6 +34,7 @@ export interface BenchResults {
   readonly pipes?: SharedPipeResult;
   readonly history?: HistoryBenchResult;
   readonly recorder?: RecorderResult;
+  readonly conntrack?: ConntrackBenchResult;
   readonly profile?: ProfileResult;
   /** Peak resident memory (VmHWM) of the stopd of each section. */
   readonly memory: Record<string, number>;
@@ -157,6 +159,17 @@ export function checkTargets(results: Omit<BenchResults, 'targets'>): TargetChec
     ),
   );
   checks.push(check('connect() rate with the eBPF connection recorder on vs off', '≥ 95 %', results.recorder?.percentOfOff.median ?? Number.NaN, (v) => v >= 95, '%'));
+  const flows = results.conntrack?.sizes ?? [];
+  const smallest = flows[0];
+  const largest = flows.at(-1);
+  checks.push(
+    check(
+      `NAT: conntrack lookup (GET by tuple) p50 at ${largest?.flows ?? 100_000} vs ${smallest?.flows ?? 100} tracked flows`,
+      '≤ 2× (does not grow with the table)',
+      (largest?.getP50Us ?? Number.NaN) / (smallest?.getP50Us ?? Number.NaN),
+      (v) => v <= 2,
+    ),
+  );
   const peaks = Object.values(results.memory).filter((v) => Number.isFinite(v));
   const peak = peaks.length === 0 ? Number.NaN : Math.max(...peaks);
   checks.push(check('daemon resident memory, peak (VmHWM) over the runs above', '< 80 MB', peak / 1024, (v) => v < 80, 'MB'));
@@ -443,6 +456,35 @@ export function formatReport(results: BenchResults): string {
     );
   } else {
     out.push(recorder?.skipped !== undefined ? `Skipped: ${recorder.skipped}` : 'Not run.');
+  }
+  out.push('');
+  out.push('## NAT gateways (issue 15): conntrack lookup by tuple vs dumping the table');
+  out.push('');
+  const conntrack = results.conntrack;
+  if (conntrack !== undefined && conntrack.skipped === undefined && conntrack.sizes.length > 0) {
+    out.push(
+      table(
+        ['tracked flows', 'stopd GET p50 / p99 µs', 'GET of an absent flow p50 µs', 'dump floor (C, netlink) p50 µs', '`conntrack -L` parsed p50 µs', 'dump floor ÷ GET', '`conntrack -L` ÷ GET'],
+        conntrack.sizes.map((s) => [
+          String(s.flows),
+          `${fmt(s.getP50Us)} / ${fmt(s.getP99Us)}`,
+          fmt(s.missP50Us),
+          fmt(s.dumpP50Us),
+          fmt(s.listP50Us),
+          `${fmt(s.dumpP50Us / s.getP50Us)}×`,
+          `${fmt(s.listP50Us / s.getP50Us)}×`,
+        ]),
+      ),
+    );
+    out.push('');
+    out.push(
+      `In a network namespace of the bench's own; flows created by batched netlink creates (${conntrack.sizes.map((s) => `${s.flows}: ${fmt(s.fillSeconds)} s`).join(', ')} to grow the table). ` +
+        `Per size: ${conntrack.sizes[0]?.gets ?? 0} GETs of random flows (each also checked to return that flow) and as many of absent flows, ` +
+        `${conntrack.sizes[0]?.dumps ?? 0} dump-floor lookups and ${conntrack.sizes[0]?.lists ?? 0} \`conntrack -L\` runs, in ${conntrack.rounds} alternating rounds. ` +
+        'The GET opens a netlink socket per lookup, as the daemon does.',
+    );
+  } else {
+    out.push(conntrack?.skipped !== undefined ? `Skipped: ${conntrack.skipped}.` : 'Not run.');
   }
   out.push('');
   out.push('## Daemon memory');

@@ -5,7 +5,7 @@
  *
  * Options (after `npm run bench --`):
  *   --quick          short runs, for trying the bench out (numbers indicative only)
- *   --only=LIST      comma-separated sections: id, structures, impact, recursion, burst, pipes, history, recorder
+ *   --only=LIST      comma-separated sections: id, structures, impact, recursion, burst, pipes, history, recorder, conntrack
  *   --profile        also profile stopd with node --cpu-prof (ID and SV) and list hot functions
  *
  * Needs root (network and PID namespaces, every /proc/PID/fd), cc, python3, socat, taskset,
@@ -17,6 +17,7 @@ import { cpus, loadavg, release, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { checkTargets, formatReport, type BenchResults } from './report.js';
+import { benchConntrack } from './sections/conntrack.js';
 import { benchHistory } from './sections/history.js';
 import { benchIdDuringSv } from './sections/id-during-sv.js';
 import { benchIdVsOidentd } from './sections/id-vs-oidentd.js';
@@ -28,7 +29,7 @@ import { benchStructures } from './sections/structures.js';
 import { benchSystemImpact } from './sections/system-impact.js';
 import { hasProgram } from './lib/processes.js';
 
-const SECTIONS = ['id', 'structures', 'impact', 'recursion', 'burst', 'pipes', 'history', 'recorder'] as const;
+const SECTIONS = ['id', 'structures', 'impact', 'recursion', 'burst', 'pipes', 'history', 'recorder', 'conntrack'] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** The repository's bench/results (this file runs as dist/bench/run.js). */
@@ -131,6 +132,11 @@ async function main(): Promise<void> {
   const recorder = only.has('recorder')
     ? await timed('connect() rate with the connection recorder on vs off', () => benchRecorder({ rounds: quick ? 2 : 6, durationMs: quick ? 1000 : 3000 }))
     : undefined;
+  const conntrack = only.has('conntrack')
+    ? await timed('conntrack lookup with 100 to 100 000 tracked flows: GET by tuple vs table dump', () =>
+        benchConntrack({ sizes: [100, 1000, 10_000, 100_000], gets: quick ? 200 : 2000, dumpKeys: quick ? 2 : 5, rounds: quick ? 2 : 4, listRuns: quick ? 1 : 3 }),
+      )
+    : undefined;
   const profile = profiling ? await timed('profile', () => benchProfile({ durationMs: quick ? 2000 : 5000, svCount: quick ? 20 : 100 })) : undefined;
 
   const partial = {
@@ -146,6 +152,7 @@ async function main(): Promise<void> {
     ...(pipes === undefined ? {} : { pipes }),
     ...(history === undefined ? {} : { history }),
     ...(recorder === undefined ? {} : { recorder }),
+    ...(conntrack === undefined ? {} : { conntrack }),
     ...(profile === undefined ? {} : { profile }),
     memory,
   };

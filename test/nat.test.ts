@@ -29,6 +29,27 @@ async function stopctl(args: readonly string[]): Promise<string> {
   return stdout;
 }
 
+interface HistoryRow {
+  readonly local: { readonly port: number };
+  readonly capturedAt: string | null;
+  readonly closedAt: string | null;
+}
+
+/**
+ * Waits until `stopd`'s history journal holds a row of local port `port` that passes `ready`:
+ * the recorder drains its ring buffer on a timer, so the row's arrival is polled for (bounded).
+ */
+async function historyRow(stopd: TestStopd, port: number, ready: (row: HistoryRow) => boolean): Promise<HistoryRow> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const rows = JSON.parse(await stopctl(['history', '--store', stopd.storeDir, '--port', String(port), '--json'])) as HistoryRow[];
+    const row = rows.find((r) => r.local.port === port && ready(r));
+    if (row !== undefined) return row;
+    if (Date.now() > deadline) throw new Error(`The history journal of ${stopd.storeDir} holds no matching row of local port ${port}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
 interface RecordProcess {
   pid: number;
   name: string;
@@ -136,15 +157,23 @@ describe('stopd --nat on a masquerading gateway', { skip }, () => {
     const { line } = await queryFrom(outside, gateway.address, { client: translatedPort + 1 > 65535 ? 1 : translatedPort + 1, server: SERVER_PORT });
     assert.match(line, /:ERROR:NO-USER$/);
   });
-  test('after the connection closed and conntrack dropped it, GW answers from its NAT journal', async () => {
+  test('closed through NAT: after the user\'s process exited and conntrack dropped the flow, GW answers from its NAT journal and IN from its history', async (t) => {
     // Runs last in this suite: it ends the user's connection.
+    const historyOn = inStopd.stderr().includes('History is on');
+    if (historyOn) {
+      // The process must still exist when IN's daemon captures it: wait for the capture first.
+      await historyRow(inStopd, insidePort, (row) => row.capturedAt !== null);
+    }
     const closed = new Promise<void>((resolve) => user.once('exit', () => resolve()));
     user.stdin?.end();
     await closed;
+    if (historyOn) await historyRow(inStopd, insidePort, (row) => row.closedAt !== null);
     const deleted = await gateway.exec(['conntrack', '-D', '-p', 'tcp', '--orig-src', inside.address, '--orig-port-src', String(insidePort)]);
     assert.equal(deleted.code, 0, deleted.stderr);
     const listed = await gateway.exec(['conntrack', '-L', '-p', 'tcp', '--orig-src', inside.address, '--orig-port-src', String(insidePort)]);
     assert.doesNotMatch(listed.stdout, new RegExp(`sport=${insidePort}\\b`), 'conntrack has forgotten the flow');
+    const socketsLeft = await inside.exec(['ss', '-Htn', `( sport = :${insidePort} )`]);
+    assert.equal(socketsLeft.stdout.trim(), '', 'IN holds no socket of the connection any more');
     const sid = '2653';
     const { code, line } = await queryFrom(outside, gateway.address, { client: translatedPort, server: SERVER_PORT }, { type: 'SV_REC', sid });
     assert.equal(code, 0, line);
@@ -155,11 +184,28 @@ describe('stopd --nat on a masquerading gateway', { skip }, () => {
     assert.equal(translation?.source, 'journal', JSON.stringify(reply));
     assert.ok(translation.closed !== undefined && !Number.isNaN(Date.parse(translation.closed)), 'the journal knows when it closed');
     assert.deepEqual(translation.original.source, { address: inside.address, port: insidePort });
-    // GW still asks IN about the original port pair. IN's own answer for a closed connection
-    // needs IN's history (issue 14); with CL_IP it is a token whatever IN finds.
+    // GW still asks IN about the original port pair, with CL_IP: a token whatever IN finds.
     const link = await eventually('GW to ask IN', () => entries(gwStopd, 'upstream').find((e) => e.parentToken === gwToken && e.outcome !== undefined));
     assert.equal(link.request, `${insidePort},${SERVER_PORT}:SV_REC:${sid}:${outside.address}`);
     assert.equal(link.outcome, 'token');
+    const inToken = String(link.token);
+    const trace = JSON.parse(await stopctl(['trace', gwToken, '--store', gwStopd.storeDir, '--json'])) as { upstream: { host: string; outcome: string; token: string }[] };
+    assert.deepEqual(trace.upstream.map((u) => [u.host, u.outcome, u.token]), [[inside.address, 'token', inToken]]);
+
+    // IN answered from its history: its record names the user's process, which no longer exists.
+    if (!historyOn) return t.skip(`IN cannot record connections (no eBPF history here): ${inStopd.stderr()}`);
+    const record = JSON.parse(await stopctl(['redeem', inToken, '--store', inStopd.storeDir, '--json'])) as {
+      verdict: string;
+      source?: string;
+      history?: { uid: number; closedAt: string | null; capturedAt: string | null };
+      processes: RecordProcess[];
+    };
+    assert.equal(record.verdict, 'verified');
+    assert.equal(record.source, 'history', JSON.stringify(record));
+    assert.equal(record.history?.uid, NOBODY);
+    assert.notEqual(record.history?.closedAt, null);
+    assert.equal(record.processes[0]?.name, 'socat', JSON.stringify(record.processes));
+    assert.equal(record.processes[0]?.uid.real, NOBODY);
   });
 
 });

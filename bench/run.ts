@@ -5,7 +5,7 @@
  *
  * Options (after `npm run bench --`):
  *   --quick          short runs, for trying the bench out (numbers indicative only)
- *   --only=LIST      comma-separated sections: id, structures, impact, recursion, burst, pipes, history, recorder
+ *   --only=LIST      comma-separated sections: id, structures, impact, recursion, burst, pipes, history, recorder, answer
  *   --profile        also profile stopd with node --cpu-prof (ID and SV) and list hot functions
  *
  * Needs root (network and PID namespaces, every /proc/PID/fd), cc, python3, socat, taskset,
@@ -18,6 +18,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { checkTargets, formatReport, type BenchResults } from './report.js';
 import { benchHistory } from './sections/history.js';
+import { benchHistoryAnswer } from './sections/history-answer.js';
 import { benchIdDuringSv } from './sections/id-during-sv.js';
 import { benchIdVsOidentd } from './sections/id-vs-oidentd.js';
 import { benchProfile } from './sections/profile.js';
@@ -28,7 +29,7 @@ import { benchStructures } from './sections/structures.js';
 import { benchSystemImpact } from './sections/system-impact.js';
 import { hasProgram } from './lib/processes.js';
 
-const SECTIONS = ['id', 'structures', 'impact', 'recursion', 'burst', 'pipes', 'history', 'recorder'] as const;
+const SECTIONS = ['id', 'structures', 'impact', 'recursion', 'burst', 'pipes', 'history', 'recorder', 'answer'] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** The repository's bench/results (this file runs as dist/bench/run.js). */
@@ -131,6 +132,9 @@ async function main(): Promise<void> {
   const recorder = only.has('recorder')
     ? await timed('connect() rate with the connection recorder on vs off', () => benchRecorder({ rounds: quick ? 2 : 6, durationMs: quick ? 1000 : 3000 }))
     : undefined;
+  const historyAnswer = only.has('answer')
+    ? await timed('SV_REC answered from history vs live', () => benchHistoryAnswer({ samples: quick ? 6 : 20 }))
+    : undefined;
   const profile = profiling ? await timed('profile', () => benchProfile({ durationMs: quick ? 2000 : 5000, svCount: quick ? 20 : 100 })) : undefined;
 
   const partial = {
@@ -146,6 +150,7 @@ async function main(): Promise<void> {
     ...(pipes === undefined ? {} : { pipes }),
     ...(history === undefined ? {} : { history }),
     ...(recorder === undefined ? {} : { recorder }),
+    ...(historyAnswer === undefined ? {} : { historyAnswer }),
     ...(profile === undefined ? {} : { profile }),
     memory,
   };

@@ -7,6 +7,7 @@ import type { IdDuringSvResult } from './sections/id-during-sv.js';
 import type { IdVsOidentdResult } from './sections/id-vs-oidentd.js';
 import type { ProfileResult } from './sections/profile.js';
 import type { RecorderResult } from './sections/recorder.js';
+import type { HistoryAnswerResult } from './sections/history-answer.js';
 import type { RecursionResult } from './sections/recursion.js';
 import type { SharedPipeResult } from './sections/shared-pipe.js';
 import { p50Of, type StructureResult, type StructuresResult } from './sections/structures.js';
@@ -35,6 +36,7 @@ export interface BenchResults {
   readonly history?: HistoryBenchResult;
   readonly recorder?: RecorderResult;
   readonly conntrack?: ConntrackBenchResult;
+  readonly historyAnswer?: HistoryAnswerResult;
   readonly profile?: ProfileResult;
   /** Peak resident memory (VmHWM) of the stopd of each section. */
   readonly memory: Record<string, number>;
@@ -485,6 +487,24 @@ export function formatReport(results: BenchResults): string {
     );
   } else {
     out.push(conntrack?.skipped !== undefined ? `Skipped: ${conntrack.skipped}.` : 'Not run.');
+  }
+  out.push('');
+  out.push('## SV_REC answered from history vs live (issue 14)');
+  out.push('');
+  const answer = results.historyAnswer;
+  if (answer?.live !== undefined && answer.history !== undefined) {
+    const row = (name: string, s: { p50: number; p90: number; min: number; max: number }): string[] => [name, fmt(s.p50), fmt(s.p90), `${fmt(s.min)}–${fmt(s.max)}`];
+    out.push(table(['answered', 'p50 ms', 'p90 ms', 'min–max ms'], [row('live (connection open)', answer.live), row('from history (closed, process gone)', answer.history)]));
+    out.push('');
+    out.push(
+      `${answer.samples} samples of each, alternating, one daemon: history ÷ live ${fmt(answer.ratio ?? Number.NaN)}× at p50 ` +
+        `(per neighbouring pair: ${spread(answer.pairRatios)}×), ${answer.machineProcesses ?? '?'} processes on the machine. Each request is about a fresh loopback ` +
+        'connection of a process of nobody (in its own session, to a listener in another); both records are written to the store; the time is from the ' +
+        "request's connect to its reply. A live SV reads the host's process table (its cost grows with the processes, see issue 14's SV rows); " +
+        'one from history builds the record from the capture made at connect time and reads only the host and utmp facts.',
+    );
+  } else {
+    out.push(answer?.skipped !== undefined ? `Skipped: ${answer.skipped}` : 'Not run.');
   }
   out.push('');
   out.push('## Daemon memory');

@@ -5,7 +5,7 @@
  *
  * Options (after `npm run bench --`):
  *   --quick          short runs, for trying the bench out (numbers indicative only)
- *   --only=LIST      comma-separated sections: id, structures, impact, recursion, burst, pipes, history, recorder, conntrack
+ *   --only=LIST      comma-separated sections: id, structures, impact, recursion, burst, pipes, history, recorder, conntrack, answer
  *   --profile        also profile stopd with node --cpu-prof (ID and SV) and list hot functions
  *
  * Needs root (network and PID namespaces, every /proc/PID/fd), cc, python3, socat, taskset,
@@ -19,6 +19,7 @@ import { parseArgs } from 'node:util';
 import { checkTargets, formatReport, type BenchResults } from './report.js';
 import { benchConntrack } from './sections/conntrack.js';
 import { benchHistory } from './sections/history.js';
+import { benchHistoryAnswer } from './sections/history-answer.js';
 import { benchIdDuringSv } from './sections/id-during-sv.js';
 import { benchIdVsOidentd } from './sections/id-vs-oidentd.js';
 import { benchProfile } from './sections/profile.js';
@@ -29,7 +30,7 @@ import { benchStructures } from './sections/structures.js';
 import { benchSystemImpact } from './sections/system-impact.js';
 import { hasProgram } from './lib/processes.js';
 
-const SECTIONS = ['id', 'structures', 'impact', 'recursion', 'burst', 'pipes', 'history', 'recorder', 'conntrack'] as const;
+const SECTIONS = ['id', 'structures', 'impact', 'recursion', 'burst', 'pipes', 'history', 'recorder', 'conntrack', 'answer'] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** The repository's bench/results (this file runs as dist/bench/run.js). */
@@ -137,6 +138,9 @@ async function main(): Promise<void> {
         benchConntrack({ sizes: [100, 1000, 10_000, 100_000], gets: quick ? 200 : 2000, dumpKeys: quick ? 2 : 5, rounds: quick ? 2 : 4, listRuns: quick ? 1 : 3 }),
       )
     : undefined;
+  const historyAnswer = only.has('answer')
+    ? await timed('SV_REC answered from history vs live', () => benchHistoryAnswer({ samples: quick ? 6 : 20 }))
+    : undefined;
   const profile = profiling ? await timed('profile', () => benchProfile({ durationMs: quick ? 2000 : 5000, svCount: quick ? 20 : 100 })) : undefined;
 
   const partial = {
@@ -153,6 +157,7 @@ async function main(): Promise<void> {
     ...(history === undefined ? {} : { history }),
     ...(recorder === undefined ? {} : { recorder }),
     ...(conntrack === undefined ? {} : { conntrack }),
+    ...(historyAnswer === undefined ? {} : { historyAnswer }),
     ...(profile === undefined ? {} : { profile }),
     memory,
   };

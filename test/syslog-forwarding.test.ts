@@ -14,6 +14,8 @@ import { after, describe, test } from 'node:test';
 import { exchange, startDaemon, type DaemonHandle } from './support/daemon.js';
 
 const RSYSLOGD = ['/usr/sbin/rsyslogd', '/sbin/rsyslogd'].find((path) => existsSync(path));
+// The ledger counts below are the requests' own entries: no history journal anchors in them.
+const NO_HISTORY = ['--history', 'off'];
 const SKIP = RSYSLOGD === undefined ? 'needs rsyslog (apt-get install rsyslog)' : false;
 
 const dir = mkdtempSync(join(tmpdir(), 'stopd-syslog-'));
@@ -172,7 +174,7 @@ async function waitForAll(output: string, storeDir: string, daemon: DaemonHandle
 describe('stopd --syslog with a real rsyslog', { skip: SKIP }, () => {
   test('stopd --syslog delivers every ledger entry to rsyslog intact, in order, exactly once', async () => {
     const rsyslog = await startRsyslog();
-    const daemon = await startDaemon(['--syslog', `127.0.0.1:${rsyslog.port}`]);
+    const daemon = await startDaemon([...NO_HISTORY, '--syslog', `127.0.0.1:${rsyslog.port}`]);
     try {
       await burst(daemon, 40);
       const arrived = await waitForAll(rsyslog.output, daemon.storeDir, daemon);
@@ -188,7 +190,7 @@ describe('stopd --syslog with a real rsyslog', { skip: SKIP }, () => {
   test('stopd --syslog queues while rsyslog is stopped mid-burst and delivers everything once after it restarts', async () => {
     let rsyslog = await startRsyslog();
     const { port, output } = rsyslog;
-    const daemon = await startDaemon(['--syslog', `127.0.0.1:${port}`]);
+    const daemon = await startDaemon([...NO_HISTORY, '--syslog', `127.0.0.1:${port}`]);
     try {
       await burst(daemon, 20, 1);
       await waitFor('the first 20 entries', () => readArrived(output).length >= 20, 20_000);
@@ -212,13 +214,13 @@ describe('stopd --syslog with a real rsyslog', { skip: SKIP }, () => {
     const storeDir = mkdtempSync(join(dir, 'store-'));
     const port = await freePort();
     const output = join(dir, `restart-${port}.log`);
-    let daemon = await startDaemon(['--syslog', `127.0.0.1:${port}`], { storeDir });
+    let daemon = await startDaemon([...NO_HISTORY, '--syslog', `127.0.0.1:${port}`], { storeDir });
     let rsyslog: Rsyslog | undefined;
     try {
       await burst(daemon, 15);
       assert.equal(await daemon.stop(), 0, 'stopd stops promptly with the collector unreachable');
       rsyslog = await startRsyslog({ port, output });
-      daemon = await startDaemon(['--syslog', `127.0.0.1:${port}`], { storeDir });
+      daemon = await startDaemon([...NO_HISTORY, '--syslog', `127.0.0.1:${port}`], { storeDir });
       await burst(daemon, 10, 16);
       const arrived = await waitForAll(output, storeDir, daemon);
       assertExactlyOnce(arrived, storeDir);
@@ -235,7 +237,7 @@ describe('stopd --syslog with a real rsyslog', { skip: SKIP }, () => {
   test('stopd --syslog loses nothing when rsyslog is stopped while entries stream, and repeats only with the same seq', async (t) => {
     let rsyslog = await startRsyslog();
     const { port, output } = rsyslog;
-    const daemon = await startDaemon(['--syslog', `127.0.0.1:${port}`]);
+    const daemon = await startDaemon([...NO_HISTORY, '--syslog', `127.0.0.1:${port}`]);
     try {
       // Queries keep coming while rsyslog shuts down: writes race its close, which then resets.
       const streaming = burst(daemon, 60, 1);

@@ -94,23 +94,8 @@ export class UpstreamDispatcher {
       await this.#append(candidate, base, { outcome: 'skipped', message: 'work budget of this SID used up' });
       return;
     }
-    const release = await this.#slots.acquire();
-    const started = Date.now();
-    let result: UpstreamEntryFields;
-    try {
-      const received = await (this.#o.query ?? queryStop)(upstreamRequest, {
-        host: inside.address,
-        port: this.#o.port,
-        connectTimeoutMs: this.#o.connectTimeoutMs,
-        timeoutMs: this.#o.replyTimeoutMs,
-      });
-      result = describeUpstreamReply(upstreamRequest, received);
-    } catch (error) {
-      result = describeUpstreamFailure(error);
-    } finally {
-      release();
-    }
-    await this.#append(candidate, base, { ...result, elapsedMs: Date.now() - started });
+    const result = await this.#query(upstreamRequest, { host: inside.address });
+    await this.#append(candidate, base, result);
   }
 
   async #append(
@@ -137,6 +122,27 @@ export class UpstreamDispatcher {
     }
   }
 
+  /** Asks one upstream host (holding a slot while asking) and describes how it ended, with the time it took. */
+  async #query(upstreamRequest: Request, target: { readonly host: string; readonly localAddress?: string }): Promise<UpstreamEntryFields> {
+    const release = await this.#slots.acquire();
+    const started = Date.now();
+    let result: UpstreamEntryFields;
+    try {
+      const received = await (this.#o.query ?? queryStop)(upstreamRequest, {
+        ...target,
+        port: this.#o.port,
+        connectTimeoutMs: this.#o.connectTimeoutMs,
+        timeoutMs: this.#o.replyTimeoutMs,
+      });
+      result = describeUpstreamReply(upstreamRequest, received);
+    } catch (error) {
+      result = describeUpstreamFailure(error);
+    } finally {
+      release();
+    }
+    return { ...result, elapsedMs: Date.now() - started };
+  }
+
   async #run(parentToken: string, request: { type: RecursiveRequestType; sid: bigint }, candidates: readonly UpstreamCandidate[]): Promise<void> {
     const sid = request.sid.toString();
     const allowed = Math.min(candidates.length, this.#o.maxFanOut);
@@ -158,24 +164,7 @@ export class UpstreamDispatcher {
       serverPort: candidate.local.port,
       sid: request.sid,
     };
-    const release = await this.#slots.acquire();
-    const started = Date.now();
-    let result: UpstreamEntryFields;
-    try {
-      const received = await (this.#o.query ?? queryStop)(upstreamRequest, {
-        host: candidate.remote.address,
-        port: this.#o.port,
-        localAddress: candidate.local.address,
-        connectTimeoutMs: this.#o.connectTimeoutMs,
-        timeoutMs: this.#o.replyTimeoutMs,
-      });
-      result = describeUpstreamReply(upstreamRequest, received);
-    } catch (error) {
-      result = describeUpstreamFailure(error);
-    } finally {
-      release();
-    }
-    result = { ...result, elapsedMs: Date.now() - started };
+    const result = await this.#query(upstreamRequest, { host: candidate.remote.address, localAddress: candidate.local.address });
     await this.#record(parentToken, request, candidate, result);
   }
 

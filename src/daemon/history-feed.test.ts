@@ -159,3 +159,37 @@ test('HistoryFeed counts opens beyond its queue as an overload gap and still jou
   assert.equal(warnings.length, 1);
   assert.equal(runner.calls, 2);
 });
+
+test('HistoryFeed stops queueing at maxPending and counts what it could not queue as an overload gap', async () => {
+  const { journal, gaps, close } = await openJournal();
+  let release: () => void = () => undefined;
+  const gate = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const warnings: string[] = [];
+  const feed = new HistoryFeed({
+    journal,
+    analyses: fakeRunner(host(), gate),
+    save: () => [],
+    maxQueued: 2,
+    maxPending: 5,
+    batch: 2,
+    log: { ...silent, warn: (message) => warnings.push(message) },
+  });
+  // The capture of the first batch is held: the queue fills to maxPending, the rest is dropped.
+  feed.push([open(42000), open(42001)]);
+  const burst = Array.from({ length: 8 }, (_, index) => open(42002 + index));
+  feed.push(burst);
+  release();
+  await feed.idle();
+  const entries = journal.list();
+  await close();
+  // Two taken by the held batch, five queued behind it, three dropped.
+  assert.deepEqual(
+    entries.map((entry) => entry.local.port),
+    [42000, 42001, 42002, 42003, 42004, 42005, 42006],
+  );
+  const overload = (await gaps()).filter((gap) => gap.reason === 'overload');
+  assert.ok(overload.some((gap) => gap.count === 3 && typeof gap.note === 'string' && gap.note.includes('not in the history at all')), JSON.stringify(overload));
+  assert.ok(warnings.some((message) => message.includes('3 connection events were not recorded')), warnings.join('\n'));
+});

@@ -32,6 +32,12 @@ export interface HistoryFeedOptions {
   readonly netns?: number;
   /** Opens waiting for their capture at most; beyond, opens are journaled without capture and counted as an `overload` gap. Default 1024. */
   readonly maxQueued?: number;
+  /**
+   * Events waiting to be journaled at most (captured or not); beyond, events are not journaled
+   * at all and are counted as an `overload` gap, so that a stalled journal under a connect flood
+   * cannot grow the daemon without bound. Default 65 536.
+   */
+  readonly maxPending?: number;
   /** Captures per message to the analysis thread (one host view each): small enough that an SV never waits long behind one. Default 64. */
   readonly batch?: number;
   readonly log: Logger;
@@ -53,6 +59,8 @@ export class HistoryFeed {
   readonly #queue: Queued[] = [];
   #waitingCaptures = 0;
   #overload: { count: number; from: number; to: number } | undefined;
+  /** Events dropped because `maxPending` were waiting: not in the journal at all. */
+  #dropped: { count: number; from: number; to: number } | undefined;
   #draining: Promise<void> | undefined;
   /** Counts of what went into the journal, for tests and the start-up log. */
   readonly counts = { opens: 0, captured: 0, closes: 0, gaps: 0, ignored: 0 };
@@ -65,10 +73,16 @@ export class HistoryFeed {
   /** Takes a batch of recorder events (the recorder's `onEvents`). */
   push(events: readonly ConnectionEvent[]): void {
     const maxQueued = this.#o.maxQueued ?? 1024;
+    const maxPending = this.#o.maxPending ?? 65_536;
     for (const event of events) {
       if (event.kind !== 'loss' && this.#o.netns !== undefined && event.netns !== this.#o.netns) {
         // Another network namespace's connection (a container, a test host): not this host's.
         this.counts.ignored += 1;
+        continue;
+      }
+      if (event.kind !== 'loss' && this.#queue.length >= maxPending) {
+        const at = event.kind === 'open' ? event.connectedAt : event.closedAt;
+        this.#dropped = this.#dropped === undefined ? { count: 1, from: at, to: at } : { count: this.#dropped.count + 1, from: Math.min(this.#dropped.from, at), to: Math.max(this.#dropped.to, at) };
         continue;
       }
       if (event.kind === 'open' && event.establishedAt !== null) {
@@ -132,6 +146,18 @@ export class HistoryFeed {
           from: overload.from,
           to: overload.to,
           note: 'the daemon could not read the processes behind these connections in time: they are in the history with the kernel attribution alone (pid, uid, comm), without ancestry or upstream candidates',
+        });
+      }
+      const dropped = this.#dropped;
+      this.#dropped = undefined;
+      if (dropped !== undefined) {
+        this.#warnOnce('dropped', `History: the journal fell ${this.#o.maxPending ?? 65_536} events behind; ${dropped.count} connection events were not recorded (a gap, reason overload, in the ledger)`);
+        gaps.push({
+          reason: 'overload',
+          count: dropped.count,
+          from: dropped.from,
+          to: dropped.to,
+          note: 'the history journal fell too far behind (a burst of connections while it could not write): these opens and closes are not in the history at all',
         });
       }
       await this.#write(items, gaps);

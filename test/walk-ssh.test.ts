@@ -43,8 +43,15 @@ describe('stopctl walk follows a chain of ssh logins over real SSH', { skip }, (
       sshd.set(host.name, await startSshd(host, kit, { storeDir: daemon.storeDir }));
     }
     // The user sits at H1, logs into H2 with ssh and from there into H3.
-    h1.spawn([...kit.sshWords, h2.address, `${kit.sshLine} ${h3.address} sleep 600`], { stdio: 'ignore' });
-    clientPort = await peerPort(h3, 22, { fromAddress: h2.address, timeoutMs: 20_000 });
+    const login = h1.spawn([...kit.sshWords, h2.address, `${kit.sshLine} ${h3.address} sleep 600`], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let sshErrors = '';
+    login.stderr?.on('data', (chunk: Buffer) => (sshErrors += chunk.toString()));
+    try {
+      // Two ssh logins on a busy two-CPU machine: key exchange alone can take seconds each.
+      clientPort = await peerPort(h3, 22, { fromAddress: h2.address, timeoutMs: 60_000 });
+    } catch (error) {
+      throw new Error(`${(error as Error).message}; the ssh client said: ${sshErrors.trim() || '(nothing)'}`);
+    }
   });
   after(async () => {
     await net?.destroy();

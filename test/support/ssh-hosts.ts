@@ -80,6 +80,12 @@ export async function startSshd(host: TestHost, kit: SshKit, options: { storeDir
       '',
     ].join('\n'),
   );
+  // sshd runs each command through root's login shell, and bash reads ~/.bashrc for it. This
+  // machine's own start-up files are not the test host's: one that waits on a lock (pyenv's
+  // rehash does, for a minute, after an interrupted session) stalls every hop. The host has a
+  // mount namespace of its own, so hiding them there leaves the machine untouched.
+  const hidden = await host.exec(['sh', '-c', 'for f in "$HOME/.bashrc" "$HOME/.bash_profile" "$HOME/.profile" "$HOME/.bash_login"; do if [ -f "$f" ]; then mount --bind /dev/null "$f" || exit 1; fi; done']);
+  if (hidden.code !== 0) throw new Error(`Cannot hide root's shell start-up files on ${host.name}: ${hidden.stderr}`);
   const sshd = host.spawn(['/usr/sbin/sshd', '-D', '-e', '-f', config], { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   sshd.stderr?.on('data', (chunk: Buffer) => {

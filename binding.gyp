@@ -16,6 +16,8 @@
         "native/fd_index_napi.c",
         "native/socket_fd.c",
         "native/socket_fd_napi.c",
+        "native/libbpf_dl.c",
+        "native/run_tracker.c",
         "native/bpf_recorder.c",
         "native/bpf_recorder_napi.c",
         "native/conntrack.c",

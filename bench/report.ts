@@ -9,6 +9,7 @@ import type { ProfileResult } from './sections/profile.js';
 import type { RecorderResult } from './sections/recorder.js';
 import type { HistoryAnswerResult } from './sections/history-answer.js';
 import type { RecursionResult } from './sections/recursion.js';
+import type { SvScaleResult } from './sections/sv-scale.js';
 import type { SharedPipeResult } from './sections/shared-pipe.js';
 import { p50Of, type StructureResult, type StructuresResult } from './sections/structures.js';
 import type { SystemImpactResult } from './sections/system-impact.js';
@@ -37,6 +38,7 @@ export interface BenchResults {
   readonly recorder?: RecorderResult;
   readonly conntrack?: ConntrackBenchResult;
   readonly historyAnswer?: HistoryAnswerResult;
+  readonly svScale?: SvScaleResult;
   readonly profile?: ProfileResult;
   /** Peak resident memory (VmHWM) of the stopd of each section. */
   readonly memory: Record<string, number>;
@@ -64,6 +66,11 @@ const spread = (value: Repeated | undefined, digits = 3): string =>
     : value.runs.length > 1
       ? `${fmt(value.median, digits)} (${fmt(value.min, digits)}–${fmt(value.max, digits)})`
       : fmt(value.median, digits);
+
+/** The median SV p50 of `daemon` under load number `load` (0: the baseline) of the SV scale section. */
+function svScaleP50(scale: SvScaleResult | undefined, load: number, daemon: string): number {
+  return scale?.loads[load]?.daemons.find((entry) => entry.daemon === daemon)?.svP50Ms.median ?? Number.NaN;
+}
 
 function check(measure: string, target: string, value: number, pass: (value: number) => boolean, unit = '×'): TargetCheck {
   const measured = Number.isFinite(value) ? `${fmt(value)}${unit === '×' ? '×' : ` ${unit}`}` : 'n/a';
@@ -172,6 +179,13 @@ export function checkTargets(results: Omit<BenchResults, 'targets'>): TargetChec
       (v) => v <= 2,
     ),
   );
+  const svP50 = (load: number, daemon: string): number => svScaleP50(results.svScale, load, daemon);
+  for (const [load, what] of [
+    [1, '10 000 idle processes'],
+    [2, '10 000 threads in 20 processes'],
+  ] as const) {
+    checks.push(check(`SV p50 with ${what} vs without (run tracker)`, '≤ 1.3×', svP50(load, 'run tracker') / svP50(0, 'run tracker'), (v) => v <= 1.3));
+  }
   const peaks = Object.values(results.memory).filter((v) => Number.isFinite(v));
   const peak = peaks.length === 0 ? Number.NaN : Math.max(...peaks);
   checks.push(check('daemon resident memory, peak (VmHWM) over the runs above', '< 80 MB', peak / 1024, (v) => v < 80, 'MB'));
@@ -505,6 +519,30 @@ export function formatReport(results: BenchResults): string {
     );
   } else {
     out.push(answer?.skipped !== undefined ? `Skipped: ${answer.skipped}` : 'Not run.');
+  }
+  out.push('');
+  out.push('## SV as the host grows: the run tracker vs schedstat files (issue 14)');
+  out.push('');
+  const scale = results.svScale;
+  if (scale !== undefined && scale.loads.length > 0) {
+    const base = (daemon: string): number => svScaleP50(scale, 0, daemon);
+    out.push(
+      table(
+        ['load', ...(scale.loads[0]?.daemons ?? []).flatMap((entry) => [`${entry.daemon}: SV p50 ms, median (min–max)`, 'vs baseline'])],
+        scale.loads.map((load) => [
+          load.name,
+          ...load.daemons.flatMap((entry) => [spread(entry.svP50Ms), `${fmt(entry.svP50Ms.median / base(entry.daemon))}×`]),
+        ]),
+      ),
+    );
+    out.push('');
+    out.push(
+      `${scale.rounds} rounds of ${scale.perRound} SV requests to each daemon in turn (the p50 of each round, then the median of the rounds), about one holder sharing a pipe with one child; ` +
+        `the baseline is the machine's own ${scale.baselineProcesses} processes. Both daemons run side by side; "schedstat" is \`--history off\`, whose index reads a schedstat file per thread ` +
+        `(at most 4 096 kept, the rest rescanned at every refresh). Run tracker in use: ${scale.runTrackerActive ? 'yes' : 'NO (its start-up log says why)'}.`,
+    );
+  } else {
+    out.push(scale?.skipped !== undefined ? `Skipped: ${scale.skipped}.` : 'Not run.');
   }
   out.push('');
   out.push('## Daemon memory');

@@ -5,7 +5,7 @@
  *
  * Options (after `npm run bench --`):
  *   --quick          short runs, for trying the bench out (numbers indicative only)
- *   --only=LIST      comma-separated sections: id, structures, impact, recursion, burst, pipes, history, recorder, conntrack, answer
+ *   --only=LIST      comma-separated sections: id, structures, impact, recursion, burst, pipes, history, recorder, conntrack, answer, svscale
  *   --profile        also profile stopd with node --cpu-prof (ID and SV) and list hot functions
  *
  * Needs root (network and PID namespaces, every /proc/PID/fd), cc, python3, socat, taskset,
@@ -26,11 +26,12 @@ import { benchProfile } from './sections/profile.js';
 import { benchRecorder } from './sections/recorder.js';
 import { benchRecursion } from './sections/recursion.js';
 import { benchSharedPipe } from './sections/shared-pipe.js';
+import { benchSvScale } from './sections/sv-scale.js';
 import { benchStructures } from './sections/structures.js';
 import { benchSystemImpact } from './sections/system-impact.js';
 import { hasProgram } from './lib/processes.js';
 
-const SECTIONS = ['id', 'structures', 'impact', 'recursion', 'burst', 'pipes', 'history', 'recorder', 'conntrack', 'answer'] as const;
+const SECTIONS = ['id', 'structures', 'impact', 'recursion', 'burst', 'pipes', 'history', 'recorder', 'conntrack', 'answer', 'svscale'] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** The repository's bench/results (this file runs as dist/bench/run.js). */
@@ -141,6 +142,11 @@ async function main(): Promise<void> {
   const historyAnswer = only.has('answer')
     ? await timed('SV_REC answered from history vs live', () => benchHistoryAnswer({ samples: quick ? 6 : 20 }))
     : undefined;
+  const svScale = only.has('svscale')
+    ? await timed('SV with 10 000 idle processes / threads vs without, run tracker vs schedstat', () =>
+        benchSvScale({ rounds: quick ? 2 : 5, perRound: quick ? 5 : 10, processes: 10_000, threadProcesses: 20, threadsEach: 500 }),
+      )
+    : undefined;
   const profile = profiling ? await timed('profile', () => benchProfile({ durationMs: quick ? 2000 : 5000, svCount: quick ? 20 : 100 })) : undefined;
 
   const partial = {
@@ -158,6 +164,7 @@ async function main(): Promise<void> {
     ...(recorder === undefined ? {} : { recorder }),
     ...(conntrack === undefined ? {} : { conntrack }),
     ...(historyAnswer === undefined ? {} : { historyAnswer }),
+    ...(svScale === undefined ? {} : { svScale }),
     ...(profile === undefined ? {} : { profile }),
     memory,
   };

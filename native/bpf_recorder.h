@@ -1,9 +1,6 @@
 /*
  * bpf_recorder: loads the connection recorder's BPF object (bpf/connection-recorder.bpf.o)
- * with libbpf and drains its ring buffer. libbpf is opened with dlopen("libbpf.so.1") at run
- * time and the few libbpf 1.x functions used are declared in bpf_recorder.c: the addon then
- * builds without libbpf's headers (a fresh Debian has libbpf1 but not libbpf-dev) and works
- * wherever the library and the kernel allow, and everything else works where they do not.
+ * with libbpf (opened at run time: libbpf_dl.h) and drains its ring buffer.
  *
  * Plain C, no N-API (the binding is bpf_recorder_napi.c). Not thread-safe: one recorder is
  * used from one thread at a time.

@@ -239,7 +239,7 @@ static enum pid_outcome scan_tracked(struct fd_index *ix, struct tracked *t) {
    * one refused or failed at its last scan: it is read again at every refresh (below), and if
    * it is readable now, the next refresh judges it. Nor, between retries, a busy
    * multi-threaded process (FD_INDEX.md, "Cost"). */
-  int judge = ix->schedstat_ok && ix->kept < ix->max_kept && t->pid != ix->self && t->outcome == PID_OK;
+  int judge = ix->runs == NULL && ix->schedstat_ok && ix->kept < ix->max_kept && t->pid != ix->self && t->outcome == PID_OK;
   if (judge && t->misses >= 2 && t->threads_seen > 1 && (uint64_t)t->threads_seen * 4 >= t->fds_seen) {
     judge = ix->refreshes >= t->retry_at;
     if (judge) t->retry_at = ix->refreshes + (1ULL << (t->misses - 2 < 5 ? t->misses - 2 : 5));
@@ -277,6 +277,9 @@ static enum pid_outcome scan_tracked(struct fd_index *ix, struct tracked *t) {
       /* procfs lists descriptors in ascending order already; a fake root may not. */
       qsort(ix->scratch.items, ix->scratch.count, sizeof *ix->scratch.items, compare_fd);
       if (set_fds(ix, t, &ix->scratch) != 0) return PID_NOMEM;
+      /* With the run tracker a mark, not a kept file, says it ran: every process but ourselves
+       * is trusted until marked (FD_INDEX.md, "With the run tracker"). */
+      if (ix->runs != NULL) trusted = t->pid != ix->self;
       break;
     case PID_DENIED:
     case PID_FAILED:
@@ -311,6 +314,26 @@ void index_reset(struct fd_index *ix) {
   ix->nlink_known = 0;
 }
 
+/* The processes that may have run since the last refresh, from the run tracker, into ix->ran
+ * (ascending); ix->ran_complete is false when a mark was lost or the tracker failed, and then
+ * every process is rescanned. Returns 0 or ENOMEM. */
+static int take_runs(struct fd_index *ix) {
+  const int32_t *pids;
+  size_t n;
+  bool complete;
+  ix->ran.count = 0;
+  ix->ran_complete = run_tracker_take(ix->runs, &pids, &n, &complete) == 0 && complete;
+  for (size_t i = 0; i < n && ix->ran_complete; i++) {
+    int err = i32_push(&ix->ran, pids[i]);
+    if (err != 0) {
+      ix->ran_complete = false;
+      return err;
+    }
+  }
+  qsort(ix->ran.items, ix->ran.count, sizeof *ix->ran.items, compare_i32);
+  return 0;
+}
+
 /* Step one of a refresh: every tracked process is kept (unchanged schedstat, not volatile),
  * rescanned, or forgotten (gone). Returns 0 or ENOMEM. */
 static int validate_tracked(struct fd_index *ix) {
@@ -322,7 +345,13 @@ static int validate_tracked(struct fd_index *ix) {
     enum pid_outcome outcome = PID_OK;
     int rescan = 1;
     int due = ix->rescan_interval_ns != 0 && ix->now_ns >= t.due_ns;
-    if (t.kthread && !due) {
+    if (ix->runs != NULL) {
+      /* Unmarked since its scan: it has not run, so its table is as read (and it is not gone:
+       * an exit is a switch-out, which marks). */
+      if (!due && t.trusted && ix->ran_complete &&
+          bsearch(&t.pid, ix->ran.items, ix->ran.count, sizeof t.pid, compare_i32) == NULL)
+        rescan = 0;
+    } else if (t.kthread && !due) {
       /* A kernel thread may run all the time: while it stays one, it holds nothing new. */
       uint64_t now[3];
       int read_err = read_stats(t.kept, now);
@@ -522,7 +551,8 @@ int index_refresh(struct fd_index *ix, int *was_full) {
   long long last = ix->can_probe ? read_last_pid(ix->root_fd) : -1;
   int full = last < 0 || ix->last_pid < 0 || last < ix->last_pid || last - ix->last_pid > INDEX_MAX_WINDOW ||
              now - ix->last_list_ns >= ix->list_interval_ns;
-  int err = validate_tracked(ix);
+  int err = ix->runs != NULL ? take_runs(ix) : 0;
+  if (err == 0) err = validate_tracked(ix);
   if (err == 0 && !full && last > ix->last_pid) err = probe_new(ix, ix->last_pid, last, &full);
   else if (err == 0 && !full && ix->pending.count > 0) err = probe_new(ix, last, last, &full);
   if (err == 0 && !full && ix->can_count && ix->nlink_known && root_nlink(ix) - (long long)ix->count != ix->nlink_base) {

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "fd_scan.h"
+#include "run_tracker.h"
 
 /* Most pids probed one by one before a full listing is cheaper (a listing of 1 000 processes
  * costs about as much as a few hundred probes). */
@@ -69,7 +70,8 @@ struct tracked {
   struct kept_thread *threads; /* the other threads' schedstat (trusted multi-threaded only) */
   uint32_t nthreads;
   uint8_t outcome;        /* PID_OK, PID_DENIED or PID_FAILED at its last scan */
-  uint8_t trusted;        /* not volatile: unchanged schedstat means unchanged descriptors */
+  uint8_t trusted;        /* not volatile: unchanged schedstat (or, with the run tracker, no
+                           * mark) means unchanged descriptors */
   uint8_t kthread;        /* a kernel thread at its last scan (FD_INDEX.md, "Kernel threads") */
   uint8_t misses;         /* refreshes in a row that found it changed or volatile */
   uint32_t threads_seen;  /* num_threads when last judged */
@@ -103,6 +105,13 @@ struct fd_index {
   int schedstat_ok;    /* the kernel counts switch-ins (CONFIG_SCHED_INFO) */
   int can_probe;       /* loadavg, pidfd_open and a proc root of our own pid namespace */
   int can_count;       /* ... and that namespace is the initial one */
+  /* The run tracker (FD_INDEX.md, "With the run tracker"), when asked for and loaded; it then
+   * replaces the kept schedstat files. */
+  char *runs_path;      /* its BPF object; NULL: not asked for */
+  struct run_tracker *runs;
+  char runs_why[256];   /* why it is not used, when asked for and not loaded */
+  struct i32_vec ran;   /* pids that may have run since the last refresh, ascending */
+  bool ran_complete;    /* false: a mark was lost, every process is rescanned this refresh */
   int nlink_known;
   long long nlink_base; /* link count of the proc root minus its processes */
   struct tracked *procs; /* ascending pid */
@@ -125,9 +134,11 @@ struct fd_index {
 };
 
 /* Opens an index over `root` into `ix` (zeroed here). Returns 0 or an errno (the root cannot be
- * opened). With separate_table the kept files live in a keeper thread's own descriptor table. */
+ * opened). With separate_table the kept files live in a keeper thread's own descriptor table.
+ * With run_tracker (a path to bpf/run-tracker.bpf.o) the index learns which processes ran from
+ * it instead of schedstat files, where it loads (ix->runs; ix->runs_why says why not). */
 int index_open(struct fd_index *ix, const char *root, int named_pipes, size_t max_kept, int64_t list_interval_ns,
-               int64_t rescan_interval_ns, bool separate_table, bool skip_self);
+               int64_t rescan_interval_ns, bool separate_table, bool skip_self, const char *run_tracker);
 
 /* Refreshes the index where its descriptors live; ix->last_full then says whether /proc was
  * listed in full. Returns 0 or an errno. */

@@ -25,6 +25,33 @@
 #include "compat.h"
 #include "fd_index_parts.h"
 
+/* The depth of our pid namespace: one less than the numbers on the NSpid line of our status
+ * (one per namespace from the initial one down), or -1. */
+static int pid_ns_level(const struct fd_index *ix) {
+  char buf[4096];
+  if (read_proc_file(ix->root_fd, "self/status", buf, sizeof buf) <= 0) return -1;
+  const char *line = strstr(buf, "\nNSpid:");
+  if (line == NULL) return -1;
+  int numbers = 0;
+  for (const char *c = line + 7; *c != '\0' && *c != '\n'; c++)
+    if (*c >= '0' && *c <= '9' && (c[-1] == ' ' || c[-1] == '\t' || c[-1] == ':')) numbers++;
+  return numbers - 1;
+}
+
+/* Loads the run tracker for the pid namespace the root lists (only when it is ours: the
+ * tracker numbers processes as we see them). Failing, the index keeps its schedstat files. */
+static void open_run_tracker(struct fd_index *ix, uint32_t ns_inum) {
+  int level = pid_ns_level(ix);
+  if (!ix->can_probe || ns_inum == 0 || level < 0) {
+    snprintf(ix->runs_why, sizeof ix->runs_why, "the proc root %s is not of this process's pid namespace", ix->root);
+    return;
+  }
+  char why[sizeof ix->runs_why - 32];
+  why[0] = '\0';
+  int err = run_tracker_open(ix->runs_path, (uint32_t)level, ns_inum, &ix->runs, why, sizeof why);
+  if (err != 0) snprintf(ix->runs_why, sizeof ix->runs_why, "%s (%s)", why[0] != '\0' ? why : "cannot load", strerror(err));
+}
+
 static int job_open(struct fd_index *ix) {
   ix->root_fd = open(ix->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (ix->root_fd < 0) return errno;
@@ -54,7 +81,9 @@ static int job_open(struct fd_index *ix) {
     ix->can_probe = parse_decimal(buf, INT32_MAX) == ix->self && fd >= 0 && read_last_pid(ix->root_fd) >= 0;
   }
   struct stat ns;
-  ix->can_count = ix->can_probe && fstatat(ix->root_fd, "self/ns/pid", &ns, 0) == 0 && ns.st_ino == PID_NS_INIT_INO;
+  bool has_ns = fstatat(ix->root_fd, "self/ns/pid", &ns, 0) == 0;
+  ix->can_count = ix->can_probe && has_ns && ns.st_ino == PID_NS_INIT_INO;
+  if (ix->runs_path != NULL) open_run_tracker(ix, has_ns ? (uint32_t)ns.st_ino : 0);
   return 0;
 }
 
@@ -63,6 +92,8 @@ static int job_refresh(struct fd_index *ix) { return index_refresh(ix, &ix->last
 /* Closes every descriptor the index holds (in the keeper's table when there is one). */
 static int job_release(struct fd_index *ix) {
   index_reset(ix);
+  run_tracker_close(ix->runs);
+  ix->runs = NULL;
   if (ix->root_fd >= 0) close(ix->root_fd);
   ix->root_fd = -1;
   return 0;
@@ -151,11 +182,16 @@ static int index_call(struct fd_index *ix, int (*job)(struct fd_index *)) {
 
 /* Opens an index over `root`. Returns 0 or an errno (the root cannot be opened). */
 int index_open(struct fd_index *ix, const char *root, int named_pipes, size_t max_kept, int64_t list_interval_ns,
-               int64_t rescan_interval_ns, bool separate_table, bool skip_self) {
+               int64_t rescan_interval_ns, bool separate_table, bool skip_self, const char *run_tracker) {
   memset(ix, 0, sizeof *ix);
   ix->root_fd = -1;
   ix->root = strdup(root);
   if (ix->root == NULL) return ENOMEM;
+  if (run_tracker != NULL && (ix->runs_path = strdup(run_tracker)) == NULL) {
+    free(ix->root);
+    ix->root = NULL;
+    return ENOMEM;
+  }
   ix->named_pipes = named_pipes;
   ix->self = (int32_t)getpid();
   ix->skip_self = skip_self;
@@ -195,13 +231,17 @@ void index_close(struct fd_index *ix) {
   free(ix->pending.items);
   free(ix->rescanned.items);
   free(ix->scratch.items);
+  free(ix->ran.items);
   free(ix->kept_fds.words);
   free(ix->root);
   ix->root = NULL;
+  free(ix->runs_path);
+  ix->runs_path = NULL;
   memset(&ix->kept_fds, 0, sizeof ix->kept_fds);
   memset(&ix->pending, 0, sizeof ix->pending);
   memset(&ix->rescanned, 0, sizeof ix->rescanned);
   memset(&ix->scratch, 0, sizeof ix->scratch);
+  memset(&ix->ran, 0, sizeof ix->ran);
 }
 
 int index_run_refresh(struct fd_index *ix) { return index_call(ix, job_refresh); }

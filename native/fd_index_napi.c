@@ -59,7 +59,7 @@ static struct fd_index *get_index(napi_env env, napi_value value) {
 }
 
 /* fdIndexCreate(procRoot: string, options?: { namedPipes?, maxKeptFiles?, listIntervalMs?, rescanIntervalMs?,
- *                                             separateTable?, skipSelf? }) */
+ *                                             separateTable?, skipSelf?, runTracker? }) */
 static napi_value fd_index_create(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   if (!get_some_args(env, info, 1, 2, argv)) return NULL;
@@ -74,12 +74,18 @@ static napi_value fd_index_create(napi_env env, napi_callback_info info) {
       !get_bool_option(env, argv[1], "separateTable", &separate_table) ||
       !get_bool_option(env, argv[1], "skipSelf", &skip_self))
     return NULL;
+  char *run_tracker = NULL;
+  if (!get_path_option(env, argv[1], "runTracker", &run_tracker)) return NULL;
   char *root = get_proc_root(env, argv[0]);
-  if (root == NULL) return NULL;
+  if (root == NULL) {
+    free(run_tracker);
+    return NULL;
+  }
   struct fd_index *ix = malloc(sizeof *ix);
   int err = ix == NULL ? ENOMEM : index_open(ix, root, named_pipes, (size_t)max_kept, (int64_t)interval_ms * 1000000,
-                                              (int64_t)rescan_ms * 1000000, separate_table, skip_self);
+                                              (int64_t)rescan_ms * 1000000, separate_table, skip_self, run_tracker);
   free(root);
+  free(run_tracker);
   if (err != 0) {
     free(ix);
     throw_errno(env, "Cannot open the proc root", err);
@@ -94,6 +100,22 @@ static napi_value fd_index_create(napi_env env, napi_callback_info info) {
   }
   CHECK_NAPI(env, napi_type_tag_object(env, handle, &FD_INDEX_TAG));
   return handle;
+}
+
+/* fdIndexRunTracker(index) -> { active: boolean, why: string } : whether the index learns which
+ * processes ran from the run tracker, and why not ("" when it was not asked for) */
+static napi_value fd_index_run_tracker(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  struct fd_index *ix = get_index(env, argv[0]);
+  if (ix == NULL) return NULL;
+  napi_value result, flag, why;
+  CHECK_NAPI(env, napi_create_object(env, &result));
+  CHECK_NAPI(env, napi_get_boolean(env, ix->runs != NULL, &flag));
+  CHECK_NAPI(env, napi_set_named_property(env, result, "active", flag));
+  CHECK_NAPI(env, napi_create_string_utf8(env, ix->runs_why, NAPI_AUTO_LENGTH, &why));
+  CHECK_NAPI(env, napi_set_named_property(env, result, "why", why));
+  return result;
 }
 
 /* fdIndexRefresh(index) -> { full, tracked, kept, rescanned: Int32Array } */
@@ -240,6 +262,7 @@ napi_status fd_index_register(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"fdIndexCreate", NULL, fd_index_create, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fdIndexRefresh", NULL, fd_index_refresh, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fdIndexRunTracker", NULL, fd_index_run_tracker, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fdIndexHolders", NULL, fd_index_holders, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fdIndexFds", NULL, fd_index_fds, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fdIndexDenied", NULL, fd_index_denied, NULL, NULL, NULL, napi_enumerable, NULL},

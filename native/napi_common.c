@@ -135,39 +135,64 @@ bool get_count_option(napi_env env, napi_value options, const char *key, double 
   return true;
 }
 
-/* Copies the procRoot argument into a malloc'ed string. Returns NULL with an exception pending. */
-char *get_proc_root(napi_env env, napi_value value) {
+/* Copies a path argument named `name` into a malloc'ed string. Returns NULL with an exception
+ * pending. */
+static char *get_path(napi_env env, napi_value value, const char *name) {
+  char msg[96];
   napi_valuetype type;
   if (napi_typeof(env, value, &type) != napi_ok || type != napi_string) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "procRoot must be a string");
+    snprintf(msg, sizeof msg, "%s must be a string", name);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
     return NULL;
   }
-  size_t root_len = 0;
-  if (napi_get_value_string_utf8(env, value, NULL, 0, &root_len) != napi_ok) {
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, value, NULL, 0, &len) != napi_ok) {
     throw_napi_failure(env);
     return NULL;
   }
-  if (root_len == 0 || root_len > PATH_MAX) {
-    napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", "procRoot must be a non-empty path");
+  if (len == 0 || len > PATH_MAX) {
+    snprintf(msg, sizeof msg, "%s must be a non-empty path", name);
+    napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", msg);
     return NULL;
   }
-  char *root = malloc(root_len + 1);
-  if (root == NULL) {
-    throw_errno(env, "Cannot read the proc root", ENOMEM);
+  char *path = malloc(len + 1);
+  if (path == NULL) {
+    snprintf(msg, sizeof msg, "Cannot read %s", name);
+    throw_errno(env, msg, ENOMEM);
     return NULL;
   }
   size_t copied = 0;
-  if (napi_get_value_string_utf8(env, value, root, root_len + 1, &copied) != napi_ok) {
-    free(root);
+  if (napi_get_value_string_utf8(env, value, path, len + 1, &copied) != napi_ok) {
+    free(path);
     throw_napi_failure(env);
     return NULL;
   }
-  if (strlen(root) != copied) { /* an embedded NUL would silently name another path */
-    free(root);
-    napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", "procRoot must not contain NUL");
+  if (strlen(path) != copied) { /* an embedded NUL would silently name another path */
+    free(path);
+    snprintf(msg, sizeof msg, "%s must not contain NUL", name);
+    napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", msg);
     return NULL;
   }
-  return root;
+  return path;
+}
+
+/* Copies the procRoot argument into a malloc'ed string. Returns NULL with an exception pending. */
+char *get_proc_root(napi_env env, napi_value value) {
+  return get_path(env, value, "procRoot");
+}
+
+/* Reads a path option into a malloc'ed string (*out NULL when absent). Returns false with an
+ * exception pending. */
+bool get_path_option(napi_env env, napi_value options, const char *key, char **out) {
+  napi_value v;
+  napi_valuetype type;
+  *out = NULL;
+  int found = read_option(env, options, key, &v, &type);
+  if (found <= 0) return found == 0;
+  char name[64];
+  snprintf(name, sizeof name, "options.%s", key);
+  *out = get_path(env, v, name);
+  return *out != NULL;
 }
 
 /* Fetches between `min` and `max` arguments (missing ones read as undefined). Returns false

@@ -46,6 +46,9 @@ bool get_named_pipes(napi_env env, napi_value options, int *out);
 
 /* Copies a procRoot argument into a malloc'ed string. Returns NULL with an exception pending. */
 char *get_proc_root(napi_env env, napi_value value);
+/* Reads a path option into a malloc'ed string (*out NULL when absent). Returns false with an
+ * exception pending. */
+bool get_path_option(napi_env env, napi_value options, const char *key, char **out);
 
 /* Sets `obj[key]` to an unsigned 32-bit number. */
 napi_status set_u32(napi_env env, napi_value obj, const char *key, uint32_t value);

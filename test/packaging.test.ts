@@ -92,6 +92,8 @@ describe('npm package', () => {
       'native/bpf_recorder.c',
       'native/BPF.md',
       'native/bpf/connection-recorder.bpf.o',
+      'native/bpf/run-tracker.bpf.o',
+      'native/libbpf_dl.c',
       'binding.gyp',
       'scripts/build-addon.mjs',
     ]) {

@@ -86,7 +86,7 @@ export const DAEMON_OPTIONS: readonly OptionSpec[] = [
   { name: 'ledger-retention', kind: 'integer', arg: 'DAYS', min: 1, max: 36_500, default: DEFAULTS.ledgerRetentionDays, reload: 'restart',
     help: 'delete ledger segments whose last entry is older than DAYS days (checked as entries are written), noted the same way' },
   { name: 'history', kind: 'string', arg: 'auto|off', default: 'auto', reload: 'restart',
-    help: 'auto: record every outbound TCP connection with eBPF where the kernel allows it (the start-up log says once if not, and why) and answer requests about closed ones from the history journal in STORE/history; off: answer only connections open when the request arrives' },
+    help: 'auto: record every outbound TCP connection with eBPF where the kernel allows it (the start-up log says once if not, and why) and answer requests about closed ones from the history journal in STORE/history, and let the descriptor index learn which processes ran from BPF; off: answer only connections open when the request arrives, no BPF' },
   { name: 'history-retention', kind: 'string', arg: 'DURATION', default: '24h', reload: 'restart',
     help: 'keep the history of outbound connections this long (e.g. 90m, 24h, 7d): older journal segments are deleted, each after a history-dropped ledger entry' },
   { name: 'history-max-bytes', kind: 'string', arg: 'SIZE', default: '1G', reload: 'restart',

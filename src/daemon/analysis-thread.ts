@@ -8,7 +8,7 @@ import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { StopdError } from '../errors.js';
 import { createLinuxHostView } from '../host/linux-host.js';
 import { createLinuxSocketTable } from '../host/linux-sockets.js';
-import { createPersistentFdIndex, type PersistentFdIndex } from '../host/persistent-fd-index.js';
+import { createPersistentFdIndex, describeRunTrackerOff, type PersistentFdIndex } from '../host/persistent-fd-index.js';
 import { AccountDirectory } from '../host/users.js';
 import { captureConnections, prepareEvidence, summariseClosure, type AnalysisContext } from './evidence-collector.js';
 import type { AnalysisReply, AnalysisRequest, AnalysisThreadData } from './analysis-worker.js';
@@ -25,7 +25,8 @@ function startThread(port: MessagePort, data: AnalysisThreadData): void {
   let fdIndex: PersistentFdIndex | undefined;
   if (data.keepFdIndex) {
     try {
-      fdIndex = createPersistentFdIndex({ skipSelf: true, separateTable: false });
+      fdIndex = createPersistentFdIndex({ skipSelf: true, separateTable: false, runTracker: data.runTracker });
+      if (data.runTracker && !fdIndex?.runTracker.active) log('warn', describeRunTrackerOff(fdIndex?.runTracker.why));
     } catch (error) {
       log('warn', `${describe(error)}: each SV analysis scans every process instead`);
     }

@@ -6,7 +6,7 @@ import { NatJournal } from '../evidence/nat-journal.js';
 import { join } from 'node:path';
 import { createLinuxHostView } from '../host/linux-host.js';
 import { createLinuxSocketTable, type LinuxSocketTable } from '../host/linux-sockets.js';
-import { createPersistentFdIndex, type PersistentFdIndex } from '../host/persistent-fd-index.js';
+import { createPersistentFdIndex, describeRunTrackerOff, type PersistentFdIndex } from '../host/persistent-fd-index.js';
 import type { Endpoint } from '../host/types.js';
 import { ALL_SAVE_CATEGORIES, type SaveCategory } from '../evidence/record.js';
 import { openStore, storePaths } from '../evidence/store.js';
@@ -237,10 +237,13 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     // which spares every refresh a hand-over to another thread (they show in
     // `ls /proc/PID/fd` of stopd as schedstat files).
     const keepFdIndex = options.keepFdIndex ?? true;
+    // The run tracker is BPF like the recorder: `--history off` turns both off.
+    const runTracker = (options.history ?? 'auto') !== 'off';
     if ((options.inlineAnalyses ?? false) || options.sockets !== undefined) {
       // On the event loop (`--inline-analyses`, inetd mode), or with a socket table the
       // caller made, which cannot cross to another thread.
-      const fdIndex: PersistentFdIndex | undefined = keepFdIndex ? createPersistentFdIndex({ skipSelf: true, separateTable: false }) : undefined;
+      const fdIndex: PersistentFdIndex | undefined = keepFdIndex ? createPersistentFdIndex({ skipSelf: true, separateTable: false, runTracker }) : undefined;
+      if (runTracker && fdIndex !== undefined && !fdIndex.runTracker.active) options.log.warn(describeRunTrackerOff(fdIndex.runTracker.why));
       const hostView = (save: readonly SaveCategory[]) =>
         createLinuxHostView(sockets, {
           readCmdline: save.includes('cmdline'),
@@ -252,7 +255,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     } else {
       // Analyses cost tens of milliseconds of CPU on a busy host: in their own thread they
       // cannot delay accepting connections or answering ID (bench: "ID during an SV burst").
-      analyses = new AnalysisWorker({ tokenHash: options.tokenHash, onDenied, keepFdIndex }, { log: options.log });
+      analyses = new AnalysisWorker({ tokenHash: options.tokenHash, onDenied, keepFdIndex, runTracker }, { log: options.log });
     }
     const loops = new LoopTable({ windowMs: options.loopWindowMs, maxWorkPerSid: options.maxPerSid });
     const upstream = new UpstreamDispatcher({

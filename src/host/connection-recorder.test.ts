@@ -79,29 +79,31 @@ const clang = spawnSync('clang', ['--version'], { encoding: 'utf8' });
 const clangVersion = clang.error === undefined && clang.status === 0 ? /[\w ]*clang version \S+/.exec(clang.stdout)?.[0].trim() : undefined;
 const hasHeaders = spawnSync('sh', ['-c', 'test -f /usr/include/bpf/bpf_helpers.h']).status === 0;
 
-describe('the shipped BPF object', () => {
-  const shipped = findRecorderObject();
+describe('the shipped BPF objects', () => {
+  const root = findPackageRoot();
+  const objects = ['connection-recorder.bpf.o', 'run-tracker.bpf.o'];
 
-  test('is shipped', () => {
-    assert.ok(shipped !== undefined);
-    assert.ok(readFileSync(shipped).length > 0);
+  test('are shipped, the recorder\'s where the recorder looks for it', () => {
+    assert.ok(root !== undefined);
+    assert.equal(findRecorderObject(), join(root, 'native', 'bpf', 'connection-recorder.bpf.o'));
+    for (const name of objects) assert.ok(readFileSync(join(root, 'native', 'bpf', name)).length > 0, name);
   });
 
-  test('matches its source: rebuilt with clang, the bytes are the same', { skip: clangVersion === undefined || !hasHeaders ? 'needs clang and libbpf-dev (CI installs them)' : false }, (t) => {
-    assert.ok(shipped !== undefined);
-    const bytes = readFileSync(shipped);
-    if (builtWith(bytes) !== clangVersion) {
-      t.skip(`the shipped object was built with ${builtWith(bytes) ?? 'an unknown clang'}, this machine has ${clangVersion}: clang's output is only byte-stable within one version`);
+  test('match their sources: rebuilt with clang, the bytes are the same', { skip: clangVersion === undefined || !hasHeaders ? 'needs clang and libbpf-dev (CI installs them)' : false }, (t) => {
+    assert.ok(root !== undefined);
+    const shipped = objects.map((name) => ({ name, bytes: readFileSync(join(root, 'native', 'bpf', name)) }));
+    const other = shipped.find(({ bytes }) => builtWith(bytes) !== clangVersion);
+    if (other !== undefined) {
+      t.skip(`${other.name} was built with ${builtWith(other.bytes) ?? 'an unknown clang'}, this machine has ${clangVersion}: clang's output is only byte-stable within one version`);
       return;
     }
     const dir = mkdtempSync(join(tmpdir(), 'stopd-bpf-'));
     try {
-      const out = join(dir, 'rebuilt.bpf.o');
-      const root = findPackageRoot();
-      assert.ok(root !== undefined);
-      const build = spawnSync(process.execPath, [join(root, 'scripts', 'build-bpf.mjs'), '--out', out], { encoding: 'utf8' });
+      const build = spawnSync(process.execPath, [join(root, 'scripts', 'build-bpf.mjs'), '--out-dir', dir], { encoding: 'utf8' });
       assert.equal(build.status, 0, build.stderr);
-      assert.ok(readFileSync(out).equals(bytes), 'the shipped object is not what its source builds to: run npm run build-bpf and commit it');
+      for (const { name, bytes } of shipped) {
+        assert.ok(readFileSync(join(dir, name)).equals(bytes), `the shipped ${name} is not what its source builds to: run npm run build-bpf and commit it`);
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

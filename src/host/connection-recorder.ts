@@ -9,7 +9,6 @@
  * connect-heavy host pays no context switch into the daemon per connection.
  */
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { formatIpBytes } from '../protocol/index.js';
 import { missingCapabilities, readEffectiveCapabilities, RECORDER_CAPABILITIES } from './capabilities.js';
 import type {
@@ -19,7 +18,7 @@ import type {
   RecorderLossEvent,
   StartConnectionRecorder,
 } from './connection-events.js';
-import { findPackageRoot, loadNativeAddon, nativeRecorderFunctions, type NativeRecorderFunctions, type RawRecorder } from './native-addon.js';
+import { findBpfObject, loadNativeAddon, nativeRecorderFunctions, type NativeRecorderFunctions, type RawRecorder } from './native-addon.js';
 
 /** Bytes per record: `struct record` of the BPF program (checked there by a static assertion). */
 export const RECORD_BYTES = 120;
@@ -29,9 +28,6 @@ const KERNEL_BTF = '/sys/kernel/btf/vmlinux';
 
 /** How often the ring buffer is drained by default. */
 export const DEFAULT_POLL_INTERVAL_MS = 200;
-
-/** The shipped BPF object, relative to the package root. */
-const OBJECT_PATH = join('native', 'bpf', 'connection-recorder.bpf.o');
 
 /** Options of {@link probeConnectionRecorder} and {@link createConnectionRecorderStarter}. */
 export interface ConnectionRecorderOptions {
@@ -43,8 +39,7 @@ export interface ConnectionRecorderOptions {
 
 /** The shipped BPF object's path, or undefined when the package root cannot be found. */
 export function findRecorderObject(): string | undefined {
-  const root = findPackageRoot();
-  return root === undefined ? undefined : join(root, OBJECT_PATH);
+  return findBpfObject('connection-recorder.bpf.o');
 }
 
 /**
@@ -73,7 +68,7 @@ function prepare(options: ConnectionRecorderOptions): { functions: NativeRecorde
   if (noLibbpf !== null) return { reason: `History is off: libbpf cannot be loaded (install Debian's libbpf1): ${noLibbpf}.` };
   const objectPath = options.objectPath ?? findRecorderObject();
   if (objectPath === undefined || !existsSync(objectPath)) {
-    return { reason: `History is off: the BPF object ${objectPath ?? OBJECT_PATH} is missing from the installation.` };
+    return { reason: `History is off: the BPF object ${objectPath ?? 'native/bpf/connection-recorder.bpf.o'} is missing from the installation.` };
   }
   if (!existsSync(KERNEL_BTF)) {
     return { reason: `History is off: the kernel publishes no BTF (${KERNEL_BTF}, CONFIG_DEBUG_INFO_BTF), which the recorder needs to adapt to it.` };

@@ -124,6 +124,14 @@ export interface RawFdIndexOptions {
    * which is also what leaves it out with a build older than the option (that ignores it).
    */
   readonly skipSelf?: boolean;
+  /**
+   * The run tracker's BPF object (native/bpf/run-tracker.bpf.o): where it loads, the index
+   * learns which processes ran from the kernel instead of keeping a schedstat file per thread,
+   * so that a refresh costs the same with 100 or 10 000 idle processes (native/FD_INDEX.md,
+   * "With the run tracker"). Where it does not load, the index keeps its schedstat files;
+   * `fdIndexRunTracker` says why.
+   */
+  readonly runTracker?: string;
 }
 
 /** One descriptor in the `entries` layout shared by `scanFds` and `fdIndexFds`. */
@@ -206,6 +214,8 @@ export interface NativeAddon {
   fdIndexDenied?(index: RawFdIndex): { readonly denied: Int32Array; readonly failed: Int32Array };
   /** Closes the kept files and forgets everything; later calls but this one throw. Idempotent. */
   fdIndexClose?(index: RawFdIndex): void;
+  /** Whether the index learns which processes ran from the run tracker, and why not ("" when not asked for). */
+  fdIndexRunTracker?(index: RawFdIndex): { readonly active: boolean; readonly why: string };
   /**
    * Why libbpf (`libbpf.so.1`, opened at run time) cannot be used, or null. The recorder
    * functions come all together or not at all (a build older than them).
@@ -296,7 +306,7 @@ export interface RawConntrackEntry {
 }
 
 /** The names of the incremental index functions, which a build has all or none of. */
-const FD_INDEX_FUNCTIONS = ['fdIndexCreate', 'fdIndexRefresh', 'fdIndexHolders', 'fdIndexFds', 'fdIndexDenied', 'fdIndexClose'] as const;
+const FD_INDEX_FUNCTIONS = ['fdIndexCreate', 'fdIndexRefresh', 'fdIndexHolders', 'fdIndexFds', 'fdIndexDenied', 'fdIndexClose', 'fdIndexRunTracker'] as const;
 
 /** The addon's incremental index functions, when the build has them. */
 export type NativeFdIndexFunctions = Required<Pick<NativeAddon, (typeof FD_INDEX_FUNCTIONS)[number]>>;
@@ -323,6 +333,12 @@ const ADDON_PATH = join('build', 'Release', 'stopd_native.node');
  * module runs from `dist/src/host/` once built, but walking up (rather than counting `..`)
  * keeps working if the layout changes or the sources are run directly.
  */
+/** A BPF object shipped in native/bpf/ (e.g. `run-tracker.bpf.o`), or undefined when the package root cannot be found. */
+export function findBpfObject(name: string): string | undefined {
+  const root = findPackageRoot();
+  return root === undefined ? undefined : join(root, 'native', 'bpf', name);
+}
+
 export function findPackageRoot(from: string = dirname(fileURLToPath(import.meta.url))): string | undefined {
   for (let dir = from; ; dir = dirname(dir)) {
     if (existsSync(join(dir, 'package.json'))) return dir;

@@ -38,17 +38,37 @@ import {
   waitQuiet,
 } from '../../test/support/fd-index-helpers.js';
 
+// The run tracker (BPF) needs root here; CI runs as root, so there it must load (asserted).
+const trackerSkip = skip || (process.getuid?.() === 0 ? false : 'the run tracker needs root (CAP_BPF and CAP_PERFMON)');
+
+/** Opens an index; with the run tracker asked for, it must be in use (no silent fallback). */
+function openChecked(options: PersistentFdIndexOptions): PersistentFdIndex {
+  const index = openIndex(options);
+  if (options.runTracker === true) assert.equal(index.runTracker.active, true, `the run tracker did not load: ${index.runTracker.why}`);
+  return index;
+}
+
+// How the index learns which processes ran: schedstat files, or the run tracker.
+const modes: { name: string; options: PersistentFdIndexOptions; skip: string | false }[] = [
+  { name: 'schedstat', options: {}, skip },
+  { name: 'run tracker', options: { runTracker: true }, skip: trackerSkip },
+];
+
 // (h): everything that does not depend on kept files must hold when almost none are kept.
-const variants: { name: string; options: PersistentFdIndexOptions }[] = [
-  { name: 'default', options: {} },
-  { name: 'maxKeptFiles 2', options: { maxKeptFiles: 2 } },
-  { name: 'files in this process\'s own table', options: { separateTable: false } },
+const variants: { name: string; options: PersistentFdIndexOptions; skip: string | false }[] = [
+  { name: 'default', options: {}, skip },
+  { name: 'maxKeptFiles 2', options: { maxKeptFiles: 2 }, skip },
+  { name: 'files in this process\'s own table', options: { separateTable: false }, skip },
+  { name: 'run tracker', options: { runTracker: true }, skip: trackerSkip },
 ];
 for (const variant of variants) {
   const tiny = variant.options.maxKeptFiles !== undefined;
+  const skip = variant.skip;
+  const openIndex = openChecked;
   const check = (index: PersistentFdIndex): void => {
     const { kept } = index.refresh();
     if (tiny) assert.ok(kept <= 2, `${kept} schedstat files kept with maxKeptFiles 2`);
+    if (variant.options.runTracker === true) assert.equal(kept, 0, 'with the run tracker no schedstat file is kept');
   };
 
   void test(`PersistentFdIndex finds a new process holding a pipe at the next refresh, without listing /proc (${variant.name})`, { skip }, async () => {
@@ -246,74 +266,87 @@ void test('PersistentFdIndex with skipSelf leaves this process out, and a table 
   }
 });
 
-void test('PersistentFdIndex rescans a busy-looping process at every refresh and sees what it opens', { skip }, async () => {
-  const index = openIndex();
-  const flag = join(dir, 'go');
-  const helper = await startHelper(BUSY, [flag]);
-  index.refresh();
-  for (let round = 0; round < 3; round++) assert.ok(index.refresh().rescanned.includes(helper.pid), `round ${round}`);
-  writeFileSync(flag, '');
-  const [r, w, inode] = (await helper.next()).split(' ').map(Number);
-  assert.ok(r !== undefined && w !== undefined && inode !== undefined);
-  assert.ok(index.refresh().rescanned.includes(helper.pid));
-  assert.deepEqual(index.holders(inode), pipeHeldBy(helper.pid, r, w));
-  await helper.kill();
-});
+for (const mode of modes) {
+  void test(`PersistentFdIndex rescans a busy-looping process at every refresh and sees what it opens (${mode.name})`, { skip: mode.skip }, async () => {
+    const index = openChecked(mode.options);
+    const flag = join(dir, `go-${mode.name.replace(' ', '-')}`);
+    const helper = await startHelper(BUSY, [flag]);
+    index.refresh();
+    // With schedstat a process that is running or runnable is volatile: read at every refresh.
+    // The run tracker reads it only when it ran since it was read (one waiting on a busy run
+    // queue has not), which is all that exactness needs; what it opens is checked below.
+    if (mode.options.runTracker !== true) {
+      for (let round = 0; round < 3; round++) assert.ok(index.refresh().rescanned.includes(helper.pid), `round ${round}`);
+    }
+    writeFileSync(flag, '');
+    const [r, w, inode] = (await helper.next()).split(' ').map(Number);
+    assert.ok(r !== undefined && w !== undefined && inode !== undefined);
+    assert.ok(index.refresh().rescanned.includes(helper.pid));
+    assert.deepEqual(index.holders(inode), pipeHeldBy(helper.pid, r, w));
+    await helper.kill();
+  });
+}
 
-void test('PersistentFdIndex trusts an idle multi-threaded process and finds a pipe its second thread opens later', { skip }, async () => {
-  const index = openIndex();
-  const helper = await startHelper(THREADED);
-  index.refresh();
-  // Every thread sleeps: the process is trusted like a single-threaded one, not read again.
-  await waitQuiet(index, helper.pid);
-  for (let round = 0; round < 3; round++) assert.ok(!index.refresh().rescanned.includes(helper.pid), `round ${round}`);
-  // Only the second thread runs (it reads stdin); the leader's schedstat stays as it was.
-  const leader = readFileSync(`/proc/${helper.pid}/schedstat`, 'utf8');
-  const [r, w, inode] = await helper.ask('open');
-  assert.ok(r !== undefined && w !== undefined && inode !== undefined);
-  assert.equal(readFileSync(`/proc/${helper.pid}/schedstat`, 'utf8'), leader, 'the leader did not run');
-  assert.ok(index.refresh().rescanned.includes(helper.pid), 'a process whose second thread ran is rescanned');
-  assert.deepEqual(index.holders(inode), pipeHeldBy(helper.pid, r, w));
-  await helper.kill();
-});
+for (const mode of modes) {
+  void test(`PersistentFdIndex trusts an idle multi-threaded process and finds a pipe its second thread opens later (${mode.name})`, { skip: mode.skip }, async () => {
+    const index = openChecked(mode.options);
+    const helper = await startHelper(THREADED);
+    index.refresh();
+    // Every thread sleeps: the process is trusted like a single-threaded one, not read again.
+    await waitQuiet(index, helper.pid);
+    for (let round = 0; round < 3; round++) assert.ok(!index.refresh().rescanned.includes(helper.pid), `round ${round}`);
+    // Only the second thread runs (it reads stdin); the leader's schedstat stays as it was.
+    const leader = readFileSync(`/proc/${helper.pid}/schedstat`, 'utf8');
+    const [r, w, inode] = await helper.ask('open');
+    assert.ok(r !== undefined && w !== undefined && inode !== undefined);
+    assert.equal(readFileSync(`/proc/${helper.pid}/schedstat`, 'utf8'), leader, 'the leader did not run');
+    assert.ok(index.refresh().rescanned.includes(helper.pid), 'a process whose second thread ran is rescanned');
+    assert.deepEqual(index.holders(inode), pipeHeldBy(helper.pid, r, w));
+    await helper.kill();
+  });
+}
 
-void test('PersistentFdIndex finds a pipe opened by a thread started after the process was trusted', { skip }, async () => {
-  const index = openIndex();
-  const helper = await startHelper(THREADS);
-  index.refresh();
-  await waitQuiet(index, helper.pid);
-  const tasks = readdirSync(`/proc/${helper.pid}/task`).length;
-  // The reader thread starts a new thread, which opens a pipe and sleeps in its own wait.
-  const [r, w, inode] = await helper.ask('thread');
-  assert.ok(r !== undefined && w !== undefined && inode !== undefined);
-  assert.equal(readdirSync(`/proc/${helper.pid}/task`).length, tasks + 1, 'one more thread');
-  assert.ok(index.refresh().rescanned.includes(helper.pid), 'rescanned after a thread was created');
-  assert.deepEqual(index.holders(inode), pipeHeldBy(helper.pid, r, w));
-  // The new thread is tracked too: once all sleep again the process is trusted again.
-  await waitQuiet(index, helper.pid);
-  assert.ok(!index.refresh().rescanned.includes(helper.pid));
-  assert.deepEqual(index.fds(helper.pid), scanFdsOf(fullScan(), helper.pid));
-  await helper.kill();
-});
+for (const mode of modes) {
+  void test(`PersistentFdIndex finds a pipe opened by a thread started after the process was trusted (${mode.name})`, { skip: mode.skip }, async () => {
+    const index = openChecked(mode.options);
+    const helper = await startHelper(THREADS);
+    index.refresh();
+    await waitQuiet(index, helper.pid);
+    const tasks = readdirSync(`/proc/${helper.pid}/task`).length;
+    // The reader thread starts a new thread, which opens a pipe and sleeps in its own wait.
+    const [r, w, inode] = await helper.ask('thread');
+    assert.ok(r !== undefined && w !== undefined && inode !== undefined);
+    assert.equal(readdirSync(`/proc/${helper.pid}/task`).length, tasks + 1, 'one more thread');
+    assert.ok(index.refresh().rescanned.includes(helper.pid), 'rescanned after a thread was created');
+    assert.deepEqual(index.holders(inode), pipeHeldBy(helper.pid, r, w));
+    // The new thread is tracked too: once all sleep again the process is trusted again.
+    await waitQuiet(index, helper.pid);
+    assert.ok(!index.refresh().rescanned.includes(helper.pid));
+    assert.deepEqual(index.fds(helper.pid), scanFdsOf(fullScan(), helper.pid));
+    await helper.kill();
+  });
+}
 
-void test('PersistentFdIndex rescans a trusted multi-threaded process when one of its threads exits', { skip }, async () => {
-  const index = openIndex();
-  const helper = await startHelper(THREADS);
-  const [r, w, inode] = await helper.ask('thread');
-  assert.ok(r !== undefined && w !== undefined && inode !== undefined);
-  index.refresh();
-  await waitQuiet(index, helper.pid);
-  assert.equal(index.holders(inode).length, 2);
-  const tasks = readdirSync(`/proc/${helper.pid}/task`).length;
-  // The opener thread closes its pipe and ends; the others go back to sleep.
-  assert.deepEqual(await helper.ask('end'), [0]);
-  await waitForValue('the thread to exit', () => (readdirSync(`/proc/${helper.pid}/task`).length === tasks - 1 ? true : undefined));
-  assert.ok(index.refresh().rescanned.includes(helper.pid), 'rescanned after a thread exited');
-  assert.deepEqual(index.holders(inode), []);
-  await waitQuiet(index, helper.pid);
-  assert.deepEqual(index.fds(helper.pid), scanFdsOf(fullScan(), helper.pid));
-  await helper.kill();
-});
+for (const mode of modes) {
+  void test(`PersistentFdIndex rescans a trusted multi-threaded process when one of its threads exits (${mode.name})`, { skip: mode.skip }, async () => {
+    const index = openChecked(mode.options);
+    const helper = await startHelper(THREADS);
+    const [r, w, inode] = await helper.ask('thread');
+    assert.ok(r !== undefined && w !== undefined && inode !== undefined);
+    index.refresh();
+    await waitQuiet(index, helper.pid);
+    assert.equal(index.holders(inode).length, 2);
+    const tasks = readdirSync(`/proc/${helper.pid}/task`).length;
+    // The opener thread closes its pipe and ends; the others go back to sleep.
+    assert.deepEqual(await helper.ask('end'), [0]);
+    await waitForValue('the thread to exit', () => (readdirSync(`/proc/${helper.pid}/task`).length === tasks - 1 ? true : undefined));
+    assert.ok(index.refresh().rescanned.includes(helper.pid), 'rescanned after a thread exited');
+    assert.deepEqual(index.holders(inode), []);
+    await waitQuiet(index, helper.pid);
+    assert.deepEqual(index.fds(helper.pid), scanFdsOf(fullScan(), helper.pid));
+    await helper.kill();
+  });
+}
 
 void test('PersistentFdIndex rescans a busy multi-threaded process at every refresh, and trusts it again once idle', { skip }, async () => {
   const flag = join(dir, 'spin-then-idle.flag');
@@ -394,45 +427,47 @@ void test('PersistentFdIndex rescans a multi-threaded process at every refresh w
   await helper.kill();
 });
 
-void test('PersistentFdIndex answers what a full scanFds pass finds at the same moment', { skip }, async () => {
-  const index = openIndex();
-  index.refresh();
-  // Pipes, sockets and a pipe between two processes, made before and after the first refresh.
-  const early = await startHelper(IDLE);
-  const [, , earlyPipe] = await early.ask('pipe');
-  const pipeline = spawn('sh', ['-c', 'sleep 60 | cat'], { stdio: 'ignore', detached: true });
-  started.push(pipeline);
-  index.refresh();
-  const late = await startHelper(IDLE);
-  const [, , latePipe] = await late.ask('pipe');
-  const [, , lateSocket, latePeer] = await late.ask('socket');
-  const [, , earlySocket] = await early.ask('socket');
-  const threaded = await startHelper(THREADED);
-  const [, , threadPipe] = await threaded.ask('open');
-  const pids = [early.pid, late.pid, threaded.pid];
-  // The pipeline's sleep and cat, once both hold their end and the shell has closed its own.
-  const pipePids = await waitForValue('sleep | cat', () => {
-    const kids = listPids().filter((pid) => ppidOf(pid) === pipeline.pid);
-    const scan = fullScan();
-    const ends = kids.flatMap((pid) => scanFdsOf(scan, pid).filter((fd) => fd.kind === 'pipe' && (fd.fd === 0 || fd.fd === 1)));
-    return kids.length === 2 && ends.length === 2 && ends[0]?.inode === ends[1]?.inode ? { kids, inode: ends[0]?.inode ?? 0 } : undefined;
-  });
-  pids.push(...pipePids.kids);
-  for (const pid of pids) await waitQuiet(index, pid).catch(() => undefined); // settle
+for (const mode of modes) {
+  void test(`PersistentFdIndex answers what a full scanFds pass finds at the same moment (${mode.name})`, { skip: mode.skip }, async () => {
+    const index = openChecked(mode.options);
+    index.refresh();
+    // Pipes, sockets and a pipe between two processes, made before and after the first refresh.
+    const early = await startHelper(IDLE);
+    const [, , earlyPipe] = await early.ask('pipe');
+    const pipeline = spawn('sh', ['-c', 'sleep 60 | cat'], { stdio: 'ignore', detached: true });
+    started.push(pipeline);
+    index.refresh();
+    const late = await startHelper(IDLE);
+    const [, , latePipe] = await late.ask('pipe');
+    const [, , lateSocket, latePeer] = await late.ask('socket');
+    const [, , earlySocket] = await early.ask('socket');
+    const threaded = await startHelper(THREADED);
+    const [, , threadPipe] = await threaded.ask('open');
+    const pids = [early.pid, late.pid, threaded.pid];
+    // The pipeline's sleep and cat, once both hold their end and the shell has closed its own.
+    const pipePids = await waitForValue('sleep | cat', () => {
+      const kids = listPids().filter((pid) => ppidOf(pid) === pipeline.pid);
+      const scan = fullScan();
+      const ends = kids.flatMap((pid) => scanFdsOf(scan, pid).filter((fd) => fd.kind === 'pipe' && (fd.fd === 0 || fd.fd === 1)));
+      return kids.length === 2 && ends.length === 2 && ends[0]?.inode === ends[1]?.inode ? { kids, inode: ends[0]?.inode ?? 0 } : undefined;
+    });
+    pids.push(...pipePids.kids);
+    for (const pid of pids) await waitQuiet(index, pid).catch(() => undefined); // settle
 
-  index.refresh();
-  const scan = fullScan();
-  const inodes = [earlyPipe, earlySocket, latePipe, lateSocket, latePeer, threadPipe, pipePids.inode];
-  for (const inode of inodes) {
-    assert.ok(inode !== undefined && inode > 0);
-    const holders = index.holders(inode);
-    assert.ok(holders.length > 0, `no holder of ${inode}`);
-    assert.deepEqual(holders, scanHolders(scan, inode), `holders of ${inode}`);
-  }
-  for (const pid of pids) assert.deepEqual(index.fds(pid), scanFdsOf(scan, pid), `descriptors of ${pid}`);
-  assert.deepEqual(index.unreadable().denied, [...scan.denied].sort((a, b) => a - b));
-  for (const helper of [early, late, threaded]) await helper.kill();
-});
+    index.refresh();
+    const scan = fullScan();
+    const inodes = [earlyPipe, earlySocket, latePipe, lateSocket, latePeer, threadPipe, pipePids.inode];
+    for (const inode of inodes) {
+      assert.ok(inode !== undefined && inode > 0);
+      const holders = index.holders(inode);
+      assert.ok(holders.length > 0, `no holder of ${inode}`);
+      assert.deepEqual(holders, scanHolders(scan, inode), `holders of ${inode}`);
+    }
+    for (const pid of pids) assert.deepEqual(index.fds(pid), scanFdsOf(scan, pid), `descriptors of ${pid}`);
+    assert.deepEqual(index.unreadable().denied, [...scan.denied].sort((a, b) => a - b));
+    for (const helper of [early, late, threaded]) await helper.kill();
+  });
+}
 
 void test('PersistentFdIndex with 1 000 idle processes: refresh cost (printed) and the same answers as scanFds', { skip: skip || (hasCc() ? false : 'needs cc') }, async (t: TestContext) => {
   const root = findPackageRoot();

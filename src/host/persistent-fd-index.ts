@@ -8,6 +8,7 @@
 import { errnoCode, HostLookupError } from '../errors.js';
 import {
   decodeFdEntry,
+  findBpfObject,
   FD_INDEX_HOLDER_WIDTH,
   FD_SCAN_ENTRY_WIDTH,
   nativeFdIndexFunctions,
@@ -18,9 +19,23 @@ import {
 import type { OpenFd } from './types.js';
 
 /** Options of {@link createPersistentFdIndex}: the addon's (native-addon.ts), and where procfs is. */
-export interface PersistentFdIndexOptions extends RawFdIndexOptions {
+export interface PersistentFdIndexOptions extends Omit<RawFdIndexOptions, 'runTracker'> {
   /** Where procfs is mounted; default `/proc`. */
   readonly procRoot?: string;
+  /**
+   * Learn which processes ran from the run tracker (native/bpf/run-tracker.bpf.o, shipped)
+   * where the kernel allows BPF, instead of a schedstat file per thread: a refresh then costs
+   * the same with 100 or 10 000 idle processes. Default false; {@link PersistentFdIndex.runTracker}
+   * says whether it is in use and why not.
+   */
+  readonly runTracker?: boolean;
+}
+
+/** Whether an index learns which processes ran from the run tracker, and why not. */
+export interface RunTrackerStatus {
+  readonly active: boolean;
+  /** Why it is not in use ("" when it is, or was not asked for). */
+  readonly why: string;
 }
 
 /** One descriptor holding an inode. */
@@ -53,6 +68,8 @@ export interface PersistentFdIndex {
   readonly namedPipes: boolean;
   /** Whether it leaves this process out. */
   readonly skipSelf: boolean;
+  /** Whether it learns which processes ran from the run tracker (see {@link PersistentFdIndexOptions.runTracker}). */
+  readonly runTracker: RunTrackerStatus;
   /** Brings the index up to date. Throws HostLookupError when the proc root cannot be read. */
   refresh(): FdIndexRefresh;
   /** The descriptors holding `inode` at the last refresh, by pid then fd. */
@@ -76,21 +93,27 @@ export interface PersistentFdIndex {
 export function createPersistentFdIndex(options: PersistentFdIndexOptions = {}): PersistentFdIndex | undefined {
   const native = nativeFdIndexFunctions();
   if (native === undefined) return undefined;
-  const { procRoot = '/proc', ...raw } = options;
+  const { procRoot = '/proc', runTracker = false, ...raw } = options;
   const namedPipes = raw.namedPipes ?? true;
+  const trackerObject = runTracker ? findBpfObject('run-tracker.bpf.o') : undefined;
   let handle: RawFdIndex;
   try {
-    handle = native.fdIndexCreate(procRoot, raw);
+    handle = native.fdIndexCreate(procRoot, trackerObject === undefined ? raw : { ...raw, runTracker: trackerObject });
   } catch (error) {
     throw new HostLookupError(`Cannot index the descriptors in ${procRoot}: ${describe(error)}`, { cause: error });
   }
-  return wrapIndex(native, handle, { procRoot, namedPipes, skipSelf: raw.skipSelf ?? false });
+  let status: RunTrackerStatus = { active: false, why: '' };
+  if (runTracker) {
+    status = native.fdIndexRunTracker(handle);
+    if (trackerObject === undefined) status = { active: false, why: 'the package root (and its native/bpf/run-tracker.bpf.o) cannot be found' };
+  }
+  return wrapIndex(native, handle, { procRoot, namedPipes, skipSelf: raw.skipSelf ?? false, runTracker: { active: status.active, why: status.why } });
 }
 
 function wrapIndex(
   native: NativeFdIndexFunctions,
   handle: RawFdIndex,
-  settings: Pick<PersistentFdIndex, 'procRoot' | 'namedPipes' | 'skipSelf'>,
+  settings: Pick<PersistentFdIndex, 'procRoot' | 'namedPipes' | 'skipSelf' | 'runTracker'>,
 ): PersistentFdIndex {
   const { procRoot } = settings;
   let closed = false;
@@ -141,4 +164,9 @@ function wrapIndex(
 
 function describe(error: unknown): string {
   return errnoCode(error) ?? (error instanceof Error ? error.message : String(error));
+}
+
+/** The one start-up sentence when the index was asked for the run tracker and could not use it. */
+export function describeRunTrackerOff(why: string | undefined): string {
+  return `Process index: the BPF run tracker is not in use (${why ?? 'no index'}); each SV refresh reads a schedstat file per thread instead, which grows with the number of processes and threads.`;
 }

@@ -1,0 +1,121 @@
+/**
+ * Issue 14, "keep SV flat as the host grows": SV time for one small structure while the host
+ * also runs 10 000 idle processes, or 10 000 threads in 20 processes, that share nothing with
+ * it, against the same host without them. Two daemons run side by side and are asked in
+ * turn, request after request: one whose descriptor index learns which processes ran from the
+ * BPF run tracker (the default), one with `--history off`, whose index reads a schedstat file
+ * per thread instead (as before issue 14). Target for the run tracker: ≤ 1.3× the baseline.
+ */
+import { readdirSync } from 'node:fs';
+import { connect, createServer, type Server } from 'node:net';
+import { startCrowd, type Crowd } from '../../test/support/crowd.js';
+import { compileC, LIFT_REQUESTER_LIMITS, startReadyProgram, startStopd, type BenchStopd, type Stoppable } from '../lib/processes.js';
+import { repeated, summarize, type Repeated } from '../lib/stats.js';
+
+/** The two index designs compared. */
+export const SV_SCALE_DAEMONS = ['run tracker', 'schedstat'] as const;
+
+export interface SvScaleResult {
+  readonly skipped?: string;
+  readonly rounds: number;
+  /** SV requests per daemon per round. */
+  readonly perRound: number;
+  /** Processes on the host at the baseline (the machine's own). */
+  readonly baselineProcesses: number;
+  /** Per load (`baseline` first): per daemon, the p50 of each round's requests (ms). */
+  readonly loads: readonly {
+    readonly name: string;
+    readonly daemons: readonly { readonly daemon: (typeof SV_SCALE_DAEMONS)[number]; readonly svP50Ms: Repeated }[];
+  }[];
+  /** Whether the run tracker was in use in the first daemon (its start-up log says when not). */
+  readonly runTrackerActive: boolean;
+}
+
+/** One SV request from 127.0.0.2 about local:remote; the ms until the token line. */
+function timeSv(stopd: BenchStopd, local: number, remote: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: stopd.host, port: stopd.port, localAddress: '127.0.0.2' });
+    let started = 0;
+    let data = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`No SV reply within 60 s: ${JSON.stringify(data)}`));
+    }, 60_000);
+    socket.setEncoding('latin1');
+    socket.on('connect', () => {
+      started = performance.now();
+      socket.write(`${local},${remote}:SV\r\n`);
+    });
+    socket.on('data', (chunk: string) => {
+      data += chunk;
+      if (!data.includes('\n')) return;
+      const ms = performance.now() - started;
+      clearTimeout(timer);
+      socket.destroy();
+      if (!/:USERID:OTHER:[0-9a-f]{64}\r?\n/.test(data)) reject(new Error(`SV reply is no token: ${JSON.stringify(data)}`));
+      else resolve(ms);
+    });
+    socket.on('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+  });
+}
+
+/** Runs the section: `rounds` rounds of `perRound` requests to each daemon in turn, per load. */
+export async function benchSvScale(options: { rounds: number; perRound: number; processes: number; threadProcesses: number; threadsEach: number }): Promise<SvScaleResult> {
+  const empty = { rounds: 0, perRound: 0, baselineProcesses: 0, loads: [], runTrackerActive: false };
+  if (process.getuid?.() !== 0) return { skipped: 'needs root: reads /proc of every process, and the run tracker is BPF', ...empty };
+  const daemons: BenchStopd[] = [];
+  let server: Server | undefined;
+  let holder: Crowd | undefined;
+  try {
+    const tracked = await startStopd({ args: [...LIFT_REQUESTER_LIMITS] });
+    daemons.push(tracked);
+    daemons.push(await startStopd({ args: [...LIFT_REQUESTER_LIMITS, '--history', 'off'] }));
+    const listener = createServer((socket) => socket.on('error', () => undefined));
+    server = listener;
+    await new Promise<void>((resolve) => listener.listen(0, '127.0.0.2', resolve));
+    const address = listener.address();
+    const port = typeof address === 'object' && address !== null ? address.port : 0;
+    // The queried structure: a holder and one child sharing a pipe, connected to the listener.
+    holder = await startCrowd({ mode: 'pipe', count: 1, connectTo: { host: '127.0.0.2', port }, timeoutMs: 60_000 });
+    const local = holder.localPort;
+
+    const measure = async (name: string): Promise<SvScaleResult['loads'][number]> => {
+      const runs = SV_SCALE_DAEMONS.map(() => [] as number[]);
+      // Round 0 warms up: each index reads the new processes once.
+      for (let round = 0; round <= options.rounds; round += 1) {
+        const samples = SV_SCALE_DAEMONS.map(() => [] as number[]);
+        for (let n = 0; n < options.perRound; n += 1) {
+          for (const [index, stopd] of daemons.entries()) samples[index]?.push(await timeSv(stopd, local, port));
+        }
+        if (round > 0) for (const [index, values] of samples.entries()) runs[index]?.push(summarize(values).p50);
+      }
+      return { name, daemons: SV_SCALE_DAEMONS.map((daemon, index) => ({ daemon, svP50Ms: repeated(runs[index] ?? []) })) };
+    };
+    const baselineProcesses = readdirSync('/proc').filter((name) => /^\d+$/.test(name)).length;
+    const loads = [await measure('baseline')];
+    const withLoad = async (name: string, start: () => Promise<Stoppable>): Promise<void> => {
+      const load = await start();
+      try {
+        loads.push(await measure(name));
+      } finally {
+        await load.stop();
+      }
+    };
+    const crowd = await compileC('crowd');
+    await withLoad(`+ ${options.processes} idle processes`, () => startReadyProgram([crowd, String(options.processes), '/etc/hostname'], `crowd of ${options.processes}`, 300_000));
+    const threads = await compileC('threads');
+    await withLoad(`+ ${options.threadProcesses * options.threadsEach} threads in ${options.threadProcesses} processes`, () =>
+      startReadyProgram([threads, String(options.threadProcesses), String(options.threadsEach)], 'threads', 300_000),
+    );
+    // The analysis thread says so at its start when the run tracker did not load.
+    const runTrackerActive = !tracked.stderr().includes('run tracker is not in use');
+    return { rounds: options.rounds, perRound: options.perRound, baselineProcesses, loads, runTrackerActive };
+  } finally {
+    holder?.kill();
+    server?.close();
+    for (const stopd of daemons) await stopd.stop();
+  }
+}

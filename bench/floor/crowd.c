@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 int main(int argc, char **argv) {
@@ -22,6 +23,9 @@ int main(int argc, char **argv) {
   }
   int n = atoi(argv[1]);
   setpgid(0, 0);
+  /* Share nothing with the process being measured: no descriptor inherited from whoever started
+   * us (a test harness may pass a pipe to every process it starts) but stdin, stdout, stderr. */
+  syscall(SYS_close_range, 3U, ~0U, 0U);
   int ready[2];
   if (pipe(ready) != 0) { perror("pipe"); return 2; }
   for (int i = 0; i < n; i++) {

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static void *sleep_forever(void *arg) {
@@ -27,6 +28,9 @@ int main(int argc, char **argv) {
   }
   int processes = atoi(argv[1]), threads = atoi(argv[2]);
   setpgid(0, 0);
+  /* Share nothing with the process being measured: no descriptor inherited from whoever started
+   * us (a test harness may pass a pipe to every process it starts) but stdin, stdout, stderr. */
+  syscall(SYS_close_range, 3U, ~0U, 0U);
   int ready[2];
   if (pipe(ready) != 0) { perror("pipe"); return 2; }
   for (int i = 0; i < processes; i++) {

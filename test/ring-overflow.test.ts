@@ -200,7 +200,7 @@ describe('a full ring buffer', { skip }, () => {
   });
 
   test("the daemon writes the overflow to the ledger as a history gap covering it, the journal holds the flood's first connections, and stopctl verify passes", async (t) => {
-    const daemon = await startDaemon([], { keepStore: true });
+    const daemon = await startDaemon([], { keepStore: true, timeoutMs: 30_000 });
     const pid = daemon.process.pid ?? 0;
     t.after(async () => {
       daemon.process.kill('SIGCONT');
@@ -246,6 +246,7 @@ describe('a full ring buffer', { skip }, () => {
     assert.ok(gap);
     assert.ok(Date.parse(gap.from) <= flood.start && Date.parse(gap.to) >= flood.end, `the gap ${gap.from}..${gap.to} covers the flood`);
     assert.match(gap.note, /ring buffer was full/);
+    assert.match(daemon.stderr(), /History: the kernel ring buffer overflowed; \d+ connection events between \S+ and \S+ were lost/);
     assert.ok(gap.count >= FLOOD * 2 - CAPACITY, `at most ${CAPACITY} records fit, so at least ${FLOOD * 2 - CAPACITY} are counted, not ${gap.count}`);
 
     // The journal: the flood's first connections in order, nothing after the first refusal.
@@ -253,7 +254,9 @@ describe('a full ring buffer', { skip }, () => {
     const entries = (await readHistory(daemon.storeDir, { port: flood.serverPort }))
       .filter((c) => c.remote.address === '127.0.0.1' && c.remote.port === flood.serverPort)
       .sort((a, b) => a.seq - b.seq);
-    assert.ok(entries.length > 0 && entries.length < FLOOD, `${entries.length} of ${FLOOD} connections in the journal`);
+    // Not asserted above zero: on a busy host other processes' records may fill the ring
+    // before the flood starts; the accounting below holds either way.
+    assert.ok(entries.length < FLOOD, `${entries.length} of ${FLOOD} connections in the journal`);
     assert.deepEqual(entries.map((c) => c.local.port), flood.ports.slice(0, entries.length));
     // Each connection's close follows its open; only the last one's close may have been refused.
     assert.deepEqual(entries.slice(0, -1).filter((c) => c.closedAt === null).map((c) => c.local.port), []);

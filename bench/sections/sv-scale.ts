@@ -3,8 +3,11 @@
  * also runs 10 000 idle processes, or 10 000 threads in 20 processes, that share nothing with
  * it, against the same host without them. Two daemons run side by side and are asked in
  * turn, request after request: one whose descriptor index learns which processes ran from the
- * BPF run tracker (the default), one with `--history off`, whose index reads a schedstat file
- * per thread instead (as before issue 14). Target for the run tracker: ≤ 1.3× the baseline.
+ * BPF run tracker (`--process-index auto`, the default), one with `--process-index schedstat`,
+ * whose index reads a schedstat file per thread instead (as before issue 14). Both run with
+ * `--history off`: the recorder would otherwise capture every connection of the host on the
+ * same analysis thread, and a busy neighbour would measure that instead. Target for the run
+ * tracker: ≤ 1.3× the baseline.
  */
 import { readdirSync } from 'node:fs';
 import { connect, createServer, type Server } from 'node:net';
@@ -70,9 +73,9 @@ export async function benchSvScale(options: { rounds: number; perRound: number; 
   let server: Server | undefined;
   let holder: Crowd | undefined;
   try {
-    const tracked = await startStopd({ args: [...LIFT_REQUESTER_LIMITS] });
+    const tracked = await startStopd({ args: [...LIFT_REQUESTER_LIMITS, '--history', 'off'] });
     daemons.push(tracked);
-    daemons.push(await startStopd({ args: [...LIFT_REQUESTER_LIMITS, '--history', 'off'] }));
+    daemons.push(await startStopd({ args: [...LIFT_REQUESTER_LIMITS, '--history', 'off', '--process-index', 'schedstat'] }));
     const listener = createServer((socket) => socket.on('error', () => undefined));
     server = listener;
     await new Promise<void>((resolve) => listener.listen(0, '127.0.0.2', resolve));

@@ -46,6 +46,7 @@ function sampleChange(spec: OptionSpec, caFile: string): { value: OptionValue; n
     'ledger-segment-bytes': { value: '8M' },
     'ledger-max-bytes': { value: '2G' },
     history: { value: 'off' },
+    'process-index': { value: 'schedstat' },
     'history-retention': { value: '7d' },
     'history-max-bytes': { value: '2G' },
   };

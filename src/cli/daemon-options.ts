@@ -86,7 +86,9 @@ export const DAEMON_OPTIONS: readonly OptionSpec[] = [
   { name: 'ledger-retention', kind: 'integer', arg: 'DAYS', min: 1, max: 36_500, default: DEFAULTS.ledgerRetentionDays, reload: 'restart',
     help: 'delete ledger segments whose last entry is older than DAYS days (checked as entries are written), noted the same way' },
   { name: 'history', kind: 'string', arg: 'auto|off', default: 'auto', reload: 'restart',
-    help: 'auto: record every outbound TCP connection with eBPF where the kernel allows it (the start-up log says once if not, and why) and answer requests about closed ones from the history journal in STORE/history, and let the descriptor index learn which processes ran from BPF; off: answer only connections open when the request arrives, no BPF' },
+    help: 'auto: record every outbound TCP connection with eBPF where the kernel allows it (the start-up log says once if not, and why) and answer requests about closed ones from the history journal in STORE/history; off: answer only connections open when the request arrives' },
+  { name: 'process-index', kind: 'string', arg: 'auto|schedstat', default: 'auto', reload: 'restart',
+    help: 'auto: the descriptor index kept between SV requests learns which processes ran from a small eBPF program where the kernel allows it (the start-up log says once if not, and why), so that an SV costs the same with 100 or 10 000 idle processes and threads; schedstat: from a schedstat file per thread, as before' },
   { name: 'history-retention', kind: 'string', arg: 'DURATION', default: '24h', reload: 'restart',
     help: 'keep the history of outbound connections this long (e.g. 90m, 24h, 7d): older journal segments are deleted, each after a history-dropped ledger entry' },
   { name: 'history-max-bytes', kind: 'string', arg: 'SIZE', default: '1G', reload: 'restart',
@@ -186,6 +188,10 @@ export function buildDaemonOptions(
   if (history !== 'auto' && history !== 'off') {
     throw new UsageError(`${context.origin('history')} must be auto or off, not ${JSON.stringify(history)}`);
   }
+  const processIndex = get<string>('process-index') ?? 'auto';
+  if (processIndex !== 'auto' && processIndex !== 'schedstat') {
+    throw new UsageError(`${context.origin('process-index')} must be auto or schedstat, not ${JSON.stringify(processIndex)}`);
+  }
   return {
     listen: context.listen ?? checked('listen', () => (get<readonly string[]>('listen') ?? ['[::]:113']).map(parseListenAddress)),
     storeDir: get<string>('store') ?? DEFAULTS.storeDir,
@@ -227,6 +233,7 @@ export function buildDaemonOptions(
     ledgerMaxBytes,
     ledgerRetentionDays: int('ledger-retention'),
     history,
+    processIndex,
     historyRetentionMs,
     historyMaxBytes,
     log: context.log,

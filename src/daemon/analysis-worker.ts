@@ -15,7 +15,7 @@ export interface AnalysisThreadData {
   readonly onDenied: 'throw' | 'skip';
   /** Keep the persistent descriptor index in the thread between analyses. */
   readonly keepFdIndex: boolean;
-  /** Let the index learn which processes ran from the BPF run tracker where the kernel allows it (`--history auto`). */
+  /** Let the index learn which processes ran from the BPF run tracker where the kernel allows it (`--process-index auto`). */
   readonly runTracker: boolean;
 }
 

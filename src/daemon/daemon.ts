@@ -91,6 +91,12 @@ export interface DaemonOptions {
    * as before history existed. Either way the start-up log says once whether history is on, and why not.
    */
   readonly history?: 'auto' | 'off';
+  /**
+   * `--process-index`: `auto` (default) lets the descriptor index learn which processes ran
+   * from the BPF run tracker where the kernel allows it (native/FD_INDEX.md, "With the run
+   * tracker"); `schedstat` keeps a schedstat file per thread, as before.
+   */
+  readonly processIndex?: 'auto' | 'schedstat';
   /** Replaces the connection recorder (tests): its probe and start. */
   readonly recorder?: { readonly probe: () => RecorderAvailability; readonly start: StartConnectionRecorder };
   /** Replaces the Linux socket table (tests). */
@@ -237,8 +243,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     // which spares every refresh a hand-over to another thread (they show in
     // `ls /proc/PID/fd` of stopd as schedstat files).
     const keepFdIndex = options.keepFdIndex ?? true;
-    // The run tracker is BPF like the recorder: `--history off` turns both off.
-    const runTracker = (options.history ?? 'auto') !== 'off';
+    const runTracker = (options.processIndex ?? 'auto') === 'auto';
     if ((options.inlineAnalyses ?? false) || options.sockets !== undefined) {
       // On the event loop (`--inline-analyses`, inetd mode), or with a socket table the
       // caller made, which cannot cross to another thread.

@@ -193,3 +193,22 @@ test('HistoryFeed stops queueing at maxPending and counts what it could not queu
   assert.ok(overload.some((gap) => gap.count === 3 && typeof gap.note === 'string' && gap.note.includes('not in the history at all')), JSON.stringify(overload));
   assert.ok(warnings.some((message) => message.includes('3 connection events were not recorded')), warnings.join('\n'));
 });
+
+test('HistoryFeed appends at most maxBatchEvents events at once, in order, even when none waits for a capture', async () => {
+  const { journal, close } = await openJournal();
+  const sizes: number[] = [];
+  const append = journal.append.bind(journal);
+  // What the journal is handed per append: one append's lines are built in memory at once.
+  journal.append = (items) => {
+    sizes.push(items.length);
+    return append(items);
+  };
+  const feed = new HistoryFeed({ journal, analyses: fakeRunner(host()), save: () => [], maxQueued: 0, maxBatchEvents: 4, log: silent });
+  // maxQueued 0: no open waits for a capture, so nothing but maxBatchEvents splits the batches.
+  feed.push(Array.from({ length: 10 }, (_, index) => open(43000 + index)));
+  await feed.idle();
+  const ports = journal.list().map((entry) => entry.local.port);
+  await close();
+  assert.deepEqual(sizes, [4, 4, 2]);
+  assert.deepEqual(ports, Array.from({ length: 10 }, (_, index) => 43000 + index));
+});

@@ -46,10 +46,11 @@ static void open_run_tracker(struct fd_index *ix, uint32_t ns_inum) {
     snprintf(ix->runs_why, sizeof ix->runs_why, "the proc root %s is not of this process's pid namespace", ix->root);
     return;
   }
-  char why[sizeof ix->runs_why - 32];
+  char why[sizeof ix->runs_why];
   why[0] = '\0';
   int err = run_tracker_open(ix->runs_path, (uint32_t)level, ns_inum, &ix->runs, why, sizeof why);
-  if (err != 0) snprintf(ix->runs_why, sizeof ix->runs_why, "%s (%s)", why[0] != '\0' ? why : "cannot load", strerror(err));
+  if (err != 0 && why[0] != '\0') snprintf(ix->runs_why, sizeof ix->runs_why, "%s", why);
+  else if (err != 0) snprintf(ix->runs_why, sizeof ix->runs_why, "it cannot be loaded (%s)", strerror(err));
 }
 
 static int job_open(struct fd_index *ix) {

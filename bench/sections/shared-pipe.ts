@@ -5,10 +5,11 @@
  * at once and the sizes are asked in turn, round after round, so the ratios compare runs side
  * by side on the same (noisy) machine. Target: growth no worse than linear in N.
  */
-import { connect, createServer, type Server } from 'node:net';
+import { createServer, type Server } from 'node:net';
 import { startCrowd, type Crowd } from '../../test/support/crowd.js';
 import { LIFT_REQUESTER_LIMITS, readMemory, startStopd, type BenchStopd } from '../lib/processes.js';
 import { repeated, type Repeated } from '../lib/stats.js';
+import { timeSvRequest } from '../lib/sv-request.js';
 
 export interface SharedPipeResult {
   readonly skipped?: string;
@@ -16,37 +17,6 @@ export interface SharedPipeResult {
   /** Per crowd size: SV request written -> token read (ms). */
   readonly sizes: readonly { readonly processes: number; readonly svMs: Repeated }[];
   readonly stopdMemory?: { vmHWMkB: number; vmRSSkB: number };
-}
-
-/** One SV request from 127.0.0.2 about the connection local:remote; resolves with the ms until the reply line. */
-function timeSv(stopd: BenchStopd, local: number, remote: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const socket = connect({ host: stopd.host, port: stopd.port, localAddress: '127.0.0.2' });
-    let started = 0;
-    let data = '';
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error(`No SV reply within 120 s: ${JSON.stringify(data)}`));
-    }, 120_000);
-    socket.setEncoding('latin1');
-    socket.on('connect', () => {
-      started = performance.now();
-      socket.write(`${local},${remote}:SV\r\n`);
-    });
-    socket.on('data', (chunk: string) => {
-      data += chunk;
-      if (!data.includes('\n')) return;
-      const ms = performance.now() - started;
-      clearTimeout(timer);
-      socket.destroy();
-      if (!/:USERID:OTHER:[0-9a-f]{64}\r?\n/.test(data)) reject(new Error(`SV reply is no token: ${JSON.stringify(data)}`));
-      else resolve(ms);
-    });
-    socket.on('error', (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-  });
 }
 
 export async function benchSharedPipe(options: { sizes: readonly number[]; rounds: number; extraArgs?: readonly string[] }): Promise<SharedPipeResult> {
@@ -66,7 +36,7 @@ export async function benchSharedPipe(options: { sizes: readonly number[]; round
     // Round 0 warms up: the daemon's descriptor index reads the new processes once.
     for (let round = 0; round <= options.rounds; round += 1) {
       for (const [index, crowd] of crowds.entries()) {
-        const ms = await timeSv(stopd, crowd.localPort, port);
+        const ms = await timeSvRequest(stopd, crowd.localPort, port);
         if (round > 0) runs[index]?.push(ms);
       }
     }

@@ -10,10 +10,11 @@
  * tracker: ≤ 1.3× the baseline.
  */
 import { readdirSync } from 'node:fs';
-import { connect, createServer, type Server } from 'node:net';
+import { createServer, type Server } from 'node:net';
 import { startCrowd, type Crowd } from '../../test/support/crowd.js';
 import { compileC, LIFT_REQUESTER_LIMITS, startReadyProgram, startStopd, type BenchStopd, type Stoppable } from '../lib/processes.js';
 import { repeated, summarize, type Repeated } from '../lib/stats.js';
+import { timeSvRequest } from '../lib/sv-request.js';
 
 /** The two index designs compared. */
 export const SV_SCALE_DAEMONS = ['run tracker', 'schedstat'] as const;
@@ -32,37 +33,6 @@ export interface SvScaleResult {
   }[];
   /** Whether the run tracker was in use in the first daemon (its start-up log says when not). */
   readonly runTrackerActive: boolean;
-}
-
-/** One SV request from 127.0.0.2 about local:remote; the ms until the token line. */
-function timeSv(stopd: BenchStopd, local: number, remote: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const socket = connect({ host: stopd.host, port: stopd.port, localAddress: '127.0.0.2' });
-    let started = 0;
-    let data = '';
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error(`No SV reply within 60 s: ${JSON.stringify(data)}`));
-    }, 60_000);
-    socket.setEncoding('latin1');
-    socket.on('connect', () => {
-      started = performance.now();
-      socket.write(`${local},${remote}:SV\r\n`);
-    });
-    socket.on('data', (chunk: string) => {
-      data += chunk;
-      if (!data.includes('\n')) return;
-      const ms = performance.now() - started;
-      clearTimeout(timer);
-      socket.destroy();
-      if (!/:USERID:OTHER:[0-9a-f]{64}\r?\n/.test(data)) reject(new Error(`SV reply is no token: ${JSON.stringify(data)}`));
-      else resolve(ms);
-    });
-    socket.on('error', (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-  });
 }
 
 /** Runs the section: `rounds` rounds of `perRound` requests to each daemon in turn, per load. */
@@ -91,7 +61,7 @@ export async function benchSvScale(options: { rounds: number; perRound: number; 
       for (let round = 0; round <= options.rounds; round += 1) {
         const samples = SV_SCALE_DAEMONS.map(() => [] as number[]);
         for (let n = 0; n < options.perRound; n += 1) {
-          for (const [index, stopd] of daemons.entries()) samples[index]?.push(await timeSv(stopd, local, port));
+          for (const [index, stopd] of daemons.entries()) samples[index]?.push(await timeSvRequest(stopd, local, port, { timeoutMs: 60_000 }));
         }
         if (round > 0) for (const [index, values] of samples.entries()) runs[index]?.push(summarize(values).p50);
       }

@@ -9,7 +9,8 @@
  *   any -> CLOSE        for a socket it attributed: emit `open` first if it never reached
  *                       ESTABLISHED (a failed connect), then `close`, and forget the socket
  *
- * Inbound sockets (SYN_RECV -> ESTABLISHED) have no attribution and are not reported. What it
+ * Inbound sockets (SYN_RECV -> ESTABLISHED) have no attribution and are not reported (their
+ * ESTABLISHED returns before the table lookup; their CLOSE cannot be told apart cheaply). What it
  * cannot report is counted, never dropped silently: ring buffer full, and a SYN_SENT socket it
  * has no attribution for (its connect was before the recorder started, or the table was full).
  *
@@ -83,9 +84,12 @@ struct sock_common {
   struct in6_addr skc_v6_rcv_saddr;
 } __attribute__((preserve_access_index));
 
+struct socket;
+
 struct sock {
   struct sock_common __sk_common;
   __u16 sk_protocol;
+  struct socket *sk_socket;
 } __attribute__((preserve_access_index));
 
 /* The kernel's struct inet_sock begins with struct sock; inet_sport survives inet_put_port,
@@ -224,6 +228,11 @@ int record_state(__u64 *ctx) {
 
   /* Cheapest test first: most transitions (FIN_WAIT, TIME_WAIT, LISTEN...) concern no one. */
   if (newstate != TCP_SYN_SENT && newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE) return 0;
+  /* Next cheapest: the accepting end of an inbound connection reaches ESTABLISHED from
+   * SYN_RECV before accept() gave it a struct socket, and is never attributed, so it is spared
+   * the table lookup (one of the three runs per inbound connection). A simultaneous open
+   * (SYN_SENT -> SYN_RECV -> ESTABLISHED) keeps its socket, so it is still looked up. */
+  if (newstate == TCP_ESTABLISHED && oldstate != TCP_SYN_SENT && !BPF_CORE_READ(sk, sk_socket)) return 0;
   if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP) return 0;
   if (newstate == TCP_SYN_SENT) {
     remember(sk);

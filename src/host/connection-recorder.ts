@@ -137,17 +137,46 @@ class StringCache<Entry> {
 /** IPv4 addresses by their four bytes read as one int32. */
 const ipv4Strings = new StringCache<string>(4096);
 
-/** A command name, with the four words of its 16 bytes that it was decoded from. */
-interface CommEntry {
+/** A string decoded from 16 bytes, with the four words of those bytes. */
+interface WordsEntry {
   readonly w0: number;
   readonly w1: number;
   readonly w2: number;
   readonly w3: number;
-  readonly comm: string;
+  readonly value: string;
 }
 
 /** Command names by a hash of their 16 bytes (the words are compared on a hit). */
-const commStrings = new StringCache<CommEntry>(4096);
+const commStrings = new StringCache<WordsEntry>(4096);
+
+/** IPv6 addresses (not v4-mapped) by a hash of their 16 bytes (the words are compared on a hit). */
+const ipv6Strings = new StringCache<WordsEntry>(4096);
+
+/**
+ * The string of the 16 bytes at byte `at` (word `w`) from `cache`, or made by `decode` and
+ * kept. The key mixes the words (rotated, so that swapped words differ); a hit counts only
+ * when all four words are equal.
+ */
+function readWords16(views: RecordViews, at: number, cache: StringCache<WordsEntry>, decode: (bytes: Uint8Array) => string): string {
+  const i32 = views.i32;
+  const w = at >>> 2;
+  const w0 = i32[w] ?? 0;
+  const w1 = i32[w + 1] ?? 0;
+  const w2 = i32[w + 2] ?? 0;
+  const w3 = i32[w + 3] ?? 0;
+  const key = w0 ^ ((w1 << 7) | (w1 >>> 25)) ^ ((w2 << 14) | (w2 >>> 18)) ^ ((w3 << 21) | (w3 >>> 11));
+  const hit = cache.get(key);
+  if (hit !== undefined && hit.w0 === w0 && hit.w1 === w1 && hit.w2 === w2 && hit.w3 === w3) return hit.value;
+  const value = decode(views.bytes.subarray(at, at + 16));
+  cache.set(key, { w0, w1, w2, w3, value });
+  return value;
+}
+
+/** A NUL-padded comm field (16 bytes). */
+function decodeComm(bytes: Uint8Array): string {
+  const end = bytes.indexOf(0);
+  return Buffer.from(bytes.buffer, bytes.byteOffset, end < 0 ? 16 : end).toString('utf8');
+}
 
 /** The record views decoding reads through: word reads are plain indexed loads. */
 interface RecordViews {
@@ -191,23 +220,7 @@ function readAddress(views: RecordViews, at: number, family: number): string {
   if (u32[w] === 0 && u32[w + 1] === 0 && b[at + 8] === 0 && b[at + 9] === 0 && b[at + 10] === 0xff && b[at + 11] === 0xff) {
     return readIpv4(views, at + 12, w + 3);
   }
-  return formatIpBytes(b.subarray(at, at + 16));
-}
-
-/** The NUL-padded comm field at byte `at` (16 bytes, word `w`). */
-function readComm(views: RecordViews, at: number, w: number): string {
-  const i32 = views.i32;
-  const w0 = i32[w] ?? 0;
-  const w1 = i32[w + 1] ?? 0;
-  const w2 = i32[w + 2] ?? 0;
-  const w3 = i32[w + 3] ?? 0;
-  const key = w0 ^ w1 ^ w2 ^ w3;
-  const hit = commStrings.get(key);
-  if (hit !== undefined && hit.w0 === w0 && hit.w1 === w1 && hit.w2 === w2 && hit.w3 === w3) return hit.comm;
-  const end = views.bytes.subarray(at, at + 16).indexOf(0);
-  const comm = Buffer.from(views.bytes.buffer, views.bytes.byteOffset + at, end < 0 ? 16 : end).toString('utf8');
-  commStrings.set(key, { w0, w1, w2, w3, comm });
-  return comm;
+  return readWords16(views, at, ipv6Strings, formatIpBytes);
 }
 
 /** A socket pointer's hex, with the pointer's high word it was made with. */
@@ -280,7 +293,7 @@ export function decodeRecorderRecords(records: Uint8Array, epochOffsetMs: number
       gid: u32[w + 5] ?? 0,
       loginuid: u32[w + 6] ?? 0,
       sessionid: u32[w + 7] ?? 0,
-      comm: readComm(views, at + 104, w + 26),
+      comm: readWords16(views, at + 104, commStrings, decodeComm),
       netns,
       local,
       remote,

@@ -35,10 +35,10 @@ export const RECORD_BYTES = 120;
 const KERNEL_BTF = '/sys/kernel/btf/vmlinux';
 
 /**
- * Records one `recorderRead` copies at most (960 KB): a 200 ms poll at 40 000 records a second
- * fits, and a larger backlog is read in several calls.
+ * Records one `recorderRead` copies at most by default (960 KB): a 200 ms poll at 40 000
+ * records a second fits, and a larger backlog is read in several calls.
  */
-const READ_BUFFER_RECORDS = 8192;
+export const DEFAULT_READ_BUFFER_RECORDS = 8192;
 
 /** How often the ring buffer is drained by default. */
 export const DEFAULT_POLL_INTERVAL_MS = 200;
@@ -52,6 +52,8 @@ export interface ConnectionRecorderOptions {
   readonly objectPath?: string;
   /** Milliseconds between two drains of the ring buffer (10 to 10 000); default 200. */
   readonly pollIntervalMs?: number;
+  /** Records one read of the ring buffer copies at most (1 to 65 536); a fuller ring is read in several calls. Default 8192. */
+  readonly readBufferRecords?: number;
 }
 
 /** The shipped BPF object's path, or undefined when the package root cannot be found. */
@@ -311,6 +313,10 @@ export function createConnectionRecorderStarter(options: ConnectionRecorderOptio
   if (!Number.isInteger(interval) || interval < 10 || interval > 10_000) {
     throw new RangeError(`pollIntervalMs must be an integer from 10 to 10000, not ${interval}`);
   }
+  const bufferRecords = options.readBufferRecords ?? DEFAULT_READ_BUFFER_RECORDS;
+  if (!Number.isInteger(bufferRecords) || bufferRecords < 1 || bufferRecords > 65_536) {
+    throw new RangeError(`readBufferRecords must be an integer from 1 to 65536, not ${bufferRecords}`);
+  }
   return (onEvents) => {
     const ready = prepare(options);
     if ('reason' in ready) throw new Error(ready.reason);
@@ -320,7 +326,7 @@ export function createConnectionRecorderStarter(options: ConnectionRecorderOptio
     } catch (err) {
       throw new Error(explainRefusal(err), { cause: err });
     }
-    return runRecorder(ready.functions, handle, onEvents, interval);
+    return runRecorder(ready.functions, handle, onEvents, { interval, bufferRecords });
   };
 }
 
@@ -332,13 +338,13 @@ function runRecorder(
   functions: NativeRecorderFunctions,
   handle: RawRecorder,
   onEvents: (events: readonly ConnectionEvent[]) => void,
-  interval: number,
+  options: { readonly interval: number; readonly bufferRecords: number },
 ): ConnectionRecorder {
   const seen = { 'ring-buffer-full': 0, unattributed: 0 };
   // One buffer for the life of the recorder, filled by the addon in place: a read allocates
   // and copies no batch (profiled, a fresh megabyte per read cost more in page faults than
   // the decoding).
-  const buffer = new Uint8Array(READ_BUFFER_RECORDS * RECORD_BYTES);
+  const buffer = new Uint8Array(options.bufferRecords * RECORD_BYTES);
   let lastRead = Date.now();
   let closed = false;
 
@@ -390,7 +396,7 @@ function runRecorder(
       return;
     }
     if (events.length > 0) onEvents(events);
-  }, interval);
+  }, options.interval);
   timer.unref();
 
   return {

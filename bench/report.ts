@@ -468,7 +468,10 @@ export function formatReport(results: BenchResults): string {
       `Off and on alternate within each round. The recorder delivered ${recorder.events} events and counted ${recorder.lost} lost. ` +
         `Measured directly: the BPF program ran ${fmt(recorder.runsPerConnection)} times per connection (both ends' state changes), ` +
         `${fmt(recorder.kernelNsPerRun)} ns a run in the kernel (kernel.bpf_stats_enabled); reading and decoding cost the reader ` +
-        `${fmt(recorder.readerUsPerEvent)} µs of CPU per event. On a shared two-CPU machine the rate ratio mostly measures CPU contention.`,
+        `${fmt(recorder.readerUsPerEvent)} µs of CPU per event (its CPU time while recording less its CPU time in the off runs; ` +
+        `a 200 ms poll drains the ring into one kept buffer and decodes it with cached address, command and socket strings). ` +
+        `Starting the recorder (BTF, verifier, maps) costs ${spread(recorder.startCpuMs)} ms of CPU once, before the client starts. ` +
+        `On a shared two-CPU machine the rate ratio mostly measures CPU contention.`,
     );
   } else {
     out.push(recorder?.skipped !== undefined ? `Skipped: ${recorder.skipped}` : 'Not run.');

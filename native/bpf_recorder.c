@@ -16,34 +16,29 @@ const char *recorder_libbpf_error(void) {
 }
 
 /* Must match `struct record` of bpf/connection-recorder.bpf.c. */
-#define RECORD_SIZE 120
+#define RECORD_SIZE RECORDER_RECORD_SIZE
 
 struct bpf_recorder {
   struct bpf_object *obj;
   struct bpf_link *link;
   struct bpf_map *losses;
   struct ring_buffer *ring;
-  uint8_t *batch;
+  /* The caller's buffer while recorder_drain runs: records are copied straight into it. */
+  uint8_t *dst;
   size_t len, cap;
-  int error; /* an allocation failure while draining */
 };
+
+/* Stops ring_buffer__consume once the caller's buffer is full (a negative "error" is the only
+ * way to stop it early; libbpf has already consumed the record it was called with, and that
+ * record is in the buffer, so nothing is skipped). */
+#define BUFFER_FULL (-ENOSPC)
 
 static int keep_record(void *ctx, void *data, size_t size) {
   struct bpf_recorder *r = ctx;
   if (size != RECORD_SIZE) return 0; /* not ours: cannot happen with the shipped object */
-  if (r->len + size > r->cap) {
-    size_t cap = r->cap == 0 ? 64 * RECORD_SIZE : r->cap * 2;
-    uint8_t *grown = realloc(r->batch, cap);
-    if (grown == NULL) {
-      r->error = ENOMEM;
-      return -ENOMEM; /* stops consuming: the rest stays in the ring for the next drain */
-    }
-    r->batch = grown;
-    r->cap = cap;
-  }
-  memcpy(r->batch + r->len, data, size);
+  memcpy(r->dst + r->len, data, size);
   r->len += size;
-  return 0;
+  return r->len + RECORD_SIZE > r->cap ? BUFFER_FULL : 0;
 }
 
 void recorder_close(struct bpf_recorder *r) {
@@ -51,7 +46,6 @@ void recorder_close(struct bpf_recorder *r) {
   if (r->ring != NULL) libbpf.ring_free(r->ring);
   if (r->link != NULL) libbpf.link_destroy(r->link);
   if (r->obj != NULL) libbpf.object_close(r->obj);
-  free(r->batch);
   free(r);
 }
 
@@ -105,26 +99,17 @@ out:
   return err;
 }
 
-int recorder_drain(struct bpf_recorder *r) {
-  r->error = 0;
-  int n = libbpf.ring_consume(r->ring);
-  if (r->error != 0) return r->error;
-  return n < 0 ? -n : 0;
-}
-
-const uint8_t *recorder_batch(const struct bpf_recorder *r, size_t *len) {
-  *len = r->len;
-  return r->batch;
-}
-
-void recorder_batch_clear(struct bpf_recorder *r) {
+int recorder_drain(struct bpf_recorder *r, uint8_t *dst, size_t cap, size_t *len) {
+  *len = 0;
+  if (cap < RECORD_SIZE) return EINVAL;
+  r->dst = dst;
   r->len = 0;
-  /* A burst may have grown the batch a lot: give it back rather than keep it for ever. */
-  if (r->cap > 4096 * RECORD_SIZE) {
-    free(r->batch);
-    r->batch = NULL;
-    r->cap = 0;
-  }
+  r->cap = cap;
+  int n = libbpf.ring_consume(r->ring);
+  *len = r->len;
+  r->dst = NULL;
+  if (n == BUFFER_FULL) return 0;
+  return n < 0 ? -n : 0;
 }
 
 int recorder_losses(struct bpf_recorder *r, uint64_t totals[RECORDER_LOSS_KINDS]) {

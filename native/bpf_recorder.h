@@ -16,6 +16,9 @@
 #define RECORDER_LOSS_UNATTRIBUTED 1
 #define RECORDER_LOSS_KINDS 2
 
+/* Bytes per record: `struct record` of bpf/connection-recorder.bpf.c. */
+#define RECORDER_RECORD_SIZE 120
+
 struct bpf_recorder;
 
 /* Opens libbpf once. Returns NULL, or why it cannot be used (dlerror text, a missing symbol). */
@@ -25,12 +28,11 @@ const char *recorder_libbpf_error(void);
  * warning (or another explanation) in `why`. */
 int recorder_open(const char *path, struct bpf_recorder **out, char *why, size_t why_len);
 
-/* Moves every record waiting in the ring buffer into the recorder's batch: afterwards
- * `recorder_batch` holds them back to back (`record_size` bytes each). Returns 0 or a positive errno. */
-int recorder_drain(struct bpf_recorder *r);
-const uint8_t *recorder_batch(const struct bpf_recorder *r, size_t *len);
-/* Forgets the batch (after the caller copied it). */
-void recorder_batch_clear(struct bpf_recorder *r);
+/* Moves the records waiting in the ring buffer into `dst` (`cap` bytes), back to back
+ * (`RECORDER_RECORD_SIZE` bytes each), in kernel order, until the ring is empty or `dst` is full;
+ * `*len` is the bytes written (a full `dst`: call again, more may wait). Copying straight into
+ * the caller's buffer spares an allocation and a second copy per read. Returns 0 or a positive errno. */
+int recorder_drain(struct bpf_recorder *r, uint8_t *dst, size_t cap, size_t *len);
 
 /* The running totals of the loss counters. Returns 0 or a positive errno. */
 int recorder_losses(struct bpf_recorder *r, uint64_t totals[RECORDER_LOSS_KINDS]);

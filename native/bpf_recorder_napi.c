@@ -3,11 +3,14 @@
  *   recorderSupport() -> null | string    why libbpf cannot be used (dlopen), or null
  *   recorderOpen(objectPath) -> handle    loads and attaches; throws Error with `code` the errno
  *                                         name (EPERM, ...) and libbpf's warning in the message
- *   recorderRead(handle) -> { records: Buffer, ringFull, unattributed, epochOffsetMs }
- *       drains the ring buffer: `records` holds 120-byte records back to back (the layout of
- *       `struct record` in bpf/connection-recorder.bpf.c); ringFull/unattributed are the running
- *       loss totals; epochOffsetMs is CLOCK_REALTIME - CLOCK_MONOTONIC in milliseconds, read now,
- *       which turns the records' kernel times (bpf_ktime_get_ns, monotonic) into epoch times
+ *   recorderRead(handle, into) -> { bytes, ringFull, unattributed, epochOffsetMs }
+ *       drains the ring buffer into `into` (a Uint8Array/Buffer the caller keeps and reuses):
+ *       its first `bytes` bytes are 120-byte records back to back (the layout of `struct record`
+ *       in bpf/connection-recorder.bpf.c); `bytes` equal to the largest multiple of 120 that
+ *       fits means it is full and more may wait (read again). ringFull/unattributed are the
+ *       running loss totals, read before the drain; epochOffsetMs is CLOCK_REALTIME -
+ *       CLOCK_MONOTONIC in milliseconds, read now, which turns the records' kernel times
+ *       (bpf_ktime_get_ns, monotonic) into epoch times
  *   recorderClose(handle)                 detaches (idempotent; the garbage collector does it too)
  * The caller polls recorderRead: the program never wakes a reader (BPF_RB_NO_WAKEUP), so a
  * connect costs no context switch to the daemon, and one read returns a whole batch.
@@ -102,11 +105,32 @@ static double clock_ms(clockid_t id) {
   return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
 }
 
+/* The bytes of a Uint8Array (a Buffer is one). Returns false with an exception pending. */
+static bool get_bytes(napi_env env, napi_value value, uint8_t **data, size_t *len) {
+  bool is_typed = false;
+  napi_typedarray_type type;
+  void *raw = NULL;
+  if (napi_is_typedarray(env, value, &is_typed) != napi_ok || !is_typed ||
+      napi_get_typedarray_info(env, value, &type, len, &raw, NULL, NULL) != napi_ok || type != napi_uint8_array) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "into must be a Buffer or Uint8Array");
+    return false;
+  }
+  *data = raw;
+  return true;
+}
+
 static napi_value recorder_read(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (!get_args(env, info, 1, argv)) return NULL;
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
   struct recorder_handle *h = get_handle(env, argv[0]);
   if (h == NULL) return NULL;
+  uint8_t *into = NULL;
+  size_t cap = 0;
+  if (!get_bytes(env, argv[1], &into, &cap)) return NULL;
+  if (cap < RECORDER_RECORD_SIZE) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "into must hold at least one record (120 bytes)");
+    return NULL;
+  }
   if (h->r == NULL) {
     napi_throw_error(env, "ERR_STOPD_RECORDER_CLOSED", "The connection recorder is closed");
     return NULL;
@@ -114,20 +138,18 @@ static napi_value recorder_read(napi_env env, napi_callback_info info) {
   /* Totals first: a loss counted after the drain is reported at the next read, never before
    * the records that preceded it. */
   uint64_t totals[RECORDER_LOSS_KINDS] = {0};
+  size_t len = 0;
   int err = recorder_losses(h->r, totals);
-  if (err == 0) err = recorder_drain(h->r);
+  if (err == 0) err = recorder_drain(h->r, into, cap, &len);
   if (err != 0) {
     throw_errno(env, "Cannot read the connection recorder", err);
     return NULL;
   }
   double offset = clock_ms(CLOCK_REALTIME) - clock_ms(CLOCK_MONOTONIC);
-  size_t len = 0;
-  const uint8_t *bytes = recorder_batch(h->r, &len);
   napi_value result, v;
   CHECK_NAPI(env, napi_create_object(env, &result));
-  napi_status st = set_buffer(env, result, "records", bytes, len);
-  recorder_batch_clear(h->r);
-  CHECK_NAPI(env, st);
+  CHECK_NAPI(env, napi_create_double(env, (double)len, &v));
+  CHECK_NAPI(env, napi_set_named_property(env, result, "bytes", v));
   CHECK_NAPI(env, napi_create_double(env, (double)totals[RECORDER_LOSS_RING_FULL], &v));
   CHECK_NAPI(env, napi_set_named_property(env, result, "ringFull", v));
   CHECK_NAPI(env, napi_create_double(env, (double)totals[RECORDER_LOSS_UNATTRIBUTED], &v));

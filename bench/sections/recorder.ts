@@ -8,7 +8,11 @@
  * On a shared two-CPU machine that ratio mostly measures CPU contention, so two costs are
  * also measured directly, free of noise: the kernel's time per run of the BPF program
  * (kernel.bpf_stats_enabled, turned on for the section and restored, read from this
- * process's fdinfo of the program) and this process's CPU time per event delivered.
+ * process's fdinfo of the program) and this process's CPU time per event delivered: its CPU
+ * time while recording, less its CPU time over the "off" run of the same round (starting the
+ * client and waiting for it), divided by the events. Starting the recorder (libbpf reads the
+ * kernel's BTF, the kernel verifies the program, the maps are allocated) is a one-time cost,
+ * paid before the client starts: reported on its own, not spread over the events.
  */
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { ConnectionEvent } from '../../src/host/connection-events.js';
@@ -32,8 +36,10 @@ export interface RecorderResult {
   readonly kernelNsPerRun: number;
   /** Program runs per connection of the client (both ends' state changes). */
   readonly runsPerConnection: number;
-  /** This process's CPU time (reading, decoding, delivering) per event, microseconds. */
+  /** This process's CPU time (reading, decoding, delivering) per event, microseconds, beyond its CPU time in the "off" runs. */
   readonly readerUsPerEvent: number;
+  /** This process's CPU time to start the recorder (load, verify, attach), milliseconds, per start. */
+  readonly startCpuMs: Repeated;
 }
 
 const BPF_STATS = '/proc/sys/kernel/bpf_stats_enabled';
@@ -70,6 +76,7 @@ export async function benchRecorder(options: { rounds: number; durationMs: numbe
     kernelNsPerRun: Number.NaN,
     runsPerConnection: Number.NaN,
     readerUsPerEvent: Number.NaN,
+    startCpuMs: empty,
   });
   const availability = probeConnectionRecorder();
   if (!availability.available) return skippedWith(availability.reason);
@@ -90,6 +97,11 @@ export async function benchRecorder(options: { rounds: number; durationMs: numbe
   let kernelNs = 0;
   let runs = 0;
   let readerUs = 0;
+  const startCpuMs: number[] = [];
+  const cpuUs = (since: NodeJS.CpuUsage): number => {
+    const used = process.cpuUsage(since);
+    return used.user + used.system;
+  };
   const off: number[] = [];
   const on: number[] = [];
   let events = 0;
@@ -104,11 +116,15 @@ export async function benchRecorder(options: { rounds: number; durationMs: numbe
     // Alternate which goes first, so a drift in the machine's load favours neither.
     for (const recording of round % 2 === 0 ? [false, true] : [true, false]) {
       if (!recording) {
+        const cpu = process.cpuUsage();
         off.push(await rate(false));
+        readerUs -= cpuUs(cpu);
         continue;
       }
-      const cpu = process.cpuUsage();
+      const starting = process.cpuUsage();
       const recorder = createConnectionRecorderStarter()(consume);
+      startCpuMs.push(cpuUs(starting) / 1000);
+      const cpu = process.cpuUsage();
       try {
         on.push(await rate(true));
         const stats = programStats();
@@ -116,8 +132,7 @@ export async function benchRecorder(options: { rounds: number; durationMs: numbe
         runs += stats.runs;
       } finally {
         await recorder.close();
-        const used = process.cpuUsage(cpu);
-        readerUs += used.user + used.system;
+        readerUs += cpuUs(cpu);
       }
     }
   }
@@ -133,5 +148,6 @@ export async function benchRecorder(options: { rounds: number; durationMs: numbe
     kernelNsPerRun: statsBefore === undefined || runs === 0 ? Number.NaN : kernelNs / runs,
     runsPerConnection: connectionsOn === 0 ? Number.NaN : runs / connectionsOn,
     readerUsPerEvent: events === 0 ? Number.NaN : readerUs / events,
+    startCpuMs: repeated(startCpuMs),
   };
 }

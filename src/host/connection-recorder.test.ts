@@ -64,6 +64,54 @@ describe('decodeRecorderRecords', () => {
     assert.equal(open?.kind === 'open' && open.remote.address, '192.0.2.9');
   });
 
+  test('the string caches never hand one value to another: same low word, same hash, same bytes elsewhere', () => {
+    // Decoding keeps addresses, command names and socket pointers in caches keyed by 32 bits:
+    // values that collide on the key must still decode to themselves.
+    const first = record({ kind: 1, family: 4, local: [192, 0, 2, 1], remote: [198, 51, 100, 7] });
+    const second = record({ kind: 2, family: 4, local: [198, 51, 100, 7], remote: [192, 0, 2, 1] });
+    second.writeBigUInt64LE(0xffff888200de65c0n, 40); // the same low word, another high word
+    second.fill(0, 104, 120);
+    // "abcd" and "ABCD@@@@" have the same cache key (w0 ^ rotl(w1, 7) ^ ...): 'ABCD' is 'abcd'
+    // xor 0x20202020, which is '@@@@' rotated left by 7 bits.
+    second.write('abcd', 104);
+    const third = Buffer.from(second);
+    third.fill(0, 104, 120);
+    third.write('ABCD@@@@', 104);
+    third.writeUInt8(1, 0);
+    const [a, b, c] = decodeRecorderRecords(Buffer.concat([first, first, second, third]), 0).filter((_, i) => i !== 1);
+    assert.equal(a?.kind === 'open' && a.socket, 'ffff888100de65c0');
+    assert.equal(b?.kind === 'close' && b.socket, 'ffff888200de65c0');
+    assert.equal(c?.kind === 'open' && c.comm, 'ABCD@@@@');
+    assert.equal(b?.kind === 'close' && `${b.local.address} ${b.remote.address}`, '198.51.100.7 192.0.2.1');
+    const [again] = decodeRecorderRecords(Buffer.from(second).fill(1, 0, 1), 0);
+    assert.equal(again?.kind === 'open' && again.comm, 'abcd');
+  });
+
+  test('IPv6 addresses decode to themselves, cached or not', () => {
+    const v6 = (local: number[], remote: number[]): Buffer => record({ kind: 1, family: 6, local, remote });
+    const a = [0x20, 0x01, 0x0d, 0xb8, ...Array<number>(11).fill(0), 1];
+    const b = [0x20, 0x01, 0x0d, 0xb8, ...Array<number>(11).fill(0), 2];
+    const events = decodeRecorderRecords(Buffer.concat([v6(a, b), v6(b, a), v6(a, b)]), 0);
+    assert.deepEqual(
+      events.map((e) => (e.kind === 'open' ? `${e.local.address} ${e.remote.address}` : '')),
+      ['2001:db8::1 2001:db8::2', '2001:db8::2 2001:db8::1', '2001:db8::1 2001:db8::2'],
+    );
+  });
+
+  test('decodes records wherever they start in memory (a pooled Buffer is not word-aligned)', () => {
+    const one = record({ kind: 1, family: 4, local: [192, 0, 2, 1], remote: [198, 51, 100, 7] });
+    const shifted = Buffer.alloc(RECORD_BYTES + 1);
+    one.copy(shifted, 1);
+    assert.deepEqual(decodeRecorderRecords(shifted.subarray(1), 0), decodeRecorderRecords(one, 0));
+  });
+
+  test('a command name of 16 bytes has no NUL and is read whole', () => {
+    const full = record({ kind: 1, family: 4, local: [192, 0, 2, 1], remote: [198, 51, 100, 7] });
+    full.write('abcdefghijklmnop', 104);
+    const [open] = decodeRecorderRecords(full, 0);
+    assert.equal(open?.kind === 'open' && open.comm, 'abcdefghijklmnop');
+  });
+
   test('refuses a truncated batch or an unknown kind rather than guess', () => {
     assert.throws(() => decodeRecorderRecords(Buffer.alloc(RECORD_BYTES + 1), 0), /not a multiple of 120/);
     assert.throws(() => decodeRecorderRecords(record({ kind: 9, family: 4, local: [], remote: [] }), 0), /unknown kind 9/);

@@ -18,13 +18,26 @@ import type {
   RecorderLossEvent,
   StartConnectionRecorder,
 } from './connection-events.js';
-import { findBpfObject, loadNativeAddon, nativeRecorderFunctions, type NativeRecorderFunctions, type RawRecorder } from './native-addon.js';
+import {
+  findBpfObject,
+  loadNativeAddon,
+  nativeRecorderFunctions,
+  type NativeRecorderFunctions,
+  type RawRecorder,
+  type RawRecorderRead,
+} from './native-addon.js';
 
 /** Bytes per record: `struct record` of the BPF program (checked there by a static assertion). */
 export const RECORD_BYTES = 120;
 
 /** Where the kernel publishes its own BTF, which CO-RE relocates the program against. */
 const KERNEL_BTF = '/sys/kernel/btf/vmlinux';
+
+/**
+ * Records one `recorderRead` copies at most by default (960 KB): a 200 ms poll at 40 000
+ * records a second fits, and a larger backlog is read in several calls.
+ */
+export const DEFAULT_READ_BUFFER_RECORDS = 8192;
 
 /** How often the ring buffer is drained by default. */
 export const DEFAULT_POLL_INTERVAL_MS = 200;
@@ -35,6 +48,8 @@ export interface ConnectionRecorderOptions {
   readonly objectPath?: string;
   /** Milliseconds between two drains of the ring buffer (10 to 10 000); default 200. */
   readonly pollIntervalMs?: number;
+  /** Records one read of the ring buffer copies at most (1 to 65 536); a fuller ring is read in several calls. Default 8192. */
+  readonly readBufferRecords?: number;
 }
 
 /** The shipped BPF object's path, or undefined when the package root cannot be found. */
@@ -92,59 +107,190 @@ function explainRefusal(err: unknown): string {
   return `History is off: the kernel refused the connection recorder (${typeof code === 'string' ? code : 'error'}: ${message}).`;
 }
 
-/** The NUL-padded comm field at `at` (16 bytes). */
-function readComm(records: Buffer, at: number): string {
-  const end = records.indexOf(0, at);
-  return records.toString('utf8', at, end < 0 || end > at + 16 ? at + 16 : end);
+/**
+ * Strings the decoder has made, by a 32-bit key, so that the addresses and command names a
+ * host repeats (its own addresses, its busy peers, its few clients) are formatted once rather
+ * than per event. Bounded: cleared when full, so a host talking to many peers pays only the
+ * formatting it paid before.
+ */
+class StringCache<Entry> {
+  readonly #entries = new Map<number, Entry>();
+  readonly #limit: number;
+
+  constructor(limit: number) {
+    this.#limit = limit;
+  }
+
+  get(key: number): Entry | undefined {
+    return this.#entries.get(key);
+  }
+
+  set(key: number, entry: Entry): void {
+    if (this.#entries.size >= this.#limit) this.#entries.clear();
+    this.#entries.set(key, entry);
+  }
 }
 
-/** The address at `at`: IPv4 formatted inline (the common case, and decoding runs per event). */
-function readAddress(records: Buffer, at: number, family: number): string {
-  if (family !== 6) return `${records[at]}.${records[at + 1]}.${records[at + 2]}.${records[at + 3]}`;
-  return formatIpBytes(records.subarray(at, at + 16));
+/** IPv4 addresses by their four bytes read as one int32. */
+const ipv4Strings = new StringCache<string>(4096);
+
+/** A string decoded from 16 bytes, with the four words of those bytes. */
+interface WordsEntry {
+  readonly w0: number;
+  readonly w1: number;
+  readonly w2: number;
+  readonly w3: number;
+  readonly value: string;
 }
 
-/** A u64 as a Number: exact below 2^53 (kernel times: 104 days of uptime in ns; beyond, off by a few ns). */
-function readU64(records: Buffer, at: number): number {
-  return records.readUInt32LE(at) + records.readUInt32LE(at + 4) * 0x1_0000_0000;
+/** Command names by a hash of their 16 bytes (the words are compared on a hit). */
+const commStrings = new StringCache<WordsEntry>(4096);
+
+/** IPv6 addresses (not v4-mapped) by a hash of their 16 bytes (the words are compared on a hit). */
+const ipv6Strings = new StringCache<WordsEntry>(4096);
+
+/**
+ * The string of the 16 bytes at byte `at` (word `w`) from `cache`, or made by `decode` and
+ * kept. The key mixes the words (rotated, so that swapped words differ); a hit counts only
+ * when all four words are equal.
+ */
+function readWords16(views: RecordViews, at: number, cache: StringCache<WordsEntry>, decode: (bytes: Uint8Array) => string): string {
+  const i32 = views.i32;
+  const w = at >>> 2;
+  const w0 = i32[w] ?? 0;
+  const w1 = i32[w + 1] ?? 0;
+  const w2 = i32[w + 2] ?? 0;
+  const w3 = i32[w + 3] ?? 0;
+  const key = w0 ^ ((w1 << 7) | (w1 >>> 25)) ^ ((w2 << 14) | (w2 >>> 18)) ^ ((w3 << 21) | (w3 >>> 11));
+  const hit = cache.get(key);
+  if (hit !== undefined && hit.w0 === w0 && hit.w1 === w1 && hit.w2 === w2 && hit.w3 === w3) return hit.value;
+  const value = decode(views.bytes.subarray(at, at + 16));
+  cache.set(key, { w0, w1, w2, w3, value });
+  return value;
+}
+
+/** A NUL-padded comm field (16 bytes). */
+function decodeComm(bytes: Uint8Array): string {
+  const end = bytes.indexOf(0);
+  return Buffer.from(bytes.buffer, bytes.byteOffset, end < 0 ? 16 : end).toString('utf8');
+}
+
+/** The record views decoding reads through: word reads are plain indexed loads. */
+interface RecordViews {
+  readonly bytes: Uint8Array;
+  readonly u16: Uint16Array;
+  readonly u32: Uint32Array;
+  readonly i32: Int32Array;
+}
+
+/** Views of `records` (32-bit aligned, which a 120-byte record keeps for every record). */
+function viewRecords(records: Uint8Array): RecordViews {
+  // A Buffer from Node's pool may start anywhere: copy it once to an aligned one.
+  const bytes = records.byteOffset % 4 === 0 ? records : new Uint8Array(records);
+  const { buffer, byteOffset, byteLength } = bytes;
+  return {
+    bytes,
+    u16: new Uint16Array(buffer, byteOffset, byteLength >>> 1),
+    u32: new Uint32Array(buffer, byteOffset, byteLength >>> 2),
+    i32: new Int32Array(buffer, byteOffset, byteLength >>> 2),
+  };
+}
+
+/** The IPv4 address at byte `at` (word `w`). */
+function readIpv4(views: RecordViews, at: number, w: number): string {
+  const key = views.i32[w] ?? 0;
+  let address = ipv4Strings.get(key);
+  if (address === undefined) {
+    const b = views.bytes;
+    address = `${b[at]}.${b[at + 1]}.${b[at + 2]}.${b[at + 3]}`;
+    ipv4Strings.set(key, address);
+  }
+  return address;
+}
+
+/** The address at byte `at` (word `w`): IPv4, or IPv6 (a v4-mapped one reads as IPv4, like formatIpBytes). */
+function readAddress(views: RecordViews, at: number, family: number): string {
+  if (family !== 6) return readIpv4(views, at, at >>> 2);
+  const b = views.bytes;
+  const u32 = views.u32;
+  const w = at >>> 2;
+  if (u32[w] === 0 && u32[w + 1] === 0 && b[at + 8] === 0 && b[at + 9] === 0 && b[at + 10] === 0xff && b[at + 11] === 0xff) {
+    return readIpv4(views, at + 12, w + 3);
+  }
+  return readWords16(views, at, ipv6Strings, formatIpBytes);
+}
+
+/** A socket pointer's hex, with the pointer's high word it was made with. */
+interface SocketEntry {
+  readonly high: number;
+  readonly hex: string;
+}
+
+/**
+ * Socket pointers by their low word: an `open` and its `close` name the same socket, and the
+ * kernel's slab hands the same few addresses out again and again.
+ */
+const socketStrings = new StringCache<SocketEntry>(4096);
+
+/** The kernel socket pointer (words `w`, `w + 1`) as lowercase hex, as `(hi).toString(16) + lo in 8 digits`. */
+function readSocket(views: RecordViews, w: number): string {
+  const key = views.i32[w] ?? 0;
+  const high = views.u32[w + 1] ?? 0;
+  const hit = socketStrings.get(key);
+  if (hit !== undefined && hit.high === high) return hit.hex;
+  const low = views.u32[w] ?? 0;
+  const hex = high.toString(16) + low.toString(16).padStart(8, '0');
+  socketStrings.set(key, { high, hex });
+  return hex;
+}
+
+/** A u64 at words `w`, `w + 1` as a Number: exact below 2^53 (kernel times: 104 days of uptime in ns; beyond, off by a few ns). */
+function readU64(u32: Uint32Array, w: number): number {
+  return (u32[w] ?? 0) + (u32[w + 1] ?? 0) * 0x1_0000_0000;
 }
 
 /**
  * Turns the records of one `recorderRead` into events, in kernel order. Kernel times
  * (CLOCK_MONOTONIC nanoseconds) become epoch milliseconds with `epochOffsetMs`. Written for
- * speed (no per-record slices or BigInts): a connect-heavy host sends tens of thousands of
- * records a second, and this runs on the daemon's event loop.
+ * speed: a connect-heavy host sends tens of thousands of records a second, and this runs on
+ * the daemon's event loop. Fields are read as words of typed-array views (no Buffer method
+ * calls, slices or BigInts), and the strings a host repeats (addresses, command names) come
+ * from small caches: profiled, formatting them was most of the decoding.
  */
-export function decodeRecorderRecords(records: Buffer, epochOffsetMs: number): ConnectionEvent[] {
+export function decodeRecorderRecords(records: Uint8Array, epochOffsetMs: number): ConnectionEvent[] {
   if (records.length % RECORD_BYTES !== 0) {
     throw new RangeError(`Cannot decode recorder records: ${records.length} bytes is not a multiple of ${RECORD_BYTES}`);
   }
+  const views = viewRecords(records);
+  const { bytes, u16, u32 } = views;
   const events: ConnectionEvent[] = [];
-  for (let at = 0; at < records.length; at += RECORD_BYTES) {
-    const kind = records[at];
-    const family = records[at + 1] ?? 4;
-    const local = { address: readAddress(records, at + 72, family), port: records.readUInt16LE(at + 2) };
-    const remote = { address: readAddress(records, at + 88, family), port: records.readUInt16LE(at + 4) };
-    const socket = records.readUInt32LE(at + 44).toString(16) + records.readUInt32LE(at + 40).toString(16).padStart(8, '0');
-    const netns = records.readUInt32LE(at + 32);
+  for (let at = 0; at < bytes.length; at += RECORD_BYTES) {
+    const w = at >>> 2;
+    const h = at >>> 1;
+    const kind = bytes[at];
+    const family = bytes[at + 1] ?? 4;
+    const local = { address: readAddress(views, at + 72, family), port: u16[h + 1] ?? 0 };
+    const remote = { address: readAddress(views, at + 88, family), port: u16[h + 2] ?? 0 };
+    const socket = readSocket(views, w + 10);
+    const netns = u32[w + 8] ?? 0;
     if (kind === 2) {
-      events.push({ kind: 'close', socket, closedAt: readU64(records, at + 64) / 1e6 + epochOffsetMs, netns, local, remote });
+      events.push({ kind: 'close', socket, closedAt: readU64(u32, w + 16) / 1e6 + epochOffsetMs, netns, local, remote });
       continue;
     }
     if (kind !== 1) throw new RangeError(`Cannot decode recorder records: unknown kind ${kind}`);
-    const established = readU64(records, at + 56);
+    const established = readU64(u32, w + 14);
     events.push({
       kind: 'open',
       socket,
-      connectedAt: readU64(records, at + 48) / 1e6 + epochOffsetMs,
+      connectedAt: readU64(u32, w + 12) / 1e6 + epochOffsetMs,
       establishedAt: established === 0 ? null : established / 1e6 + epochOffsetMs,
-      tid: records.readUInt32LE(at + 8),
-      pid: records.readUInt32LE(at + 12),
-      uid: records.readUInt32LE(at + 16),
-      gid: records.readUInt32LE(at + 20),
-      loginuid: records.readUInt32LE(at + 24),
-      sessionid: records.readUInt32LE(at + 28),
-      comm: readComm(records, at + 104),
+      tid: u32[w + 2] ?? 0,
+      pid: u32[w + 3] ?? 0,
+      uid: u32[w + 4] ?? 0,
+      gid: u32[w + 5] ?? 0,
+      loginuid: u32[w + 6] ?? 0,
+      sessionid: u32[w + 7] ?? 0,
+      comm: readWords16(views, at + 104, commStrings, decodeComm),
       netns,
       local,
       remote,
@@ -162,6 +308,10 @@ export function createConnectionRecorderStarter(options: ConnectionRecorderOptio
   if (!Number.isInteger(interval) || interval < 10 || interval > 10_000) {
     throw new RangeError(`pollIntervalMs must be an integer from 10 to 10000, not ${interval}`);
   }
+  const bufferRecords = options.readBufferRecords ?? DEFAULT_READ_BUFFER_RECORDS;
+  if (!Number.isInteger(bufferRecords) || bufferRecords < 1 || bufferRecords > 65_536) {
+    throw new RangeError(`readBufferRecords must be an integer from 1 to 65536, not ${bufferRecords}`);
+  }
   return (onEvents) => {
     const ready = prepare(options);
     if ('reason' in ready) throw new Error(ready.reason);
@@ -171,7 +321,7 @@ export function createConnectionRecorderStarter(options: ConnectionRecorderOptio
     } catch (err) {
       throw new Error(explainRefusal(err), { cause: err });
     }
-    return runRecorder(ready.functions, handle, onEvents, interval);
+    return runRecorder(ready.functions, handle, onEvents, { interval, bufferRecords });
   };
 }
 
@@ -183,9 +333,13 @@ function runRecorder(
   functions: NativeRecorderFunctions,
   handle: RawRecorder,
   onEvents: (events: readonly ConnectionEvent[]) => void,
-  interval: number,
+  options: { readonly interval: number; readonly bufferRecords: number },
 ): ConnectionRecorder {
   const seen = { 'ring-buffer-full': 0, unattributed: 0 };
+  // One buffer for the life of the recorder, filled by the addon in place: a read allocates
+  // and copies no batch (profiled, a fresh megabyte per read cost more in page faults than
+  // the decoding).
+  const buffer = new Uint8Array(options.bufferRecords * RECORD_BYTES);
   let lastRead = Date.now();
   let closed = false;
 
@@ -199,11 +353,20 @@ function runRecorder(
 
   /** Reads what the kernel has, with the losses counted since the previous read after the records. */
   const read = (): ConnectionEvent[] => {
-    const raw = functions.recorderRead(handle);
+    let events: ConnectionEvent[] | undefined;
+    let raw: RawRecorderRead;
+    // A full buffer means more may wait: read until the ring is empty (at most a ring's worth).
+    do {
+      raw = functions.recorderRead(handle, buffer);
+      if (raw.bytes === 0) break;
+      const decoded = decodeRecorderRecords(buffer.subarray(0, raw.bytes), raw.epochOffsetMs);
+      if (events === undefined) events = decoded;
+      else for (const event of decoded) events.push(event);
+    } while (raw.bytes + RECORD_BYTES > buffer.length);
+    events ??= [];
     const now = Date.now();
-    const events = decodeRecorderRecords(raw.records, raw.epochOffsetMs);
-    // Losses were counted before the records were drained (bpf_recorder_napi.c), so they
-    // belong to this window.
+    // Losses were counted before the last drain (bpf_recorder_napi.c), so they belong to this
+    // window, and come after every record drained before them.
     for (const loss of [lossSince('ring-buffer-full', raw.ringFull, now), lossSince('unattributed', raw.unattributed, now)]) {
       if (loss !== undefined) events.push(loss);
     }
@@ -228,7 +391,7 @@ function runRecorder(
       return;
     }
     if (events.length > 0) onEvents(events);
-  }, interval);
+  }, options.interval);
   timer.unref();
 
   return {

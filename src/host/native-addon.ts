@@ -227,8 +227,11 @@ export interface NativeAddon {
    * the message carries libbpf's first warning.
    */
   recorderOpen?(objectPath: string): RawRecorder;
-  /** Drains the ring buffer: see {@link RawRecorderRead}. */
-  recorderRead?(recorder: RawRecorder): RawRecorderRead;
+  /**
+   * Drains the ring buffer into `into` (kept and reused by the caller: no allocation per read)
+   * until the ring is empty or `into` is full: see {@link RawRecorderRead}.
+   */
+  recorderRead?(recorder: RawRecorder, into: Uint8Array): RawRecorderRead;
   /** Detaches and frees the recorder; later reads throw. Idempotent. */
   recorderClose?(recorder: RawRecorder): void;
   /**
@@ -255,8 +258,12 @@ export type RawRecorder = { readonly __brand: 'RawRecorder' };
 
 /** What one `recorderRead` returns. */
 export interface RawRecorderRead {
-  /** Fixed-size records back to back, in the layout of `struct record` (native/bpf/connection-recorder.bpf.c). */
-  readonly records: Buffer;
+  /**
+   * Bytes written at the start of `into`: fixed-size records back to back, in the layout of
+   * `struct record` (native/bpf/connection-recorder.bpf.c). When no further record would fit,
+   * `into` is full and more may wait: read again.
+   */
+  readonly bytes: number;
   /** Running totals of the kernel's loss counters since the recorder was loaded. */
   readonly ringFull: number;
   readonly unattributed: number;

@@ -232,17 +232,18 @@ describe('a full ring buffer', { skip }, () => {
       const gaps: GapEntry[] = [];
       for await (const line of readLedger(ledgerPath)) {
         const entry = line.entry as unknown as GapEntry | undefined;
-        if (entry?.kind === 'history-gap' && entry.reason === 'ring-buffer-full') gaps.push(entry);
+        if (entry?.kind === 'history-gap' && (entry.reason === 'ring-buffer-full' || entry.reason === 'overload')) gaps.push(entry);
       }
       return gaps;
     };
     // The gap is written after the records of the read that counted it.
     const gaps = await waitFor(async () => {
       const found = await readGaps();
-      return found.length > 0 ? found : undefined;
+      return found.some((entry) => entry.reason === 'ring-buffer-full') ? found : undefined;
     }, 'a ring-buffer-full history gap in the ledger', 30_000);
-    assert.equal(gaps.length, 1, 'one read after the stall, one gap');
-    const [gap] = gaps;
+    const ringGaps = gaps.filter((entry) => entry.reason === 'ring-buffer-full');
+    assert.equal(ringGaps.length, 1, 'one read after the stall, one gap');
+    const [gap] = ringGaps;
     assert.ok(gap);
     assert.ok(Date.parse(gap.from) <= flood.start && Date.parse(gap.to) >= flood.end, `the gap ${gap.from}..${gap.to} covers the flood`);
     assert.match(gap.note, /ring buffer was full/);
@@ -251,6 +252,9 @@ describe('a full ring buffer', { skip }, () => {
 
     // The journal: the flood's first connections in order, nothing after the first refusal.
     await daemon.stop();
+    // What the daemon's own queue could not take after the stall (other processes' records fill
+    // the ring too on a busy host) is an `overload` gap: it counts in the accounting below.
+    const dropped = (await readGaps()).filter((entry) => entry.reason === 'overload').reduce((sum, entry) => sum + entry.count, 0);
     const entries = (await readHistory(daemon.storeDir, { port: flood.serverPort }))
       .filter((c) => c.remote.address === '127.0.0.1' && c.remote.port === flood.serverPort)
       .sort((a, b) => a.seq - b.seq);
@@ -263,7 +267,7 @@ describe('a full ring buffer', { skip }, () => {
     assert.ok(entries.every((c) => c.pid === flood.pid && c.comm === 'ring-flood' && c.uid === 0));
     const delivered = entries.length + entries.filter((c) => c.closedAt !== null).length;
     t.diagnostic(`daemon: ${entries.length} of ${FLOOD} connections journaled, ${FLOOD * 2 - delivered} records lost, ${gap.count} counted in the gap ${gap.from}..${gap.to}`);
-    assert.ok(gap.count >= FLOOD * 2 - delivered, `${FLOOD * 2 - delivered} records of the flood lost, ${gap.count} counted in the gap`);
+    assert.ok(gap.count + dropped >= FLOOD * 2 - delivered, `${FLOOD * 2 - delivered} records of the flood lost, ${gap.count} counted in the gap, ${dropped} dropped by the daemon's queue`);
 
     const verify = await runStopctl(['verify', '--store', daemon.storeDir]);
     assert.equal(verify.code, 0, `stopctl verify: ${verify.stdout}${verify.stderr}`);

@@ -35,8 +35,8 @@ export interface HistoryFeedOptions {
   /**
    * Events waiting to be journaled at most (captured or not); beyond, events are not journaled
    * at all and are counted as an `overload` gap, so that a stalled journal under a connect flood
-   * cannot grow the daemon without bound. Default 16 384 (measured: under a flood of 20 000
-   * connections a second the daemon peaked at 209 MB resident, 381 MB with 65 536).
+   * cannot grow the daemon without bound. Default 32 768: one full ring buffer of the
+   * recorder's (32 767 records), so that a reader stalled for a while loses nothing here.
    */
   readonly maxPending?: number;
   /** Captures per message to the analysis thread (one host view each): small enough that an SV never waits long behind one. Default 64. */
@@ -47,7 +47,7 @@ export interface HistoryFeedOptions {
 }
 
 /** Default of {@link HistoryFeedOptions.maxPending}. */
-const DEFAULT_MAX_PENDING = 16_384;
+const DEFAULT_MAX_PENDING = 32_768;
 
 interface Queued {
   readonly event: ConnectionEvent;

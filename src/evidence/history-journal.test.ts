@@ -172,6 +172,27 @@ test('HistoryJournal.prune drops the oldest segments past the size cap and notes
   assert.ok(readdirSync(join(dir, 'history')).length >= 1);
 });
 
+test('HistoryJournal.prune drops the oldest segments past the entry cap (the index\'s bound) and says so in the ledger', async () => {
+  const { dir, ledger } = await openStore();
+  const journal = await HistoryJournal.open(dir, { ledger, segmentBytes: 2048, maxEntries: 20, ...quiet });
+  for (let batch = 0; batch < 20; batch += 1) {
+    await journal.append([0, 1, 2].map((i) => ({ kind: 'open' as const, connection: connection(43000 + batch * 3 + i) })));
+  }
+  await journal.prune();
+  const usage = journal.usage;
+  // Whole segments go: at most the cap plus the oldest segment kept.
+  assert.ok(usage.lastSeq - usage.firstSeq + 1 <= 20 + 10, `the journal keeps ${usage.lastSeq - usage.firstSeq + 1} entries`);
+  assert.ok(usage.firstSeq > 1, 'the oldest entries are gone');
+  assert.equal(journal.findConnection({ address: '192.0.2.10', port: 43000 }, { address: '198.51.100.7', port: 22 }), undefined);
+  assert.equal(journal.findConnection({ address: '192.0.2.10', port: 43059 }, { address: '198.51.100.7', port: 22 })?.pid, 43059);
+  await journal.close();
+  await ledger.close();
+  const drops = (await ledgerEntries(dir)).filter((entry) => entry.kind === 'history-dropped');
+  assert.ok(drops.length > 0);
+  assert.ok(drops.every((drop) => drop.reason === 'history-max-entries' && drop.limit === 20), JSON.stringify(drops[0]));
+  assert.match(String(drops[0]?.note), /more than 20 entries/);
+});
+
 test('HistoryJournal.prune drops segments past retention, sealing the written one first', async () => {
   const { dir, ledger } = await openStore();
   let now = 1_800_000_000_000;

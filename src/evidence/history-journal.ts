@@ -41,6 +41,7 @@ import { GENESIS_HASH, hashLine, type LedgerEntry, type LedgerEntryInput } from 
 export const HISTORY_DEFAULTS = {
   retentionMs: 24 * 3600 * 1000,
   maxBytes: 1024 * 1024 * 1024,
+  maxEntries: 2_000_000,
   segmentBytes: 16 * 1024 * 1024,
   pruneIntervalMs: 60 * 1000,
 } as const;
@@ -57,6 +58,12 @@ export interface HistoryJournalOptions {
   readonly retentionMs?: number;
   /** The oldest segments are dropped while all together hold more (default 1 GiB). */
   readonly maxBytes?: number;
+  /**
+   * ... or more entries than this (default 2 000 000): the in-memory index costs about 47 bytes
+   * an entry, and small entries (connections recorded without capture, under a flood) would
+   * otherwise let 1 GiB of journal hold five times as many.
+   */
+  readonly maxEntries?: number;
   /** A new segment is started once the current one holds this much (default 16 MiB, at most half of maxBytes). */
   readonly segmentBytes?: number;
   /** How often retention is applied besides after each new segment (default 60 s; 0: only then and by `prune`). */
@@ -114,6 +121,7 @@ export class HistoryJournal implements HistoryLookup {
   readonly #ledger: HistoryLedger;
   readonly #retentionMs: number;
   readonly #maxBytes: number;
+  readonly #maxEntries: number;
   readonly #segmentBytes: number;
   readonly #now: () => number;
   readonly #save: ReadonlySet<SaveCategory> | undefined;
@@ -138,6 +146,7 @@ export class HistoryJournal implements HistoryLookup {
     this.#ledger = options.ledger;
     this.#retentionMs = options.retentionMs ?? HISTORY_DEFAULTS.retentionMs;
     this.#maxBytes = options.maxBytes ?? HISTORY_DEFAULTS.maxBytes;
+    this.#maxEntries = options.maxEntries ?? HISTORY_DEFAULTS.maxEntries;
     this.#segmentBytes = Math.min(options.segmentBytes ?? HISTORY_DEFAULTS.segmentBytes, Math.floor(this.#maxBytes / 2));
     this.#now = options.now ?? Date.now;
     this.#save = options.save === undefined ? undefined : new Set(options.save);
@@ -494,15 +503,18 @@ export class HistoryJournal implements HistoryLookup {
         await this.#seal(active);
       }
       let total = this.usage.bytes;
+      let entries = this.#index.lastSeq - this.#index.firstSeq + 1;
       for (;;) {
         const oldest = this.#segments[0];
         const sealed = oldest !== undefined && (this.#segments.length > 1 || this.#rotated);
         if (!sealed || oldest === undefined) break;
         const tooBig = total > this.#maxBytes;
+        const tooMany = entries > this.#maxEntries;
         const tooOld = oldest.lastTime !== undefined && oldest.lastTime < cutoff;
-        if (!tooBig && !tooOld) break;
-        await this.#drop(oldest, tooBig ? 'history-max-bytes' : 'history-retention');
+        if (!tooBig && !tooMany && !tooOld) break;
+        await this.#drop(oldest, tooBig ? 'history-max-bytes' : tooMany ? 'history-max-entries' : 'history-retention');
         total -= oldest.bytes;
+        entries -= oldest.lastSeq - oldest.firstSeq + 1;
       }
     } finally {
       release();
@@ -536,8 +548,14 @@ export class HistoryJournal implements HistoryLookup {
     await handle?.close().catch(NOOP);
   }
 
-  async #drop(segment: Segment, reason: 'history-max-bytes' | 'history-retention'): Promise<void> {
-    const limit = reason === 'history-max-bytes' ? this.#maxBytes : this.#retentionMs;
+  async #drop(segment: Segment, reason: 'history-max-bytes' | 'history-max-entries' | 'history-retention'): Promise<void> {
+    const limit = reason === 'history-max-bytes' ? this.#maxBytes : reason === 'history-max-entries' ? this.#maxEntries : this.#retentionMs;
+    const why =
+      reason === 'history-max-bytes'
+        ? `--history-max-bytes ${limit}`
+        : reason === 'history-max-entries'
+          ? `more than ${limit} entries, the bound of the in-memory index`
+          : `--history-retention, older than ${Math.round(limit / 1000)} s`;
     await this.#ledger.append({
       kind: 'history-dropped',
       segment: segment.name,
@@ -550,7 +568,7 @@ export class HistoryJournal implements HistoryLookup {
       reason,
       limit,
       note:
-        `history entries ${segment.firstSeq}-${segment.lastSeq} were deleted (${reason === 'history-max-bytes' ? `--history-max-bytes ${limit}` : `--history-retention, older than ${Math.round(limit / 1000)} s`}); ` +
+        `history entries ${segment.firstSeq}-${segment.lastSeq} were deleted (${why}); ` +
         `the entry after seq ${segment.lastSeq} chains onto lastHash, so the journal is checked from there on`,
     });
     const fd = this.#readers.get(segment.path);

@@ -297,8 +297,8 @@ export interface HistoryDroppedEntryInput {
   /** SHA-256 of the segment's last line: the prev of the first kept journal entry. */
   readonly lastHash: string;
   readonly bytes: number;
-  readonly reason: 'history-max-bytes' | 'history-retention';
-  /** Bytes, or milliseconds of retention. */
+  readonly reason: 'history-max-bytes' | 'history-max-entries' | 'history-retention';
+  /** Bytes, entries, or milliseconds of retention. */
   readonly limit: number;
   readonly note: string;
 }

@@ -23,24 +23,7 @@
  * so one compiled object serves every kernel that has the fields, and no generated vmlinux.h
  * ties the build to the machine it ran on. Build: scripts/build-bpf.mjs (npm run build-bpf).
  */
-/* The UAPI types and constants it needs, declared here so the build reads no kernel or arch
- * headers (only libbpf's bpf_helpers.h and bpf_core_read.h, from libbpf-dev). */
-typedef unsigned char __u8;
-typedef unsigned short __u16;
-typedef unsigned int __u32;
-typedef unsigned long long __u64;
-typedef int __s32;
-typedef long long __s64;
-typedef __u16 __be16;
-typedef __u32 __be32;
-typedef __u32 __wsum;
-enum {
-  BPF_MAP_TYPE_HASH = 1,
-  BPF_MAP_TYPE_ARRAY = 2,
-  BPF_MAP_TYPE_RINGBUF = 27,
-};
-#define BPF_ANY 0
-#define BPF_RB_NO_WAKEUP 1
+#include "uapi-types.h"
 
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>

@@ -16,22 +16,7 @@
  * The kernel types are declared by hand with preserve_access_index (CO-RE), as in
  * connection-recorder.bpf.c. Build: scripts/build-bpf.mjs (npm run build-bpf).
  */
-/* The UAPI types bpf_helpers.h needs, declared here as in connection-recorder.bpf.c. */
-typedef unsigned char __u8;
-typedef unsigned short __u16;
-typedef unsigned int __u32;
-typedef unsigned long long __u64;
-typedef int __s32;
-typedef long long __s64;
-typedef __u16 __be16;
-typedef __u32 __be32;
-typedef __u32 __wsum;
-enum {
-  BPF_MAP_TYPE_HASH = 1,
-  BPF_MAP_TYPE_ARRAY = 2,
-  BPF_MAP_TYPE_PERCPU_ARRAY = 6,
-};
-#define BPF_ANY 0
+#include "uapi-types.h"
 
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>

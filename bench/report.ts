@@ -540,7 +540,7 @@ export function formatReport(results: BenchResults): string {
     );
     out.push('');
     out.push(
-      `${scale.rounds} rounds of ${scale.perRound} SV requests to each daemon in turn (the p50 of each round, then the median of the rounds), about one holder sharing a pipe with one child; ` +
+      `${scale.rounds} rounds; in each, ${scale.perRound} SV requests to one daemon, a pause, then ${scale.perRound} to the other (the p50 of each block, then the median of the rounds), about one holder sharing a pipe with one child; ` +
         `the baseline is the machine's own ${scale.baselineProcesses} processes. Both daemons run side by side with \`--history off\`; "schedstat" is \`--process-index schedstat\`, whose index reads a schedstat file per thread ` +
         `(at most 4 096 kept, the rest rescanned at every refresh). Run tracker in use: ${scale.runTrackerActive ? 'yes' : 'NO (its start-up log says why)'}.`,
     );

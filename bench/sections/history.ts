@@ -37,6 +37,12 @@ export interface HistoryBenchResult {
   };
 }
 
+/**
+ * A million connections with their captures and closes pass both default bounds of the journal
+ * (1 GiB, 2 000 000 entries): raised here, so that every connection written is still there to look up.
+ */
+const UNBOUNDED = { maxBytes: 64 * 1024 ** 3, maxEntries: 64_000_000, pruneIntervalMs: 0 } as const;
+
 /** A realistic capture: an ssh client under a login shell under sshd, with the inbound connection behind it. */
 function makeConnection(index: number): Omit<HistoryConnection, 'seq'> {
   const now = new Date(1_800_000_000_000 + index).toISOString();
@@ -97,7 +103,7 @@ function heldBytes(): number {
 /** Writes `connections` connections and the close of each through the journal, in batches of 1000 as the recorder delivers them. */
 async function fillJournal(storeDir: string, connections: number): Promise<{ appendPerSecond: number }> {
   const ledger = await Ledger.open(join(storeDir, 'ledger'));
-  const journal = await HistoryJournal.open(storeDir, { ledger, maxBytes: 64 * 1024 ** 3, pruneIntervalMs: 0 });
+  const journal = await HistoryJournal.open(storeDir, { ledger, ...UNBOUNDED });
   const batch = 1000;
   const started = process.hrtime.bigint();
   for (let first = 0; first < connections; first += batch) {
@@ -148,7 +154,7 @@ export async function benchHistory(options: { sizes: readonly number[]; rounds: 
       const ledger = await Ledger.open(join(store.dir, 'ledger'));
       const before = heldBytes();
       const started = process.hrtime.bigint();
-      const journal = await HistoryJournal.open(store.dir, { ledger, maxBytes: 64 * 1024 ** 3, pruneIntervalMs: 0 });
+      const journal = await HistoryJournal.open(store.dir, { ledger, ...UNBOUNDED });
       rebuildSeconds = Number(process.hrtime.bigint() - started) / 1e9;
       memoryBytes = heldBytes() - before;
       journals.push({ connections: store.connections, journal, ledger });

@@ -10,11 +10,15 @@
  * tracker: ≤ 1.3× the baseline.
  */
 import { readdirSync } from 'node:fs';
+import { setTimeout as delay } from 'node:timers/promises';
 import { createServer, type Server } from 'node:net';
 import { startCrowd, type Crowd } from '../../test/support/crowd.js';
 import { compileC, LIFT_REQUESTER_LIMITS, startReadyProgram, startStopd, type BenchStopd, type Stoppable } from '../lib/processes.js';
 import { repeated, summarize, type Repeated } from '../lib/stats.js';
 import { timeSvRequest } from '../lib/sv-request.js';
+
+/** Pause before each daemon's block of requests, for the other daemon's work to end. */
+const SETTLE_MS = 500;
 
 /** The two index designs compared. */
 export const SV_SCALE_DAEMONS = ['run tracker', 'schedstat'] as const;
@@ -57,13 +61,17 @@ export async function benchSvScale(options: { rounds: number; perRound: number; 
 
     const measure = async (name: string): Promise<SvScaleResult['loads'][number]> => {
       const runs = SV_SCALE_DAEMONS.map(() => [] as number[]);
-      // Round 0 warms up: each index reads the new processes once.
+      // Round 0 warms up: each index reads the new processes once. Within a round each daemon
+      // gets its requests in one block, after a pause: a schedstat refresh of 10 000 processes
+      // leaves work behind it (its record, its garbage) that would land on the other daemon's
+      // requests if they alternated one by one on two CPUs.
       for (let round = 0; round <= options.rounds; round += 1) {
-        const samples = SV_SCALE_DAEMONS.map(() => [] as number[]);
-        for (let n = 0; n < options.perRound; n += 1) {
-          for (const [index, stopd] of daemons.entries()) samples[index]?.push(await timeSvRequest(stopd, local, port, { timeoutMs: 60_000 }));
+        for (const [index, stopd] of daemons.entries()) {
+          await delay(SETTLE_MS);
+          const samples: number[] = [];
+          for (let n = 0; n < options.perRound; n += 1) samples.push(await timeSvRequest(stopd, local, port, { timeoutMs: 60_000 }));
+          if (round > 0) runs[index]?.push(summarize(samples).p50);
         }
-        if (round > 0) for (const [index, values] of samples.entries()) runs[index]?.push(summarize(values).p50);
       }
       return { name, daemons: SV_SCALE_DAEMONS.map((daemon, index) => ({ daemon, svP50Ms: repeated(runs[index] ?? []) })) };
     };

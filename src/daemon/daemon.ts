@@ -241,7 +241,8 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     // (LinuxProcessTableOptions.hideSelf), so the index need not read its own, busy,
     // descriptor table at every refresh either; its kept files can then live in that table,
     // which spares every refresh a hand-over to another thread (they show in
-    // `ls /proc/PID/fd` of stopd as schedstat files).
+    // `ls /proc/PID/fd` of stopd as schedstat files). With the run tracker (`--process-index
+    // auto`) there are none: the kernel says which processes ran.
     const keepFdIndex = options.keepFdIndex ?? true;
     const runTracker = (options.processIndex ?? 'auto') === 'auto';
     if ((options.inlineAnalyses ?? false) || options.sockets !== undefined) {

@@ -67,13 +67,9 @@ int recorder_open(const char *path, struct bpf_recorder **out, char *why, size_t
   if (r == NULL) return ENOMEM;
   libbpf_dl_begin_load();
   int err = 0;
-  r->obj = libbpf.object_open_file(path, NULL);
-  if (r->obj == NULL) {
-    err = fail(r, errno, "cannot open the BPF object", why, why_len);
-    goto out;
-  }
-  if (libbpf.object_load(r->obj) != 0) {
-    err = fail(r, errno, "the kernel refused the BPF program", why, why_len);
+  err = libbpf_dl_load_object(path, &r->obj, why, why_len);
+  if (err != 0) {
+    recorder_close(r);
     goto out;
   }
   struct bpf_program *prog = libbpf.find_program(r->obj, "record_state");

@@ -102,3 +102,10 @@ int libbpf_dl_failure(int err, const char *what, char *why, size_t why_len) {
     snprintf(why, why_len, "%s", what);
   return err;
 }
+
+int libbpf_dl_load_object(const char *path, struct bpf_object **obj, char *why, size_t why_len) {
+  *obj = libbpf.object_open_file(path, NULL);
+  if (*obj == NULL) return libbpf_dl_failure(errno, "cannot open the BPF object", why, why_len);
+  if (libbpf.object_load(*obj) != 0) return libbpf_dl_failure(errno, "the kernel refused the BPF program", why, why_len);
+  return 0;
+}

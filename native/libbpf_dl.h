@@ -58,4 +58,9 @@ void libbpf_dl_end_load(void);
  * err is not a positive errno. Call between begin and end. */
 int libbpf_dl_failure(int err, const char *what, char *why, size_t why_len);
 
+/* Opens and loads the object at `path` into *obj (left NULL on failure, or set to the object
+ * to close). Returns 0, or a positive errno with the reason in `why` (libbpf_dl_failure).
+ * Call between begin and end. */
+int libbpf_dl_load_object(const char *path, struct bpf_object **obj, char *why, size_t why_len);
+
 #endif

@@ -65,13 +65,9 @@ int run_tracker_open(const char *path, uint32_t level, uint32_t inum, struct run
     err = fail(t, -t->cpus, "cannot count the possible CPUs", why, why_len);
     goto out;
   }
-  t->obj = libbpf.object_open_file(path, NULL);
-  if (t->obj == NULL) {
-    err = fail(t, errno, "cannot open the BPF object", why, why_len);
-    goto out;
-  }
-  if (libbpf.object_load(t->obj) != 0) {
-    err = fail(t, errno, "the kernel refused the BPF program", why, why_len);
+  err = libbpf_dl_load_object(path, &t->obj, why, why_len);
+  if (err != 0) {
+    run_tracker_close(t);
     goto out;
   }
   struct bpf_program *prog = libbpf.find_program(t->obj, "note_switch");

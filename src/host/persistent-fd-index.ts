@@ -102,12 +102,12 @@ export function createPersistentFdIndex(options: PersistentFdIndexOptions = {}):
   } catch (error) {
     throw new HostLookupError(`Cannot index the descriptors in ${procRoot}: ${describe(error)}`, { cause: error });
   }
-  let status: RunTrackerStatus = { active: false, why: '' };
-  if (runTracker) {
-    status = native.fdIndexRunTracker(handle);
-    if (trackerObject === undefined) status = { active: false, why: 'the package root (and its native/bpf/run-tracker.bpf.o) cannot be found' };
-  }
-  return wrapIndex(native, handle, { procRoot, namedPipes, skipSelf: raw.skipSelf ?? false, runTracker: { active: status.active, why: status.why } });
+  const status: RunTrackerStatus = !runTracker
+    ? { active: false, why: '' }
+    : trackerObject === undefined
+      ? { active: false, why: 'the package root (and its native/bpf/run-tracker.bpf.o) cannot be found' }
+      : native.fdIndexRunTracker(handle);
+  return wrapIndex(native, handle, { procRoot, namedPipes, skipSelf: raw.skipSelf ?? false, runTracker: status });
 }
 
 function wrapIndex(

@@ -67,6 +67,11 @@ const spread = (value: Repeated | undefined, digits = 3): string =>
       ? `${fmt(value.median, digits)} (${fmt(value.min, digits)}–${fmt(value.max, digits)})`
       : fmt(value.median, digits);
 
+/** The BPF program's kernel time per connection as a percentage of the client's time per connection with the recorder off. */
+function programShareOfConnection(recorder: RecorderResult): number {
+  return (100 * recorder.kernelNsPerRun * recorder.runsPerConnection * recorder.off.median) / 1e9;
+}
+
 /** The median SV p50 of `daemon` under load number `load` (0: the baseline) of the SV scale section. */
 function svScaleP50(scale: SvScaleResult | undefined, load: number, daemon: string): number {
   return scale?.loads[load]?.daemons.find((entry) => entry.daemon === daemon)?.svP50Ms.median ?? Number.NaN;
@@ -467,11 +472,13 @@ export function formatReport(results: BenchResults): string {
     out.push(
       `Off and on alternate within each round. The recorder delivered ${recorder.events} events and counted ${recorder.lost} lost. ` +
         `Measured directly: the BPF program ran ${fmt(recorder.runsPerConnection)} times per connection (both ends' state changes), ` +
-        `${fmt(recorder.kernelNsPerRun)} ns a run in the kernel (kernel.bpf_stats_enabled); reading and decoding cost the reader ` +
+        `${fmt(recorder.kernelNsPerRun)} ns a run in the kernel (kernel.bpf_stats_enabled, on only for one extra run after the rounds: ` +
+        `it reads the clock twice a run), so ${fmt(programShareOfConnection(recorder))} % of the client's time per connection (off) is the program's, ` +
+        `spent in the client's own context; reading and decoding cost the reader ` +
         `${fmt(recorder.readerUsPerEvent)} µs of CPU per event (its CPU time while recording less its CPU time in the off runs; ` +
         `a 200 ms poll drains the ring into one kept buffer and decodes it with cached address, command and socket strings). ` +
         `Starting the recorder (BTF, verifier, maps) costs ${spread(recorder.startCpuMs)} ms of CPU once, before the client starts. ` +
-        `On a shared two-CPU machine the rate ratio mostly measures CPU contention.`,
+        `Where the program's time goes: bench/README.md.`,
     );
   } else {
     out.push(recorder?.skipped !== undefined ? `Skipped: ${recorder.skipped}` : 'Not run.');
@@ -541,7 +548,7 @@ export function formatReport(results: BenchResults): string {
     out.push('');
     out.push(
       `${scale.rounds} rounds; in each, ${scale.perRound} SV requests to one daemon, a pause, then ${scale.perRound} to the other (the p50 of each block, then the median of the rounds), about one holder sharing a pipe with one child; ` +
-        `the baseline is the machine's own ${scale.baselineProcesses} processes. Both daemons run side by side with \`--history off\`; "schedstat" is \`--process-index schedstat\`, whose index reads a schedstat file per thread ` +
+        `the baseline is the machine's own ${scale.baselineProcesses} processes, measured before, between and after the two loads (its rounds pooled), so that a drift of the shared machine's speed over the section does not pass for growth. Both daemons run side by side with \`--history off\`; "schedstat" is \`--process-index schedstat\`, whose index reads a schedstat file per thread ` +
         `(at most 4 096 kept, the rest rescanned at every refresh). Run tracker in use: ${scale.runTrackerActive ? 'yes' : 'NO (its start-up log says why)'}.`,
     );
   } else {

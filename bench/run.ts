@@ -132,7 +132,7 @@ async function main(): Promise<void> {
       )
     : undefined;
   const recorder = only.has('recorder')
-    ? await timed('connect() rate with the connection recorder on vs off', () => benchRecorder({ rounds: quick ? 2 : 6, durationMs: quick ? 1000 : 3000 }))
+    ? await timed('connect() rate with the connection recorder on vs off', () => benchRecorder({ rounds: quick ? 2 : 12, durationMs: quick ? 1000 : 1500 }))
     : undefined;
   const conntrack = only.has('conntrack')
     ? await timed('conntrack lookup with 100 to 100 000 tracked flows: GET by tuple vs table dump', () =>

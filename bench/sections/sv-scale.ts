@@ -59,8 +59,11 @@ export async function benchSvScale(options: { rounds: number; perRound: number; 
     holder = await startCrowd({ mode: 'pipe', count: 1, connectTo: { host: '127.0.0.2', port }, timeoutMs: 60_000 });
     const local = holder.localPort;
 
-    const measure = async (name: string): Promise<SvScaleResult['loads'][number]> => {
-      const runs = SV_SCALE_DAEMONS.map(() => [] as number[]);
+    // Per daemon, the p50 of every baseline round: the baseline is measured before, between and
+    // after the loads and pooled, so that the shared machine drifting over the section (minutes)
+    // does not pass for growth.
+    const baselineRuns = SV_SCALE_DAEMONS.map(() => [] as number[]);
+    const measure = async (name: string, runs = SV_SCALE_DAEMONS.map(() => [] as number[])): Promise<SvScaleResult['loads'][number]> => {
       // Round 0 warms up: each index reads the new processes once. Within a round each daemon
       // gets its requests in one block, after a pause: a schedstat refresh of 10 000 processes
       // leaves work behind it (its record, its garbage) that would land on the other daemon's
@@ -76,7 +79,10 @@ export async function benchSvScale(options: { rounds: number; perRound: number; 
       return { name, daemons: SV_SCALE_DAEMONS.map((daemon, index) => ({ daemon, svP50Ms: repeated(runs[index] ?? []) })) };
     };
     const baselineProcesses = readdirSync('/proc').filter((name) => /^\d+$/.test(name)).length;
-    const loads = [await measure('baseline')];
+    const loads: SvScaleResult['loads'][number][] = [];
+    const baseline = async (): Promise<void> => {
+      await measure('baseline', baselineRuns);
+    };
     const withLoad = async (name: string, start: () => Promise<Stoppable>): Promise<void> => {
       const load = await start();
       try {
@@ -84,7 +90,9 @@ export async function benchSvScale(options: { rounds: number; perRound: number; 
       } finally {
         await load.stop();
       }
+      await baseline();
     };
+    await baseline();
     const crowd = await compileC('crowd');
     await withLoad(`+ ${options.processes} idle processes`, () => startReadyProgram([crowd, String(options.processes), '/etc/hostname'], `crowd of ${options.processes}`, 300_000));
     const threads = await compileC('threads');
@@ -93,6 +101,7 @@ export async function benchSvScale(options: { rounds: number; perRound: number; 
     );
     // The analysis thread says so at its start when the run tracker did not load.
     const runTrackerActive = !tracked.stderr().includes('run tracker is not in use');
+    loads.unshift({ name: 'baseline', daemons: SV_SCALE_DAEMONS.map((daemon, index) => ({ daemon, svP50Ms: repeated(baselineRuns[index] ?? []) })) });
     return { rounds: options.rounds, perRound: options.perRound, baselineProcesses, loads, runTrackerActive };
   } finally {
     holder?.kill();

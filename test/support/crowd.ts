@@ -40,7 +40,9 @@ export interface Crowd {
  * The holder is daemonized (its parent is init, its stdio /dev/null) so that nothing links it
  * to the test process but the queried connection, whose peer the closure does not follow: the
  * crowd is the whole closure. It reports on a pipe its children do not inherit, and kills its
- * process group once the test process is gone (a crashed test leaves no crowd behind).
+ * process group once the test process is gone (a crashed test leaves no crowd behind). The
+ * holder leads a process group of its own (the session's leader is the parent it left), so
+ * that `kill()` reaches the holder and every child by the pid it reports.
  */
 const CROWD = String.raw`
 import os, sys, socket, resource, time, signal
@@ -61,6 +63,7 @@ os.close(report_r)
 os.setsid()
 if os.fork() != 0:
     os._exit(0)
+os.setpgid(0, 0)
 try:
     null = os.open('/dev/null', os.O_RDWR)
     for fd in (0, 1, 2):

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <linux/bpf.h>
+
 #include "bpf_recorder.h"
 #include "libbpf_dl.h"
 
@@ -22,6 +24,7 @@ struct bpf_recorder {
   struct bpf_object *obj;
   struct bpf_link *link;
   struct bpf_map *losses;
+  int prog_fd;
   struct ring_buffer *ring;
   /* The caller's buffer while recorder_drain runs: records are copied straight into it. */
   uint8_t *dst;
@@ -79,6 +82,7 @@ int recorder_open(const char *path, struct bpf_recorder **out, char *why, size_t
     err = fail(r, ENOENT, "the BPF object lacks record_state, records or losses", why, why_len);
     goto out;
   }
+  r->prog_fd = libbpf.program_fd(prog);
   r->link = libbpf.program_attach(prog);
   if (r->link == NULL) {
     err = fail(r, errno, "cannot attach to sock:inet_sock_set_state", why, why_len);
@@ -109,8 +113,14 @@ int recorder_drain(struct bpf_recorder *r, uint8_t *dst, size_t cap, size_t *len
 }
 
 int recorder_losses(struct bpf_recorder *r, uint64_t totals[RECORDER_LOSS_KINDS]) {
-  for (uint32_t i = 0; i < RECORDER_LOSS_KINDS; i++) {
+  for (uint32_t i = 0; i < RECORDER_LOSS_RECURSION; i++) {
     if (libbpf.map_lookup(r->losses, &i, sizeof i, &totals[i], sizeof totals[i], 0) != 0) return errno > 0 ? errno : EIO;
   }
+  /* A kernel older than the field leaves it 0 (it fills only the part of the struct it knows). */
+  struct bpf_prog_info info;
+  uint32_t info_len = sizeof info;
+  memset(&info, 0, sizeof info);
+  if (libbpf.obj_get_info_by_fd(r->prog_fd, &info, &info_len) != 0) return errno > 0 ? errno : EIO;
+  totals[RECORDER_LOSS_RECURSION] = info.recursion_misses;
   return 0;
 }

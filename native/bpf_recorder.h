@@ -14,7 +14,11 @@
 /* Indexes of the loss counters (the `losses` map of the BPF program). */
 #define RECORDER_LOSS_RING_FULL 0
 #define RECORDER_LOSS_UNATTRIBUTED 1
-#define RECORDER_LOSS_KINDS 2
+/* Not in the map: the kernel's count of runs of the program it skipped because the program was
+ * already running on that CPU (a softirq's state change interrupting a run), from the
+ * program's info (recursion_misses, Linux 5.12; 0 before). */
+#define RECORDER_LOSS_RECURSION 2
+#define RECORDER_LOSS_KINDS 3
 
 /* Bytes per record: `struct record` of bpf/connection-recorder.bpf.c. */
 #define RECORDER_RECORD_SIZE 120

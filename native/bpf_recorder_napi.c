@@ -3,12 +3,12 @@
  *   recorderSupport() -> null | string    why libbpf cannot be used (dlopen), or null
  *   recorderOpen(objectPath) -> handle    loads and attaches; throws Error with `code` the errno
  *                                         name (EPERM, ...) and libbpf's warning in the message
- *   recorderRead(handle, into) -> { bytes, ringFull, unattributed, epochOffsetMs }
+ *   recorderRead(handle, into) -> { bytes, ringFull, unattributed, recursion, epochOffsetMs }
  *       drains the ring buffer into `into` (a Uint8Array/Buffer the caller keeps and reuses):
  *       its first `bytes` bytes are 120-byte records back to back (the layout of `struct record`
  *       in bpf/connection-recorder.bpf.c); `bytes` equal to the largest multiple of 120 that
- *       fits means it is full and more may wait (read again). ringFull/unattributed are the
- *       running loss totals, read before the drain; epochOffsetMs is CLOCK_REALTIME -
+ *       fits means it is full and more may wait (read again). ringFull/unattributed/recursion
+ *       are the running loss totals, read before the drain; epochOffsetMs is CLOCK_REALTIME -
  *       CLOCK_MONOTONIC in milliseconds, read now, which turns the records' kernel times
  *       (bpf_ktime_get_ns, monotonic) into epoch times
  *   recorderClose(handle)                 detaches (idempotent; the garbage collector does it too)
@@ -154,6 +154,8 @@ static napi_value recorder_read(napi_env env, napi_callback_info info) {
   CHECK_NAPI(env, napi_set_named_property(env, result, "ringFull", v));
   CHECK_NAPI(env, napi_create_double(env, (double)totals[RECORDER_LOSS_UNATTRIBUTED], &v));
   CHECK_NAPI(env, napi_set_named_property(env, result, "unattributed", v));
+  CHECK_NAPI(env, napi_create_double(env, (double)totals[RECORDER_LOSS_RECURSION], &v));
+  CHECK_NAPI(env, napi_set_named_property(env, result, "recursion", v));
   CHECK_NAPI(env, napi_create_double(env, offset, &v));
   CHECK_NAPI(env, napi_set_named_property(env, result, "epochOffsetMs", v));
   return result;

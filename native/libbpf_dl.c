@@ -69,6 +69,8 @@ static void load_libbpf(void) {
   RESOLVE(map_delete, "bpf_map__delete_elem");
   RESOLVE(map_next_key, "bpf_map__get_next_key");
   RESOLVE(possible_cpus, "libbpf_num_possible_cpus");
+  RESOLVE(program_fd, "bpf_program__fd");
+  RESOLVE(obj_get_info_by_fd, "bpf_obj_get_info_by_fd");
   RESOLVE(ring_new, "ring_buffer__new");
   RESOLVE(ring_consume, "ring_buffer__consume");
   RESOLVE(ring_free, "ring_buffer__free");

@@ -37,6 +37,8 @@ struct libbpf_functions {
   int (*map_delete)(const struct bpf_map *map, const void *key, size_t key_sz, uint64_t flags);
   int (*map_next_key)(const struct bpf_map *map, const void *cur_key, void *next_key, size_t key_sz);
   int (*possible_cpus)(void);
+  int (*program_fd)(const struct bpf_program *prog);
+  int (*obj_get_info_by_fd)(int fd, void *info, uint32_t *info_len);
   struct ring_buffer *(*ring_new)(int map_fd, ring_buffer_sample_fn cb, void *ctx, const void *opts);
   int (*ring_consume)(struct ring_buffer *rb);
   void (*ring_free)(struct ring_buffer *rb);

@@ -5,10 +5,12 @@
  * through that path: none may be lost, repeated or reordered.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { connect, createServer, type Server } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { ConnectionEvent } from '../src/host/connection-events.js';
-import { createConnectionRecorderStarter, probeConnectionRecorder } from '../src/host/connection-recorder.js';
+import { createConnectionRecorderStarter, findRecorderObject, probeConnectionRecorder, RECORD_BYTES } from '../src/host/connection-recorder.js';
+import { nativeRecorderFunctions } from '../src/host/native-addon.js';
 
 const isRoot = process.getuid?.() === 0;
 const availability = isRoot ? probeConnectionRecorder() : undefined;
@@ -66,6 +68,25 @@ describe('reading the ring buffer in several calls', { skip }, () => {
       if (open.kind === 'open') assert.equal(open.pid, process.pid);
     }
     assert.equal(events.filter((e) => e.kind === 'loss').length, 0);
+  });
+
+  test("a read reports the kernel's count of runs it skipped (recursion_misses), as bpftool shows it", () => {
+    const functions = nativeRecorderFunctions();
+    const object = findRecorderObject();
+    assert.ok(functions !== undefined && object !== undefined, 'the addon and the shipped object are there');
+    const handle = functions.recorderOpen(object);
+    try {
+      const read = functions.recorderRead(handle, new Uint8Array(RECORD_BYTES * 16));
+      assert.ok(Number.isInteger(read.recursion) && read.recursion >= 0, `recursion is a count, not ${String(read.recursion)}`);
+      // bpftool names the field only once it is not 0.
+      const shown = (JSON.parse(execFileSync('bpftool', ['prog', 'show', '--json'], { encoding: 'utf8' })) as { name?: string; recursion_misses?: number }[])
+        .filter((prog) => prog.name === 'record_state')
+        .map((prog) => prog.recursion_misses ?? 0);
+      assert.ok(shown.length >= 1, 'bpftool lists the loaded program');
+      assert.ok(shown.includes(read.recursion), `bpftool shows ${shown.join(', ')}; the read said ${read.recursion}`);
+    } finally {
+      functions.recorderClose(handle);
+    }
   });
 
   test('a buffer size out of range is refused with a clear error', () => {

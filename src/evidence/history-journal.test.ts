@@ -139,13 +139,16 @@ test('HistoryJournal.noteGap writes the loss the daemon reports to the ledger', 
   const journal = await HistoryJournal.open(dir, { ledger, ...quiet });
   await journal.noteGap({ reason: 'ring-buffer-full', count: 17, from: 1_800_000_000_000, to: 1_800_000_001_000 });
   await journal.noteGap({ reason: 'unattributed', count: 2, from: 1_800_000_000_000, to: 1_800_000_000_500 });
+  await journal.noteGap({ reason: 'recursion', count: 1, from: 1_800_000_000_000, to: 1_800_000_000_200 });
   await journal.close();
   await ledger.close();
   const gaps = (await ledgerEntries(dir)).filter((entry) => entry.kind === 'history-gap');
   assert.deepEqual(gaps.map((gap) => [gap.reason, gap.count, gap.from, gap.to]), [
     ['ring-buffer-full', 17, '2027-01-15T08:00:00.000Z', '2027-01-15T08:00:01.000Z'],
     ['unattributed', 2, '2027-01-15T08:00:00.000Z', '2027-01-15T08:00:00.500Z'],
+    ['recursion', 1, '2027-01-15T08:00:00.000Z', '2027-01-15T08:00:00.200Z'],
   ]);
+  assert.match(String(gaps[2]?.note), /skipped the recorder/);
 });
 
 test('HistoryJournal.prune drops the oldest segments past the size cap and notes each in the ledger', async () => {

@@ -79,7 +79,7 @@ export interface HistoryJournalOptions {
 
 /** Why history is incomplete for a while (a `history-gap` ledger entry). */
 export interface HistoryGap {
-  readonly reason: 'ring-buffer-full' | 'unattributed' | 'recorder-off' | 'overload' | 'write-failed';
+  readonly reason: 'ring-buffer-full' | 'unattributed' | 'recursion' | 'recorder-off' | 'overload' | 'write-failed';
   readonly count?: number;
   /** Milliseconds since the epoch. */
   readonly from: number;
@@ -656,6 +656,8 @@ function describeGap(reason: HistoryGap['reason']): string {
       return 'the kernel ring buffer was full: connection events of this period were lost';
     case 'unattributed':
       return 'connection events of this period could not be attributed to a process (their connect was before the recorder started)';
+    case 'recursion':
+      return 'the kernel skipped the recorder for some TCP state changes of this period (it was already running on that CPU): connections of this period may lack their open or close, or show no established time';
     case 'recorder-off':
       return 'the connection recorder was off: connections of this period were not recorded';
     case 'overload':

@@ -306,7 +306,7 @@ export interface HistoryDroppedEntryInput {
 /** A time in which the history is incomplete, and why (`kind: "history-gap"`). */
 export interface HistoryGapEntryInput {
   readonly kind: 'history-gap';
-  readonly reason: 'ring-buffer-full' | 'unattributed' | 'recorder-off' | 'overload' | 'write-failed';
+  readonly reason: 'ring-buffer-full' | 'unattributed' | 'recursion' | 'recorder-off' | 'overload' | 'write-failed';
   /** Events lost, when known. */
   readonly count?: number;
   readonly from: string;

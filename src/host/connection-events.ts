@@ -47,13 +47,14 @@ export interface OutboundCloseEvent {
 }
 
 /**
- * Events the recorder knows it lost: ring buffer full, or a transition it could not attribute
- * (its SYN_SENT was before the recorder started). Loss is evidence: it becomes a gap in the
- * ledger with its time range.
+ * Events the recorder knows it lost: ring buffer full, a transition it could not attribute
+ * (its SYN_SENT was before the recorder started), or a state change the kernel did not run the
+ * program for (`recursion`: it was already running on that CPU, interrupted by a softirq).
+ * Loss is evidence: it becomes a gap in the ledger with its time range.
  */
 export interface RecorderLossEvent {
   readonly kind: 'loss';
-  readonly reason: 'ring-buffer-full' | 'unattributed';
+  readonly reason: 'ring-buffer-full' | 'unattributed' | 'recursion';
   readonly count: number;
   /** Milliseconds since the epoch: the range in which the loss happened. */
   readonly from: number;

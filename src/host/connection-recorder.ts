@@ -335,7 +335,7 @@ function runRecorder(
   onEvents: (events: readonly ConnectionEvent[]) => void,
   options: { readonly interval: number; readonly bufferRecords: number },
 ): ConnectionRecorder {
-  const seen = { 'ring-buffer-full': 0, unattributed: 0 };
+  const seen = { 'ring-buffer-full': 0, unattributed: 0, recursion: 0 };
   // One buffer for the life of the recorder, filled by the addon in place: a read allocates
   // and copies no batch (profiled, a fresh megabyte per read cost more in page faults than
   // the decoding).
@@ -367,7 +367,7 @@ function runRecorder(
     const now = Date.now();
     // Losses were counted before the last drain (bpf_recorder_napi.c), so they belong to this
     // window, and come after every record drained before them.
-    for (const loss of [lossSince('ring-buffer-full', raw.ringFull, now), lossSince('unattributed', raw.unattributed, now)]) {
+    for (const loss of [lossSince('ring-buffer-full', raw.ringFull, now), lossSince('unattributed', raw.unattributed, now), lossSince('recursion', raw.recursion, now)]) {
       if (loss !== undefined) events.push(loss);
     }
     lastRead = now;

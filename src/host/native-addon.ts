@@ -267,6 +267,8 @@ export interface RawRecorderRead {
   /** Running totals of the kernel's loss counters since the recorder was loaded. */
   readonly ringFull: number;
   readonly unattributed: number;
+  /** Runs the kernel skipped because the program was already running on that CPU. */
+  readonly recursion: number;
   /** CLOCK_REALTIME minus CLOCK_MONOTONIC now, in milliseconds: kernel time + this = epoch time. */
   readonly epochOffsetMs: number;
 }

@@ -10,7 +10,7 @@
  *       fits means it is full and more may wait (read again). ringFull/unattributed/recursion
  *       are the running loss totals, read before the drain; epochOffsetMs is CLOCK_REALTIME -
  *       CLOCK_MONOTONIC in milliseconds, read now, which turns the records' kernel times
- *       (bpf_ktime_get_ns, monotonic) into epoch times
+ *       (CLOCK_MONOTONIC, read once per tick per CPU by the program) into epoch times
  *   recorderClose(handle)                 detaches (idempotent; the garbage collector does it too)
  * The caller polls recorderRead: the program never wakes a reader (BPF_RB_NO_WAKEUP), so a
  * connect costs no context switch to the daemon, and one read returns a whole batch.

@@ -5,8 +5,7 @@
  * drains its ring buffer as the daemon would (events decoded and handed to a consumer). The
  * ratio of connect rates, on ÷ off, is the target (≥ 95 %).
  *
- * On a shared two-CPU machine that ratio mostly measures CPU contention, so two costs are
- * also measured directly, free of noise: the kernel's time per run of the BPF program
+ * On a shared two-CPU machine that ratio is noisy, so two costs are also measured directly: the kernel's time per run of the BPF program
  * (kernel.bpf_stats_enabled, read from this process's fdinfo of the program) and this
  * process's CPU time per event delivered: its CPU
  * time while recording, less its CPU time over the "off" run of the same round (starting the

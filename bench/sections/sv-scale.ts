@@ -2,7 +2,7 @@
  * Issue 14, "keep SV flat as the host grows": SV time for one small structure while the host
  * also runs 10 000 idle processes, or 10 000 threads in 20 processes, that share nothing with
  * it, against the same host without them. Two daemons run side by side and are asked in
- * turn, request after request: one whose descriptor index learns which processes ran from the
+ * turn, a block of requests each: one whose descriptor index learns which processes ran from the
  * BPF run tracker (`--process-index auto`, the default), one with `--process-index schedstat`,
  * whose index reads a schedstat file per thread instead (as before issue 14). Both run with
  * `--history off`: the recorder would otherwise capture every connection of the host on the

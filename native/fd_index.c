@@ -315,23 +315,12 @@ void index_reset(struct fd_index *ix) {
 }
 
 /* The processes that may have run since the last refresh, from the run tracker, into ix->ran
- * (ascending); ix->ran_complete is false when a mark was lost or the tracker failed, and then
- * every process is rescanned. Returns 0 or ENOMEM. */
-static int take_runs(struct fd_index *ix) {
-  const int32_t *pids;
-  size_t n;
+ * (ascending, the tracker's own array); ix->ran_complete is false when a mark was lost or the
+ * tracker failed, and then every process is rescanned. */
+static void take_runs(struct fd_index *ix) {
   bool complete;
-  ix->ran.count = 0;
-  ix->ran_complete = run_tracker_take(ix->runs, &pids, &n, &complete) == 0 && complete;
-  for (size_t i = 0; i < n && ix->ran_complete; i++) {
-    int err = i32_push(&ix->ran, pids[i]);
-    if (err != 0) {
-      ix->ran_complete = false;
-      return err;
-    }
-  }
-  qsort(ix->ran.items, ix->ran.count, sizeof *ix->ran.items, compare_i32);
-  return 0;
+  ix->ran_count = 0;
+  ix->ran_complete = run_tracker_take(ix->runs, &ix->ran, &ix->ran_count, &complete) == 0 && complete;
 }
 
 /* Step one of a refresh: every tracked process is kept (unchanged schedstat, not volatile),
@@ -349,7 +338,7 @@ static int validate_tracked(struct fd_index *ix) {
       /* Unmarked since its scan: it has not run, so its table is as read (and it is not gone:
        * an exit is a switch-out, which marks). */
       if (!due && t.trusted && ix->ran_complete &&
-          bsearch(&t.pid, ix->ran.items, ix->ran.count, sizeof t.pid, compare_i32) == NULL)
+          bsearch(&t.pid, ix->ran, ix->ran_count, sizeof t.pid, compare_i32) == NULL)
         rescan = 0;
     } else if (t.kthread && !due) {
       /* A kernel thread may run all the time: while it stays one, it holds nothing new. */
@@ -551,8 +540,8 @@ int index_refresh(struct fd_index *ix, int *was_full) {
   long long last = ix->can_probe ? read_last_pid(ix->root_fd) : -1;
   int full = last < 0 || ix->last_pid < 0 || last < ix->last_pid || last - ix->last_pid > INDEX_MAX_WINDOW ||
              now - ix->last_list_ns >= ix->list_interval_ns;
-  int err = ix->runs != NULL ? take_runs(ix) : 0;
-  if (err == 0) err = validate_tracked(ix);
+  if (ix->runs != NULL) take_runs(ix);
+  int err = validate_tracked(ix);
   if (err == 0 && !full && last > ix->last_pid) err = probe_new(ix, ix->last_pid, last, &full);
   else if (err == 0 && !full && ix->pending.count > 0) err = probe_new(ix, last, last, &full);
   if (err == 0 && !full && ix->can_count && ix->nlink_known && root_nlink(ix) - (long long)ix->count != ix->nlink_base) {

@@ -110,7 +110,9 @@ struct fd_index {
   char *runs_path;      /* its BPF object; NULL: not asked for */
   struct run_tracker *runs;
   char runs_why[256];   /* why it is not used, when asked for and not loaded */
-  struct i32_vec ran;   /* pids that may have run since the last refresh, ascending */
+  const int32_t *ran;   /* pids that may have run since the last refresh, ascending (the
+                         * tracker's array, valid during a refresh) */
+  size_t ran_count;
   bool ran_complete;    /* false: a mark was lost, every process is rescanned this refresh */
   int nlink_known;
   long long nlink_base; /* link count of the proc root minus its processes */

@@ -232,7 +232,6 @@ void index_close(struct fd_index *ix) {
   free(ix->pending.items);
   free(ix->rescanned.items);
   free(ix->scratch.items);
-  free(ix->ran.items);
   free(ix->kept_fds.words);
   free(ix->root);
   ix->root = NULL;
@@ -242,7 +241,6 @@ void index_close(struct fd_index *ix) {
   memset(&ix->pending, 0, sizeof ix->pending);
   memset(&ix->rescanned, 0, sizeof ix->rescanned);
   memset(&ix->scratch, 0, sizeof ix->scratch);
-  memset(&ix->ran, 0, sizeof ix->ran);
 }
 
 int index_run_refresh(struct fd_index *ix) { return index_call(ix, job_refresh); }

@@ -97,6 +97,11 @@ out:
   return err;
 }
 
+static int compare_pid(const void *a, const void *b) {
+  int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+  return (x > y) - (x < y);
+}
+
 static int push(struct run_tracker *t, size_t *count, int32_t pid) {
   if (*count == t->cap) return ENOSPC;
   t->pids[(*count)++] = pid;
@@ -143,6 +148,8 @@ int run_tracker_take(struct run_tracker *t, const int32_t **pids, size_t *count,
   if (libbpf.map_lookup(t->overflows, &zero, sizeof zero, &lost, sizeof lost, 0) != 0) return errno > 0 ? errno : EIO;
   *complete = all_read && lost == t->overflows_seen;
   t->overflows_seen = lost;
+  /* Sorted only now: the marks were deleted by the keys as read. */
+  qsort(t->pids, n, sizeof *t->pids, compare_pid);
   *count = n;
   return 0;
 }

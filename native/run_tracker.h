@@ -23,9 +23,9 @@ int run_tracker_open(const char *path, uint32_t level, uint32_t inum, struct run
                      size_t why_len);
 
 /*
- * The processes that may have run since the last call: first those on a CPU now, then those
- * marked since (each mark taken is deleted), in *pids (unsorted, maybe repeated; valid until
- * the next call) and *count. *complete is false when a mark was lost since the last call (the
+ * The processes that may have run since the last call: those on a CPU now and those marked
+ * since (each mark taken is deleted), in *pids (ascending, maybe repeated; valid until the
+ * next call) and *count. *complete is false when a mark was lost since the last call (the
  * map was full): the caller must then treat every process as changed. Returns 0 or a
  * positive errno (then likewise).
  */

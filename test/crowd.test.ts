@@ -5,21 +5,11 @@
  * bench whose listener still held the crowd's connection never exited.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { startCrowd } from './support/crowd.js';
-
-/** Whether `pid` still runs (a zombie, or a pid gone from /proc, does not). */
-function running(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
+import { isAlive as running } from './support/testnet.js';
 
 test('kill() ends the holder and every child, and so closes the connection they held', async (t) => {
   const accepted: Socket[] = [];

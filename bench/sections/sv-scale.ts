@@ -95,9 +95,8 @@ export async function benchSvScale(options: { rounds: number; perRound: number; 
     await baseline();
     const crowd = await compileC('crowd');
     await withLoad(`+ ${options.processes} idle processes`, () => startReadyProgram([crowd, String(options.processes), '/etc/hostname'], `crowd of ${options.processes}`, 300_000));
-    const threads = await compileC('threads');
     await withLoad(`+ ${options.threadProcesses * options.threadsEach} threads in ${options.threadProcesses} processes`, () =>
-      startReadyProgram([threads, String(options.threadProcesses), String(options.threadsEach)], 'threads', 300_000),
+      startReadyProgram([crowd, String(options.threadProcesses), '/etc/hostname', String(options.threadsEach)], 'threads', 300_000),
     );
     // The analysis thread says so at its start when the run tracker did not load.
     const runTrackerActive = !tracked.stderr().includes('run tracker is not in use');

@@ -342,17 +342,17 @@ const ADDON_PATH = join('build', 'Release', 'stopd_native.node');
  * module runs from `dist/src/host/` once built, but walking up (rather than counting `..`)
  * keeps working if the layout changes or the sources are run directly.
  */
-/** A BPF object shipped in native/bpf/ (e.g. `run-tracker.bpf.o`), or undefined when the package root cannot be found. */
-export function findBpfObject(name: string): string | undefined {
-  const root = findPackageRoot();
-  return root === undefined ? undefined : join(root, 'native', 'bpf', name);
-}
-
 export function findPackageRoot(from: string = dirname(fileURLToPath(import.meta.url))): string | undefined {
   for (let dir = from; ; dir = dirname(dir)) {
     if (existsSync(join(dir, 'package.json'))) return dir;
     if (dirname(dir) === dir) return undefined;
   }
+}
+
+/** A BPF object shipped in native/bpf/ (e.g. `run-tracker.bpf.o`), or undefined when the package root cannot be found. */
+export function findBpfObject(name: string): string | undefined {
+  const root = findPackageRoot();
+  return root === undefined ? undefined : join(root, 'native', 'bpf', name);
 }
 
 let cached: NativeAddonLoad | undefined;

@@ -249,7 +249,8 @@ function childrenOf(pid: number): number[] {
   }
 }
 
-function isAlive(pid: number): boolean {
+/** Whether `pid` runs: a zombie, or a pid gone from /proc, does not. */
+export function isAlive(pid: number): boolean {
   try {
     // A zombie is as good as gone: it runs nothing and holds nothing.
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');

@@ -1,6 +1,7 @@
 /*
  * bpf_recorder: loads the connection recorder's BPF object (bpf/connection-recorder.bpf.o)
- * with libbpf (opened at run time: libbpf_dl.h) and drains its ring buffer.
+ * with libbpf (opened at run time: libbpf_dl.h) and reads its per-CPU rings, mapped into this
+ * process's memory.
  *
  * Plain C, no N-API (the binding is bpf_recorder_napi.c). Not thread-safe: one recorder is
  * used from one thread at a time.
@@ -28,15 +29,28 @@ struct bpf_recorder;
 /* Opens libbpf once. Returns NULL, or why it cannot be used (dlerror text, a missing symbol). */
 const char *recorder_libbpf_error(void);
 
-/* Loads and attaches the object at `path`. Returns 0, or a positive errno with libbpf's last
- * warning (or another explanation) in `why`. */
-int recorder_open(const char *path, struct bpf_recorder **out, char *why, size_t why_len);
+/* Records a CPU's ring holds at least and at most (`records_per_cpu`, a power of two). */
+#define RECORDER_MIN_RECORDS_PER_CPU 64
+#define RECORDER_MAX_RECORDS_PER_CPU (1U << 20)
 
-/* Moves the records waiting in the ring buffer into `dst` (`cap` bytes), back to back
- * (`RECORDER_RECORD_SIZE` bytes each), in kernel order, until the ring is empty or `dst` is full;
- * `*len` is the bytes written (a full `dst`: call again, more may wait). Copying straight into
- * the caller's buffer spares an allocation and a second copy per read. Returns 0 or a positive errno. */
+/* Loads and attaches the object at `path`, with rings of `records_per_cpu` records (a power of
+ * two within the bounds above) for each possible CPU. Returns 0, or a positive errno with
+ * libbpf's last warning (or another explanation) in `why`. */
+int recorder_open(const char *path, uint32_t records_per_cpu, struct bpf_recorder **out, char *why, size_t why_len);
+
+/* Moves waiting records into `dst` (`cap` bytes), back to back (`RECORDER_RECORD_SIZE` bytes
+ * each), until none waits or `dst` is full; `*len` is the bytes written (a full `dst`: call
+ * again, more may wait). The records of all CPUs come in the order of their times, a
+ * connection's `open` always before its `close`. Returns 0 or a positive errno. */
 int recorder_drain(struct bpf_recorder *r, uint8_t *dst, size_t cap, size_t *len);
+
+/* A descriptor that turns readable when a CPU's ring got half full since the last call of
+ * recorder_take_wakeups (poll it, e.g. with libuv's uv_poll): a burst, to drain before the
+ * next timed poll. Owned by the recorder. */
+int recorder_wake_fd(struct bpf_recorder *r);
+
+/* Consumes the wake-ups that made the descriptor readable. Returns 0 or a positive errno. */
+int recorder_take_wakeups(struct bpf_recorder *r);
 
 /* The running totals of the loss counters. Returns 0 or a positive errno. */
 int recorder_losses(struct bpf_recorder *r, uint64_t totals[RECORDER_LOSS_KINDS]);

@@ -64,6 +64,7 @@ static void load_libbpf(void) {
   RESOLVE(program_attach, "bpf_program__attach");
   RESOLVE(link_destroy, "bpf_link__destroy");
   RESOLVE(map_fd, "bpf_map__fd");
+  RESOLVE(map_set_max_entries, "bpf_map__set_max_entries");
   RESOLVE(map_lookup, "bpf_map__lookup_elem");
   RESOLVE(map_update, "bpf_map__update_elem");
   RESOLVE(map_delete, "bpf_map__delete_elem");
@@ -105,9 +106,14 @@ int libbpf_dl_failure(int err, const char *what, char *why, size_t why_len) {
   return err;
 }
 
-int libbpf_dl_load_object(const char *path, struct bpf_object **obj, char *why, size_t why_len) {
+int libbpf_dl_load_object(const char *path, struct bpf_object **obj, int (*prepare)(struct bpf_object *obj, void *ctx, char *why, size_t why_len),
+                          void *ctx, char *why, size_t why_len) {
   *obj = libbpf.object_open_file(path, NULL);
   if (*obj == NULL) return libbpf_dl_failure(errno, "cannot open the BPF object", why, why_len);
+  if (prepare != NULL) {
+    int err = prepare(*obj, ctx, why, why_len);
+    if (err != 0) return err;
+  }
   if (libbpf.object_load(*obj) != 0) return libbpf_dl_failure(errno, "the kernel refused the BPF program", why, why_len);
   return 0;
 }

@@ -30,6 +30,7 @@ struct libbpf_functions {
   struct bpf_link *(*program_attach)(const struct bpf_program *prog);
   int (*link_destroy)(struct bpf_link *link);
   int (*map_fd)(const struct bpf_map *map);
+  int (*map_set_max_entries)(struct bpf_map *map, uint32_t max_entries);
   int (*map_lookup)(const struct bpf_map *map, const void *key, size_t key_sz, void *value, size_t value_sz,
                     uint64_t flags);
   int (*map_update)(const struct bpf_map *map, const void *key, size_t key_sz, const void *value, size_t value_sz,
@@ -61,8 +62,10 @@ void libbpf_dl_end_load(void);
 int libbpf_dl_failure(int err, const char *what, char *why, size_t why_len);
 
 /* Opens and loads the object at `path` into *obj (left NULL on failure, or set to the object
- * to close). Returns 0, or a positive errno with the reason in `why` (libbpf_dl_failure).
- * Call between begin and end. */
-int libbpf_dl_load_object(const char *path, struct bpf_object **obj, char *why, size_t why_len);
+ * to close). `prepare`, when not NULL, runs between opening and loading (to size maps: it
+ * returns 0 or a positive errno with the reason in `why`). Returns 0, or a positive errno with
+ * the reason in `why` (libbpf_dl_failure). Call between begin and end. */
+int libbpf_dl_load_object(const char *path, struct bpf_object **obj, int (*prepare)(struct bpf_object *obj, void *ctx, char *why, size_t why_len),
+                          void *ctx, char *why, size_t why_len);
 
 #endif

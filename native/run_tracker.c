@@ -65,7 +65,7 @@ int run_tracker_open(const char *path, uint32_t level, uint32_t inum, struct run
     err = fail(t, -t->cpus, "cannot count the possible CPUs", why, why_len);
     goto out;
   }
-  err = libbpf_dl_load_object(path, &t->obj, why, why_len);
+  err = libbpf_dl_load_object(path, &t->obj, NULL, NULL, why, why_len);
   if (err != 0) {
     run_tracker_close(t);
     goto out;

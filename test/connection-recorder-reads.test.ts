@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { connect, createServer, type Server } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { ConnectionEvent } from '../src/host/connection-events.js';
-import { createConnectionRecorderStarter, findRecorderObject, probeConnectionRecorder, RECORD_BYTES } from '../src/host/connection-recorder.js';
+import { createConnectionRecorderStarter, defaultRingRecordsPerCpu, findRecorderObject, probeConnectionRecorder, RECORD_BYTES } from '../src/host/connection-recorder.js';
 import { nativeRecorderFunctions } from '../src/host/native-addon.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -74,7 +74,7 @@ describe('reading the ring buffer in several calls', { skip }, () => {
     const functions = nativeRecorderFunctions();
     const object = findRecorderObject();
     assert.ok(functions !== undefined && object !== undefined, 'the addon and the shipped object are there');
-    const handle = functions.recorderOpen(object);
+    const handle = functions.recorderOpen(object, defaultRingRecordsPerCpu());
     try {
       const read = functions.recorderRead(handle, new Uint8Array(RECORD_BYTES * 16));
       assert.ok(Number.isInteger(read.recursion) && read.recursion >= 0, `recursion is a count, not ${String(read.recursion)}`);

@@ -1,7 +1,8 @@
 /**
- * A real overflow of the recorder's ring buffer (issue 14: "Loss is evidence too ... No silent
- * loss"). Nothing is simulated: the kernel's BPF program keeps recording while its reader does
- * not drain, a process floods more loopback connections than the ring can hold, and then:
+ * A real overflow of the recorder's ring (issue 14: "Loss is evidence too ... No silent loss").
+ * Nothing is simulated: the kernel's BPF program keeps recording while its reader does not
+ * drain, a process bound to one CPU floods more loopback connections than that CPU's ring can
+ * hold, and then:
  *
  * - the recorder delivers the flood's first records, in order, and counts every record that did
  *   not fit (`ring-buffer-full`), with the time range in which it was lost;
@@ -15,10 +16,10 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn, spawnSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import type { ConnectionEvent, OutboundCloseEvent, OutboundOpenEvent, RecorderLossEvent } from '../src/host/connection-events.js';
-import { createConnectionRecorderStarter, probeConnectionRecorder, RECORD_BYTES } from '../src/host/connection-recorder.js';
+import { createConnectionRecorderStarter, defaultRingRecordsPerCpu, probeConnectionRecorder } from '../src/host/connection-recorder.js';
 import { readHistory } from '../src/evidence/history-read.js';
 import { readLedger } from '../src/evidence/ledger.js';
 import { startDaemon, STOPCTL } from './support/daemon.js';
@@ -26,26 +27,14 @@ import { startDaemon, STOPCTL } from './support/daemon.js';
 const isRoot = process.getuid?.() === 0;
 const availability = isRoot ? probeConnectionRecorder() : undefined;
 const skip = !isRoot ? 'needs root: loads the eBPF recorder' : availability?.available === false ? availability.reason : false;
-const ROOT = resolve(import.meta.dirname, '../..');
 const PYTHON = '/usr/bin/python3';
 
 /**
- * How many records the ring buffer holds, from the BPF program's own declaration (so that this
- * test follows a change of size). Each record takes BPF_RINGBUF_HDR_SZ (8) bytes of header plus
- * its 120 bytes, rounded up to 8; the kernel refuses a reservation that would bring the
- * unread bytes to the ring's size (`new_prod_pos - cons_pos > mask`, kernel/bpf/ringbuf.c), so
- * at most (size - 1) / 128 records wait at once.
+ * How many records a CPU's ring holds (the recorder's default, which the daemon uses too). The
+ * flood runs on one CPU: its connect, the loopback handshake (a softirq on the sending CPU) and
+ * its closes all run there, so all its records go to that CPU's ring.
  */
-function readRingCapacity(): number {
-  const source = readFileSync(join(ROOT, 'native/bpf/connection-recorder.bpf.c'), 'utf8');
-  const declared = /BPF_MAP_TYPE_RINGBUF\);\s*__uint\(max_entries, (\d+) << (\d+)\);/.exec(source);
-  assert.ok(declared, 'the ring buffer declaration of connection-recorder.bpf.c');
-  const bytes = Number(declared[1]) * 2 ** Number(declared[2]);
-  const slot = Math.ceil((RECORD_BYTES + 8) / 8) * 8;
-  return Math.floor((bytes - 1) / slot);
-}
-
-const CAPACITY = readRingCapacity();
+const CAPACITY = defaultRingRecordsPerCpu();
 /**
  * Connections in the flood: each makes exactly two records (`open` at ESTABLISHED, `close` at
  * CLOSE), so this is the ring's capacity in connections plus a tenth, even with no other
@@ -54,8 +43,8 @@ const CAPACITY = readRingCapacity();
 const FLOOD = Math.ceil((CAPACITY / 2) * 1.1);
 
 /**
- * The flood, in Python (a tight loop of system calls, about 10 µs a connection): one process
- * listens on loopback and connects to itself FLOOD times, one connection after the other, and
+ * The flood, in Python (a tight loop of system calls, about 10 µs a connection): one process,
+ * bound to its first allowed CPU, listens on loopback and connects to itself FLOOD times, one connection after the other, and
  * writes down each connection's source port in order. Each client closes with SO_LINGER 0
  * (RST): its socket reaches CLOSE at once (no TIME_WAIT, so ports do not run out), which makes
  * its two records open, close, before the next connect starts.
@@ -63,6 +52,7 @@ const FLOOD = Math.ceil((CAPACITY / 2) * 1.1);
 const FLOOD_CLIENT = String.raw`
 import ctypes, json, os, socket, struct, sys, time
 ctypes.CDLL(None).prctl(15, b'ring-flood', 0, 0, 0)  # PR_SET_NAME
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 count = int(sys.argv[1])
 server = socket.socket(); server.bind(('127.0.0.1', 0)); server.listen(64)
 address = server.getsockname()
@@ -151,7 +141,7 @@ function isStopped(pid: number): boolean {
 }
 
 describe('a full ring buffer', { skip }, () => {
-  test(`the recorder delivers the flood's first records in order and counts every one that did not fit (${FLOOD} connections, ring of ${CAPACITY} records)`, async (t) => {
+  test(`the recorder delivers the flood's first records in order and counts every one that did not fit (${FLOOD} connections, a CPU's ring of ${CAPACITY} records)`, async (t) => {
     const batches: ConnectionEvent[][] = [];
     const recorder = createConnectionRecorderStarter({ pollIntervalMs: 50 })((batch) => batches.push([...batch]));
     let flood: Flood;
@@ -173,8 +163,8 @@ describe('a full ring buffer', { skip }, () => {
     const delivered = mine.map((e) => `${e.kind} ${e.local.port}`);
     const expected = expectedRecords(flood);
     assert.ok(delivered.length < expected.length, `some of the flood's ${expected.length} records must be lost, ${delivered.length} arrived`);
-    // Once full, the ring stays full until read (nothing consumes it), so the records that
-    // fit are exactly a prefix of the flood's, and every later one was refused.
+    // Once full, the flood's CPU's ring stays full until read (nothing consumes it), so the
+    // records that fit are exactly a prefix of the flood's, and every later one was refused.
     assert.deepEqual(delivered, expected.slice(0, delivered.length));
     for (const open of mine) {
       if (open.kind !== 'open') continue;

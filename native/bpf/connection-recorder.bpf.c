@@ -14,6 +14,17 @@
  * cannot report is counted, never dropped silently: ring buffer full, and a SYN_SENT socket it
  * has no attribution for (its connect was before the recorder started, or the table was full).
  *
+ * Records go to rings of its own, one per CPU, in memory the reader maps (`records`, `cursors`),
+ * not to a BPF ring buffer: a ring buffer reservation takes a lock shared by every CPU with
+ * interrupts off, and measured on a paravirtualised VM its two reservations a connection were a
+ * third of the program's time (a connect-heavy client ran at 93-94 % of its rate without the
+ * recorder; 96 % with these rings). A CPU's ring has one writer: the kernel never runs this
+ * program twice at once on a CPU (a nested run is skipped and counted as a recursion miss), and
+ * a tracepoint runs with preemption off. Each record takes a number from one counter shared by
+ * all CPUs (`seq`), so that the reader (bpf_recorder.c) can merge the CPUs' rings back into
+ * the order the records were made, and hold back a record until every earlier number has
+ * arrived: a connection's `open` before its `close` even when two CPUs wrote them.
+ *
  * Why tp_btf and not a plain tracepoint: it attaches through BTF, so it needs no tracefs, and
  * both load here. Its `sk` argument is a typed kernel pointer, so the socket's fields are read
  * with plain loads (the verifier makes them fault-safe) rather than a bpf_probe_read_kernel
@@ -99,8 +110,8 @@ struct attribution {
   char comm[16];
 };
 
-/* One ring-buffer record; bpf_recorder.c hands these bytes to connection-recorder.ts, which
- * decodes them with the same layout (RECORD_BYTES there). */
+/* One record; bpf_recorder.c hands these bytes to connection-recorder.ts, which decodes them
+ * with the same layout (RECORD_BYTES there). */
 struct record {
   __u8 kind; /* 1 open, 2 close */
   __u8 family; /* 4 or 6 */
@@ -108,6 +119,7 @@ struct record {
   __u8 pad[2];
   __u32 tid, pid, uid, gid, loginuid, sessionid;
   __u32 netns;
+  __u32 seq; /* the record's number: every CPU's records, counted in the order they were made */
   __u64 socket;
   __u64 connect_ns, established_ns, close_ns;
   __u8 local[16], remote[16];
@@ -126,10 +138,45 @@ struct {
   __type(value, struct attribution);
 } attributions SEC(".maps");
 
+/*
+ * A CPU's ring: `head` counts the records this CPU wrote (the program's), `tail` those the reader
+ * took (the reader's), each in a cache line of its own. Slot `n` of CPU `c` is
+ * records[c * (mask + 1) + (n & mask)]; the ring is full when head - tail is mask + 1.
+ */
+struct cursor {
+  __u64 head;
+  __u64 mask; /* slots a CPU - 1 (a power of two - 1), written by the loader before it attaches */
+  __u64 pad1[6];
+  __u64 tail;
+  __u64 pad2[7];
+};
+_Static_assert(sizeof(struct cursor) == 128, "struct cursor of bpf_recorder.c");
+
+/* Both sized by the loader before loading (one cursor per possible CPU, mask + 1 records per
+ * CPU) and mapped into its memory: BPF_F_MMAPABLE. */
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(map_flags, BPF_F_MMAPABLE);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct cursor);
+} cursors SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(map_flags, BPF_F_MMAPABLE);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct record);
+} records SEC(".maps");
+
+/* The reader polls its rings on a timer, and is woken through this BPF ring buffer when a
+ * CPU's ring gets half full between two polls (a burst): once per ring and poll at most, so
+ * its lock is taken rarely. The record is the CPU's number. */
 struct {
   __uint(type, BPF_MAP_TYPE_RINGBUF);
-  __uint(max_entries, 4 << 20);
-} records SEC(".maps");
+  __uint(max_entries, 4096);
+} wakeups SEC(".maps");
 
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY);
@@ -137,6 +184,9 @@ struct {
   __type(key, __u32);
   __type(value, __u64);
 } losses SEC(".maps");
+
+/* The next record's number (struct record.seq). */
+__u64 next_seq = 0;
 
 /* The clock, read once per scheduler tick per CPU (see now_ns). */
 struct tick_clock {
@@ -203,11 +253,27 @@ static __always_inline void remember(struct sock *sk) {
 }
 
 static __always_inline void emit(struct sock *sk, struct attribution *a, __u8 kind, __u64 now) {
-  struct record *r = bpf_ringbuf_reserve(&records, sizeof *r, 0);
+  __u32 cpu = bpf_get_smp_processor_id();
+  struct cursor *c = bpf_map_lookup_elem(&cursors, &cpu);
+  if (!c) {
+    count_loss(LOSS_RING_FULL);
+    return;
+  }
+  __u64 head = c->head;
+  __u64 mask = c->mask;
+  /* Full (or not set up yet): the reader has not taken the slot this record would overwrite. */
+  if (mask == 0 || head - c->tail > mask) {
+    count_loss(LOSS_RING_FULL);
+    return;
+  }
+  __u32 slot = cpu * (__u32)(mask + 1) + (__u32)(head & mask);
+  struct record *r = bpf_map_lookup_elem(&records, &slot);
   if (!r) {
     count_loss(LOSS_RING_FULL);
     return;
   }
+  /* Taken only once the record is sure to be written: the reader waits for every number. */
+  r->seq = (__u32)__sync_fetch_and_add(&next_seq, 1);
   __u16 family = sk->__sk_common.skc_family;
   r->kind = kind;
   r->family = family == AF_INET6 ? 6 : 4;
@@ -238,8 +304,11 @@ static __always_inline void emit(struct sock *sk, struct attribution *a, __u8 ki
     *(__be32 *)r->remote = sk->__sk_common.skc_daddr;
   }
   __builtin_memcpy(r->comm, a->comm, sizeof r->comm);
-  /* No wakeup: the reader drains the buffer on a timer, so a connect costs no reader wakeup. */
-  bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+  /* Publish: an exchange is fully ordered, so a reader that sees the new head sees the record's
+   * bytes (a plain store would do on x86, not on arm64). */
+  __sync_lock_test_and_set(&c->head, head + 1);
+  /* The ring fills by one record at a time and empties at once, so this is met once a poll. */
+  if (head + 1 - c->tail == (mask + 1) / 2) bpf_ringbuf_output(&wakeups, &cpu, sizeof cpu, 0);
 }
 
 SEC("tp_btf/inet_sock_set_state")

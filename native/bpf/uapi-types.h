@@ -24,6 +24,6 @@ enum {
   BPF_MAP_TYPE_RINGBUF = 27,
 };
 #define BPF_ANY 0
-#define BPF_RB_NO_WAKEUP 1
+#define BPF_F_MMAPABLE (1U << 10)
 
 #endif

@@ -35,8 +35,8 @@ export interface HistoryFeedOptions {
   /**
    * Events waiting to be journaled at most (captured or not); beyond, events are not journaled
    * at all and are counted as an `overload` gap, so that a stalled journal under a connect flood
-   * cannot grow the daemon without bound. Default 32 768: one full ring buffer of the
-   * recorder's (32 767 records), so that a reader stalled for a while loses nothing here.
+   * cannot grow the daemon without bound. Default 32 768: the recorder's full rings on a host
+   * of 8 CPUs (4 096 records each), so that a reader stalled for a while loses nothing here.
    */
   readonly maxPending?: number;
   /** Captures per message to the analysis thread (one host view each): small enough that an SV never waits long behind one. Default 64. */

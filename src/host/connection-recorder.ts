@@ -4,11 +4,15 @@
  * compiled, CO-RE), loaded by the addon's bpf_recorder part with libbpf.so.1 opened at run
  * time; this module says whether it can run here and turns its records into events.
  *
- * Reading is polled: the BPF program never wakes a reader, and a timer drains the ring buffer
- * every `pollIntervalMs` (one system call per poll whatever the connect rate), so a
- * connect-heavy host pays no context switch into the daemon per connection.
+ * The program writes its records into rings of its own, one per CPU, mapped into the daemon's
+ * memory (no lock shared between CPUs on the connecting side); the addon merges them back into
+ * the order the records were made. Reading is polled: a timer drains the rings every
+ * `pollIntervalMs`, and the program wakes the reader only when a CPU's ring gets half full in
+ * between (a burst), so a connect-heavy host pays no context switch into the daemon per
+ * connection.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { formatIpBytes } from '../protocol/index.js';
 import { missingCapabilities, readEffectiveCapabilities, RECORDER_CAPABILITIES } from './capabilities.js';
 import type {
@@ -39,17 +43,57 @@ const KERNEL_BTF = '/sys/kernel/btf/vmlinux';
  */
 export const DEFAULT_READ_BUFFER_RECORDS = 8192;
 
-/** How often the ring buffer is drained by default. */
+/** How often the rings are drained by default. */
 export const DEFAULT_POLL_INTERVAL_MS = 200;
+
+/** The bounds of {@link ConnectionRecorderOptions.ringRecordsPerCpu} (native/bpf_recorder.h). */
+const RING_RECORDS_MIN = 64;
+const RING_RECORDS_MAX = 1 << 20;
+
+/**
+ * The CPUs the kernel may ever bring online (/sys/devices/system/cpu/possible, "0-3,8-11"):
+ * the recorder has a ring for each, as BPF per-CPU maps do.
+ */
+export function possibleCpuCount(): number {
+  try {
+    const text = readFileSync('/sys/devices/system/cpu/possible', 'utf8').trim();
+    let highest = -1;
+    for (const range of text.split(',')) {
+      const [first, last] = range.split('-').map(Number);
+      highest = Math.max(highest, last ?? first ?? -1);
+    }
+    if (Number.isInteger(highest) && highest >= 0) return highest + 1;
+  } catch {
+    // Not Linux, or no sysfs: the CPUs this process sees.
+  }
+  return Math.max(1, cpus().length);
+}
+
+/**
+ * Records a CPU's ring holds by default: 4 096 (480 KiB a CPU), fewer on a host with more than
+ * 64 possible CPUs, so that the rings stay near 32 MiB at most (1 024 records a CPU at least).
+ * Small on purpose: measured, the program's writes cost the connecting process less in a ring
+ * that stays in the CPU's cache (bench/README.md). A burst does not overflow it as long as the
+ * reader is not stalled: the program wakes the reader when a ring is half full, and the other
+ * half, 1 024 connections, is about 20 ms of the fastest loopback flood measured here.
+ */
+export function defaultRingRecordsPerCpu(cpuCount = possibleCpuCount()): number {
+  const fit = Math.floor((32 << 20) / RECORD_BYTES / Math.max(1, cpuCount));
+  let records = 1024;
+  while (records * 2 <= Math.min(fit, 4096)) records *= 2;
+  return records;
+}
 
 /** Options of {@link probeConnectionRecorder} and {@link createConnectionRecorderStarter}. */
 export interface ConnectionRecorderOptions {
   /** The BPF object to load; default the shipped native/bpf/connection-recorder.bpf.o. */
   readonly objectPath?: string;
-  /** Milliseconds between two drains of the ring buffer (10 to 10 000); default 200. */
+  /** Milliseconds between two drains of the rings (10 to 10 000); default 200. */
   readonly pollIntervalMs?: number;
-  /** Records one read of the ring buffer copies at most (1 to 65 536); a fuller ring is read in several calls. Default 8192. */
+  /** Records one read copies at most (1 to 65 536); fuller rings are read in several calls. Default 8192. */
   readonly readBufferRecords?: number;
+  /** Records each CPU's ring holds (a power of two, 64 to 1 048 576); default {@link defaultRingRecordsPerCpu}. */
+  readonly ringRecordsPerCpu?: number;
 }
 
 /** The shipped BPF object's path, or undefined when the package root cannot be found. */
@@ -66,7 +110,7 @@ export function probeConnectionRecorder(options: ConnectionRecorderOptions = {})
   const ready = prepare(options);
   if ('reason' in ready) return { available: false, reason: ready.reason };
   try {
-    ready.functions.recorderClose(ready.functions.recorderOpen(ready.objectPath));
+    ready.functions.recorderClose(ready.functions.recorderOpen(ready.objectPath, options.ringRecordsPerCpu ?? defaultRingRecordsPerCpu()));
     return { available: true };
   } catch (err) {
     return { available: false, reason: explainRefusal(err) };
@@ -312,16 +356,24 @@ export function createConnectionRecorderStarter(options: ConnectionRecorderOptio
   if (!Number.isInteger(bufferRecords) || bufferRecords < 1 || bufferRecords > 65_536) {
     throw new RangeError(`readBufferRecords must be an integer from 1 to 65536, not ${bufferRecords}`);
   }
+  const ringRecords = options.ringRecordsPerCpu ?? defaultRingRecordsPerCpu();
+  if (!Number.isInteger(ringRecords) || ringRecords < RING_RECORDS_MIN || ringRecords > RING_RECORDS_MAX || (ringRecords & (ringRecords - 1)) !== 0) {
+    throw new RangeError(`ringRecordsPerCpu must be a power of two from ${RING_RECORDS_MIN} to ${RING_RECORDS_MAX}, not ${ringRecords}`);
+  }
   return (onEvents) => {
     const ready = prepare(options);
     if ('reason' in ready) throw new Error(ready.reason);
     let handle: RawRecorder;
+    // The program's wake-ups (a ring half full) reach the poller made below.
+    let onBurst = (): void => {};
     try {
-      handle = ready.functions.recorderOpen(ready.objectPath);
+      handle = ready.functions.recorderOpen(ready.objectPath, ringRecords, () => onBurst());
     } catch (err) {
       throw new Error(explainRefusal(err), { cause: err });
     }
-    return runRecorder(ready.functions, handle, onEvents, { interval, bufferRecords });
+    const running = runRecorder(ready.functions, handle, onEvents, { interval, bufferRecords });
+    onBurst = running.pollNow;
+    return running.recorder;
   };
 }
 
@@ -334,7 +386,7 @@ function runRecorder(
   handle: RawRecorder,
   onEvents: (events: readonly ConnectionEvent[]) => void,
   options: { readonly interval: number; readonly bufferRecords: number },
-): ConnectionRecorder {
+): { recorder: ConnectionRecorder; pollNow: () => void } {
   const seen = { 'ring-buffer-full': 0, unattributed: 0, recursion: 0 };
   // One buffer for the life of the recorder, filled by the addon in place: a read allocates
   // and copies no batch (profiled, a fresh megabyte per read cost more in page faults than
@@ -355,7 +407,7 @@ function runRecorder(
   const read = (): ConnectionEvent[] => {
     let events: ConnectionEvent[] | undefined;
     let raw: RawRecorderRead;
-    // A full buffer means more may wait: read until the ring is empty (at most a ring's worth).
+    // A full buffer means more may wait: read until none waits (at most what the rings held).
     do {
       raw = functions.recorderRead(handle, buffer);
       if (raw.bytes === 0) break;
@@ -376,11 +428,15 @@ function runRecorder(
 
   const stop = (): void => {
     closed = true;
-    clearInterval(timer);
+    clearTimeout(timer);
     functions.recorderClose(handle);
   };
 
-  const timer = setInterval(() => {
+  // Every `interval`, and at once when the program says a ring is half full (a burst): the
+  // next timed poll then comes a whole interval later.
+  const poll = (): void => {
+    if (closed) return;
+    clearTimeout(timer);
     let events: ConnectionEvent[];
     try {
       events = read();
@@ -390,11 +446,14 @@ function runRecorder(
       process.emitWarning(`stopd: the connection recorder stopped: ${err instanceof Error ? err.message : String(err)}`);
       return;
     }
+    timer = setTimeout(poll, options.interval);
+    timer.unref();
     if (events.length > 0) onEvents(events);
-  }, options.interval);
+  };
+  let timer = setTimeout(poll, options.interval);
   timer.unref();
 
-  return {
+  const recorder: ConnectionRecorder = {
     close(): Promise<void> {
       if (closed) return Promise.resolve();
       let events: ConnectionEvent[];
@@ -409,4 +468,5 @@ function runRecorder(
       return Promise.resolve();
     },
   };
+  return { recorder, pollNow: poll };
 }

@@ -222,14 +222,17 @@ export interface NativeAddon {
    */
   recorderSupport?(): string | null;
   /**
-   * Loads the connection recorder's BPF object and attaches it (native/bpf_recorder.c). Throws
+   * Loads the connection recorder's BPF object and attaches it (native/bpf_recorder.c), with
+   * rings of `recordsPerCpu` records; `onBurst` (which must not throw) is called on this
+   * thread's event loop when a CPU's ring got half full since the last read. Throws
    * with `code` the errno name: EPERM (capabilities), ELIBACC (no libbpf), ENOENT, EINVAL ...;
    * the message carries libbpf's first warning.
    */
-  recorderOpen?(objectPath: string): RawRecorder;
+  recorderOpen?(objectPath: string, recordsPerCpu: number, onBurst?: () => void): RawRecorder;
   /**
-   * Drains the ring buffer into `into` (kept and reused by the caller: no allocation per read)
-   * until the ring is empty or `into` is full: see {@link RawRecorderRead}.
+   * Moves waiting records, all CPUs' rings merged in the order of their times, into `into`
+   * (kept and reused by the caller: no allocation per read) until none waits or `into` is
+   * full: see {@link RawRecorderRead}.
    */
   recorderRead?(recorder: RawRecorder, into: Uint8Array): RawRecorderRead;
   /** Detaches and frees the recorder; later reads throw. Idempotent. */

@@ -12,13 +12,16 @@
  * Inbound sockets (SYN_RECV -> ESTABLISHED) have no attribution and are not reported (their
  * ESTABLISHED returns before the table lookup; their CLOSE cannot be told apart cheaply). What it
  * cannot report is counted, never dropped silently: ring buffer full, and a SYN_SENT socket it
- * has no attribution for (its connect was before the recorder started, or the table was full).
+ * has no attribution for (its connect was before the recorder started, or no table slot was
+ * free).
  *
- * Records go to rings of its own, one per CPU, in memory the reader maps (`records`, `cursors`),
- * not to a BPF ring buffer: a ring buffer reservation takes a lock shared by every CPU with
- * interrupts off, and measured on a paravirtualised VM its two reservations a connection were a
- * third of the program's time (a connect-heavy client ran at 93-94 % of its rate without the
- * recorder; 96 % with these rings). A CPU's ring has one writer: the kernel never runs this
+ * No lock is taken on the connecting side. Records go to rings of its own, one per CPU, in
+ * memory the reader maps (`records`, `cursors`), not to a BPF ring buffer: a ring buffer
+ * reservation takes a lock shared by every CPU with interrupts off, and measured on a
+ * paravirtualised VM its two reservations a connection were a third of the program's time (a
+ * connect-heavy client ran at 93-94 % of its rate without the recorder, about 95 % with these
+ * rings; bench/README.md). The sockets being attributed are in a table of slots claimed with
+ * atomic operations, not a BPF hash map (see `attributions`). A CPU's ring has one writer: the kernel never runs this
  * program twice at once on a CPU (a nested run is skipped and counted as a recursion miss), and
  * a tracepoint runs with preemption off. Each record takes a number from one counter shared by
  * all CPUs (`seq`), so that the reader (bpf_recorder.c) can merge the CPUs' rings back into
@@ -99,6 +102,7 @@ struct inet_sock {
 struct task_struct {
   kuid_t loginuid;
   unsigned int sessionid;
+  char comm[16];
 } __attribute__((preserve_access_index));
 
 /* Who connected, kept from SYN_SENT until CLOSE. */
@@ -131,12 +135,59 @@ _Static_assert(sizeof(struct record) == 120, "RECORD_SIZE of bpf_recorder.c and 
 #define LOSS_RING_FULL 0
 #define LOSS_UNATTRIBUTED 1
 
+/*
+ * The sockets being attributed: an open-addressed table in an array, each slot owned by a
+ * socket pointer (0: free), claimed with a compare-and-swap and freed with an exchange. A BPF
+ * hash map did this before; its insert and delete each take a bucket lock with interrupts off,
+ * which measured a seventh of the program's time on a paravirtualised VM. A socket looks at
+ * PROBES slots from its home slot; when all are taken by others its connection goes
+ * unattributed, and is counted (rare below tens of thousands of open outbound connections:
+ * the table has 131 072 slots).
+ */
+#define TABLE_SLOTS (1 << 17)
+#define PROBES 8
+
+struct slot {
+  __u64 owner;
+  struct attribution a;
+};
+
 struct {
-  __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, 65536);
-  __type(key, __u64);
-  __type(value, struct attribution);
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, TABLE_SLOTS);
+  __type(key, __u32);
+  __type(value, struct slot);
 } attributions SEC(".maps");
+
+/* The first slot a socket looks at (a Fibonacci hash of its pointer). */
+static __always_inline __u32 home(__u64 sk) {
+  return (__u32)((sk * 0x9E3779B97F4A7C15ULL) >> 47) & (TABLE_SLOTS - 1);
+}
+
+/* The slot `sk` owns, or NULL. */
+static __always_inline struct slot *find(__u64 sk) {
+  __u32 at = home(sk);
+  for (int i = 0; i < PROBES; i++) {
+    __u32 k = (at + i) & (TABLE_SLOTS - 1);
+    struct slot *s = bpf_map_lookup_elem(&attributions, &k);
+    if (s && s->owner == sk) return s;
+  }
+  return 0;
+}
+
+/* A slot for `sk`: the one it still owns (a socket whose close was never seen, its pointer
+ * reused), or a free one claimed now; NULL when all its slots are others'. */
+static __always_inline struct slot *claim(__u64 sk) {
+  struct slot *mine = find(sk);
+  if (mine) return mine;
+  __u32 at = home(sk);
+  for (int i = 0; i < PROBES; i++) {
+    __u32 k = (at + i) & (TABLE_SLOTS - 1);
+    struct slot *s = bpf_map_lookup_elem(&attributions, &k);
+    if (s && s->owner == 0 && __sync_val_compare_and_swap(&s->owner, 0, sk) == 0) return s;
+  }
+  return 0;
+}
 
 /*
  * A CPU's ring: `head` counts the records this CPU wrote (the program's), `tail` those the reader
@@ -230,12 +281,12 @@ static __always_inline void count_loss(__u32 reason) {
   if (n) __sync_fetch_and_add(n, 1);
 }
 
-static __always_inline void remember(struct sock *sk) {
+static __always_inline void remember(__u64 key) {
   struct attribution a = {};
-  struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+  /* A typed pointer (Linux 5.11): its fields are plain loads, not a helper call each. */
+  struct task_struct *task = bpf_get_current_task_btf();
   __u64 pid_tgid = bpf_get_current_pid_tgid();
   __u64 uid_gid = bpf_get_current_uid_gid();
-  __u64 key = (__u64)sk;
 
   a.connect_ns = now_ns();
   a.tid = (__u32)pid_tgid;
@@ -245,11 +296,12 @@ static __always_inline void remember(struct sock *sk) {
   a.loginuid = 0xffffffff;
   a.sessionid = 0xffffffff;
   /* Both exist only with CONFIG_AUDIT; without it they stay "unset". */
-  if (bpf_core_field_exists(task->loginuid)) a.loginuid = BPF_CORE_READ(task, loginuid.val);
-  if (bpf_core_field_exists(task->sessionid)) a.sessionid = BPF_CORE_READ(task, sessionid);
-  bpf_get_current_comm(a.comm, sizeof a.comm);
-  /* A full table leaves the socket unattributed: counted when it reaches ESTABLISHED. */
-  bpf_map_update_elem(&attributions, &key, &a, BPF_ANY);
+  if (bpf_core_field_exists(task->loginuid)) a.loginuid = task->loginuid.val;
+  if (bpf_core_field_exists(task->sessionid)) a.sessionid = task->sessionid;
+  __builtin_memcpy(a.comm, task->comm, sizeof a.comm);
+  /* No slot leaves the socket unattributed: counted when it reaches ESTABLISHED. */
+  struct slot *s = claim(key);
+  if (s) __builtin_memcpy(&s->a, &a, sizeof a);
 }
 
 static __always_inline void emit(struct sock *sk, struct attribution *a, __u8 kind, __u64 now) {
@@ -277,10 +329,9 @@ static __always_inline void emit(struct sock *sk, struct attribution *a, __u8 ki
   __u16 family = sk->__sk_common.skc_family;
   r->kind = kind;
   r->family = family == AF_INET6 ? 6 : 4;
-  r->local_port = __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
-  /* Belt and braces: the close record names the port its open record named. */
-  if (kind == 1) a->local_port = r->local_port;
-  else if (r->local_port == 0) r->local_port = a->local_port;
+  /* The close record names the port its open record named (read once, at the open). */
+  if (kind == 1) a->local_port = __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+  r->local_port = a->local_port;
   r->remote_port = __builtin_bswap16(sk->__sk_common.skc_dport);
   r->pad[0] = r->pad[1] = 0;
   r->tid = a->tid;
@@ -316,7 +367,6 @@ int record_state(__u64 *ctx) {
   struct sock *sk = (struct sock *)ctx[0];
   int oldstate = (int)ctx[1];
   int newstate = (int)ctx[2];
-  __u64 key = (__u64)sk;
 
   /* Cheapest test first: most transitions (FIN_WAIT, TIME_WAIT, LISTEN...) concern no one. */
   if (newstate != TCP_SYN_SENT && newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE) return 0;
@@ -326,16 +376,20 @@ int record_state(__u64 *ctx) {
    * (SYN_SENT -> SYN_RECV -> ESTABLISHED) keeps its socket, so it is still looked up. */
   if (newstate == TCP_ESTABLISHED && oldstate != TCP_SYN_SENT && !sk->sk_socket) return 0;
   if (sk->sk_protocol != IPPROTO_TCP) return 0;
+  /* The pointer as a number (the verifier lets a typed pointer be compared, not hashed). */
+  __u64 key = 0;
+  bpf_probe_read_kernel(&key, sizeof key, &ctx[0]);
   if (newstate == TCP_SYN_SENT) {
-    remember(sk);
+    remember(key);
     return 0;
   }
 
-  struct attribution *a = bpf_map_lookup_elem(&attributions, &key);
-  if (!a) {
+  struct slot *s = find(key);
+  if (!s) {
     if (oldstate == TCP_SYN_SENT) count_loss(LOSS_UNATTRIBUTED);
     return 0;
   }
+  struct attribution *a = &s->a;
   __u64 now = not_before(now_ns(), a->established_ns ? a->established_ns : a->connect_ns);
   if (newstate == TCP_ESTABLISHED) {
     a->established_ns = now;
@@ -345,7 +399,7 @@ int record_state(__u64 *ctx) {
   /* CLOSE: a connect that never reached ESTABLISHED is announced here, with its 4-tuple. */
   if (a->established_ns == 0) emit(sk, a, 1, now);
   emit(sk, a, 2, now);
-  bpf_map_delete_elem(&attributions, &key);
+  __sync_lock_test_and_set(&s->owner, 0);
   return 0;
 }
 

@@ -476,7 +476,7 @@ export function formatReport(results: BenchResults): string {
         `it reads the clock twice a run), so ${fmt(programShareOfConnection(recorder))} % of the client's time per connection (off) is the program's, ` +
         `spent in the client's own context; reading and decoding cost the reader ` +
         `${fmt(recorder.readerUsPerEvent)} µs of CPU per event (its CPU time while recording less its CPU time in the off runs; ` +
-        `a 200 ms poll drains the ring into one kept buffer and decodes it with cached address, command and socket strings). ` +
+        `the addon merges the per-CPU rings, every 200 ms and when one is half full, into one kept buffer, decoded with cached address, command and socket strings). ` +
         `Starting the recorder (BTF, verifier, maps) costs ${spread(recorder.startCpuMs)} ms of CPU once, before the client starts. ` +
         `Where the program's time goes: bench/README.md.`,
     );

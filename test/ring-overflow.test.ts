@@ -236,8 +236,8 @@ describe('a full ring buffer', { skip }, () => {
     const [gap] = ringGaps;
     assert.ok(gap);
     assert.ok(Date.parse(gap.from) <= flood.start && Date.parse(gap.to) >= flood.end, `the gap ${gap.from}..${gap.to} covers the flood`);
-    assert.match(gap.note, /ring buffer was full/);
-    assert.match(daemon.stderr(), /History: the kernel ring buffer overflowed; \d+ connection events between \S+ and \S+ were lost/);
+    assert.match(gap.note, /kernel ring of the recorder was full/);
+    assert.match(daemon.stderr(), /History: a kernel ring of the recorder overflowed; \d+ connection events between \S+ and \S+ were lost/);
     assert.ok(gap.count >= FLOOD * 2 - CAPACITY, `at most ${CAPACITY} records fit, so at least ${FLOOD * 2 - CAPACITY} are counted, not ${gap.count}`);
 
     // The journal: the flood's first connections in order, nothing after the first refusal.

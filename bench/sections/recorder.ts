@@ -1,8 +1,9 @@
 /**
  * Issue 14: what the eBPF connection recorder costs the host. A connect-heavy client in C
  * (`floor/connload.c`: connect, accept, reset, in a loop) runs for a fixed time with the
- * recorder off and on, alternating within each round; the recorder runs in this process and
- * drains its ring buffer as the daemon would (events decoded and handed to a consumer). The
+ * recorder off and on, alternating within each round; the recorder runs in this process with
+ * the daemon's defaults and drains its rings as the daemon would (events decoded and handed to
+ * a consumer). The
  * ratio of connect rates, on ÷ off, is the target (≥ 95 %).
  *
  * On a shared two-CPU machine that ratio is noisy, so two costs are also measured directly: the kernel's time per run of the BPF program

@@ -144,7 +144,7 @@ export class HistoryFeed {
             // The operator should hear of it, not only the ledger: the recorder could not keep up (or was not drained).
             this.#warnOnce(
               'ring-buffer-full',
-              `History: the kernel ring buffer overflowed; ${event.count} connection events between ${iso(event.from)} and ${iso(event.to)} were lost (a gap, reason ring-buffer-full, in the ledger; later ones are noted there only)`,
+              `History: a kernel ring of the recorder overflowed; ${event.count} connection events between ${iso(event.from)} and ${iso(event.to)} were lost (a gap, reason ring-buffer-full, in the ledger; later ones are noted there only)`,
             );
           }
           gaps.push({ reason: event.reason, count: event.count, from: event.from, to: event.to });

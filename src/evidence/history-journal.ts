@@ -653,7 +653,7 @@ function sameTuple(entry: { local: Endpoint; remote: Endpoint }, local: Endpoint
 function describeGap(reason: HistoryGap['reason']): string {
   switch (reason) {
     case 'ring-buffer-full':
-      return 'the kernel ring buffer was full: connection events of this period were lost';
+      return 'a kernel ring of the recorder was full: connection events of this period were lost';
     case 'unattributed':
       return 'connection events of this period could not be attributed to a process (their connect was before the recorder started)';
     case 'recursion':

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -232,21 +233,8 @@ static int by_number(const void *a, const void *b) {
   return x->distance < y->distance ? -1 : x->distance > y->distance;
 }
 
-/*
- * Takes everything the rings hold into the batch, after the records still waiting from the last
- * refill, orders it by number and marks ready the records up to the first missing number.
- *
- * A number is missing only while its record is being written: the program takes a number once
- * nothing can stop the record, and writes it with preemption off, so the next poll finds it. A
- * number missing at three refills in a row (a bug, never seen) is given up, so that nothing
- * waits for ever, and so are numbers missing when the waiting records would fill the batch.
- */
-static void refill(struct bpf_recorder *r) {
-  size_t total = (size_t)r->cpus * r->per_cpu;
-  /* What waits first, compacted to the front. */
-  size_t n = 0;
-  for (size_t k = r->ready; k < r->batch_len; k++) r->batch[n++] = r->batch[r->order[k].at];
-  r->batch_len = r->ready = r->handed = 0;
+/* Appends what the rings hold to the batch's first `n` records; returns the new count. */
+static size_t take_rings(struct bpf_recorder *r, size_t n) {
   for (uint32_t cpu = 0; cpu < r->cpus; cpu++) {
     struct cursor *c = &r->cursors[cpu];
     /* Acquire: the records up to the head are whole (the program publishes with an exchange). */
@@ -255,11 +243,48 @@ static void refill(struct bpf_recorder *r) {
     /* Release: the copies are done before the program may write these slots again. */
     __atomic_store_n(&c->tail, head, __ATOMIC_RELEASE);
   }
-  if (n == 0) return;
+  return n;
+}
+
+/* Orders the batch's `n` records by number; returns how many come before the first missing one. */
+static size_t order_batch(struct bpf_recorder *r, size_t n) {
   for (size_t k = 0; k < n; k++) r->order[k] = (struct order_key){r->batch[k].seq - r->next_seq, (uint32_t)k};
   qsort(r->order, n, sizeof *r->order, by_number);
   size_t ready = 0;
   while (ready < n && r->order[ready].distance == ready) ready++;
+  return ready;
+}
+
+/*
+ * Takes everything the rings hold into the batch, after the records still waiting from the last
+ * refill, orders it by number and marks ready the records up to the first missing number.
+ *
+ * A number is missing only while its record is being written: the program takes a number once
+ * nothing can stop the record, and writes it with preemption off, so it comes within
+ * microseconds (the rings are read again a few times), or at the next read when its CPU was
+ * interrupted. A number missing at three refills in a row (a bug, never seen) is given up, so
+ * that nothing waits for ever, and so are numbers missing when the waiting records would fill
+ * the batch.
+ *
+ * Bounds: the batch holds 2 * total records (total: what all rings hold). What waits is at most
+ * total (beyond, everything is handed out), and each reading of the rings adds at most total, so
+ * the rings are read again only while the batch holds at most total.
+ */
+static void refill(struct bpf_recorder *r) {
+  size_t total = (size_t)r->cpus * r->per_cpu;
+  /* What waits, moved to the front through the batch's second half (it may sit anywhere). */
+  size_t waiting = r->batch_len - r->ready;
+  for (size_t k = 0; k < waiting; k++) r->batch[total + k] = r->batch[r->order[r->ready + k].at];
+  memmove(r->batch, r->batch + total, waiting * sizeof *r->batch);
+  r->batch_len = r->ready = r->handed = 0;
+  size_t n = take_rings(r, waiting);
+  if (n == 0) return;
+  size_t ready = order_batch(r, n);
+  for (int again = 0; ready < n && n <= total && again < 3; again++) {
+    sched_yield();
+    size_t more = take_rings(r, n);
+    if (more > n) ready = order_batch(r, n = more);
+  }
   if (ready < n && (n > total || (ready == 0 && ++r->missing_refills >= 3))) {
     /* Give up the missing numbers: everything is ready, in order. */
     ready = n;

@@ -21,9 +21,9 @@
  * paravirtualised VM its two reservations a connection were a third of the program's time (a
  * connect-heavy client ran at 93-94 % of its rate without the recorder, about 95 % with these
  * rings; bench/README.md). The sockets being attributed are in a table of slots claimed with
- * atomic operations, not a BPF hash map (see `attributions`). A CPU's ring has one writer: the kernel never runs this
- * program twice at once on a CPU (a nested run is skipped and counted as a recursion miss), and
- * a tracepoint runs with preemption off. Each record takes a number from one counter shared by
+ * atomic operations, not a BPF hash map (see `attributions`). A CPU's ring has one writer: the
+ * kernel never runs this program twice at once on a CPU (a nested run is skipped and counted as
+ * a recursion miss), and a tracepoint runs with preemption off. Each record takes a number from one counter shared by
  * all CPUs (`seq`), so that the reader (bpf_recorder.c) can merge the CPUs' rings back into
  * the order the records were made, and hold back a record until every earlier number has
  * arrived: a connection's `open` before its `close` even when two CPUs wrote them.

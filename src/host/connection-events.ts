@@ -47,7 +47,7 @@ export interface OutboundCloseEvent {
 }
 
 /**
- * Events the recorder knows it lost: ring buffer full, a transition it could not attribute
+ * Events the recorder knows it lost: a kernel ring full, a transition it could not attribute
  * (its SYN_SENT was before the recorder started), or a state change the kernel did not run the
  * program for (`recursion`: it was already running on that CPU, interrupted by a softirq).
  * Loss is evidence: it becomes a gap in the ledger with its time range.

@@ -10,7 +10,7 @@
  *   recorderRead(handle, into) -> { bytes, ringFull, unattributed, recursion, epochOffsetMs }
  *       moves waiting records into `into` (a Uint8Array/Buffer the caller keeps and reuses): its
  *       first `bytes` bytes are 120-byte records back to back (the layout of `struct record` in
- *       bpf/connection-recorder.bpf.c), in the order of their times; `bytes` equal to the
+ *       bpf/connection-recorder.bpf.c), in the order they were made; `bytes` equal to the
  *       largest multiple of 120 that fits means it is full and more may wait (read again). ringFull/unattributed/recursion
  *       are the running loss totals, read before the drain; epochOffsetMs is CLOCK_REALTIME -
  *       CLOCK_MONOTONIC in milliseconds, read now, which turns the records' kernel times

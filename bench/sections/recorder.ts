@@ -3,8 +3,7 @@
  * (`floor/connload.c`: connect, accept, reset, in a loop) runs for a fixed time with the
  * recorder off and on, alternating within each round; the recorder runs in this process with
  * the daemon's defaults and drains its rings as the daemon would (events decoded and handed to
- * a consumer). The
- * ratio of connect rates, on ÷ off, is the target (≥ 95 %).
+ * a consumer). The ratio of connect rates, on ÷ off, is the target (≥ 95 %).
  *
  * On a shared two-CPU machine that ratio is noisy, so two costs are also measured directly: the kernel's time per run of the BPF program
  * (kernel.bpf_stats_enabled, read from this process's fdinfo of the program) and this

@@ -294,7 +294,8 @@ function readU64(u32: Uint32Array, w: number): number {
 }
 
 /**
- * Turns the records of one `recorderRead` into events, in kernel order. Kernel times
+ * Turns the records of one `recorderRead` into events, in their order (the order the kernel made
+ * them, across CPUs: the addon merges the rings by the records' numbers). Kernel times
  * (CLOCK_MONOTONIC nanoseconds) become epoch milliseconds with `epochOffsetMs`. Written for
  * speed: a connect-heavy host sends tens of thousands of records a second, and this runs on
  * the daemon's event loop. Fields are read as words of typed-array views (no Buffer method

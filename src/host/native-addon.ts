@@ -230,7 +230,7 @@ export interface NativeAddon {
    */
   recorderOpen?(objectPath: string, recordsPerCpu: number, onBurst?: () => void): RawRecorder;
   /**
-   * Moves waiting records, all CPUs' rings merged in the order of their times, into `into`
+   * Moves waiting records, all CPUs' rings merged in the order they were made, into `into`
    * (kept and reused by the caller: no allocation per read) until none waits or `into` is
    * full: see {@link RawRecorderRead}.
    */

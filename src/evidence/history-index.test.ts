@@ -42,6 +42,24 @@ test('HistoryIndex.dropBefore forgets dropped entries, also as previous entries 
   assert.equal(index.previousWithKey(10_001), undefined);
 });
 
+test('HistoryIndex.dropBefore after many opens of one reused tuple keeps every live tuple findable (the key table was sized from dropped entries and filled up: a hang)', { timeout: 20_000 }, () => {
+  // A connect flood reuses a few tuples many times: 10 000 opens of one tuple, then 3 000
+  // distinct tuples. Dropping the first 10 000 entries makes 10 000 stale entries but only one
+  // stale key, and 3 000 live keys must fit in the rebuilt table.
+  const index = new HistoryIndex(1);
+  let seq = 1;
+  for (; seq <= 10_000; seq += 1) index.add(seq, { kind: 'open', offset: 0, time: seq, key: 'reused', closedAt: Number.NaN });
+  const first = seq;
+  for (let k = 0; k < 3_000; k += 1, seq += 1) index.add(seq, { kind: 'open', offset: 0, time: seq, key: `tuple ${k}`, closedAt: Number.NaN });
+  index.dropBefore(first);
+  for (let k = 0; k < 3_000; k += 1) assert.equal(index.latestWithKey(`tuple ${k}`), first + k);
+  assert.equal(index.latestWithKey('reused'), undefined);
+  // And the table keeps working as entries are added after the rebuild.
+  for (let k = 0; k < 5_000; k += 1, seq += 1) index.add(seq, { kind: 'open', offset: 0, time: seq, key: `later ${k}`, closedAt: Number.NaN });
+  assert.equal(index.latestWithKey('later 4999'), seq - 1);
+  assert.equal(index.latestWithKey('tuple 0'), first);
+});
+
 test('HistoryIndex.add leaves a hole for a damaged line instead of failing', () => {
   const index = new HistoryIndex(1);
   index.add(1, { kind: 'open', offset: 0, time: 1, key: 'a', closedAt: Number.NaN });

@@ -159,15 +159,20 @@ export class HistoryIndex {
     this.#kind = grow(this.#kind, (n) => new Uint8Array(n));
   }
 
-  /** The slot of `key`, or the empty slot where it would go (linear probing). */
+  /**
+   * The slot of `key`, or the empty slot where it would go (linear probing). The table is kept
+   * at most half full, so an empty slot is always there; a full table (a bug) throws rather than
+   * looping for ever.
+   */
   #findSlot(key: number): number {
     const mask = this.#keys.length - 1;
     let at = key % this.#keys.length & mask;
-    for (;;) {
+    for (let probes = 0; probes < this.#keys.length; probes += 1) {
       const found = this.#keys[at] ?? EMPTY;
       if (found === EMPTY || found === key) return at;
       at = (at + 1) & mask;
     }
+    throw new Error(`history index: the tuple table of ${this.#keys.length} slots is full`);
   }
 
   #rehash(size: number): void {
@@ -188,9 +193,18 @@ export class HistoryIndex {
     this.#stale = 0;
   }
 
+  /**
+   * A table sized for the keys still in use (whose newest entry is kept). Counted here, not
+   * derived from #stale: that counts dropped entries, and one key may have had thousands of
+   * them (a tuple reused by a connect flood), so `used - stale` said nothing about what is left.
+   */
   #rebuildKeys(): void {
+    let live = 0;
+    for (let index = 0; index < this.#keys.length; index += 1) {
+      if ((this.#keys[index] ?? EMPTY) !== EMPTY && (this.#heads[index] ?? EMPTY) >= this.#base) live += 1;
+    }
     let size = 2048;
-    while (size < (this.#used - this.#stale) * 2) size *= 2;
+    while (size < live * 2) size *= 2;
     this.#rehash(size);
   }
 }

@@ -10,6 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { exchange, startDaemon, STOPCTL, type DaemonHandle } from './support/daemon.js';
 import { listen, spawnClient, type TestListener } from './support/peers.js';
+import { possibleCpuCount } from '../src/host/connection-recorder.js';
 
 const run = promisify(execFile);
 const isRoot = process.getuid?.() === 0;
@@ -158,4 +159,20 @@ describe('history unavailable', { skip: isRoot ? false : 'needs root: drops capa
       }
     });
   }
+});
+
+describe('the recorder ring size', { skip: isRoot ? false : 'needs root: loads the eBPF recorder' }, () => {
+  test('--history-ring-records sizes the rings the kernel holds (records a CPU times the possible CPUs)', async () => {
+    const perCpu = 256;
+    const daemon = await startDaemon(['--history-ring-records', String(perCpu)]);
+    try {
+      assert.match(daemon.stderr(), /History is on/);
+      const maps = JSON.parse((await run('bpftool', ['map', 'show', '--json'])).stdout) as { name?: string; max_entries?: number }[];
+      const sizes = maps.filter((map) => map.name === 'records').map((map) => map.max_entries);
+      // The default (4 096 a CPU) would give another size: this one is the daemon's.
+      assert.ok(sizes.includes(possibleCpuCount() * perCpu), `a records map of ${possibleCpuCount()} × ${perCpu} entries among ${sizes.join(', ')}`);
+    } finally {
+      await daemon.stop();
+    }
+  });
 });

@@ -49,6 +49,7 @@ function sampleChange(spec: OptionSpec, caFile: string): { value: OptionValue; n
     'process-index': { value: 'schedstat' },
     'history-retention': { value: '7d' },
     'history-max-bytes': { value: '2G' },
+    'history-ring-records': { value: '8192' },
   };
   const sample = samples[spec.name];
   if (sample === undefined) return assert.fail(`no sample value for --${spec.name}: add one to this test`);
@@ -104,4 +105,16 @@ test('planReload keeps changed restart settings at their running value and names
 test('planReload counts a setting left out as its default', () => {
   const plan = planReload(new Map(), new Map<string, OptionValue>([['max-lookups', 16], ['max-store-bytes', '1G'], ['listen', ['[::]:113']]]));
   assert.deepEqual(plan.kept, []);
+});
+
+test('--history-ring-records takes auto or a power of two from 64 to 1048576, and says so otherwise', () => {
+  assert.equal(build(new Map()).historyRingRecords, undefined);
+  assert.equal(build(new Map([['history-ring-records', 'auto']])).historyRingRecords, undefined);
+  assert.equal(build(new Map([['history-ring-records', '65536']])).historyRingRecords, 65_536);
+  for (const bad of ['0', '32', '1000', '2097152', 'many', '8k']) {
+    assert.throws(
+      () => build(new Map([['history-ring-records', bad]])),
+      new RegExp(`--history-ring-records must be auto or a power of two from 64 to 1048576 \\(e\\.g\\. 8192\\), not "${bad}"`),
+    );
+  }
 });

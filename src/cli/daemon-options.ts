@@ -93,6 +93,8 @@ export const DAEMON_OPTIONS: readonly OptionSpec[] = [
     help: 'keep the history of outbound connections this long (e.g. 90m, 24h, 7d): older journal segments are deleted, each after a history-dropped ledger entry' },
   { name: 'history-max-bytes', kind: 'string', arg: 'SIZE', default: '1G', reload: 'restart',
     help: 'total size of the history journal (STORE/history/, about 700 bytes a connection): past it the oldest segments are deleted the same way' },
+  { name: 'history-ring-records', kind: 'string', arg: 'auto|N', default: 'auto', reload: 'restart',
+    help: 'records each CPU\'s ring of the recorder holds (a power of two from 64 to 1048576; 120 bytes each, two a connection); auto: 4096, fewer beyond 64 CPUs. Larger rings lose less in a burst while the daemon is busy, and cost each connect a little more' },
 ];
 
 /** Looks a setting up by name (a programming error if it is not in the table). */
@@ -188,6 +190,11 @@ export function buildDaemonOptions(
   if (history !== 'auto' && history !== 'off') {
     throw new UsageError(`${context.origin('history')} must be auto or off, not ${JSON.stringify(history)}`);
   }
+  const ringRecords = get<string>('history-ring-records') ?? 'auto';
+  const historyRingRecords = ringRecords === 'auto' ? undefined : Number(ringRecords);
+  if (historyRingRecords !== undefined && !(Number.isInteger(historyRingRecords) && historyRingRecords >= 64 && historyRingRecords <= 1_048_576 && (historyRingRecords & (historyRingRecords - 1)) === 0)) {
+    throw new UsageError(`${context.origin('history-ring-records')} must be auto or a power of two from 64 to 1048576 (e.g. 8192), not ${JSON.stringify(ringRecords)}`);
+  }
   const processIndex = get<string>('process-index') ?? 'auto';
   if (processIndex !== 'auto' && processIndex !== 'schedstat') {
     throw new UsageError(`${context.origin('process-index')} must be auto or schedstat, not ${JSON.stringify(processIndex)}`);
@@ -236,6 +243,7 @@ export function buildDaemonOptions(
     processIndex,
     historyRetentionMs,
     historyMaxBytes,
+    ...(historyRingRecords === undefined ? {} : { historyRingRecords }),
     log: context.log,
   };
 }

@@ -20,7 +20,7 @@ import { LoopTable } from './loop-table.js';
 import { Responder } from './responder.js';
 import { UpstreamDispatcher } from './upstream.js';
 import { Semaphore } from './semaphore.js';
-import { probeConnectionRecorder, startConnectionRecorder } from '../host/connection-recorder.js';
+import { createConnectionRecorderStarter, probeConnectionRecorder } from '../host/connection-recorder.js';
 import type { ConnectionRecorder, RecorderAvailability, StartConnectionRecorder } from '../host/connection-events.js';
 import { readNetworkNamespaceInode } from '../host/network-namespace.js';
 import { readPidNamespaceView } from '../host/pid-namespace.js';
@@ -83,6 +83,8 @@ export interface DaemonOptions {
   /** `--history-retention`, `--history-max-bytes`: bounds of the history journal (evidence/history-journal.ts). */
   readonly historyRetentionMs?: number;
   readonly historyMaxBytes?: number;
+  /** `--history-ring-records`: records each CPU's ring of the recorder holds; default host/connection-recorder.ts defaultRingRecordsPerCpu. */
+  readonly historyRingRecords?: number;
   /** Wait this long for the store lock (inetd mode: one process per connection, taking turns). */
   readonly storeLockWaitMs?: number;
   /**
@@ -444,7 +446,8 @@ async function startHistory(
     log.info('History is off (history = off, or --inetd mode, which has no resident recorder): only connections open when a request arrives can be answered');
     return undefined;
   }
-  const recorder = options.recorder ?? { probe: probeConnectionRecorder, start: startConnectionRecorder };
+  const ring = options.historyRingRecords === undefined ? {} : { ringRecordsPerCpu: options.historyRingRecords };
+  const recorder = options.recorder ?? { probe: () => probeConnectionRecorder(ring), start: createConnectionRecorderStarter(ring) };
   const availability = recorder.probe();
   if (!availability.available) {
     log.warn(`${availability.reason} Only connections open when a request arrives can be answered.`);

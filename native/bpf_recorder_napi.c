@@ -6,13 +6,14 @@
  *       each possible CPU; throws Error with `code` the errno name (EPERM, ...) and libbpf's
  *       warning in the message. onBurst, a function, is called (on this thread's event loop,
  *       with no arguments) when a CPU's ring got half full since the last call: read then,
- *       not at the next timed poll. It must not throw
+ *       not at the next timed poll. It must not throw.
  *   recorderRead(handle, into) -> { bytes, ringFull, unattributed, recursion, epochOffsetMs }
  *       moves waiting records into `into` (a Uint8Array/Buffer the caller keeps and reuses): its
  *       first `bytes` bytes are 120-byte records back to back (the layout of `struct record` in
  *       bpf/connection-recorder.bpf.c), in the order they were made; `bytes` equal to the
- *       largest multiple of 120 that fits means it is full and more may wait (read again). ringFull/unattributed/recursion
- *       are the running loss totals, read before the drain; epochOffsetMs is CLOCK_REALTIME -
+ *       largest multiple of 120 that fits means it is full and more may wait (read again).
+ *       ringFull/unattributed/recursion are the running loss totals, read before the drain;
+ *       epochOffsetMs is CLOCK_REALTIME -
  *       CLOCK_MONOTONIC in milliseconds, read now, which turns the records' kernel times
  *       (CLOCK_MONOTONIC, read once per tick per CPU by the program) into epoch times
  *   recorderClose(handle)                 detaches (idempotent; the garbage collector does it too)

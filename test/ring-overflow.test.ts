@@ -44,8 +44,8 @@ const FLOOD = Math.ceil((CAPACITY / 2) * 1.1);
 
 /**
  * The flood, in Python (a tight loop of system calls, about 10 µs a connection): one process,
- * bound to its first allowed CPU, listens on loopback and connects to itself FLOOD times, one connection after the other, and
- * writes down each connection's source port in order. Each client closes with SO_LINGER 0
+ * bound to its first allowed CPU, listens on loopback and connects to itself FLOOD times, one
+ * connection after the other, and writes down each connection's source port in order. Each client closes with SO_LINGER 0
  * (RST): its socket reaches CLOSE at once (no TIME_WAIT, so ports do not run out), which makes
  * its two records open, close, before the next connect starts.
  */

@@ -185,8 +185,10 @@ describe('a full ring buffer', { skip }, () => {
     assert.ok(loss.count >= lost, `${lost} records of the flood lost, ${loss.count} counted`);
     assert.ok(loss.from <= flood.start && loss.to >= flood.end, `the loss range ${loss.from}..${loss.to} covers the flood ${flood.start}..${flood.end}`);
     // Only the documented kinds besides open, close and this loss: an `unattributed` loss
-    // (another process's connect begun before the recorder started).
-    assert.deepEqual(events.filter((e) => e.kind === 'loss' && e.reason !== 'ring-buffer-full' && e.reason !== 'unattributed'), []);
+    // (another process's connect begun before the recorder started), and a `recursion` one (a
+    // softirq's state change while the program ran on that CPU: the kernel skips and counts it).
+    const kinds = new Set(['ring-buffer-full', 'unattributed', 'recursion']);
+    assert.deepEqual(events.filter((e) => e.kind === 'loss' && !kinds.has(e.reason)), []);
   });
 
   test("the daemon writes the overflow to the ledger as a history gap covering it, the journal holds the flood's first connections, and stopctl verify passes", async (t) => {

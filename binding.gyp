@@ -20,6 +20,7 @@
         "native/run_tracker.c",
         "native/bpf_recorder.c",
         "native/bpf_recorder_napi.c",
+        "native/recorder_merge.c",
         "native/conntrack.c",
         "native/conntrack_napi.c"
       ],

@@ -1,21 +1,13 @@
 /*
  * The connection recorder's loader (bpf_recorder.h), over libbpf opened at run time
- * (libbpf_dl.h).
- *
- * The program writes each record into the ring of the CPU it runs on (bpf/connection-
- * recorder.bpf.c: `records`, `cursors`, both mapped here), numbered by one counter shared by
- * all CPUs. A read takes everything the rings hold into a batch, orders it by number, and hands
- * out the records up to the first number that has not arrived yet: the rest waits for the next
- * read. So records come out in the order they were made, across CPUs, and a connection's
- * `open` always before its `close` (the close is made after the open, so it has a larger
- * number), even when the close's CPU was read before the open's record was written.
+ * (libbpf_dl.h). It maps the program's per-CPU rings (`records`, `cursors`) into this process;
+ * recorder_merge.c reads them.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sched.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -23,41 +15,11 @@
 
 #include "bpf_recorder.h"
 #include "libbpf_dl.h"
+#include "recorder_merge.h"
 
 const char *recorder_libbpf_error(void) {
   return libbpf_dl_error();
 }
-
-/* `struct record` of bpf/connection-recorder.bpf.c (the same natural alignment here). */
-struct record {
-  uint8_t kind, family;
-  uint16_t local_port, remote_port;
-  uint8_t pad[2];
-  uint32_t tid, pid, uid, gid, loginuid, sessionid;
-  uint32_t netns;
-  uint32_t seq;
-  uint64_t socket;
-  uint64_t connect_ns, established_ns, close_ns;
-  uint8_t local[16], remote[16];
-  char comm[16];
-};
-_Static_assert(sizeof(struct record) == RECORDER_RECORD_SIZE, "struct record of connection-recorder.bpf.c");
-
-/* `struct cursor` of bpf/connection-recorder.bpf.c: `head` is the program's, `tail` ours. */
-struct cursor {
-  uint64_t head;
-  uint64_t mask;
-  uint64_t pad1[6];
-  uint64_t tail;
-  uint64_t pad2[7];
-};
-_Static_assert(sizeof(struct cursor) == 128, "struct cursor of connection-recorder.bpf.c");
-
-/* A record of the batch by its number, counted from the next number to hand out. */
-struct order_key {
-  uint32_t distance;
-  uint32_t at;
-};
 
 struct bpf_recorder {
   struct bpf_object *obj;
@@ -68,18 +30,12 @@ struct bpf_recorder {
   struct ring_buffer *wakeups;
   int wake_fd;
   uint32_t cpus, per_cpu;
-  struct cursor *cursors;
+  struct recorder_cursor *cursors;
   size_t cursors_bytes;
-  struct record *rings;
+  struct recorder_record *rings;
   size_t rings_bytes;
-  /* The batch: records taken from the rings, `order` the ready ones by number; `ready` of them
-   * can be handed out (`handed` have been), the rest of `batch_len` wait for a missing number. */
-  struct record *batch;
-  struct order_key *order;
-  size_t batch_len, ready, handed;
-  /* The number of the next record to hand out; how many refills in a row found it missing. */
-  uint32_t next_seq;
-  unsigned missing_refills;
+  /* Reads the rings once they are mapped (merge.batch is NULL until then). */
+  struct recorder_merge merge;
 };
 
 void recorder_close(struct bpf_recorder *r) {
@@ -89,8 +45,7 @@ void recorder_close(struct bpf_recorder *r) {
   if (r->cursors != NULL) munmap(r->cursors, r->cursors_bytes);
   if (r->rings != NULL) munmap(r->rings, r->rings_bytes);
   if (r->obj != NULL) libbpf.object_close(r->obj);
-  free(r->batch);
-  free(r->order);
+  recorder_merge_free(&r->merge);
   free(r);
 }
 
@@ -164,14 +119,6 @@ int recorder_open(const char *path, uint32_t records_per_cpu, struct bpf_recorde
   r->cpus = (uint32_t)cpus;
   r->per_cpu = records_per_cpu;
   size_t total = (size_t)r->cpus * r->per_cpu;
-  /* The batch: what the rings hold, and as many records waiting from the last read (refill
-   * keeps them fewer). Untouched pages cost no memory, so a quiet host pays for what it records. */
-  r->batch = malloc(2 * total * sizeof *r->batch);
-  r->order = malloc(2 * total * sizeof *r->order);
-  if (r->batch == NULL || r->order == NULL) {
-    recorder_close(r);
-    return ENOMEM;
-  }
   libbpf_dl_begin_load();
   int err = libbpf_dl_load_object(path, &r->obj, size_rings, r, why, why_len);
   if (err != 0) {
@@ -202,6 +149,10 @@ int recorder_open(const char *path, uint32_t records_per_cpu, struct bpf_recorde
     err = fail(r, errno, "cannot map the recorder's rings", why, why_len);
     goto out;
   }
+  if (recorder_merge_init(&r->merge, r->cpus, r->per_cpu, r->cursors, r->rings) != 0) {
+    err = fail(r, ENOMEM, "cannot allocate the recorder's read batch", why, why_len);
+    goto out;
+  }
   /* The program writes nothing before its ring has a mask: set them all before attaching. */
   for (uint32_t cpu = 0; cpu < r->cpus; cpu++) r->cursors[cpu].mask = r->per_cpu - 1;
   r->link = libbpf.program_attach(prog);
@@ -215,10 +166,6 @@ out:
   return err;
 }
 
-static struct record *slot(struct bpf_recorder *r, uint32_t cpu, uint64_t n) {
-  return &r->rings[(size_t)cpu * r->per_cpu + (n & (r->per_cpu - 1))];
-}
-
 int recorder_wake_fd(struct bpf_recorder *r) {
   return r->wake_fd;
 }
@@ -228,84 +175,10 @@ int recorder_take_wakeups(struct bpf_recorder *r) {
   return n < 0 ? -n : 0;
 }
 
-static int by_number(const void *a, const void *b) {
-  const struct order_key *x = a, *y = b;
-  return x->distance < y->distance ? -1 : x->distance > y->distance;
-}
-
-/* Appends what the rings hold to the batch's first `n` records; returns the new count. */
-static size_t take_rings(struct bpf_recorder *r, size_t n) {
-  for (uint32_t cpu = 0; cpu < r->cpus; cpu++) {
-    struct cursor *c = &r->cursors[cpu];
-    /* Acquire: the records up to the head are whole (the program publishes with an exchange). */
-    uint64_t head = __atomic_load_n(&c->head, __ATOMIC_ACQUIRE);
-    for (uint64_t i = c->tail; i != head; i++) r->batch[n++] = *slot(r, cpu, i);
-    /* Release: the copies are done before the program may write these slots again. */
-    __atomic_store_n(&c->tail, head, __ATOMIC_RELEASE);
-  }
-  return n;
-}
-
-/* Orders the batch's `n` records by number; returns how many come before the first missing one. */
-static size_t order_batch(struct bpf_recorder *r, size_t n) {
-  for (size_t k = 0; k < n; k++) r->order[k] = (struct order_key){r->batch[k].seq - r->next_seq, (uint32_t)k};
-  qsort(r->order, n, sizeof *r->order, by_number);
-  size_t ready = 0;
-  while (ready < n && r->order[ready].distance == ready) ready++;
-  return ready;
-}
-
-/*
- * Takes everything the rings hold into the batch, after the records still waiting from the last
- * refill, orders it by number and marks ready the records up to the first missing number.
- *
- * A number is missing only while its record is being written: the program takes a number once
- * nothing can stop the record, and writes it with preemption off, so it comes within
- * microseconds (the rings are read again a few times), or at the next read when its CPU was
- * interrupted. A number missing at three refills in a row (a bug, never seen) is given up, so
- * that nothing waits for ever, and so are numbers missing when the waiting records would fill
- * the batch.
- *
- * Bounds: the batch holds 2 * total records (total: what all rings hold). What waits is at most
- * total (beyond, everything is handed out), and each reading of the rings adds at most total, so
- * the rings are read again only while the batch holds at most total.
- */
-static void refill(struct bpf_recorder *r) {
-  size_t total = (size_t)r->cpus * r->per_cpu;
-  /* What waits, moved to the front through the batch's second half (it may sit anywhere). */
-  size_t waiting = r->batch_len - r->ready;
-  for (size_t k = 0; k < waiting; k++) r->batch[total + k] = r->batch[r->order[r->ready + k].at];
-  memmove(r->batch, r->batch + total, waiting * sizeof *r->batch);
-  r->batch_len = r->ready = r->handed = 0;
-  size_t n = take_rings(r, waiting);
-  if (n == 0) return;
-  size_t ready = order_batch(r, n);
-  for (int again = 0; ready < n && n <= total && again < 3; again++) {
-    sched_yield();
-    size_t more = take_rings(r, n);
-    if (more > n) ready = order_batch(r, n = more);
-  }
-  if (ready < n && (n > total || (ready == 0 && ++r->missing_refills >= 3))) {
-    /* Give up the missing numbers: everything is ready, in order. */
-    ready = n;
-  }
-  if (ready > 0) {
-    r->missing_refills = 0;
-    r->next_seq = r->batch[r->order[ready - 1].at].seq + 1;
-  }
-  r->batch_len = n;
-  r->ready = ready;
-}
-
 int recorder_drain(struct bpf_recorder *r, uint8_t *dst, size_t cap, size_t *len) {
   *len = 0;
   if (cap < RECORDER_RECORD_SIZE) return EINVAL;
-  if (r->handed == r->ready) refill(r);
-  while (r->handed < r->ready && *len + RECORDER_RECORD_SIZE <= cap) {
-    memcpy(dst + *len, &r->batch[r->order[r->handed].at], RECORDER_RECORD_SIZE);
-    *len += RECORDER_RECORD_SIZE;
-    r->handed++;
-  }
+  *len = recorder_merge_read(&r->merge, dst, cap);
   return 0;
 }
 

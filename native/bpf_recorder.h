@@ -21,8 +21,8 @@
 #define RECORDER_LOSS_RECURSION 2
 #define RECORDER_LOSS_KINDS 3
 
-/* Bytes per record: `struct record` of bpf/connection-recorder.bpf.c. */
-#define RECORDER_RECORD_SIZE 120
+/* RECORDER_RECORD_SIZE, the bytes of a record. */
+#include "recorder_merge.h"
 
 struct bpf_recorder;
 

@@ -12,7 +12,8 @@
  *                      (why it is exact: FD_INDEX.md)
  *   socket_fd.c/.h     what one socket descriptor of a process is (pidfd_getfd)
  *   bpf_recorder.c/.h  the eBPF connection recorder: loads bpf/connection-recorder.bpf.o with
- *                      libbpf (dlopen'ed at run time) and drains its ring buffer (BPF.md)
+ *                      libbpf (dlopen'ed at run time) and maps its per-CPU rings (BPF.md)
+ *   recorder_merge.c/.h  reads those rings, merging the CPUs' records by number
  *   conntrack.c/.h     one conntrack entry by tuple (NETLINK_NETFILTER GET, never a dump)
  *   NAME_napi.c        each part's N-API binding and its NAME_register
  *   napi_common.c/.h   N-API helpers shared by the bindings (errors, arguments, properties)

@@ -36,7 +36,7 @@ function connectOnce(port: number): Promise<number> {
   });
 }
 
-describe('reading the ring buffer in several calls', { skip }, () => {
+describe('reading the rings in several calls', { skip }, () => {
   let server: Server;
   let port: number;
 

@@ -144,7 +144,7 @@ describe('the closed chain: answered from history after every hop closed', { ski
     user.stdin?.write(`echo ${MARKER} $(id -u)\n`);
     await eventually('the command on h3 to answer', () => output.includes(`${MARKER} ${NOBODY}`));
 
-    // Each daemon must have read the processes while they existed (its ring buffer is drained
+    // Each daemon must have read the processes while they existed (its rings are drained
     // on a timer): wait for the captures, never for a fixed time.
     await waitForRow(s(h1), { port: h1ToH2, remote: h2.address, remotePort: SHELL_PORT }, (r) => r.capturedAt !== null);
     await waitForRow(s(h2), { port: h2ToH3, remote: h3.address, remotePort: SHELL_PORT }, (r) => r.capturedAt !== null);

@@ -37,7 +37,7 @@ interface HistoryRow {
 
 /**
  * Waits until `stopd`'s history journal holds a row of local port `port` that passes `ready`:
- * the recorder drains its ring buffer on a timer, so the row's arrival is polled for (bounded).
+ * the recorder drains its rings on a timer, so the row's arrival is polled for (bounded).
  */
 async function historyRow(stopd: TestStopd, port: number, ready: (row: HistoryRow) => boolean): Promise<HistoryRow> {
   const deadline = Date.now() + 20_000;

@@ -140,7 +140,7 @@ function isStopped(pid: number): boolean {
   return stat.slice(stat.lastIndexOf(')') + 2).startsWith('T');
 }
 
-describe('a full ring buffer', { skip }, () => {
+describe('a full ring', { skip }, () => {
   test(`the recorder delivers the flood's first records in order and counts every one that did not fit (${FLOOD} connections, a CPU's ring of ${CAPACITY} records)`, async (t) => {
     const batches: ConnectionEvent[][] = [];
     const recorder = createConnectionRecorderStarter({ pollIntervalMs: 50 })((batch) => batches.push([...batch]));

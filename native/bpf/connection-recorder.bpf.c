@@ -11,7 +11,7 @@
  *
  * Inbound sockets (SYN_RECV -> ESTABLISHED) have no attribution and are not reported (their
  * ESTABLISHED returns before the table lookup; their CLOSE cannot be told apart cheaply). What it
- * cannot report is counted, never dropped silently: ring buffer full, and a SYN_SENT socket it
+ * cannot report is counted, never dropped silently: a ring full, and a SYN_SENT socket it
  * has no attribution for (its connect was before the recorder started, or no table slot was
  * free).
  *

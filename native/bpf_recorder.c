@@ -175,10 +175,10 @@ int recorder_take_wakeups(struct bpf_recorder *r) {
   return n < 0 ? -n : 0;
 }
 
-int recorder_drain(struct bpf_recorder *r, uint8_t *dst, size_t cap, size_t *len) {
+int recorder_drain(struct bpf_recorder *r, uint8_t *dst, size_t cap, bool last, size_t *len) {
   *len = 0;
   if (cap < RECORDER_RECORD_SIZE) return EINVAL;
-  *len = recorder_merge_read(&r->merge, dst, cap);
+  *len = recorder_merge_read(&r->merge, dst, cap, last);
   return 0;
 }
 

@@ -41,8 +41,9 @@ int recorder_open(const char *path, uint32_t records_per_cpu, struct bpf_recorde
 /* Moves waiting records into `dst` (`cap` bytes), back to back (`RECORDER_RECORD_SIZE` bytes
  * each), until none waits or `dst` is full; `*len` is the bytes written (a full `dst`: call
  * again, more may wait). The records of all CPUs come in the order they were made (by their
- * numbers), so a connection's `open` always before its `close`. Returns 0 or a positive errno. */
-int recorder_drain(struct bpf_recorder *r, uint8_t *dst, size_t cap, size_t *len);
+ * numbers), so a connection's `open` always before its `close`. `last`: no read follows (see
+ * recorder_merge_read). Returns 0 or a positive errno. */
+int recorder_drain(struct bpf_recorder *r, uint8_t *dst, size_t cap, bool last, size_t *len);
 
 /* A descriptor that turns readable when a CPU's ring got half full since the last call of
  * recorder_take_wakeups (poll it, e.g. with libuv's uv_poll): a burst, to drain before the

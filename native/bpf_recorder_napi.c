@@ -7,11 +7,13 @@
  *       warning in the message. onBurst, a function, is called (on this thread's event loop,
  *       with no arguments) when a CPU's ring got half full since the last call: read then,
  *       not at the next timed poll. It must not throw.
- *   recorderRead(handle, into) -> { bytes, ringFull, unattributed, recursion, epochOffsetMs }
+ *   recorderRead(handle, into, last?) -> { bytes, ringFull, unattributed, recursion, epochOffsetMs }
  *       moves waiting records into `into` (a Uint8Array/Buffer the caller keeps and reuses): its
  *       first `bytes` bytes are 120-byte records back to back (the layout of `struct record` in
  *       bpf/connection-recorder.bpf.c), in the order they were made; `bytes` equal to the
  *       largest multiple of 120 that fits means it is full and more may wait (read again).
+ *       last (the reads before recorderClose): records waiting for an earlier record still
+ *       being written are handed out too, rather than lost with the recorder.
  *       ringFull/unattributed/recursion are the running loss totals, read before the drain;
  *       epochOffsetMs is CLOCK_REALTIME -
  *       CLOCK_MONOTONIC in milliseconds, read now, which turns the records' kernel times
@@ -230,8 +232,14 @@ static bool get_bytes(napi_env env, napi_value value, uint8_t **data, size_t *le
 }
 
 static napi_value recorder_read(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
-  if (!get_args(env, info, 2, argv)) return NULL;
+  napi_value argv[3];
+  bool last = false;
+  if (!get_some_args(env, info, 2, 3, argv)) return NULL;
+  napi_valuetype last_type = napi_undefined;
+  if (napi_typeof(env, argv[2], &last_type) != napi_ok || (last_type != napi_undefined && (last_type != napi_boolean || napi_get_value_bool(env, argv[2], &last) != napi_ok))) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "last must be a boolean or undefined");
+    return NULL;
+  }
   struct recorder_handle *h = get_handle(env, argv[0]);
   if (h == NULL) return NULL;
   uint8_t *into = NULL;
@@ -250,7 +258,7 @@ static napi_value recorder_read(napi_env env, napi_callback_info info) {
   uint64_t totals[RECORDER_LOSS_KINDS] = {0};
   size_t len = 0;
   int err = recorder_losses(h->r, totals);
-  if (err == 0) err = recorder_drain(h->r, into, cap, &len);
+  if (err == 0) err = recorder_drain(h->r, into, cap, last, &len);
   if (err != 0) {
     throw_errno(env, "Cannot read the connection recorder", err);
     return NULL;

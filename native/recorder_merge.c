@@ -77,13 +77,13 @@ static size_t order_batch(struct recorder_merge *m, size_t n) {
  * microseconds (the rings are read again a few times), or at the next read when its CPU was
  * interrupted. A number missing at three refills in a row (a bug, never seen) is given up, so
  * that nothing waits for ever, and so are numbers missing when the waiting records would fill
- * the batch.
+ * the batch, or at the last read.
  *
  * Bounds: the batch holds 2 * total records (total: what all rings hold). What waits is at most
  * total (beyond, everything is handed out), and each reading of the rings adds at most total, so
  * the rings are read again only while the batch holds at most total.
  */
-static void refill(struct recorder_merge *m) {
+static void refill(struct recorder_merge *m, bool last) {
   size_t total = (size_t)m->cpus * m->per_cpu;
   /* What waits, moved to the front through the batch's second half (it may sit anywhere). */
   size_t waiting = m->batch_len - m->ready;
@@ -98,7 +98,7 @@ static void refill(struct recorder_merge *m) {
     size_t more = take_rings(m, n);
     if (more > n) ready = order_batch(m, n = more);
   }
-  if (ready < n && (n > total || (ready == 0 && ++m->missing_refills >= 3))) {
+  if (ready < n && (last || n > total || (ready == 0 && ++m->missing_refills >= 3))) {
     /* Give up the missing numbers: everything is ready, in order. */
     ready = n;
   }
@@ -110,9 +110,9 @@ static void refill(struct recorder_merge *m) {
   m->ready = ready;
 }
 
-size_t recorder_merge_read(struct recorder_merge *m, uint8_t *dst, size_t cap) {
+size_t recorder_merge_read(struct recorder_merge *m, uint8_t *dst, size_t cap, bool last) {
   size_t len = 0;
-  if (m->handed == m->ready) refill(m);
+  if (m->handed == m->ready) refill(m, last);
   while (m->handed < m->ready && len + RECORDER_RECORD_SIZE <= cap) {
     memcpy(dst + len, &m->batch[m->order[m->handed].at], RECORDER_RECORD_SIZE);
     len += RECORDER_RECORD_SIZE;

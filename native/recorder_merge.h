@@ -15,6 +15,7 @@
 #ifndef STOPD_RECORDER_MERGE_H
 #define STOPD_RECORDER_MERGE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -76,7 +77,8 @@ void recorder_merge_free(struct recorder_merge *m);
 
 /* Moves ready records into `dst` (`cap` bytes, at least one record), back to back, taking from
  * the rings first when none is ready; returns the bytes written (`cap` rounded down to records:
- * full, more may wait). */
-size_t recorder_merge_read(struct recorder_merge *m, uint8_t *dst, size_t cap);
+ * full, more may wait). `last`: the reader will not read again (the recorder closes), so
+ * records waiting for a missing number are handed out too, in order, rather than lost. */
+size_t recorder_merge_read(struct recorder_merge *m, uint8_t *dst, size_t cap, bool last);
 
 #endif

@@ -3,7 +3,8 @@
  * ordinary memory by test/support/recorder-merge-driver.c, which plays the BPF program: records
  * written on several CPUs come out in the order of their numbers, a record waits while an
  * earlier number is still being written, a number that never comes is given up after three
- * reads, numbers wrap at 2^32, and a small read buffer changes nothing. (The daemon-level
+ * reads (or at the last read, before closing), numbers wrap at 2^32, and a small read buffer
+ * changes nothing. (The daemon-level
  * counterpart, with the real program: test/connection-recorder-reads.test.ts.)
  */
 import assert from 'node:assert/strict';
@@ -45,6 +46,10 @@ describe('merging the per-CPU rings', () => {
 
   test('a number that never comes is given up at the third read that misses it', () => {
     assert.deepEqual(drive(['rings 2 64', 'write 0 1', 'read 10', 'read 10', 'read 10', 'write 1 2', 'read 10']), ['', '', '1', '2']);
+  });
+
+  test('the last read before closing hands out what waits for a missing number, in order', () => {
+    assert.deepEqual(drive(['rings 2 64', 'write 0 0', 'write 0 3', 'write 1 2', 'read 10', 'last 10']), ['0', '2 3']);
   });
 
   test('numbers wrap at 2^32', () => {

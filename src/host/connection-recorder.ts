@@ -404,13 +404,16 @@ function runRecorder(
     return { kind: 'loss', reason, count, from: lastRead, to: now };
   };
 
-  /** Reads what the kernel has, with the losses counted since the previous read after the records. */
-  const read = (): ConnectionEvent[] => {
+  /**
+   * Reads what the kernel has, with the losses counted since the previous read after the
+   * records; `last` before closing (nothing is left waiting for a later read).
+   */
+  const read = (last = false): ConnectionEvent[] => {
     let events: ConnectionEvent[] | undefined;
     let raw: RawRecorderRead;
     // A full buffer means more may wait: read until none waits (at most what the rings held).
     do {
-      raw = functions.recorderRead(handle, buffer);
+      raw = functions.recorderRead(handle, buffer, last);
       if (raw.bytes === 0) break;
       const decoded = decodeRecorderRecords(buffer.subarray(0, raw.bytes), raw.epochOffsetMs);
       if (events === undefined) events = decoded;
@@ -459,7 +462,7 @@ function runRecorder(
       if (closed) return Promise.resolve();
       let events: ConnectionEvent[];
       try {
-        events = read();
+        events = read(true);
       } catch (err) {
         return Promise.reject(err instanceof Error ? err : new Error(String(err)));
       } finally {

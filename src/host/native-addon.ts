@@ -232,9 +232,10 @@ export interface NativeAddon {
   /**
    * Moves waiting records, all CPUs' rings merged in the order they were made, into `into`
    * (kept and reused by the caller: no allocation per read) until none waits or `into` is
-   * full: see {@link RawRecorderRead}.
+   * full: see {@link RawRecorderRead}. `last`, for the reads before closing: records still
+   * waiting for an earlier one (being written on another CPU) come out too, in order.
    */
-  recorderRead?(recorder: RawRecorder, into: Uint8Array): RawRecorderRead;
+  recorderRead?(recorder: RawRecorder, into: Uint8Array, last?: boolean): RawRecorderRead;
   /** Detaches and frees the recorder; later reads throw. Idempotent. */
   recorderClose?(recorder: RawRecorder): void;
   /**

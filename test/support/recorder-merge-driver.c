@@ -6,6 +6,7 @@
  *   rings CPUS PER_CPU   first: CPUS rings of PER_CPU records (a power of two)
  *   write CPU SEQ        the program writes a record numbered SEQ on CPU (refused: "full")
  *   read N               the reader reads into a buffer of N records
+ *   last N               the same, as the last read before the recorder closes
  *
  * For each read it prints the numbers it got, in order, on one line ("read" then the numbers).
  */
@@ -41,10 +42,10 @@ int main(void) {
       r->kind = 1;
       r->seq = (uint32_t)b;
       c->head++;
-    } else if (sscanf(line, "read %lu", &a) == 1 && cursors != NULL && a > 0) {
+    } else if ((sscanf(line, "read %lu", &a) == 1 || sscanf(line, "last %lu", &a) == 1) && cursors != NULL && a > 0) {
       uint8_t *dst = malloc(a * RECORDER_RECORD_SIZE);
       if (dst == NULL) return 1;
-      size_t len = recorder_merge_read(&m, dst, a * RECORDER_RECORD_SIZE);
+      size_t len = recorder_merge_read(&m, dst, a * RECORDER_RECORD_SIZE, line[0] == 'l');
       printf("read");
       for (size_t at = 0; at < len; at += RECORDER_RECORD_SIZE) {
         struct recorder_record r;

@@ -10,11 +10,19 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { connect, createServer, type Server } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { ConnectionEvent } from '../src/host/connection-events.js';
-import { createConnectionRecorderStarter, defaultRingRecordsPerCpu, findRecorderObject, probeConnectionRecorder, RECORD_BYTES } from '../src/host/connection-recorder.js';
+import {
+  createConnectionRecorderStarter,
+  defaultRingRecordsPerCpu,
+  findRecorderObject,
+  parseCpuList,
+  probeConnectionRecorder,
+  RECORD_BYTES,
+} from '../src/host/connection-recorder.js';
 import { nativeRecorderFunctions } from '../src/host/native-addon.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -37,20 +45,17 @@ function connectOnce(port: number): Promise<number> {
 }
 
 describe('reading the rings in several calls', { skip }, () => {
-  let server: Server;
+  let server: Awaited<ReturnType<typeof loopbackServer>>;
   let port: number;
 
   before(async () => {
-    server = createServer((socket) => {
+    server = await loopbackServer((socket) => {
       socket.on('data', () => undefined);
       socket.end();
     });
-    await new Promise<void>((ready) => server.listen(0, '127.0.0.1', ready));
-    port = (server.address() as { port: number }).port;
+    port = server.port;
   });
-  after(async () => {
-    await new Promise<void>((done) => server.close(() => done()));
-  });
+  after(() => server.close());
 
   test('a buffer of one record still delivers every open and close once, in kernel order', async () => {
     const events: ConnectionEvent[] = [];
@@ -140,31 +145,33 @@ function runPinnedClient(port: number, count: number, openOn: number, closeOn: n
 
 /** The allowed CPUs of this process (sched_getaffinity, from /proc/self/status). */
 function allowedCpus(): number[] {
-  const list = /^Cpus_allowed_list:\s*(\S+)/m.exec(execFileSync('cat', ['/proc/self/status'], { encoding: 'utf8' }))?.[1] ?? '';
-  return list.split(',').flatMap((range) => {
-    const [first, last] = range.split('-').map(Number);
-    if (first === undefined || Number.isNaN(first)) return [];
-    return Array.from({ length: (last ?? first) - first + 1 }, (_, i) => first + i);
-  });
+  return parseCpuList(/^Cpus_allowed_list:\s*(\S+)/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? '');
+}
+
+/** A loopback listener on an ephemeral port that hands each accepted socket to `handle`. */
+async function loopbackServer(handle: (socket: Socket) => void): Promise<{ port: number; close: () => Promise<void> }> {
+  const server = createServer(handle);
+  await new Promise<void>((ready) => server.listen(0, '127.0.0.1', ready));
+  return {
+    port: (server.address() as { port: number }).port,
+    close: () => new Promise<void>((done) => server.close(() => done())),
+  };
 }
 
 describe('the per-CPU rings', { skip }, () => {
-  let server: Server;
+  let server: Awaited<ReturnType<typeof loopbackServer>>;
   let port: number;
   const cpuList = isRoot ? allowedCpus() : [];
 
   before(async () => {
     // Accepts and closes at once: the client's reset or the server's close ends each connection.
-    server = createServer((socket) => {
+    server = await loopbackServer((socket) => {
       socket.on('error', () => undefined);
       socket.destroy();
     });
-    await new Promise<void>((ready) => server.listen(0, '127.0.0.1', ready));
-    port = (server.address() as { port: number }).port;
+    port = server.port;
   });
-  after(async () => {
-    await new Promise<void>((done) => server.close(() => done()));
-  });
+  after(() => server.close());
 
   const mineOf = (events: readonly ConnectionEvent[], ports: readonly number[]): string[] =>
     events.flatMap((e) => (e.kind !== 'loss' && e.remote.port === port && ports.includes(e.local.port) ? [`${e.kind} ${e.local.port}`] : []));

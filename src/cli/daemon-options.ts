@@ -8,6 +8,7 @@ import type { Logger } from '../daemon/logger.js';
 import { UsageError } from '../errors.js';
 import { parseSyslogTarget } from '../evidence/forwarder.js';
 import { parseByteSize } from '../evidence/quota.js';
+import { isRingRecordsPerCpu, RING_RECORDS_MAX, RING_RECORDS_MIN } from '../host/connection-recorder.js';
 import { parseSaveCategories } from '../evidence/record.js';
 import { parseDuration, parseListenAddress } from './args.js';
 import type { OptionSpec, OptionValue, Settings } from './options.js';
@@ -192,8 +193,8 @@ export function buildDaemonOptions(
   }
   const ringRecords = get<string>('history-ring-records') ?? 'auto';
   const historyRingRecords = ringRecords === 'auto' ? undefined : Number(ringRecords);
-  if (historyRingRecords !== undefined && !(Number.isInteger(historyRingRecords) && historyRingRecords >= 64 && historyRingRecords <= 1_048_576 && (historyRingRecords & (historyRingRecords - 1)) === 0)) {
-    throw new UsageError(`${context.origin('history-ring-records')} must be auto or a power of two from 64 to 1048576 (e.g. 8192), not ${JSON.stringify(ringRecords)}`);
+  if (historyRingRecords !== undefined && !isRingRecordsPerCpu(historyRingRecords)) {
+    throw new UsageError(`${context.origin('history-ring-records')} must be auto or a power of two from ${RING_RECORDS_MIN} to ${RING_RECORDS_MAX} (e.g. 8192), not ${JSON.stringify(ringRecords)}`);
   }
   const processIndex = get<string>('process-index') ?? 'auto';
   if (processIndex !== 'auto' && processIndex !== 'schedstat') {

@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { decodeRecorderRecords, findRecorderObject, RECORD_BYTES } from './connection-recorder.js';
+import { decodeRecorderRecords, findRecorderObject, isRingRecordsPerCpu, parseCpuList, RECORD_BYTES } from './connection-recorder.js';
 import { findPackageRoot } from './native-addon.js';
 
 /** One record laid out as `struct record` of native/bpf/connection-recorder.bpf.c. */
@@ -156,4 +156,15 @@ describe('the shipped BPF objects', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+});
+
+test('parseCpuList reads kernel CPU lists (ranges, single CPUs, a trailing newline, nothing)', () => {
+  assert.deepEqual(parseCpuList('0-3,8-11\n'), [0, 1, 2, 3, 8, 9, 10, 11]);
+  assert.deepEqual(parseCpuList('0'), [0]);
+  assert.deepEqual(parseCpuList(''), []);
+});
+
+test('isRingRecordsPerCpu takes powers of two from 64 to 1048576 only', () => {
+  for (const good of [64, 4096, 1 << 20]) assert.ok(isRingRecordsPerCpu(good), String(good));
+  for (const bad of [0, 32, 1000, 2 ** 21, 64.5, Number.NaN]) assert.ok(!isRingRecordsPerCpu(bad), String(bad));
 });

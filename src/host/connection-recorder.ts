@@ -47,8 +47,26 @@ export const DEFAULT_READ_BUFFER_RECORDS = 8192;
 export const DEFAULT_POLL_INTERVAL_MS = 200;
 
 /** The bounds of {@link ConnectionRecorderOptions.ringRecordsPerCpu} (native/bpf_recorder.h). */
-const RING_RECORDS_MIN = 64;
-const RING_RECORDS_MAX = 1 << 20;
+export const RING_RECORDS_MIN = 64;
+export const RING_RECORDS_MAX = 1 << 20;
+
+/** Whether `records` is a ring size the recorder takes: a power of two within the bounds. */
+export function isRingRecordsPerCpu(records: number): boolean {
+  return Number.isInteger(records) && records >= RING_RECORDS_MIN && records <= RING_RECORDS_MAX && (records & (records - 1)) === 0;
+}
+
+/** The CPUs of a kernel CPU list ("0-3,8-11", as in sysfs and /proc/PID/status), in order. */
+export function parseCpuList(text: string): number[] {
+  return text
+    .trim()
+    .split(',')
+    .filter((range) => range !== '')
+    .flatMap((range) => {
+      const [first, last = first] = range.split('-').map(Number);
+      if (first === undefined || last === undefined || !Number.isInteger(first) || !Number.isInteger(last) || first < 0) return [];
+      return Array.from({ length: Math.max(0, last - first + 1) }, (_, i) => first + i);
+    });
+}
 
 /**
  * The CPUs the kernel may ever bring online (/sys/devices/system/cpu/possible, "0-3,8-11"):
@@ -56,13 +74,8 @@ const RING_RECORDS_MAX = 1 << 20;
  */
 export function possibleCpuCount(): number {
   try {
-    const text = readFileSync('/sys/devices/system/cpu/possible', 'utf8').trim();
-    let highest = -1;
-    for (const range of text.split(',')) {
-      const [first, last] = range.split('-').map(Number);
-      highest = Math.max(highest, last ?? first ?? -1);
-    }
-    if (Number.isInteger(highest) && highest >= 0) return highest + 1;
+    const possible = parseCpuList(readFileSync('/sys/devices/system/cpu/possible', 'utf8'));
+    if (possible.length > 0) return Math.max(...possible) + 1;
   } catch {
     // Not Linux, or no sysfs: the CPUs this process sees.
   }
@@ -358,7 +371,7 @@ export function createConnectionRecorderStarter(options: ConnectionRecorderOptio
     throw new RangeError(`readBufferRecords must be an integer from 1 to 65536, not ${bufferRecords}`);
   }
   const ringRecords = options.ringRecordsPerCpu ?? defaultRingRecordsPerCpu();
-  if (!Number.isInteger(ringRecords) || ringRecords < RING_RECORDS_MIN || ringRecords > RING_RECORDS_MAX || (ringRecords & (ringRecords - 1)) !== 0) {
+  if (!isRingRecordsPerCpu(ringRecords)) {
     throw new RangeError(`ringRecordsPerCpu must be a power of two from ${RING_RECORDS_MIN} to ${RING_RECORDS_MAX}, not ${ringRecords}`);
   }
   return (onEvents) => {
